@@ -1,0 +1,64 @@
+"""The operator CLI ``welfare-exchange``.
+
+Each command group lives beside the logic it drives and registers itself here through a
+``register(subparsers)`` function, so this module only assembles them and turns errors into
+the CLI contract: a clear one-line message on stderr and exit code 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from welfare_exchange.errors import InputError, WelfareExchangeError
+
+#: Modules that contribute sub-commands, in the order ``--help`` lists them.
+COMMAND_MODULES = (
+    "welfare_exchange.db.commands",
+    "welfare_exchange.protocols.commands",
+    "welfare_exchange.entitlements.commands",
+    "welfare_exchange.audit.commands",
+    "welfare_exchange.intake.commands",
+    "welfare_exchange.exchange.commands",
+    "welfare_exchange.retention.commands",
+    "welfare_exchange.subjects.commands",
+)
+
+
+#: Raised by command handlers for bad operator input: one line on stderr, exit code 2.
+UsageError = InputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="welfare-exchange",
+        description="Operate the Groeipakket welfare-data exchange with municipalities.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # the group is not built yet; its siblings still work
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except WelfareExchangeError as exc:
+        print(f"welfare-exchange: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("welfare-exchange: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Exceptions with messages a person can act on — and that never carry personal data.
+
+Every message says what went wrong, for which exchange or file, and what to do next. None
+may contain an INSZ number, a name or a file's content: messages end up in task logs, the
+Airflow UI and e-mails to operators.
+"""
+
+from __future__ import annotations
+
+
+class WelfareExchangeError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    #: Short machine-readable reason, used in audit records and validation reports.
+    code: str = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class InputError(WelfareExchangeError):
+    """Bad input from outside (a file, a command-line argument): the CLI exits with code 2."""
+
+    code = "bad_input"
+
+
+class ProtocolError(WelfareExchangeError):
+    """The protocol does not allow what was asked (not signed, revoked, wrong channel, …)."""
+
+    code = "protocol"
+
+
+class IllegalTransition(ProtocolError):
+    """A protocol status change that its lifecycle does not allow."""
+
+    code = "illegal_transition"

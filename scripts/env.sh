@@ -1,0 +1,25 @@
+# Runtime environment of the checkout, sourced by the Makefile recipes and .ci/run.
+# Everything lives in git-ignored folders of the checkout; secrets are generated on first use.
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export WELFARE_EXCHANGE_HOME="${WELFARE_EXCHANGE_HOME:-$here/var}"
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$WELFARE_EXCHANGE_HOME/airflow}"
+export AIRFLOW__CORE__DAGS_FOLDER="$here/dags"
+export AIRFLOW__CORE__PLUGINS_FOLDER="$here/plugins"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-True}"
+export AIRFLOW__API__HOST=127.0.0.1
+export AIRFLOW__API__PORT="${AIRFLOW__API__PORT:-8080}"
+export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="${AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL:-5}"
+export AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="${AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL:-5}"
+export PATH="$here/.venv/bin:$PATH"
+mkdir -p "$WELFARE_EXCHANGE_HOME"
+secrets="$WELFARE_EXCHANGE_HOME/secrets.env"
+if [ ! -f "$secrets" ]; then
+  umask 077
+  {
+    echo "WELFARE_EXCHANGE_AUDIT_HMAC_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+    echo "WELFARE_EXCHANGE_STAGING_KEY=$(python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())')"
+  } > "$secrets"
+fi
+set -a; . "$secrets"; set +a
