@@ -1,0 +1,28 @@
+"""Shared test set-up: the checkout's runtime environment and every fixture module.
+
+Fixture modules live in ``tests/fixtures/`` (one per real server or resource: the project
+database, the OpenSSH SFTP server, the mail servers, …) and are all loaded here.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import secrets
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# When pytest is run by hand instead of through `make test`, give it the same environment.
+os.environ.setdefault("WELFARE_EXCHANGE_HOME", str(_ROOT / "var"))
+os.environ.setdefault("AIRFLOW_HOME", str(pathlib.Path(os.environ["WELFARE_EXCHANGE_HOME"]) / "airflow"))
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(_ROOT / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(_ROOT / "plugins"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
+os.environ.setdefault("WELFARE_EXCHANGE_AUDIT_HMAC_KEY", secrets.token_hex(32))
+
+pytest_plugins = sorted(
+    f"tests.fixtures.{path.stem}"
+    for path in (_ROOT / "tests" / "fixtures").glob("*.py")
+    if path.stem != "__init__"
+)
