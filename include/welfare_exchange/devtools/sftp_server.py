@@ -1,0 +1,651 @@
+"""A real OpenSSH SFTP server on loopback, for the tests and the demo.
+
+Not a mock: Debian's ``/usr/sbin/sshd`` runs with its own ``sshd_config``, listening on
+``127.0.0.1`` only, on a free port, with a host key generated at first start (never committed).
+The same server code path the agency runs in production — chroot, ``internal-sftp``,
+public-key authentication, host-key pinning — is what the tests exercise.
+
+Account model
+-------------
+The agency runs the SFTP server; each municipality (identified by its 5-digit NIS code)
+gets **one system account** ``wx_<nis>`` confined to its own directory:
+
+* ``Match User wx_<nis>`` → ``ChrootDirectory <root>/municipalities/<nis>`` and
+  ``ForceCommand internal-sftp``: no shell, no port forwarding, no way out of the chroot.
+  The chroot directory is root-owned 755 (sshd requires it); inside it ``inbox/`` (the
+  municipality uploads requests here), ``outbox/`` (the agency delivers results here) and
+  ``quarantine/`` (files that could not be processed) are owned by the account.
+* **Two key pairs per municipality**, both in that account's ``authorized_keys``: the
+  *agency* key (used by Airflow through the ``sftp_<nis>`` connection) and the *municipality*
+  key (handed to the municipality). The agency therefore never holds one key that opens
+  every municipality's directory: a leaked Gent connection cannot touch Antwerp's files.
+  Either key can be revoked on its own by removing its line.
+
+Layout under the server root (keep it in a git-ignored folder such as ``var/``; its path and
+every parent must be root-owned and not group/world-writable, which rules out ``/tmp``,
+because sshd refuses a chroot below such a directory)::
+
+    sshd_config, sshd.pid, sshd.log
+    host_keys/ssh_host_ed25519_key(.pub)
+    authorized_keys/wx_<nis>              (one file per account, read by sshd as the user)
+    keys/<nis>/agency_ed25519(.pub)       (mode 600)
+    keys/<nis>/municipality_ed25519(.pub) (mode 600)
+    municipalities/<nis>/{inbox,outbox,quarantine}
+
+Run it in the foreground for the demo::
+
+    python -m welfare_exchange.devtools.sftp_server --root var/sftp --nis 44021 --nis 11002
+
+It prints the ``AIRFLOW_CONN_SFTP_<NIS>`` lines for the agency side and stops on Ctrl-C.
+Creating system accounts needs root: this module is for dev and CI machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import posixpath
+import pwd
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+SSHD = "/usr/sbin/sshd"
+HOST = "127.0.0.1"
+ACCOUNT_PREFIX = "wx_"
+REMOTE_DIRS = ("inbox", "outbox", "quarantine")
+_NIS = re.compile(r"^[0-9]{5}$")
+
+
+class SftpServerError(RuntimeError):
+    """The local SFTP server could not be set up, started or reached."""
+
+
+def conn_id_for(nis: str) -> str:
+    """Airflow connection id of the agency side for a municipality: ``sftp_<nis>``."""
+    return f"sftp_{_check_nis(nis)}"
+
+
+def _check_nis(nis: str) -> str:
+    # The NIS code ends up in a user name, a path and sshd_config: accept digits only.
+    if not isinstance(nis, str) or not _NIS.match(nis):
+        raise ValueError(f"a NIS code is 5 digits (e.g. '44021'), got {nis!r}")
+    return nis
+
+
+@dataclass(frozen=True)
+class Account:
+    """One municipality's confined account on the server.
+
+    :param nis: the municipality's NIS code.
+    :param username: the system account, ``wx_<nis>``.
+    :param agency_key: private key the agency (Airflow) logs in with.
+    :param municipality_key: private key the municipality logs in with.
+    :param chroot: the account's chroot directory on the server's disk.
+    :param conn_id: Airflow connection id of the agency side.
+    """
+
+    nis: str
+    username: str
+    agency_key: Path
+    municipality_key: Path
+    chroot: Path
+    conn_id: str
+
+    #: Remote paths as seen by the account (relative to its chroot, where a session starts).
+    inbox: str = "inbox"
+    outbox: str = "outbox"
+    quarantine: str = "quarantine"
+
+    def local_dir(self, remote_dir: str) -> Path:
+        """The server-side folder behind a remote directory (for tests that inspect the disk)."""
+        return self.chroot / remote_dir.strip("/")
+
+
+class SftpServer:
+    """An OpenSSH sshd on 127.0.0.1 serving chrooted SFTP accounts, one per municipality.
+
+    :param root: folder for config, keys, logs and the municipalities' directories.
+    :param port: TCP port; a free one is picked at the first start when ``None``.
+    """
+
+    def __init__(self, root: Path | str, port: int | None = None) -> None:
+        self.root = Path(root).resolve()
+        self.port = port
+        self._proc: subprocess.Popen | None = None
+        self._accounts: dict[str, Account] = {}
+        self._log_fh = None
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def config_path(self) -> Path:
+        return self.root / "sshd_config"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.root / "sshd.pid"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "sshd.log"
+
+    @property
+    def host_key_path(self) -> Path:
+        return self.root / "host_keys" / "ssh_host_ed25519_key"
+
+    @property
+    def host_key_line(self) -> str:
+        """The host public key, ``"ssh-ed25519 AAAA…"``, to pin in the Airflow connection."""
+        parts = self.host_key_path.with_suffix(".pub").read_text().split()
+        return f"{parts[0]} {parts[1]}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the listening sshd, or ``None`` when not running."""
+        return self._proc.pid if self.running else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def accounts(self) -> dict[str, Account]:
+        return dict(self._accounts)
+
+    # -------------------------------------------------------------- lifecycle
+    def start(self) -> SftpServer:
+        """Write the config, generate missing keys and start sshd; returns once it accepts.
+
+        :raises SftpServerError: sshd is missing, the root is unsafe for a chroot, or sshd
+            did not come up (the error carries the tail of ``sshd.log``).
+        """
+        if self.running:
+            return self
+        if not os.path.isfile(SSHD):
+            raise SftpServerError(
+                f"{SSHD} not found: install Debian's openssh-server (`make system-deps` does it)"
+            )
+        if os.geteuid() != 0:
+            raise SftpServerError("the SFTP dev server creates system accounts and chroots: run it as root")
+        self._prepare_root()
+        # sshd's privilege-separation directory; absent in containers without systemd.
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        if not self.host_key_path.exists():
+            self.host_key_path.parent.mkdir(mode=0o700, exist_ok=True)
+            _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "welfare-exchange-dev-host",
+                  "-f", str(self.host_key_path)])
+        if self.port is None:
+            self.port = _free_port()
+        self._write_config()
+        self._check_config()
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
+        self._log_fh = open(self.log_path, "ab")
+        # -D: stay in the foreground so the Popen pid is the listener; -e: log to our file.
+        self._proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.config_path)],
+            stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=self._log_fh,
+            start_new_session=True,
+        )
+        self._wait_ready()
+        return self
+
+    def stop(self) -> None:
+        """Stop sshd and the sessions it serves (SIGTERM, then SIGKILL after 5 s)."""
+        self._signal_all(signal.SIGTERM, grace=5.0)
+
+    def kill(self) -> None:
+        """Kill sshd and every session process with SIGKILL, as a crash would.
+
+        Open transfers break mid-stream; files being written stay as they were.
+        """
+        self._signal_all(signal.SIGKILL, grace=5.0)
+
+    def restart(self) -> SftpServer:
+        """Stop (if running) and start again on the same port with the same host key."""
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> SftpServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------- municipalities
+    def add_municipality(self, nis: str) -> Account:
+        """Create (idempotently) a municipality's account, keys and directories.
+
+        When the server is running it reloads its config (SIGHUP) so the account can log in
+        at once; the call returns when sshd listens again.
+
+        :param nis: the municipality's 5-digit NIS code.
+        """
+        nis = _check_nis(nis)
+        if nis in self._accounts:
+            return self._accounts[nis]
+        self._prepare_root()
+        username = ACCOUNT_PREFIX + nis
+        user = _ensure_system_account(username)
+        chroot = self.root / "municipalities" / nis
+        # sshd requires the chroot itself to be root-owned and not writable by anyone else;
+        # the account writes only in the folders inside it.
+        chroot.mkdir(parents=True, exist_ok=True)
+        os.chown(chroot, 0, 0)
+        os.chmod(chroot, 0o755)
+        for name in REMOTE_DIRS:
+            folder = chroot / name
+            folder.mkdir(exist_ok=True)
+            os.chown(folder, user.pw_uid, user.pw_gid)
+            os.chmod(folder, 0o750)
+        keys_dir = self.root / "keys" / nis
+        keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(keys_dir, 0o700)
+        public_lines = []
+        for role in ("agency", "municipality"):
+            key = keys_dir / f"{role}_ed25519"
+            if not key.exists():
+                _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{role}@{nis}", "-f", str(key)])
+            os.chmod(key, 0o600)
+            os.chmod(key.with_suffix(".pub"), 0o600)
+            public_lines.append(key.with_suffix(".pub").read_text().strip())
+        auth_file = self.root / "authorized_keys" / username
+        # sshd reads this file as the account (temporarily dropping to its uid): world-readable,
+        # root-owned so the account cannot add keys of its own.
+        auth_file.write_text("\n".join(public_lines) + "\n")
+        os.chown(auth_file, 0, 0)
+        os.chmod(auth_file, 0o644)
+        account = Account(
+            nis=nis, username=username,
+            agency_key=keys_dir / "agency_ed25519", municipality_key=keys_dir / "municipality_ed25519",
+            chroot=chroot, conn_id=conn_id_for(nis),
+        )
+        self._accounts[nis] = account
+        if self.running:
+            self._reload()
+        return account
+
+    def account(self, nis: str) -> Account:
+        try:
+            return self._accounts[_check_nis(nis)]
+        except KeyError:
+            raise SftpServerError(f"municipality {nis} has no account on this server: call add_municipality") from None
+
+    # ------------------------------------------------------ Airflow connection
+    def airflow_connection(self, nis: str) -> dict:
+        """The agency side's Airflow connection for a municipality, as a JSON-ready dict.
+
+        The host key is pinned (``host_key`` extra): no ``no_host_key_check``. ``look_for_keys``
+        is off so the hook authenticates with this municipality's agency key only.
+
+        :param nis: the municipality's NIS code.
+        """
+        account = self.account(nis)
+        if self.port is None:
+            raise SftpServerError("the server has no port yet: start it first")
+        return {
+            "conn_type": "sftp",
+            "host": HOST,
+            "port": self.port,
+            "login": account.username,
+            "extra": {
+                "key_file": str(account.agency_key),
+                "host_key": self.host_key_line,
+                "look_for_keys": "false",
+                "conn_timeout": 10,
+            },
+        }
+
+    def connection_json(self, nis: str) -> str:
+        """:meth:`airflow_connection` serialised, the value of ``AIRFLOW_CONN_SFTP_<NIS>``."""
+        return json.dumps(self.airflow_connection(nis))
+
+    def connection_uri(self, nis: str) -> str:
+        """The same connection in Airflow's URI form (``sftp://user@host:port/?extras``)."""
+        conn = self.airflow_connection(nis)
+        query = urllib.parse.urlencode({k: str(v) for k, v in conn["extra"].items()})
+        return f"sftp://{conn['login']}@{conn['host']}:{conn['port']}/?{query}"
+
+    def env_var(self, nis: str) -> tuple[str, str]:
+        """``(name, value)`` of the environment variable that defines the connection."""
+        return f"AIRFLOW_CONN_{conn_id_for(nis).upper()}", self.connection_json(nis)
+
+    def export_connection(self, nis: str, environ: dict | None = None) -> str:
+        """Set ``AIRFLOW_CONN_SFTP_<NIS>`` in ``environ`` (default ``os.environ``); returns the conn id.
+
+        Tests should prefer ``monkeypatch.setenv(*server.env_var(nis))``.
+        """
+        name, value = self.env_var(nis)
+        (os.environ if environ is None else environ)[name] = value
+        return conn_id_for(nis)
+
+    # ------------------------------------------------------ municipality side
+    @contextlib.contextmanager
+    def municipality_sftp(self, nis: str, *, key: Path | None = None) -> Iterator[paramiko.SFTPClient]:
+        """An SFTP session as the municipality itself (its own key, host key pinned).
+
+        :param nis: the municipality's NIS code.
+        :param key: log in with this private key instead (e.g. another municipality's key,
+            to test confinement).
+        """
+        account = self.account(nis)
+        client = self.ssh_client(account.username, key or account.municipality_key)
+        try:
+            yield client.open_sftp()
+        finally:
+            client.close()
+
+    def ssh_client(self, username: str, key: Path) -> paramiko.SSHClient:
+        """A connected paramiko client that verifies the pinned host key and uses only ``key``."""
+        client = paramiko.SSHClient()
+        host_type, host_b64 = self.host_key_line.split()
+        client.get_host_keys().add(f"[{HOST}]:{self.port}", host_type,
+                                   paramiko.Ed25519Key(data=base64.b64decode(host_b64)))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(HOST, port=self.port, username=username, key_filename=str(key),
+                       look_for_keys=False, allow_agent=False, timeout=10, banner_timeout=10, auth_timeout=10)
+        return client
+
+    def drop_request(self, nis: str, data: bytes | Path, name: str, *, directory: str = "inbox") -> str:
+        """Upload a file as the municipality would: as ``name.part``, then rename to ``name``.
+
+        :param nis: the municipality's NIS code.
+        :param data: the file's bytes, or a local path.
+        :param name: final file name in the directory.
+        :param directory: remote directory (default the inbox).
+        :return: the remote path of the final file.
+        """
+        final = posixpath.join(directory, name)
+        part = final + ".part"
+        with self.municipality_sftp(nis) as sftp:
+            if isinstance(data, (bytes, bytearray)):
+                with sftp.open(part, "wb") as fh:
+                    fh.set_pipelined(True)
+                    fh.write(bytes(data))
+            else:
+                sftp.put(str(data), part)
+            sftp.posix_rename(part, final)
+        return final
+
+    def read_outbox(self, nis: str, *, directory: str = "outbox") -> dict[str, bytes]:
+        """Download every final file in a directory as the municipality (``.part`` files skipped).
+
+        :param nis: the municipality's NIS code.
+        :param directory: remote directory (default the outbox).
+        """
+        files: dict[str, bytes] = {}
+        with self.municipality_sftp(nis) as sftp:
+            for entry in sorted(sftp.listdir_attr(directory), key=lambda e: e.filename):
+                if entry.filename.endswith(".part") or entry.filename.startswith(".") or not stat.S_ISREG(entry.st_mode):
+                    continue
+                with sftp.open(posixpath.join(directory, entry.filename), "rb") as fh:
+                    files[entry.filename] = fh.read()
+        return files
+
+    # ----------------------------------------------------------------- internals
+    def _prepare_root(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)
+        for name in ("municipalities", "authorized_keys"):
+            (self.root / name).mkdir(exist_ok=True, mode=0o755)
+            os.chmod(self.root / name, 0o755)
+        (self.root / "keys").mkdir(exist_ok=True, mode=0o700)
+        # sshd checks every component of a ChrootDirectory path, and reads authorized_keys as
+        # the account: say which folder is wrong instead of a bare "Connection closed".
+        for folder in [self.root, *self.root.parents]:
+            st = folder.stat()
+            if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise SftpServerError(
+                    f"cannot chroot below {folder}: sshd requires every folder of the path to be "
+                    "root-owned and not group/world-writable (so not under /tmp); "
+                    "choose a root under the checkout's var/ folder"
+                )
+            if not st.st_mode & stat.S_IXOTH:
+                raise SftpServerError(f"{folder} must be traversable by others (o+x): sshd reads "
+                                      "authorized_keys as the municipality's account")
+
+    def _write_config(self) -> None:
+        users = sorted(a.username for a in self._accounts.values())
+        lines = [
+            "# Generated by welfare_exchange.devtools.sftp_server: edits are overwritten.",
+            f"ListenAddress {HOST}",
+            f"Port {self.port}",
+            f"HostKey {self.host_key_path}",
+            f"PidFile {self.pid_path}",
+            f"AuthorizedKeysFile {self.root / 'authorized_keys'}/%u",
+            "UsePAM no",
+            # The root lives in the checkout, not in a home directory sshd knows.
+            "StrictModes no",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PubkeyAuthentication yes",
+            "PermitRootLogin no",
+            "PermitEmptyPasswords no",
+            "AllowTcpForwarding no",
+            "AllowStreamLocalForwarding no",
+            "AllowAgentForwarding no",
+            "X11Forwarding no",
+            "PermitTunnel no",
+            "PermitTTY no",
+            "PermitUserRC no",
+            "PrintMotd no",
+            "LoginGraceTime 30",
+            "ClientAliveInterval 15",
+            "LogLevel VERBOSE",
+            "Subsystem sftp internal-sftp",
+            # Only the registered municipalities may log in, and only to SFTP.
+            f"AllowUsers {' '.join(users)}" if users else "DenyUsers *",
+            "ForceCommand internal-sftp",
+        ]
+        for account in sorted(self._accounts.values(), key=lambda a: a.nis):
+            lines += [
+                f"Match User {account.username}",
+                f"    ChrootDirectory {account.chroot}",
+                # -d /: every session starts at the chroot's top, so "inbox" is a valid path.
+                "    ForceCommand internal-sftp -d /",
+            ]
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.config_path)
+
+    def _check_config(self) -> None:
+        result = subprocess.run([SSHD, "-t", "-f", str(self.config_path)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SftpServerError(f"sshd rejects {self.config_path}: {result.stderr.strip()}")
+
+    def _reload(self) -> None:
+        self._write_config()
+        self._check_config()
+        # On SIGHUP sshd re-executes itself and writes its pid file again once it listens:
+        # remove the file first so its reappearance tells us the new config is live.
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
+        os.kill(self._proc.pid, signal.SIGHUP)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise SftpServerError(f"sshd exited with code {self._proc.returncode}: {self._log_tail()}")
+            if self.pid_path.exists() and _banner(self.port):
+                return
+            time.sleep(0.05)
+        raise SftpServerError(f"sshd did not listen on {HOST}:{self.port} within {timeout:.0f} s: {self._log_tail()}")
+
+    def _log_tail(self, lines: int = 15) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no sshd.log)"
+
+    def _signal_all(self, sig: int, grace: float) -> None:
+        if self._proc is None:
+            return
+        procs = _descendants(self._proc.pid) if self._proc.poll() is None else []
+        # Session processes call setsid(), so a process-group kill would miss them: signal the
+        # listener and every descendant found before it dies (they are then re-parented).
+        for pid in [self._proc.pid, *procs]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        try:
+            self._proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._proc.pid, signal.SIGKILL)
+            self._proc.wait(timeout=grace)
+        deadline = time.monotonic() + grace
+        for pid in procs:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._proc = None
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+        # Wait until the port is free again so an immediate restart can bind it.
+        deadline = time.monotonic() + grace
+        while self.port and _banner(self.port, timeout=0.2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+# ------------------------------------------------------------------ helpers
+def _run(cmd: list[str]) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SftpServerError(f"{cmd[0]} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def _tool(name: str) -> str:
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def _ensure_system_account(username: str) -> pwd.struct_passwd:
+    """Create the no-shell system account if missing; make sure sshd does not see it as locked."""
+    try:
+        user = pwd.getpwnam(username)
+    except KeyError:
+        # Password "*": no password login, but not "!"-locked (sshd without PAM refuses
+        # locked accounts even for public-key logins).
+        _run([_tool("useradd"), "--system", "--no-create-home", "--home-dir", "/",
+              "--shell", "/usr/sbin/nologin", "--password", "*", username])
+        return pwd.getpwnam(username)
+    shadow = subprocess.run(["getent", "shadow", username], capture_output=True, text=True).stdout
+    fields = shadow.split(":")
+    if len(fields) > 1 and fields[1].startswith("!"):
+        _run([_tool("usermod"), "--password", "*", username])
+    return user
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _banner(port: int | None, timeout: float = 1.0) -> bool:
+    """True when something on the port answers with an SSH banner."""
+    if not port:
+        return False
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout) as sock:
+            return sock.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def _children_map() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                # The command name may hold spaces and parentheses: the ppid follows the last ")".
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def _descendants(pid: int) -> list[int]:
+    tree, found, todo = _children_map(), [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server in the foreground until Ctrl-C / SIGTERM (for the demo)."""
+    parser = argparse.ArgumentParser(prog="python -m welfare_exchange.devtools.sftp_server",
+                                     description="OpenSSH SFTP server on 127.0.0.1, one chroot per municipality")
+    parser.add_argument("--root", type=Path, default=Path(os.environ.get("WELFARE_EXCHANGE_HOME", "var")) / "sftp")
+    parser.add_argument("--nis", action="append", default=[], help="municipality NIS code (repeatable)")
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--env-file", type=Path, default=None,
+                        help="also write the AIRFLOW_CONN_SFTP_<NIS> lines to this file (mode 600)")
+    args = parser.parse_args(argv)
+    server = SftpServer(args.root, port=args.port)
+    try:
+        for nis in args.nis:
+            server.add_municipality(nis)
+        server.start()
+    except (SftpServerError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lines = [f"{name}='{value}'" for name, value in (server.env_var(n) for n in args.nis)]
+    if args.env_file:
+        args.env_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(args.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+    print(f"SFTP server on {HOST}:{server.port} (pid {server.pid}), root {server.root}", flush=True)
+    print(f"host key: {server.host_key_line}", flush=True)
+    for line in lines:
+        print(f"export {line}", flush=True)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop and server.running:
+            time.sleep(0.5)
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
