@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:  # the group is not built yet; its siblings still work
+            if exc.name and name.startswith(exc.name):  # group not built yet; siblings still work
                 continue
             raise
         module.register(subparsers)

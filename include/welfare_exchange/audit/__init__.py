@@ -1,0 +1,32 @@
+"""The audit trail: an append-only, hash-chained processing register (*verwerkingsregister*).
+
+Every step of every exchange records who did what, about whom (a keyed HMAC of the INSZ, never
+the number itself), why (protocol and legal basis), when, with file hashes and counts.
+
+* :func:`record` appends one fact (idempotently, when it has a ``fact_key``);
+* :func:`verify` proves the chain is intact;
+* :func:`export_rows` gives the register view for a DPO or an auditor;
+* :func:`prune` removes records past their legal term, carrying the chain head over.
+"""
+
+from welfare_exchange.audit.trail import (
+    Actor,
+    VerifyResult,
+    canonical_encoding,
+    export_rows,
+    prune,
+    record,
+    subject_ref,
+    verify,
+)
+
+__all__ = [
+    "Actor",
+    "VerifyResult",
+    "canonical_encoding",
+    "export_rows",
+    "prune",
+    "record",
+    "subject_ref",
+    "verify",
+]

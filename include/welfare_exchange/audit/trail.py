@@ -1,0 +1,324 @@
+"""Append, verify, export and prune the hash-chained audit trail."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from welfare_exchange import insz as insz_lib
+from welfare_exchange.db.models import (
+    AuditAnchor,
+    AuditHead,
+    AuditPrunePermit,
+    AuditRecord,
+    AuditSubject,
+    Protocol,
+)
+from welfare_exchange.settings import get_settings
+
+GENESIS = "0" * 64
+
+#: The fields covered by a record's hash, in the canonical encoding.
+HASHED_FIELDS = (
+    "id", "recorded_at", "actor_type", "actor", "dag_id", "run_id", "task_id", "try_number",
+    "action", "outcome", "protocol_id", "legal_basis", "exchange_id", "data_categories",
+    "file_hashes", "counts", "subject_ref", "subjects_count", "subjects_digest", "message",
+    "fact_key", "prev_hash",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: the system (an Airflow task, with its ids and try number) or a named user."""
+
+    type: str = "system"
+    name: str = "welfare-exchange"
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    try_number: int | None = None
+
+    @classmethod
+    def from_context(cls, context: Any) -> Actor:
+        """The Airflow task described by a task context (``get_current_context()``)."""
+        ti = context["ti"]
+        return cls(
+            type="system",
+            name="airflow",
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            try_number=getattr(ti, "try_number", None),
+        )
+
+    @classmethod
+    def current_user(cls) -> Actor:
+        """The operator running the CLI."""
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = "unknown"
+        return cls(type="user", name=name)
+
+
+def _hmac_key() -> bytes:
+    key = get_settings().audit_hmac_key
+    if not key or len(key) < 32:
+        raise RuntimeError(
+            "WELFARE_EXCHANGE_AUDIT_HMAC_KEY is not set (or shorter than 32 characters): the audit "
+            "trail cannot pseudonymise data subjects. `make install` generates one in var/secrets.env; "
+            "in production it comes from the secrets backend."
+        )
+    return key.encode()
+
+
+def subject_ref(insz: str) -> str:
+    """The keyed HMAC-SHA256 of an INSZ: the only way a person appears in the audit trail."""
+    return hmac.new(_hmac_key(), insz.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def subject_refs(numbers: Iterable[str]) -> list[str]:
+    """:func:`subject_ref` for many numbers, sorted and distinct."""
+    key = _hmac_key()
+    return sorted({hmac.new(key, n.encode("ascii"), hashlib.sha256).hexdigest() for n in numbers})
+
+
+def _digest(refs: list[str]) -> str:
+    return hashlib.sha256("\n".join(refs).encode("ascii")).hexdigest()
+
+
+def canonical_encoding(fields: dict[str, Any]) -> bytes:
+    """The bytes a record's hash is computed over: sorted-key compact JSON of the hashed fields."""
+    return json.dumps(
+        {name: fields.get(name) for name in HASHED_FIELDS},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        default=str,
+    ).encode("ascii")
+
+
+def _hash(fields: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_encoding(fields)).hexdigest()
+
+
+def _fields(row: AuditRecord) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in HASHED_FIELDS}
+
+
+def _refuse_personal_data(*texts: str | None) -> None:
+    for text in texts:
+        if text and insz_lib.find_insz_shaped(text):
+            raise ValueError("an audit message may not contain an INSZ number; pass it as `subject`")
+
+
+def record(
+    session: Session,
+    action: str,
+    outcome: str = "success",
+    *,
+    actor: Actor,
+    protocol: Protocol | None = None,
+    protocol_id: int | None = None,
+    legal_basis: str | None = None,
+    exchange_id: int | None = None,
+    data_categories: Iterable[str] | None = None,
+    file_hashes: dict[str, str] | None = None,
+    counts: dict[str, Any] | None = None,
+    subject: str | None = None,
+    subjects: Iterable[str] | None = None,
+    message: str | None = None,
+    fact_key: str | None = None,
+) -> AuditRecord:
+    """Append one fact to the trail, inside the caller's transaction.
+
+    :param action: what happened, e.g. ``request.fetched``, ``result.delivered``.
+    :param outcome: ``success``, ``failure``, ``refused``, ``duplicate``, ``skipped``, …
+    :param protocol: the protocol the processing happens under (gives legal basis and id).
+    :param subject: one INSZ the fact is about; stored only as its keyed HMAC.
+    :param subjects: many INSZ numbers (an exchange's request); stored as keyed HMACs in
+        ``audit_subject``, their digest covered by the record's hash.
+    :param message: a human explanation — never personal data (checked).
+    :param fact_key: makes the fact idempotent: when a record with this key exists, it is
+        returned and nothing is written (a re-run task does not repeat a fact).
+    """
+    if fact_key is not None:
+        existing = session.scalar(sa.select(AuditRecord).where(AuditRecord.fact_key == fact_key))
+        if existing is not None:
+            return existing
+    _refuse_personal_data(message)
+    refs = subject_refs(subjects) if subjects is not None else None
+
+    # Taking the head row's lock first serialises appenders (row lock on PostgreSQL, the write
+    # lock on SQLite), so two tasks never both chain onto the same predecessor.
+    session.execute(sa.update(AuditHead).where(AuditHead.id == 1).values(last_id=AuditHead.last_id))
+    head = session.execute(sa.select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+    session.refresh(head)
+
+    fields: dict[str, Any] = {
+        "id": head.last_id + 1,
+        "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
+        "actor_type": actor.type,
+        "actor": actor.name,
+        "dag_id": actor.dag_id,
+        "run_id": actor.run_id,
+        "task_id": actor.task_id,
+        "try_number": actor.try_number,
+        "action": action,
+        "outcome": outcome,
+        "protocol_id": protocol.id if protocol is not None else protocol_id,
+        "legal_basis": legal_basis or (protocol.legal_basis if protocol is not None else None),
+        "exchange_id": exchange_id,
+        "data_categories": sorted(data_categories) if data_categories is not None else None,
+        "file_hashes": dict(file_hashes) if file_hashes else None,
+        "counts": dict(counts) if counts else None,
+        "subject_ref": subject_ref(subject) if subject is not None else None,
+        "subjects_count": len(refs) if refs is not None else None,
+        "subjects_digest": _digest(refs) if refs is not None else None,
+        "message": message,
+        "fact_key": fact_key,
+        "prev_hash": head.last_hash,
+    }
+    row = AuditRecord(**fields, record_hash=_hash(fields))
+    session.add(row)
+    session.flush()
+    if refs:
+        session.execute(sa.insert(AuditSubject), [{"audit_id": row.id, "subject_ref": r} for r in refs])
+    head.last_id = row.id
+    head.last_hash = row.record_hash
+    session.flush()
+    return row
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of :func:`verify`: ``ok``, how many records were checked, and the first break."""
+
+    ok: bool
+    checked: int
+    broken_id: int | None = None
+    reason: str | None = None
+
+
+def verify(session: Session) -> VerifyResult:
+    """Walk the chain from its anchor (or genesis) to its head and report the first break.
+
+    Detects an edited record (its hash no longer matches), a removed or inserted record (the
+    ids are no longer contiguous or the next ``prev_hash`` does not match), reordered records
+    (ids are hashed), edited subject references (their digest is hashed) and records cut off
+    the end (the head row no longer matches the last record).
+    """
+    anchor = session.scalars(sa.select(AuditAnchor).order_by(AuditAnchor.id.desc()).limit(1)).first()
+    expected_id = anchor.through_id + 1 if anchor else 1
+    expected_prev = anchor.head_hash if anchor else GENESIS
+    checked = 0
+    rows = session.execute(sa.select(AuditRecord).order_by(AuditRecord.id).execution_options(yield_per=2000))
+    for row in rows.scalars():
+        if row.id != expected_id:
+            what = "missing" if row.id > expected_id else "duplicated or out of order"
+            return VerifyResult(False, checked, expected_id, f"record {expected_id} is {what}")
+        if row.prev_hash != expected_prev:
+            return VerifyResult(False, checked, row.id, f"record {row.id} does not chain onto its predecessor")
+        if _hash(_fields(row)) != row.record_hash:
+            return VerifyResult(False, checked, row.id, f"record {row.id} was altered (hash mismatch)")
+        if row.subjects_count is not None:
+            refs = list(
+                session.scalars(
+                    sa.select(AuditSubject.subject_ref)
+                    .where(AuditSubject.audit_id == row.id)
+                    .order_by(AuditSubject.subject_ref)
+                )
+            )
+            if len(refs) != row.subjects_count or _digest(refs) != row.subjects_digest:
+                return VerifyResult(False, checked, row.id, f"record {row.id}: its subject references were altered")
+        expected_prev = row.record_hash
+        expected_id += 1
+        checked += 1
+    head = session.get(AuditHead, 1)
+    last_id = expected_id - 1
+    if head is None or head.last_id != last_id or head.last_hash != expected_prev:
+        return VerifyResult(
+            False,
+            checked,
+            (head.last_id if head else last_id),
+            "the chain head does not match the last record: records were removed from or added at the end",
+        )
+    return VerifyResult(True, checked)
+
+
+EXPORT_COLUMNS = (
+    "id", "recorded_at", "actor_type", "actor", "dag_id", "run_id", "task_id", "try_number",
+    "action", "outcome", "protocol_id", "municipality", "nis_code", "legal_basis", "purpose",
+    "exchange_id", "data_categories", "subjects_count", "subject_ref", "counts", "file_hashes",
+    "message", "record_hash",
+)  # fmt: skip
+
+
+def export_rows(session: Session, since: dt.date | None = None) -> Iterator[dict[str, Any]]:
+    """The processing-register view: one dict per record, protocol details joined in.
+
+    Carries pseudonymous subject references only; the per-person references of an exchange
+    stay in the database (they serve data-subject access requests, not the register).
+    """
+    query = (
+        sa.select(AuditRecord, Protocol.municipality, Protocol.nis_code, Protocol.purpose)
+        .outerjoin(Protocol, Protocol.id == AuditRecord.protocol_id)
+        .order_by(AuditRecord.id)
+    )
+    if since is not None:
+        query = query.where(AuditRecord.recorded_at >= since.isoformat())
+    for row, municipality, nis_code, purpose in session.execute(query.execution_options(yield_per=2000)):
+        out = {name: getattr(row, name, None) for name in EXPORT_COLUMNS}
+        out.update(municipality=municipality, nis_code=nis_code, purpose=purpose)
+        yield out
+
+
+def prune(session: Session, before: dt.datetime, *, actor: Actor) -> int:
+    """Delete records older than ``before`` (their legal term is over), keeping the chain provable.
+
+    The hash of the last pruned record is carried over into an :class:`AuditAnchor`, from which
+    :func:`verify` starts; the pruning itself is recorded as a new fact. Returns how many
+    records were removed.
+    """
+    cutoff = before.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+    last = session.scalars(
+        sa.select(AuditRecord).where(AuditRecord.recorded_at < cutoff).order_by(AuditRecord.id.desc()).limit(1)
+    ).first()
+    if last is None:
+        return 0
+    through_id, head_hash = last.id, last.record_hash
+    anchor = session.scalars(sa.select(AuditAnchor).order_by(AuditAnchor.id.desc()).limit(1)).first()
+    first_id = anchor.through_id + 1 if anchor else 1
+    count = through_id - first_id + 1
+    permit = AuditPrunePermit(through_id=through_id)
+    session.add(permit)
+    session.flush()
+    session.execute(sa.delete(AuditSubject).where(AuditSubject.audit_id <= through_id))
+    session.execute(sa.delete(AuditRecord).where(AuditRecord.id <= through_id))
+    session.delete(permit)
+    session.add(
+        AuditAnchor(
+            through_id=through_id,
+            head_hash=head_hash,
+            pruned_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
+            records_pruned=count,
+        )
+    )
+    session.flush()
+    record(
+        session,
+        "audit.pruned",
+        actor=actor,
+        counts={"records": count, "through_id": through_id},
+        message=f"audit records 1..{through_id} past their legal term were pruned; chain head carried over",
+    )
+    return count

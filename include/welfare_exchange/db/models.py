@@ -1,0 +1,294 @@
+"""SQLAlchemy 2 models of the project database.
+
+Four parts, each used by its own module:
+
+* the **protocol registry** (:class:`Protocol`, :class:`ProtocolTransition`) —
+  :mod:`welfare_exchange.protocols`;
+* the **entitlement store** (:class:`Child`, :class:`Beneficiary`, :class:`Entitlement`) —
+  :mod:`welfare_exchange.entitlements`;
+* the **exchange ledger** (:class:`Exchange`, :class:`SideEffect`, :class:`RetentionItem`) —
+  :mod:`welfare_exchange.ledger`;
+* the **audit trail** (:class:`AuditRecord`, :class:`AuditSubject`, :class:`AuditHead`,
+  :class:`AuditAnchor`, :class:`AuditPrunePermit`) — :mod:`welfare_exchange.audit`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+DEFAULT_REFERENCE_DATE = dt.date(2020, 3, 1)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: sa.JSON, list[str]: sa.JSON}
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# --------------------------------------------------------------------------- protocol registry
+
+
+class Protocol(Base):
+    """A *protocol tot gegevensuitwisseling*: the legal agreement that must exist before data flows.
+
+    It fixes the parties, legal basis, purpose (*doelbinding*), the fields allowed in a result,
+    the channel, the key agreed between the two DPOs (held in an Airflow connection, never here),
+    retention and validity.
+    """
+
+    __tablename__ = "protocol"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    nis_code: Mapped[str] = mapped_column(sa.String(5), index=True)
+    municipality: Mapped[str] = mapped_column(sa.String(120))
+    kind: Mapped[str] = mapped_column(sa.String(20))  # method1 | method2 | structural
+    legal_basis: Mapped[str] = mapped_column(sa.Text)
+    purpose: Mapped[str] = mapped_column(sa.Text)
+    college_decision_ref: Mapped[str | None] = mapped_column(sa.String(200))
+    college_decision_date: Mapped[dt.date | None]
+    dpo_advice_date: Mapped[dt.date | None]
+    signature_date: Mapped[dt.date | None]
+    valid_from: Mapped[dt.date | None]
+    valid_until: Mapped[dt.date | None]
+    channel: Mapped[str] = mapped_column(sa.String(10))  # sftp | smime
+    channel_connection: Mapped[str] = mapped_column(sa.String(250))
+    key_connection: Mapped[str] = mapped_column(sa.String(250))
+    sender_address: Mapped[str | None] = mapped_column(sa.String(250))
+    allowed_fields: Mapped[list[str]]
+    reference_date: Mapped[dt.date] = mapped_column(default=DEFAULT_REFERENCE_DATE)
+    supplements: Mapped[list[str]]
+    age_min: Mapped[int] = mapped_column(default=0)
+    age_max: Mapped[int] = mapped_column(default=25)
+    request_retention_days: Mapped[int] = mapped_column(default=30)
+    result_retention_days: Mapped[int] = mapped_column(default=90)
+    delete_request_after_match: Mapped[bool] = mapped_column(default=False)
+    schedule: Mapped[str | None] = mapped_column(sa.String(100))
+    offer: Mapped[dict[str, Any] | None]
+    status: Mapped[str] = mapped_column(sa.String(20), default="draft", index=True)
+    status_changed_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=_utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=_utcnow)
+
+    transitions: Mapped[list[ProtocolTransition]] = relationship(
+        back_populates="protocol", order_by="ProtocolTransition.id"
+    )
+
+
+class ProtocolTransition(Base):
+    """One status change of a protocol, with who did it and why."""
+
+    __tablename__ = "protocol_transition"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    protocol_id: Mapped[int] = mapped_column(sa.ForeignKey("protocol.id"), index=True)
+    from_status: Mapped[str | None] = mapped_column(sa.String(20))
+    to_status: Mapped[str] = mapped_column(sa.String(20))
+    at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=_utcnow)
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+
+    protocol: Mapped[Protocol] = relationship(back_populates="transitions")
+
+
+# --------------------------------------------------------------------------- entitlement store
+
+
+class Child(Base):
+    """A *rechtgevend kind*: the child that gives right to Groeipakket supplements."""
+
+    __tablename__ = "child"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    insz: Mapped[str] = mapped_column(sa.String(11), unique=True)
+    birth_date: Mapped[dt.date]
+    nis_code: Mapped[str] = mapped_column(sa.String(5), index=True)
+
+
+class Beneficiary(Base):
+    """A *begunstigde*: the parent or carer to whom the supplement is paid."""
+
+    __tablename__ = "beneficiary"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    insz: Mapped[str] = mapped_column(sa.String(11), unique=True)
+    email: Mapped[str | None] = mapped_column(sa.String(250))
+    address_line: Mapped[str | None] = mapped_column(sa.String(250))
+    postcode: Mapped[str | None] = mapped_column(sa.String(10))
+    city: Mapped[str | None] = mapped_column(sa.String(120))
+
+
+class Entitlement(Base):
+    """A period during which a child gave right to a supplement paid to a beneficiary.
+
+    ``supplement`` is ``sociale_toeslag`` (the social supplement, the child-poverty criterion),
+    ``zorgtoeslag`` or ``schooltoeslag``; ``end_date`` ``None`` means ongoing.
+    """
+
+    __tablename__ = "entitlement"
+    __table_args__ = (
+        sa.UniqueConstraint("child_id", "beneficiary_id", "supplement", "start_date", name="uq_entitlement"),
+        # The match joins requested children on (child_id, supplement) and filters on dates.
+        sa.Index("ix_entitlement_child_supplement", "child_id", "supplement", "start_date"),
+        sa.Index("ix_entitlement_supplement_dates", "supplement", "start_date", "end_date"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    child_id: Mapped[int] = mapped_column(sa.ForeignKey("child.id"))
+    beneficiary_id: Mapped[int] = mapped_column(sa.ForeignKey("beneficiary.id"), index=True)
+    supplement: Mapped[str] = mapped_column(sa.String(20))
+    start_date: Mapped[dt.date]
+    end_date: Mapped[dt.date | None]
+
+
+# --------------------------------------------------------------------------- exchange ledger
+
+
+class Exchange(Base):
+    """One exchange: one request file (or one feed interval) under one protocol.
+
+    Unique on (protocol, request hash): the same file sent twice is recognised as a duplicate.
+    """
+
+    __tablename__ = "exchange"
+    __table_args__ = (sa.UniqueConstraint("protocol_id", "request_sha256", name="uq_exchange_request"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    protocol_id: Mapped[int] = mapped_column(sa.ForeignKey("protocol.id"), index=True)
+    request_sha256: Mapped[str] = mapped_column(sa.String(64))
+    request_name: Mapped[str | None] = mapped_column(sa.String(250))
+    request_size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    state: Mapped[str] = mapped_column(sa.String(20), default="received", index=True)
+    failure_code: Mapped[str | None] = mapped_column(sa.String(50))
+    dag_id: Mapped[str | None] = mapped_column(sa.String(250))
+    run_id: Mapped[str | None] = mapped_column(sa.String(250))
+    exchange_date: Mapped[dt.date | None]
+    counts: Mapped[dict[str, Any] | None]
+    result_sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=_utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=_utcnow, onupdate=_utcnow)
+
+
+class SideEffect(Base):
+    """A side effect done once: delivered, message sent, file deleted, …
+
+    ``idempotency_key`` is unique: a task asks for it before acting and records it after.
+    """
+
+    __tablename__ = "side_effect"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    exchange_id: Mapped[int | None] = mapped_column(sa.ForeignKey("exchange.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(30))
+    idempotency_key: Mapped[str] = mapped_column(sa.String(250), unique=True)
+    state: Mapped[str] = mapped_column(sa.String(10), default="pending")  # pending | done
+    target: Mapped[str | None] = mapped_column(sa.String(500))
+    sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    detail: Mapped[dict[str, Any] | None]
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=_utcnow)
+    done_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class RetentionItem(Base):
+    """Something that must be deleted when its retention ends: a file, a staging folder, rows."""
+
+    __tablename__ = "retention_item"
+    __table_args__ = (sa.UniqueConstraint("kind", "location", name="uq_retention_location"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    exchange_id: Mapped[int | None] = mapped_column(sa.ForeignKey("exchange.id"), index=True)
+    protocol_id: Mapped[int] = mapped_column(sa.ForeignKey("protocol.id"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(30))  # request_file | result_file | staging | quarantine | report
+    where: Mapped[str] = mapped_column(sa.String(10))  # sftp | local | db
+    location: Mapped[str] = mapped_column(sa.String(500))
+    sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    rule: Mapped[str] = mapped_column(sa.String(100))
+    deadline: Mapped[dt.date] = mapped_column(index=True)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    deletion_outcome: Mapped[str | None] = mapped_column(sa.String(30))
+
+
+# --------------------------------------------------------------------------- audit trail
+
+
+class AuditRecord(Base):
+    """One fact of the processing register, append-only and hash-chained.
+
+    Fields follow the MAGDA audit register: who (actor), what (action, outcome), about whom
+    (a keyed HMAC subject reference, never the INSZ), why (protocol, legal basis), when, with
+    file hashes and counts. ``record_hash`` is the SHA-256 of the record's canonical encoding,
+    which includes ``prev_hash`` — the ``record_hash`` of the record before it.
+    """
+
+    __tablename__ = "audit_record"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    recorded_at: Mapped[str] = mapped_column(sa.String(40))
+    actor_type: Mapped[str] = mapped_column(sa.String(10))  # system | user
+    actor: Mapped[str] = mapped_column(sa.String(200))
+    dag_id: Mapped[str | None] = mapped_column(sa.String(250))
+    run_id: Mapped[str | None] = mapped_column(sa.String(250))
+    task_id: Mapped[str | None] = mapped_column(sa.String(250))
+    try_number: Mapped[int | None]
+    action: Mapped[str] = mapped_column(sa.String(60), index=True)
+    outcome: Mapped[str] = mapped_column(sa.String(20))
+    protocol_id: Mapped[int | None] = mapped_column(index=True)
+    legal_basis: Mapped[str | None] = mapped_column(sa.Text)
+    exchange_id: Mapped[int | None] = mapped_column(index=True)
+    data_categories: Mapped[list[str] | None] = mapped_column(sa.JSON)
+    file_hashes: Mapped[dict[str, Any] | None]
+    counts: Mapped[dict[str, Any] | None]
+    subject_ref: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    subjects_count: Mapped[int | None]
+    subjects_digest: Mapped[str | None] = mapped_column(sa.String(64))
+    message: Mapped[str | None] = mapped_column(sa.Text)
+    fact_key: Mapped[str | None] = mapped_column(sa.String(250), unique=True)
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    record_hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class AuditSubject(Base):
+    """The keyed-HMAC references of every person a record is about (an exchange has many).
+
+    Their sorted digest is part of the record's hash, so they are covered by the chain.
+    """
+
+    __tablename__ = "audit_subject"
+
+    audit_id: Mapped[int] = mapped_column(sa.ForeignKey("audit_record.id"), primary_key=True)
+    subject_ref: Mapped[str] = mapped_column(sa.String(64), primary_key=True, index=True)
+
+
+class AuditHead(Base):
+    """The chain's current head (one row): detects records cut off the end of the trail."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    last_id: Mapped[int]
+    last_hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+class AuditAnchor(Base):
+    """Where pruning cut the trail: the last pruned record's hash, carried over (X-Road style)."""
+
+    __tablename__ = "audit_anchor"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    through_id: Mapped[int]
+    head_hash: Mapped[str] = mapped_column(sa.String(64))
+    pruned_at: Mapped[str] = mapped_column(sa.String(40))
+    records_pruned: Mapped[int]
+
+
+class AuditPrunePermit(Base):
+    """Present only inside a pruning transaction: the guard lets those deletions through."""
+
+    __tablename__ = "audit_prune_permit"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    through_id: Mapped[int]

@@ -1,0 +1,29 @@
+"""The protocol registry: lifecycle of data-exchange protocols and the gate every exchange passes."""
+
+from welfare_exchange.protocols.registry import (
+    ALLOWED_RESULT_FIELDS,
+    CHANNELS,
+    KINDS,
+    STATUSES,
+    TRANSITIONS,
+    GateDecision,
+    check_gate,
+    create,
+    get,
+    transition,
+    write_snapshot,
+)
+
+__all__ = [
+    "ALLOWED_RESULT_FIELDS",
+    "CHANNELS",
+    "KINDS",
+    "STATUSES",
+    "TRANSITIONS",
+    "GateDecision",
+    "check_gate",
+    "create",
+    "get",
+    "transition",
+    "write_snapshot",
+]
