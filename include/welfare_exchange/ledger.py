@@ -1,0 +1,152 @@
+"""The exchange ledger: what happened to each exchange, and which side effects are already done.
+
+Tasks ask the ledger before they act. A side effect (a delivery, a message, a deletion) has an
+idempotency key; it is recorded as ``pending`` before the act and ``done`` after it, so a task
+that crashed in between knows, on its retry, to check the far side instead of acting again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from welfare_exchange.db.models import Exchange, Protocol, RetentionItem, SideEffect
+from welfare_exchange.errors import InputError
+
+#: States an exchange moves through. ``duplicate`` and ``quarantined`` are final.
+EXCHANGE_STATES = (
+    "received", "duplicate", "validated", "quarantined", "matched", "built", "delivered", "failed",
+)  # fmt: skip
+
+
+def get_exchange(session: Session, exchange_id: int) -> Exchange:
+    exchange = session.get(Exchange, exchange_id)
+    if exchange is None:
+        raise InputError(f"no exchange with id {exchange_id} in the ledger")
+    return exchange
+
+
+def open_exchange(
+    session: Session,
+    protocol: Protocol,
+    *,
+    request_sha256: str,
+    request_name: str | None,
+    request_size: int | None,
+    dag_id: str | None,
+    run_id: str | None,
+    exchange_date: dt.date,
+) -> tuple[Exchange, bool]:
+    """The exchange for this request file: ``(exchange, is_new)``.
+
+    Keyed on (protocol, request SHA-256): the same file arriving again is the same exchange.
+    ``is_new`` is False when it was already recorded — by an earlier run (a duplicate request)
+    or by an earlier try of this same run (a retry, which carries on where it stopped).
+    """
+    existing = session.scalar(
+        sa.select(Exchange).where(Exchange.protocol_id == protocol.id, Exchange.request_sha256 == request_sha256)
+    )
+    if existing is not None:
+        return existing, False
+    exchange = Exchange(
+        protocol_id=protocol.id,
+        request_sha256=request_sha256,
+        request_name=request_name,
+        request_size=request_size,
+        dag_id=dag_id,
+        run_id=run_id,
+        exchange_date=exchange_date,
+        state="received",
+    )
+    session.add(exchange)
+    session.flush()
+    return exchange, True
+
+
+def update_exchange(session: Session, exchange: Exchange, *, state: str | None = None, **fields: Any) -> Exchange:
+    """Move an exchange to ``state`` and set other columns (counts merged, not replaced)."""
+    if state is not None:
+        if state not in EXCHANGE_STATES:
+            raise ValueError(f"unknown exchange state {state!r}")
+        exchange.state = state
+    counts = fields.pop("counts", None)
+    if counts:
+        exchange.counts = {**(exchange.counts or {}), **counts}
+    for name, value in fields.items():
+        setattr(exchange, name, value)
+    session.flush()
+    return exchange
+
+
+def find_side_effect(session: Session, idempotency_key: str) -> SideEffect | None:
+    return session.scalar(sa.select(SideEffect).where(SideEffect.idempotency_key == idempotency_key))
+
+
+def is_done(session: Session, idempotency_key: str) -> bool:
+    """True when the side effect with this key was completed."""
+    effect = find_side_effect(session, idempotency_key)
+    return effect is not None and effect.state == "done"
+
+
+def begin_side_effect(
+    session: Session, idempotency_key: str, *, kind: str, exchange_id: int | None, target: str | None = None
+) -> SideEffect:
+    """Record the intent to act (``pending``); returns the existing row when there is one."""
+    effect = find_side_effect(session, idempotency_key)
+    if effect is None:
+        effect = SideEffect(idempotency_key=idempotency_key, kind=kind, exchange_id=exchange_id, target=target)
+        session.add(effect)
+        session.flush()
+    return effect
+
+
+def complete_side_effect(
+    session: Session, idempotency_key: str, *, sha256: str | None = None, detail: dict[str, Any] | None = None
+) -> SideEffect:
+    """Mark the side effect ``done`` (it must have been begun)."""
+    effect = find_side_effect(session, idempotency_key)
+    if effect is None:
+        raise RuntimeError(f"side effect {idempotency_key} was never begun")
+    if effect.state != "done":
+        effect.state = "done"
+        effect.sha256 = sha256
+        effect.detail = detail
+        effect.done_at = dt.datetime.now(dt.timezone.utc)
+        session.flush()
+    return effect
+
+
+def schedule_deletion(
+    session: Session,
+    *,
+    protocol_id: int,
+    exchange_id: int | None,
+    kind: str,
+    where: str,
+    location: str,
+    deadline: dt.date,
+    rule: str,
+    sha256: str | None = None,
+) -> RetentionItem:
+    """Record (idempotently) that ``location`` must be deleted on ``deadline`` under ``rule``."""
+    item = session.scalar(sa.select(RetentionItem).where(RetentionItem.kind == kind, RetentionItem.location == location))
+    if item is None:
+        item = RetentionItem(
+            protocol_id=protocol_id,
+            exchange_id=exchange_id,
+            kind=kind,
+            where=where,
+            location=location,
+            deadline=deadline,
+            rule=rule,
+            sha256=sha256,
+        )
+        session.add(item)
+    elif item.deleted_at is None:
+        item.deadline, item.rule = deadline, rule
+        item.sha256 = sha256 or item.sha256
+    session.flush()
+    return item
