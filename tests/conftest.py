@@ -21,7 +21,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
 os.environ.setdefault("WELFARE_EXCHANGE_AUDIT_HMAC_KEY", secrets.token_hex(32))
 
-pytest_plugins = sorted(
+pytest_plugins = ["pytester"] + sorted(
     f"tests.fixtures.{path.stem}"
     for path in (_ROOT / "tests" / "fixtures").glob("*.py")
     if path.stem != "__init__"

@@ -22,8 +22,11 @@ from stdnum.be import ssn as _ssn
 from stdnum.exceptions import ValidationError
 
 _SEPARATORS = re.compile(r"[\s.\-/_]")
-#: Text that looks like an INSZ: 11 digits, bare or written as ``YY.MM.DD-SSS.CC``.
-INSZ_SHAPED = re.compile(r"(?<![\d])(\d{2}[.\s]?\d{2}[.\s]?\d{2}[\s\-.]?\d{3}[.\s]?\d{2})(?![\d])")
+#: Text that looks like an INSZ: 11 digits, bare or written as ``YY.MM.DD-SSS.CC``. Letters
+#: count as boundaries too, so digit runs inside hex digests are not taken for numbers.
+INSZ_SHAPED = re.compile(
+    r"(?<![0-9A-Za-z])(\d{2}[.\s]?\d{2}[.\s]?\d{2}[\s\-.]?\d{3}[.\s]?\d{2})(?![0-9A-Za-z])"
+)
 
 
 def normalise(raw: object) -> str:

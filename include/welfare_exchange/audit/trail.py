@@ -246,12 +246,10 @@ def verify(session: Session) -> VerifyResult:
     head = session.get(AuditHead, 1)
     last_id = expected_id - 1
     if head is None or head.last_id != last_id or head.last_hash != expected_prev:
-        return VerifyResult(
-            False,
-            checked,
-            (head.last_id if head else last_id),
-            "the chain head does not match the last record: records were removed from or added at the end",
-        )
+        head_id = head.last_id if head else 0
+        if last_id > head_id:
+            return VerifyResult(False, checked, head_id + 1, f"record {head_id + 1} was added after the chain head")
+        return VerifyResult(False, checked, head_id, f"record {head_id} was removed from the end of the chain")
     return VerifyResult(True, checked)
 
 

@@ -64,6 +64,8 @@ from pathlib import Path
 
 import paramiko
 
+from welfare_exchange.transport.sftp import conn_id_for
+
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
 ACCOUNT_PREFIX = "wx_"
@@ -73,11 +75,6 @@ _NIS = re.compile(r"^[0-9]{5}$")
 
 class SftpServerError(RuntimeError):
     """The local SFTP server could not be set up, started or reached."""
-
-
-def conn_id_for(nis: str) -> str:
-    """Airflow connection id of the agency side for a municipality: ``sftp_<nis>``."""
-    return f"sftp_{_check_nis(nis)}"
 
 
 def _check_nis(nis: str) -> str:
@@ -539,14 +536,23 @@ def _tool(name: str) -> str:
 
 def _ensure_system_account(username: str) -> pwd.struct_passwd:
     """Create the no-shell system account if missing; make sure sshd does not see it as locked."""
-    try:
-        user = pwd.getpwnam(username)
-    except KeyError:
+    for attempt in range(10):
+        try:
+            user = pwd.getpwnam(username)
+            break
+        except KeyError:
+            pass
         # Password "*": no password login, but not "!"-locked (sshd without PAM refuses
         # locked accounts even for public-key logins).
-        _run([_tool("useradd"), "--system", "--no-create-home", "--home-dir", "/",
-              "--shell", "/usr/sbin/nologin", "--password", "*", username])
-        return pwd.getpwnam(username)
+        result = subprocess.run([_tool("useradd"), "--system", "--no-create-home", "--home-dir", "/",
+                                 "--shell", "/usr/sbin/nologin", "--password", "*", username],
+                                capture_output=True, text=True)
+        if result.returncode == 0:
+            return pwd.getpwnam(username)
+        # Another test session may be creating the same account or holding the passwd lock.
+        time.sleep(0.2 * (attempt + 1))
+    else:
+        raise SftpServerError(f"useradd could not create the system account {username}: {result.stderr.strip()}")
     shadow = subprocess.run(["getent", "shadow", username], capture_output=True, text=True).stdout
     fields = shadow.split(":")
     if len(fields) > 1 and fields[1].startswith("!"):

@@ -32,23 +32,23 @@ def upgrade() -> None:
     # The chain's head row exists from the start, so appenders only ever lock and update it.
     op.execute(f"INSERT INTO audit_head (id, last_id, last_hash) VALUES (1, 0, '{GENESIS}')")
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(
-            """
-            CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger AS $$
-            BEGIN
-                IF TG_OP = 'DELETE' AND TG_ARGV[0] = 'record' AND EXISTS (
-                    SELECT 1 FROM audit_prune_permit p WHERE p.through_id >= OLD.id) THEN
-                    RETURN OLD;
-                END IF;
-                IF TG_OP = 'DELETE' AND TG_ARGV[0] = 'subject' AND EXISTS (
-                    SELECT 1 FROM audit_prune_permit p WHERE p.through_id >= OLD.audit_id) THEN
-                    RETURN OLD;
-                END IF;
-                RAISE EXCEPTION 'audit trail is append-only: % on % refused', TG_OP, TG_TABLE_NAME;
-            END
-            $$ LANGUAGE plpgsql
-            """
-        )
+        # One function per table: PL/pgSQL does not short-circuit, so a shared function could
+        # not name OLD.id for one table and OLD.audit_id for the other.
+        for table, permit in _PERMIT.items():
+            op.execute(
+                f"""
+                CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger AS $$
+                BEGIN
+                    IF TG_OP = 'DELETE' THEN
+                        IF {permit} THEN
+                            RETURN OLD;
+                        END IF;
+                    END IF;
+                    RAISE EXCEPTION 'audit trail is append-only: % on % refused', TG_OP, TG_TABLE_NAME;
+                END
+                $$ LANGUAGE plpgsql
+                """
+            )
         op.execute(
             """
             CREATE OR REPLACE FUNCTION audit_no_truncate() RETURNS trigger AS $$
@@ -58,10 +58,10 @@ def upgrade() -> None:
             $$ LANGUAGE plpgsql
             """
         )
-        for table, arg in (("audit_record", "record"), ("audit_subject", "subject")):
+        for table in _PERMIT:
             op.execute(
                 f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-                f"FOR EACH ROW EXECUTE FUNCTION audit_append_only('{arg}')"
+                f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()"
             )
             op.execute(
                 f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
@@ -85,7 +85,7 @@ def downgrade() -> None:
         for table in ("audit_record", "audit_subject"):
             op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
-        op.execute("DROP FUNCTION IF EXISTS audit_append_only()")
+            op.execute(f"DROP FUNCTION IF EXISTS {table}_append_only()")
         op.execute("DROP FUNCTION IF EXISTS audit_no_truncate()")
     else:
         for table in _PERMIT:

@@ -1,0 +1,534 @@
+"""SFTP transport: what the exchange tasks call to receive requests and deliver results.
+
+Every function takes an :class:`~airflow.providers.sftp.hooks.sftp.SFTPHook` (paramiko) that
+the task builds when it runs — :func:`sftp_hook` does that — never at import or DAG-parse
+time. Each call opens the hook's managed connection and closes it again, unless the caller
+already holds one (``with hook.get_managed_conn():`` around several calls reuses it).
+
+Guarantees the exchange relies on:
+
+* **Never half a file.** :func:`list_ready_requests` skips ``*.part`` files and dotfiles, and
+  lists a file only when its size and mtime did not change between two looks
+  ``settle_seconds`` apart. Municipalities are asked to upload as ``name.part`` and rename;
+  the settle window covers those that do not (a writer that stalls longer than the window
+  defeats it: pick the window above the longest expected stall).
+* **Atomic on both sides.** :func:`fetch` streams into ``<local>.tmp``, hashes while writing,
+  fsyncs and renames. :func:`deliver` uploads as ``<name>.part`` and renames: the SFTP v3
+  rename (``SSH_FXP_RENAME``) refuses to replace an existing file, so a final name appears
+  once, complete, and is never overwritten.
+* **Idempotent delivery.** If the final file already exists with the same SHA-256 (a retry
+  after a crash between rename and verify, or a cleared task), :func:`deliver` does nothing
+  and returns its hash; with different content it raises :class:`DeliveryConflict` rather
+  than overwrite. The result is read back and its size and SHA-256 verified.
+* **Errors a person can act on**, naming the connection and the remote directory, never a
+  file's content (:class:`SftpTransportError` and subclasses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fnmatch
+import hashlib
+import io
+import logging
+import os
+import posixpath
+import re
+import stat
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import paramiko
+
+from welfare_exchange.errors import WelfareExchangeError
+
+if TYPE_CHECKING:
+    from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+log = logging.getLogger(__name__)
+
+#: Read/write block size for streaming and hashing.
+CHUNK_SIZE = 1024 * 1024
+PART_SUFFIX = ".part"
+DEFAULT_REQUEST_PATTERNS = ("*.xlsx", "*.xls")
+_NIS = re.compile(r"^[0-9]{5}$")
+
+
+# ---------------------------------------------------------------------------- errors
+class SftpTransportError(WelfareExchangeError):
+    """An SFTP operation failed (network, server, permissions, missing directory)."""
+
+    code = "sftp"
+
+
+class SftpHostKeyError(SftpTransportError):
+    """The server's host key does not match the one pinned in the connection."""
+
+    code = "sftp_host_key"
+
+
+class RemoteFileMissing(SftpTransportError):
+    """The remote file an operation needs is not there (any more)."""
+
+    code = "sftp_missing"
+
+
+class DeliveryConflict(SftpTransportError):
+    """A different file with the delivery's name is already on the server: never overwritten."""
+
+    code = "delivery_conflict"
+
+
+class DeliveryVerificationError(SftpTransportError):
+    """The file read back after upload does not have the size or SHA-256 that was sent."""
+
+    code = "delivery_verification"
+
+
+# ---------------------------------------------------------------------------- helpers
+@dataclasses.dataclass(frozen=True, order=False)
+class RemoteFile:
+    """A file in a remote directory, as listed.
+
+    :param name: file name (no directory).
+    :param size: size in bytes.
+    :param mtime: modification time, seconds since the epoch (server clock, 1 s resolution).
+    :param directory: the remote directory it was listed in.
+    """
+
+    name: str
+    size: int
+    mtime: int
+    directory: str = ""
+
+    @property
+    def path(self) -> str:
+        """Remote path: ``directory/name``."""
+        return posixpath.join(self.directory, self.name)
+
+    def as_dict(self) -> dict:
+        """Plain dict, e.g. for XCom."""
+        return dataclasses.asdict(self)
+
+
+def conn_id_for(nis: str) -> str:
+    """Airflow connection id of the agency's SFTP account for a municipality: ``sftp_<nis>``.
+
+    :param nis: the municipality's 5-digit NIS code.
+    """
+    if not isinstance(nis, str) or not _NIS.match(nis):
+        raise ValueError(f"a NIS code is 5 digits (e.g. '44021'), got {nis!r}")
+    return f"sftp_{nis}"
+
+
+def sftp_hook(conn_id: str, **kwargs) -> SFTPHook:
+    """Build the provider's SFTP hook for a connection; call it inside a task, not at parse time.
+
+    :param conn_id: Airflow connection id (e.g. ``sftp_44021``); its extras should pin the
+        server's ``host_key``.
+    :param kwargs: passed to ``SFTPHook`` (e.g. ``conn_retry_attempts=1``).
+    """
+    from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+    return SFTPHook(ssh_conn_id=conn_id, **kwargs)
+
+
+class _HashingWriter:
+    """File-like sink that hashes and counts what passes through to ``target`` (or nowhere)."""
+
+    def __init__(self, target: IO[bytes] | None = None) -> None:
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        if self.target is not None:
+            self.target.write(data)
+        return len(data)
+
+
+class _HashingReader:
+    """File-like source that hashes and counts what is read from ``source``."""
+
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.source.read(n)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+
+def _conn_name(hook: SFTPHook) -> str:
+    return getattr(hook, "ssh_conn_id", None) or "(no connection id)"
+
+
+@contextlib.contextmanager
+def _session(hook: SFTPHook, action: str, remote_dir: str) -> Iterator[paramiko.SFTPClient]:
+    """The hook's managed SFTP client; low-level failures become actionable errors."""
+    conn = _conn_name(hook)
+    where = f"on connection {conn!r}, remote directory {remote_dir!r}"
+    try:
+        with hook.get_managed_conn() as sftp:
+            yield sftp
+    except SftpTransportError:
+        raise
+    except paramiko.BadHostKeyException as exc:
+        raise SftpHostKeyError(
+            f"SFTP {action} refused {where}: the server's host key does not match the key pinned "
+            "in the connection's `host_key` extra. Possible man-in-the-middle or a re-keyed server: "
+            "verify the new key with the server's operator out of band before updating the connection."
+        ) from exc
+    except paramiko.AuthenticationException as exc:
+        raise SftpTransportError(
+            f"SFTP {action} failed {where}: authentication refused. Check the connection's login and "
+            "key_file/private_key, and that its public key is in the account's authorized_keys."
+        ) from exc
+    except FileNotFoundError as exc:
+        raise RemoteFileMissing(
+            f"SFTP {action} failed {where}: no such file or directory. Check the account's "
+            "directory layout (inbox/, outbox/, quarantine/)."
+        ) from exc
+    except PermissionError as exc:
+        raise SftpTransportError(
+            f"SFTP {action} failed {where}: permission denied. The account may only use its own "
+            "directories; check the server's chroot and folder ownership."
+        ) from exc
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        # Connection dropped, server down, timeout: transient as far as we can tell; the task's
+        # retry (with backoff) is the right answer, and every operation here is safe to repeat.
+        raise SftpTransportError(
+            f"SFTP {action} failed {where}: {type(exc).__name__}: {exc}. "
+            "The operation is safe to retry once the server is reachable."
+        ) from exc
+
+
+def _remote_digest(sftp: paramiko.SFTPClient, path: str) -> tuple[str, int] | None:
+    """(sha256, size) of a remote file, streamed; ``None`` when it does not exist."""
+    sink = _HashingWriter()
+    try:
+        sftp.getfo(path, sink)
+    except FileNotFoundError:
+        return None
+    return sink.digest.hexdigest(), sink.size
+
+
+def _local_digest(open_source: Callable[[], IO[bytes]]) -> tuple[str, int]:
+    sink = _HashingWriter()
+    with open_source() as src:
+        while chunk := src.read(CHUNK_SIZE):
+            sink.write(chunk)
+    return sink.digest.hexdigest(), sink.size
+
+
+def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        sftp.stat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _remove_if_present(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        sftp.remove(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _check_name(name: str, remote_dir: str) -> None:
+    if not name or "/" in name or name.startswith(".") or name.endswith(PART_SUFFIX):
+        raise ValueError(
+            f"invalid remote file name for directory {remote_dir!r}: a plain name, not hidden, "
+            f"not ending in {PART_SUFFIX!r}, without '/'"
+        )
+
+
+# ---------------------------------------------------------------------------- receiving
+def _candidates(sftp: paramiko.SFTPClient, directory: str, patterns: Sequence[str]) -> dict[str, RemoteFile]:
+    lowered = [p.lower() for p in patterns]
+    found = {}
+    for entry in sftp.listdir_attr(directory):
+        name = entry.filename
+        if name.startswith(".") or name.lower().endswith(PART_SUFFIX):
+            continue
+        if entry.st_mode is None or not stat.S_ISREG(entry.st_mode):
+            continue
+        # Case-insensitive: "REQUEST.XLSX" from a Windows desktop is still a request.
+        if not any(fnmatch.fnmatchcase(name.lower(), p) for p in lowered):
+            continue
+        found[name] = RemoteFile(name=name, size=entry.st_size or 0, mtime=int(entry.st_mtime or 0),
+                                 directory=directory)
+    return found
+
+
+def list_ready_requests(
+    hook: SFTPHook,
+    directory: str = "inbox",
+    patterns: Sequence[str] = DEFAULT_REQUEST_PATTERNS,
+    settle_seconds: float = 2.0,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[RemoteFile]:
+    """Files in ``directory`` that are complete and ready to fetch, oldest first.
+
+    Never ``*.part`` files, dotfiles, directories or links. A file is ready only when its size
+    and mtime are the same in two listings ``settle_seconds`` apart (a file still being
+    uploaded grows in between). Without any candidate in the first listing it returns at once.
+
+    :param hook: SFTP hook of the municipality's connection.
+    :param directory: remote directory to look in.
+    :param patterns: shell patterns of request file names, matched case-insensitively.
+    :param settle_seconds: pause between the two listings.
+    :param sleep: the pause function (tests may replace it).
+    :return: ready files sorted by (mtime, name).
+    """
+    with _session(hook, "listing of requests", directory) as sftp:
+        first = _candidates(sftp, directory, patterns)
+        if not first:
+            return []
+        sleep(settle_seconds)
+        second = _candidates(sftp, directory, patterns)
+    ready = [f for name, f in second.items() if first.get(name) == f]
+    return sorted(ready, key=lambda f: (f.mtime, f.name))
+
+
+def fetch(hook: SFTPHook, remote_path: str, local_path: str | os.PathLike) -> tuple[str, int]:
+    """Download a remote file atomically, hashing it on the way.
+
+    Streams into ``<local_path>.tmp`` (mode 600) while computing SHA-256, fsyncs, then renames
+    to ``local_path``: a crash leaves no partial file under the final name. Fails if the remote
+    file changed size while it was read.
+
+    :param hook: SFTP hook of the municipality's connection.
+    :param remote_path: remote file, e.g. ``inbox/request.xlsx``.
+    :param local_path: destination; its folder is created if needed.
+    :return: ``(sha256_hex, size)`` of the bytes written.
+    """
+    local = Path(local_path)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(local.name + ".tmp")
+    remote_dir = posixpath.dirname(remote_path) or "."
+    try:
+        with _session(hook, "fetch", remote_dir) as sftp:
+            expected = sftp.stat(remote_path).st_size
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                sink = _HashingWriter(fh)
+                sftp.getfo(remote_path, sink)
+                fh.flush()
+                os.fsync(fh.fileno())
+        if sink.size != expected:
+            raise SftpTransportError(
+                f"fetch of {posixpath.basename(remote_path)!r} on connection {_conn_name(hook)!r}, remote "
+                f"directory {remote_dir!r}: read {sink.size} bytes but the file had {expected}; it "
+                "changed while being read. Retry once the upload has finished."
+            )
+        os.replace(tmp, local)
+        _fsync_dir(local.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    sha = sink.digest.hexdigest()
+    log.info("fetched %s from %s (%d bytes, sha256 %s)", posixpath.basename(remote_path), _conn_name(hook), sink.size, sha)
+    return sha, sink.size
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable, not only the file's bytes.
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remote_sha256(hook: SFTPHook, path: str) -> str | None:
+    """SHA-256 of a remote file, streamed; ``None`` when the file does not exist.
+
+    :param hook: SFTP hook.
+    :param path: remote file path.
+    """
+    with _session(hook, "hash", posixpath.dirname(path) or ".") as sftp:
+        digest = _remote_digest(sftp, path)
+    return digest[0] if digest else None
+
+
+# ---------------------------------------------------------------------------- delivering
+def _deliver_stream(
+    hook: SFTPHook, open_source: Callable[[], IO[bytes]], remote_dir: str, name: str
+) -> tuple[str, int]:
+    _check_name(name, remote_dir)
+    final = posixpath.join(remote_dir, name)
+    part = final + PART_SUFFIX
+    conn = _conn_name(hook)
+    where = f"on connection {conn!r}, remote directory {remote_dir!r}"
+    with _session(hook, "delivery", remote_dir) as sftp:
+        existing = _remote_digest(sftp, final)
+        if existing is not None:
+            local = _local_digest(open_source)
+            if existing == local:
+                # Already delivered (a retry, a cleared task): nothing to do, but tidy a
+                # .part an interrupted earlier attempt may have left behind.
+                _remove_if_present(sftp, part)
+                log.info("%s already delivered %s with sha256 %s: nothing to do", name, where, local[0])
+                return local
+            raise DeliveryConflict(
+                f"cannot deliver {name!r} {where}: a different file with that name is already there "
+                f"(remote sha256 {existing[0]}, ours {local[0]}). It is never overwritten: find out "
+                "which delivery it belongs to before removing or renaming it."
+            )
+        with open_source() as src:
+            reader = _HashingReader(src)
+            # "wb" truncates whatever an interrupted attempt left in the .part file;
+            # confirm=True stats the result and fails on a size mismatch.
+            sftp.putfo(reader, part, confirm=True)
+        sent = (reader.digest.hexdigest(), reader.size)
+        try:
+            # SFTP v3 rename fails when the target exists (OpenSSH: link + unlink), so a file
+            # that appeared meanwhile is never replaced.
+            sftp.rename(part, final)
+        except OSError:
+            present = _remote_digest(sftp, final)
+            if present is None:
+                raise
+            _remove_if_present(sftp, part)
+            if present != sent:
+                raise DeliveryConflict(
+                    f"cannot deliver {name!r} {where}: a different file with that name appeared "
+                    f"during the upload (remote sha256 {present[0]}, ours {sent[0]}); not overwritten."
+                ) from None
+            return sent
+        back = _remote_digest(sftp, final)
+        if back != sent:
+            # Remove what we just put there so a retry delivers a good copy instead of
+            # finding a corrupt file under the final name.
+            _remove_if_present(sftp, final)
+            raise DeliveryVerificationError(
+                f"delivery of {name!r} {where} failed verification: sent {sent[1]} bytes with sha256 "
+                f"{sent[0]}, read back {back[1] if back else 'nothing'}. The remote copy was removed; "
+                "retry the task."
+            )
+    log.info("delivered %s %s (%d bytes, sha256 %s)", name, where, sent[1], sent[0])
+    return sent
+
+
+def deliver(hook: SFTPHook, local_path: str | os.PathLike, remote_dir: str, name: str) -> tuple[str, int]:
+    """Upload a local file as ``name.part``, rename it to ``name``, and verify it.
+
+    Idempotent: if ``name`` already holds the same bytes, nothing is uploaded. Never overwrites
+    a different file.
+
+    :param hook: SFTP hook of the municipality's connection.
+    :param local_path: file to send.
+    :param remote_dir: remote directory, e.g. ``outbox``.
+    :param name: final remote file name.
+    :return: ``(sha256_hex, size)`` of the delivered file.
+    :raises DeliveryConflict: a different file called ``name`` is already there.
+    :raises DeliveryVerificationError: the read-back does not match what was sent.
+    :raises SftpTransportError: connection or server failure (safe to retry).
+    """
+    path = Path(local_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"nothing to deliver: local file {path} does not exist")
+    return _deliver_stream(hook, lambda: open(path, "rb"), remote_dir, name)
+
+
+def upload_bytes(hook: SFTPHook, data: bytes, remote_dir: str, name: str) -> tuple[str, int]:
+    """Like :func:`deliver`, for small in-memory content such as a validation report.
+
+    :param hook: SFTP hook.
+    :param data: the file's bytes.
+    :param remote_dir: remote directory, e.g. ``outbox``.
+    :param name: final remote file name.
+    :return: ``(sha256_hex, size)``.
+    """
+    return _deliver_stream(hook, lambda: io.BytesIO(data), remote_dir, name)
+
+
+# ---------------------------------------------------------------------------- housekeeping
+def move(hook: SFTPHook, src: str, dst_dir: str) -> str:
+    """Move a remote file into ``dst_dir`` (e.g. ``quarantine``), never replacing a file there.
+
+    When the name is taken, ``-1``, ``-2``, … is added before the extension.
+
+    :param hook: SFTP hook.
+    :param src: remote file to move, e.g. ``inbox/request.xlsx``.
+    :param dst_dir: remote directory to move it into.
+    :return: the file's new remote path.
+    :raises RemoteFileMissing: ``src`` does not exist (already moved or deleted).
+    """
+    name = posixpath.basename(src)
+    stem, ext = posixpath.splitext(name)
+    with _session(hook, "move", dst_dir) as sftp:
+        if not _exists(sftp, src):
+            raise RemoteFileMissing(
+                f"cannot move {name!r} to {dst_dir!r} on connection {_conn_name(hook)!r}: it is no longer "
+                f"in {posixpath.dirname(src) or '.'!r} (already moved or deleted?)."
+            )
+        for n in range(1000):
+            target = posixpath.join(dst_dir, name if n == 0 else f"{stem}-{n}{ext}")
+            try:
+                sftp.rename(src, target)
+            except OSError as exc:
+                if _exists(sftp, target):
+                    continue
+                raise exc
+            log.info("moved %s to %s on %s", name, target, _conn_name(hook))
+            return target
+    raise SftpTransportError(
+        f"cannot move {name!r} into {dst_dir!r} on connection {_conn_name(hook)!r}: 1000 files with "
+        "that name are already there; clean up the directory."
+    )
+
+
+def delete(hook: SFTPHook, path: str) -> bool:
+    """Delete a remote file.
+
+    :param hook: SFTP hook.
+    :param path: remote file path.
+    :return: ``True`` if deleted, ``False`` if it was already gone (not an error: retries and
+        retention runs may repeat a deletion).
+    """
+    with _session(hook, "delete", posixpath.dirname(path) or ".") as sftp:
+        try:
+            sftp.remove(path)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT or isinstance(exc, FileNotFoundError):
+                return False
+            raise
+    log.info("deleted %s on %s", posixpath.basename(path), _conn_name(hook))
+    return True
+
+
+__all__ = [
+    "CHUNK_SIZE",
+    "DEFAULT_REQUEST_PATTERNS",
+    "DeliveryConflict",
+    "DeliveryVerificationError",
+    "PART_SUFFIX",
+    "RemoteFile",
+    "RemoteFileMissing",
+    "SftpHostKeyError",
+    "SftpTransportError",
+    "conn_id_for",
+    "delete",
+    "deliver",
+    "fetch",
+    "list_ready_requests",
+    "move",
+    "remote_sha256",
+    "sftp_hook",
+    "upload_bytes",
+]
