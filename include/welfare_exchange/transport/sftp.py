@@ -83,6 +83,16 @@ class DeliveryConflict(SftpTransportError):
     code = "delivery_conflict"
 
 
+class LocalFileError(WelfareExchangeError):
+    """Reading or writing the local side of a transfer failed (disk full, permissions).
+
+    Kept apart from :class:`SftpTransportError` so an operator looks at the worker's disk,
+    not at the SFTP server.
+    """
+
+    code = "local_io"
+
+
 class DeliveryVerificationError(SftpTransportError):
     """The file read back after upload does not have the size or SHA-256 that was sent."""
 
@@ -149,7 +159,10 @@ class _HashingWriter:
         self.digest.update(data)
         self.size += len(data)
         if self.target is not None:
-            self.target.write(data)
+            try:
+                self.target.write(data)
+            except OSError as exc:
+                raise LocalFileError(f"writing the local copy failed: {exc.strerror or exc}") from exc
         return len(data)
 
 
@@ -162,7 +175,10 @@ class _HashingReader:
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self.source.read(n)
+        try:
+            data = self.source.read(n)
+        except OSError as exc:
+            raise LocalFileError(f"reading the local file to send failed: {exc.strerror or exc}") from exc
         self.digest.update(data)
         self.size += len(data)
         return data
@@ -320,14 +336,15 @@ def fetch(hook: SFTPHook, remote_path: str, local_path: str | os.PathLike) -> tu
     tmp = local.with_name(local.name + ".tmp")
     remote_dir = posixpath.dirname(remote_path) or "."
     try:
-        with _session(hook, "fetch", remote_dir) as sftp:
-            expected = sftp.stat(remote_path).st_size
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                sink = _HashingWriter(fh)
+        # Staging copies are private to the worker's user from the first byte.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            sink = _HashingWriter(fh)
+            with _session(hook, "fetch", remote_dir) as sftp:
+                expected = sftp.stat(remote_path).st_size
                 sftp.getfo(remote_path, sink)
-                fh.flush()
-                os.fsync(fh.fileno())
+            fh.flush()
+            os.fsync(fh.fileno())
         if sink.size != expected:
             raise SftpTransportError(
                 f"fetch of {posixpath.basename(remote_path)!r} on connection {_conn_name(hook)!r}, remote "
@@ -517,6 +534,7 @@ __all__ = [
     "DEFAULT_REQUEST_PATTERNS",
     "DeliveryConflict",
     "DeliveryVerificationError",
+    "LocalFileError",
     "PART_SUFFIX",
     "RemoteFile",
     "RemoteFileMissing",
