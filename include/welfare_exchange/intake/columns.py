@@ -60,9 +60,9 @@ def cell_text(cell: object) -> tuple[str, bool]:
     """The INSZ text of a cell and whether a lost leading zero was restored.
 
     Text cells are normalised (separators removed). A number cell (calamine gives floats) is
-    written without decimals; if that gives 10 digits — a number that started with 0, as for
-    children born 2000–2009, typed into a number cell — the zero is put back only when the
-    result is a valid INSZ, so a genuinely short number stays short and is reported as such.
+    written without decimals; if that gives fewer than 11 digits — a number that started with 0,
+    as for children born 2000–2009, typed into a number cell — the zeros are put back only when
+    the result is a valid INSZ, so a genuinely short number stays short and is reported as such.
     Dates, times and booleans give text that can never be 11 digits.
     """
     if isinstance(cell, str):
@@ -75,8 +75,9 @@ def cell_text(cell: object) -> tuple[str, bool]:
         if isinstance(cell, float) and not cell.is_integer():
             return "fraction", False
         digits = str(int(cell))
-        if len(digits) == 10:
-            padded = "0" + digits
+        # Born in 2000 the number starts with 00 or 000 and loses all of them, hence 8-10.
+        if 8 <= len(digits) <= 10:
+            padded = digits.zfill(11)
             if insz.is_valid(padded):
                 return padded, True
         return digits, False

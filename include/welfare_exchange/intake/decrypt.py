@@ -156,9 +156,9 @@ def decrypt(data: bytes, password: str | None, kind: str) -> bytes:
             office.decrypt(out, verify_integrity=True)
         else:
             office.decrypt(out)
-    except mso_exceptions.InvalidKeyError as exc:
-        raise IntakeError("wrong_password") from exc
     except Exception as exc:
+        # The password was verified above, so a failure now (msoffcrypto reports a package
+        # that does not unzip as InvalidKeyError) means the file itself is damaged or cut off.
         raise IntakeError("corrupt") from exc
     return out.getvalue()
 
