@@ -277,6 +277,11 @@ class SftpServer:
         return account
 
     def account(self, nis: str) -> Account:
+        """The account registered for a municipality.
+
+        :param nis: the municipality's NIS code.
+        :raises SftpServerError: no account was added for it.
+        """
         try:
             return self._accounts[_check_nis(nis)]
         except KeyError:
