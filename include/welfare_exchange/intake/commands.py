@@ -92,6 +92,6 @@ def validate_request(args: argparse.Namespace) -> int:
     print("request file can be processed")
     print(f"  sheet: {summary['sheet']}   column: {summary['column']}   encryption: {summary['encryption']}")
     print(f"  rows: {summary['rows']}   valid: {summary['valid']}   duplicates: {summary['duplicates']}")
-    for label, count, rows in report.to_rows():
+    for label, count, rows in report.to_rows(limit=200):  # a terminal line, not a sheet
         print(f"  {label}: {count} (rows {rows})")
     return 0

@@ -92,21 +92,22 @@ class ValidationReport:
             "column": self.column,
         }
 
-    def to_rows(self) -> list[tuple[str, int, str]]:
+    def to_rows(self, limit: int = _MAX_ROWS_TEXT) -> list[tuple[str, int, str]]:
         """Rows for a "Validatierapport" sheet: (reason label, row count, row numbers).
 
         The label is Dutch / English with the machine code in brackets, e.g.
         ``"controlecijfers kloppen niet / check digits wrong (checksum)"``; row numbers are
-        compact ranges (``"4, 7-9, 12"``). Columns as in :data:`REPORT_HEADER`.
+        compact ranges (``"4, 7-9, 12"``), cut after ``limit`` characters. Columns as in
+        :data:`REPORT_HEADER`.
         """
         out = []
         for reason in REASON_LABELS:
             rows = self.duplicates if reason == "duplicate" else self.invalid.get(reason)
             if rows:
-                out.append((reason_label(reason), len(rows), compact_ranges(rows)))
+                out.append((reason_label(reason), len(rows), compact_ranges(rows, limit)))
         for reason, rows in sorted(self.invalid.items()):  # a reason without a label yet
             if reason not in REASON_LABELS and rows:
-                out.append((reason, len(rows), compact_ranges(rows)))
+                out.append((reason, len(rows), compact_ranges(rows, limit)))
         return out
 
 
