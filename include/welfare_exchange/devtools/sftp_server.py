@@ -30,7 +30,7 @@ because sshd refuses a chroot below such a directory)::
     authorized_keys/wx_<nis>              (one file per account, read by sshd as the user)
     keys/<nis>/agency_ed25519(.pub)       (mode 600)
     keys/<nis>/municipality_ed25519(.pub) (mode 600)
-    municipalities/<nis>/{inbox,outbox,quarantine}
+    municipalities/<nis>/{inbox,received,outbox,quarantine}
 
 Run it in the foreground for the demo::
 
@@ -69,7 +69,7 @@ from welfare_exchange.transport.sftp import conn_id_for
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
 ACCOUNT_PREFIX = "wx_"
-REMOTE_DIRS = ("inbox", "outbox", "quarantine")
+REMOTE_DIRS = ("inbox", "received", "outbox", "quarantine")
 _NIS = re.compile(r"^[0-9]{5}$")
 
 
