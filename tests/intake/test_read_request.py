@@ -366,3 +366,10 @@ def test_limits_from_environment():
     assert limits.max_file_bytes == IntakeLimits().max_file_bytes
     with pytest.raises(ValueError):
         IntakeLimits.from_env({"WELFARE_EXCHANGE_INTAKE_MAX_ROWS": "many"})
+
+
+def test_row_numbers_count_leading_empty_rows_and_columns(agile, password, numbers):
+    rows = [[], [], [None, None, "INSZ"], [None, None, numbers[0]], [None, None, "bad"]]
+    result = _read(agile({"Blad1": rows}), password)
+    assert result.report.invalid == {"not_11_digits": [5]}
+    assert result.report.valid == 1
