@@ -236,6 +236,9 @@ listen = {LOOPBACK}
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# Tests log in with wrong passwords on purpose; no need to slow the next logins down.
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.1/32
 default_login_user = dovenull
 default_internal_user = root
 # dovecot never accesses mail as root: mailboxes belong to an unprivileged system user.
@@ -381,10 +384,12 @@ protocol imap {{
             _, folders = client.list()
             for line in folders or []:
                 name = line.decode().rsplit(' "." ', 1)[-1].strip().strip('"')
-                if client.select(f'"{name}"')[0] != "OK":
+                status, count = client.select(f'"{name}"')
+                if status != "OK":
                     continue
-                client.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
-                client.expunge()
+                if int(count[0] or 0):  # "1:*" is invalid in an empty folder
+                    client.store("1:*", "+FLAGS.SILENT", r"(\Deleted)")
+                    client.expunge()
                 client.close()
         with self._lock:
             self.delivered.clear()
