@@ -159,3 +159,11 @@ def test_message_id_is_deterministic_and_reveals_nothing():
     assert email.utils.parseaddr(first.strip("<>"))[1] == first.strip("<>")
     with pytest.raises(ValueError):
         mail.make_message_id("k", "bad domain>")
+
+
+def test_missing_dovecot_is_an_error_not_a_skip(tmp_path, monkeypatch):
+    from welfare_exchange.devtools import mail_server
+
+    monkeypatch.setattr(mail_server, "DOVECOT", str(tmp_path / "no-dovecot"))
+    with pytest.raises(RuntimeError, match="dovecot-imapd"):
+        mail_server.MailServers.start(tmp_path / "mail")
