@@ -1,0 +1,186 @@
+"""Build one Method 1 DAG per protocol, from the registry snapshot — never from a database query.
+
+Why one DAG per protocol: a data engineer sees each municipality as its own row in the Airflow
+UI — its DAG id, display name and tags name the municipality, NIS code and protocol — with its
+own run history, pause switch and schedule. Each run is one exchange: one request file. The
+DAG file reads the snapshot that every protocol change rewrites
+(:func:`welfare_exchange.protocols.write_snapshot`), so parsing touches no database, network or
+connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import os
+import re
+from collections.abc import Callable
+from typing import Any
+
+from airflow.sdk import DAG, chain, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from welfare_exchange.errors import InputError, ProtocolError
+from welfare_exchange.exchange import steps
+from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.exchange.defaults import default_args
+from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
+from welfare_exchange.sensors.request_arrival import RequestArrivalSensor
+from welfare_exchange.settings import get_settings
+
+START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+DOC = """\
+### Method 1 exchange — {municipality} (NIS {nis_code}), protocol {id}
+
+The municipality receives the data. It drops a password-encrypted Excel file with the INSZ
+numbers of the children aged 0–25 domiciled in it into its SFTP `inbox/`; this DAG returns,
+encrypted with the key agreed between the two DPOs, which of them gave right to a *sociale
+toeslag* from the protocol's reference date on, and who their *begunstigde* is.
+
+| step | task | what it guarantees |
+|---|---|---|
+| 1 | `protocol_gate` | waits until the protocol is signed and valid; fails at once when revoked, suspended or expired |
+| 2 | `wait_for_request` | takes only complete files (no `.part`, size stable across two looks), oldest first |
+| 3 | `fetch_request` | streams the still-encrypted file to staging, SHA-256, ledger entry; a file already processed is a *duplicate* and skipped |
+| 4 | `decrypt_and_validate` | decrypts in memory; a bad file goes to `quarantine/` with a report in `outbox/` |
+| 5 | `match_entitlements` | one set join in the project database |
+| 6 | `build_result` | result + validation report, encrypted (AES-256); built once, so re-runs send identical bytes |
+| 7 | `protocol_gate_before_delivery` | the gate once more: a protocol revoked meanwhile blocks delivery |
+| 8 | `deliver_result` | `.part` upload, rename, verified; the ledger makes it happen once |
+| 9 | `record_retention` | deletion deadlines of request and result; intermediates gone |
+
+Channel connection: `{channel_connection}` · key connection: `{key_connection}` (its password is the file password).
+Re-running: clear any task or the whole run — see the runbook, *Re-run a failed exchange safely*.
+No personal data appears in logs, XCom or the run configuration.
+"""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def method1_dag_id(entry: dict[str, Any]) -> str:
+    """E.g. ``method1_44021_gent_p3``: the municipality at a glance, the protocol to be unique."""
+    return f"method1_{entry['nis_code']}_{_slug(entry['municipality'])}_p{entry['id']}"
+
+
+def _run(step: Callable[..., Any]) -> Callable[..., Any]:
+    """Call a step with this task's :class:`RunInfo`; make unfixable errors fail without retries."""
+
+    @functools.wraps(step)
+    def wrapper(*args):
+        run = RunInfo.from_context(get_current_context())
+        try:
+            return step(*args, run)
+        except (InputError, ProtocolError) as err:
+            # A wrong password or a revoked protocol does not get better by retrying.
+            raise AirflowFailException(str(err)) from None
+
+    return wrapper
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def build_method1_dag(entry: dict[str, Any]) -> DAG:
+    """The Method 1 DAG of one protocol (``entry`` is one protocol of the registry snapshot)."""
+    protocol_id = int(entry["id"])
+    poke = _seconds("WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS", 60)
+    with DAG(
+        dag_id=method1_dag_id(entry),
+        dag_display_name=f"Method 1 · {entry['municipality']} ({entry['nis_code']}) · protocol {protocol_id}",
+        description=f"Method 1 exchange with {entry['municipality']} over {entry['channel']}",
+        doc_md=DOC.format(**entry),
+        schedule=entry.get("schedule") or None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(),
+        params={"protocol_id": protocol_id},
+        tags=["method1", f"nis:{entry['nis_code']}", entry["municipality"], entry["channel"], f"protocol:{protocol_id}"],
+    ) as dag:
+        gate = ProtocolGateSensor(
+            task_id="protocol_gate",
+            protocol_id=protocol_id,
+            requirements={"kind": "method1", "channel": entry["channel"]},
+            poke_interval=poke,
+            timeout=_seconds("WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS", 7 * 24 * 3600),
+            retries=0,
+        )
+        arrival = RequestArrivalSensor(
+            task_id="wait_for_request",
+            protocol_id=protocol_id,
+            sftp_conn_id=entry["channel_connection"],
+            settle_seconds=_seconds("WELFARE_EXCHANGE_SETTLE_SECONDS", 10),
+            poke_interval=poke,
+            timeout=_seconds("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", 24 * 3600),
+            soft_fail=True,  # no file today: the run ends skipped, not failed
+        )
+
+        @task(task_id="fetch_request")
+        def fetch_request(remote: dict[str, Any]) -> int:
+            exchange_id = _run(steps.fetch_request)(protocol_id, remote)
+            if exchange_id is None:
+                raise AirflowSkipException("duplicate request: this file was already processed; see the audit trail")
+            return exchange_id
+
+        @task(task_id="decrypt_and_validate")
+        def decrypt_and_validate(exchange_id: int) -> dict[str, Any]:
+            return _run(steps.decrypt_and_validate)(exchange_id)
+
+        @task(task_id="match_entitlements")
+        def match_entitlements(exchange_id: int) -> dict[str, int]:
+            return _run(steps.match_entitlements)(exchange_id)
+
+        @task(task_id="build_result")
+        def build_result(exchange_id: int) -> dict[str, Any]:
+            return _run(steps.build_result)(exchange_id)
+
+        @task(task_id="protocol_gate_before_delivery", retries=0)
+        def protocol_gate_before_delivery(exchange_id: int) -> str:
+            return _run(steps.recheck_gate)(exchange_id)
+
+        @task(task_id="deliver_result")
+        def deliver_result(exchange_id: int) -> dict[str, Any]:
+            return _run(steps.deliver_result)(exchange_id)
+
+        @task(task_id="record_retention")
+        def record_retention(exchange_id: int) -> dict[str, str]:
+            return _run(steps.record_retention)(exchange_id)
+
+        exchange_id = fetch_request(arrival.output)
+        chain(
+            gate,
+            arrival,
+            exchange_id,
+            decrypt_and_validate(exchange_id),
+            match_entitlements(exchange_id),
+            build_result(exchange_id),
+            protocol_gate_before_delivery(exchange_id),
+            deliver_result(exchange_id),
+            record_retention(exchange_id),
+        )
+    return dag
+
+
+def read_snapshot(path: os.PathLike | str | None = None) -> list[dict[str, Any]]:
+    """The protocols in the registry snapshot; empty when none was written yet."""
+    target = path or get_settings().registry_snapshot
+    try:
+        with open(target) as handle:
+            return json.load(handle)["protocols"]
+    except FileNotFoundError:
+        return []
+
+
+def method1_dags(path: os.PathLike | str | None = None) -> dict[str, DAG]:
+    """Every Method 1 DAG, keyed by DAG id (for a DAG file's ``globals()``)."""
+    dags = {}
+    for entry in read_snapshot(path):
+        if entry["kind"] == "method1" and entry["channel"] == "sftp":
+            dag = build_method1_dag(entry)
+            dags[dag.dag_id] = dag
+    return dags

@@ -1,0 +1,79 @@
+"""Default task arguments and the failure callback, in one place for every exchange DAG.
+
+The DAG integrity test checks that every DAG uses these (retries with exponential backoff,
+an owner, tags). Retry timing can be shortened through the environment for tests and demos.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from typing import Any
+
+from welfare_exchange import audit, insz
+from welfare_exchange.db import session_scope
+
+log = logging.getLogger(__name__)
+
+OWNER = "welfare-exchange"
+RUNBOOK = "docs/RUNBOOK.md"
+
+#: task id → the runbook section an operator should read when it fails.
+RUNBOOK_STEPS = {
+    "protocol_gate": "The protocol gate failed",
+    "wait_for_request": "No request arrived",
+    "fetch_request": "SFTP or e-mail is unreachable",
+    "decrypt_and_validate": "A request was refused",
+    "match_entitlements": "The project database is unreachable",
+    "build_result": "The key connection is missing or wrong",
+    "protocol_gate_before_delivery": "The protocol gate failed",
+    "deliver_result": "SFTP or e-mail is unreachable",
+    "record_retention": "The project database is unreachable",
+}
+
+
+def _seconds(name: str, default: float) -> dt.timedelta:
+    return dt.timedelta(seconds=float(os.environ.get(name, default)))
+
+
+def runbook_step(task_id: str) -> str:
+    return f"{RUNBOOK} § '{RUNBOOK_STEPS.get(task_id, 'Re-run a failed exchange safely')}'"
+
+
+def on_task_failure(context: Any) -> None:
+    """Record a failed task in the audit trail, with the runbook step that tells what to do.
+
+    Runs in the task's own process after its last try failed. The exception text is ours
+    (no personal data by construction); anything INSZ-shaped that slipped in is withheld.
+    """
+    ti = context["ti"]
+    error = context.get("exception")
+    text = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+    if insz.find_insz_shaped(text):
+        text = f"{type(error).__name__}: [message withheld: it contained personal data]"
+    params = context.get("params") or {}
+    actor = audit.Actor(type="system", name="airflow", dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+                        try_number=getattr(ti, "try_number", None))  # fmt: skip
+    try:
+        with session_scope() as session:
+            audit.record(
+                session, "task.failed", "failure", actor=actor, protocol_id=params.get("protocol_id"),
+                message=f"{text[:1500]} | runbook: {runbook_step(ti.task_id)}",
+                fact_key=f"failed:{ti.dag_id}:{ti.run_id}:{ti.task_id}:{getattr(ti, 'try_number', 0)}",
+            )  # fmt: skip
+    except Exception:  # the callback must never hide the task's own failure
+        log.exception("could not record the failure in the audit trail")
+
+
+def default_args() -> dict[str, Any]:
+    """Task defaults: retries with exponential backoff for transient SFTP and database errors."""
+    return {
+        "owner": OWNER,
+        "retries": int(os.environ.get("WELFARE_EXCHANGE_TASK_RETRIES", 4)),
+        "retry_delay": _seconds("WELFARE_EXCHANGE_RETRY_DELAY_SECONDS", 30),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=30),
+        "execution_timeout": dt.timedelta(hours=2),
+        "on_failure_callback": on_task_failure,
+    }
