@@ -60,6 +60,9 @@ class Protocol(Base):
     channel_connection: Mapped[str] = mapped_column(sa.String(250))
     key_connection: Mapped[str] = mapped_column(sa.String(250))
     sender_address: Mapped[str | None] = mapped_column(sa.String(250))
+    #: S/MIME: the municipality's pinned certificates (PEM), and whether its messages must be signed.
+    sender_certificates: Mapped[list[str] | None] = mapped_column(sa.JSON)
+    require_signature: Mapped[bool] = mapped_column(default=False)
     allowed_fields: Mapped[list[str]]
     reference_date: Mapped[dt.date] = mapped_column(default=DEFAULT_REFERENCE_DATE)
     supplements: Mapped[list[str]]
