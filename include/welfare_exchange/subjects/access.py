@@ -1,0 +1,151 @@
+"""Right of access (art. 15 GDPR): which exchanges included a person's data.
+
+The audit trail never stores an INSZ: every record of an exchange carries the keyed-HMAC
+references of the people it concerned (``audit_subject``) — the requested children at
+``request.validated``, the matched children and their beneficiaries at ``entitlements.matched``.
+Computing the same HMAC for the person's number finds exactly those exchanges, and the
+protocol and ledger give the rest: municipality, date, data categories, purpose, legal basis,
+and whether the result was delivered.
+
+A person's data appears as one of three roles:
+
+* ``requested`` — a child named in the municipality's request (the municipality sent the
+  number; the agency checked it);
+* ``result_child`` — a requested child with a *sociale toeslag*, in the result returned;
+* ``result_beneficiary`` — the *begunstigde* (the parent who is paid) of such a child.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from welfare_exchange import audit
+from welfare_exchange.audit.trail import subject_ref
+from welfare_exchange.db.models import AuditRecord, AuditSubject, Exchange, Protocol
+
+#: The audit actions that carry an exchange's subjects, and the role each gives a person.
+SUBJECT_ACTIONS = {"request.validated": "requested", "entitlements.matched": "in_result"}
+ROLE_TEXT = {
+    "requested": "child named in the municipality's request",
+    "result_child": "child with a sociale toeslag, in the result",
+    "result_beneficiary": "beneficiary (begunstigde), in the result",
+}
+
+
+@dataclass
+class ExchangeDisclosure:
+    """One exchange that included the person's data (no personal data in it)."""
+
+    exchange_id: int
+    protocol_id: int
+    municipality: str
+    nis_code: str
+    exchange_date: str | None
+    state: str
+    delivered: bool
+    roles: list[str]
+    data_categories: list[str]
+    fields: list[str]
+    purpose: str
+    legal_basis: str
+
+
+@dataclass
+class PersonReport:
+    """What the trail holds about the person on ``line`` of the INSZ file."""
+
+    line: int
+    exchanges: list[ExchangeDisclosure] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "exchanges": [asdict(e) for e in self.exchanges]}
+
+
+def exchanges_of(session: Session, number: str) -> list[ExchangeDisclosure]:
+    """The exchanges whose audit records name ``number`` (through its keyed HMAC), oldest first."""
+    ref = subject_ref(number)
+    hits = session.execute(
+        sa.select(AuditRecord.exchange_id, AuditRecord.action, AuditRecord.data_categories, AuditRecord.legal_basis)
+        .join(AuditSubject, AuditSubject.audit_id == AuditRecord.id)
+        .where(AuditSubject.subject_ref == ref, AuditRecord.exchange_id.is_not(None))
+        .order_by(AuditRecord.id)
+    ).all()
+    seen: dict[int, dict[str, Any]] = defaultdict(lambda: {"actions": set(), "categories": set(), "legal_basis": None})
+    for exchange_id, action, categories, legal_basis in hits:
+        entry = seen[exchange_id]
+        entry["actions"].add(action)
+        entry["categories"].update(categories or [])
+        entry["legal_basis"] = entry["legal_basis"] or legal_basis
+    out = []
+    for exchange_id, entry in sorted(seen.items()):
+        row = session.execute(
+            sa.select(Exchange, Protocol).join(Protocol, Protocol.id == Exchange.protocol_id).where(Exchange.id == exchange_id)
+        ).first()
+        if row is None:
+            continue
+        exchange, protocol = row
+        roles = []
+        if "request.validated" in entry["actions"]:
+            roles.append("requested")
+        if "entitlements.matched" in entry["actions"]:
+            roles.append("result_child" if "request.validated" in entry["actions"] else "result_beneficiary")
+        delivered = exchange.state == "delivered"
+        out.append(
+            ExchangeDisclosure(
+                exchange_id=exchange.id,
+                protocol_id=protocol.id,
+                municipality=protocol.municipality,
+                nis_code=protocol.nis_code,
+                exchange_date=exchange.exchange_date.isoformat() if exchange.exchange_date else None,
+                state=exchange.state,
+                delivered=delivered,
+                roles=roles,
+                data_categories=sorted(entry["categories"]),
+                fields=list(protocol.allowed_fields) if any(r.startswith("result_") for r in roles) else [],
+                purpose=protocol.purpose,
+                legal_basis=entry["legal_basis"] or protocol.legal_basis,
+            )
+        )
+    return out
+
+
+def subject_access(session: Session, numbers: list[str], *, actor: audit.Actor) -> list[PersonReport]:
+    """Answer an access request for the people in ``numbers``; the request itself is audited.
+
+    The audit record names the people only by their keyed HMAC and carries no exchange id, so
+    it never shows up as an "exchange" in a later access request.
+    """
+    reports = [PersonReport(line=index, exchanges=exchanges_of(session, number)) for index, number in enumerate(numbers, 1)]
+    audit.record(
+        session, "subject.access_request", actor=actor, subjects=numbers,
+        counts={"persons": len(numbers), "exchanges_found": sum(len(r.exchanges) for r in reports)},
+        message=f"access request (art. 15 GDPR) answered for {len(numbers)} person(s) on {dt.date.today().isoformat()}",
+    )  # fmt: skip
+    return reports
+
+
+def render_text(reports: list[PersonReport]) -> str:
+    """The answer as an operator hands it on (one block per line of the INSZ file)."""
+    lines = []
+    for report in reports:
+        lines.append(f"Person on line {report.line} of the INSZ file:")
+        if not report.exchanges:
+            lines.append("  no exchange in this system included this person's data.")
+        for e in report.exchanges:
+            lines.append(
+                f"  exchange {e.exchange_id} · {e.exchange_date or '-'} · {e.municipality} (NIS {e.nis_code}) · "
+                f"protocol {e.protocol_id} · {'delivered to the municipality' if e.delivered else f'not delivered ({e.state})'}"
+            )
+            lines.append(f"    as: {'; '.join(ROLE_TEXT[r] for r in e.roles)}")
+            lines.append(f"    data categories: {', '.join(e.data_categories) or '-'}")
+            if e.fields:
+                lines.append(f"    result fields: {', '.join(e.fields)}")
+            lines.append(f"    purpose: {e.purpose}")
+            lines.append(f"    legal basis: {e.legal_basis}")
+    return "\n".join(lines)
