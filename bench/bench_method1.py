@@ -122,7 +122,7 @@ def run_scheduler(folder: pathlib.Path, url: str, request: pathlib.Path, passwor
     from welfare_exchange import audit
     from welfare_exchange.db import session_scope, upgrade
     from welfare_exchange.devtools.airflow_server import AirflowServer
-    from welfare_exchange.devtools.sftp_server import SftpServer
+    from welfare_exchange.devtools.sftp_server import SftpServer, chroot_capable_root
     from welfare_exchange.exchange.dag_factory import method1_dag_id
     from welfare_exchange.protocols import create, registry, transition
 
@@ -150,7 +150,7 @@ def run_scheduler(folder: pathlib.Path, url: str, request: pathlib.Path, passwor
             transition(session, protocol.id, action, actor=user, on=dt.date(2026, 10, 1))
         registry.write_snapshot(session, snapshot)
         entry = next(p for p in registry.snapshot(session) if p["id"] == protocol.id)
-    sftp_root = get_settings().home / "bench-sftp"
+    sftp_root = chroot_capable_root(get_settings().home / "bench-sftp")
     server = SftpServer(sftp_root).start()
     try:
         server.add_municipality(NIS)

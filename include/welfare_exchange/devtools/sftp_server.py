@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import posixpath
@@ -71,6 +72,34 @@ HOST = "127.0.0.1"
 ACCOUNT_PREFIX = "wx_"
 REMOTE_DIRS = ("inbox", "received", "outbox", "quarantine")
 _NIS = re.compile(r"^[0-9]{5}$")
+
+
+def _chroot_safe(folder: Path) -> bool:
+    """True when sshd accepts a chroot below ``folder``: every ancestor root-owned, not g/o-writable."""
+    for part in [folder, *folder.parents]:
+        if not part.exists():
+            continue
+        st = part.stat()
+        if st.st_uid != 0 or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+    return True
+
+
+def chroot_capable_root(preferred: Path | str) -> Path:
+    """``preferred`` when sshd can chroot below it, else a folder under ``/srv/welfare-exchange``.
+
+    A checkout under ``/tmp`` (world-writable) cannot hold chroot directories, however its own
+    folders are set: the server then lives in ``/srv/welfare-exchange/<hash of preferred>``,
+    still one folder per checkout and purpose.
+    """
+    preferred = Path(preferred).resolve()
+    if _chroot_safe(preferred):
+        return preferred
+    digest = hashlib.sha256(str(preferred).encode()).hexdigest()[:12]
+    fallback = Path("/srv/welfare-exchange") / f"{preferred.name}-{digest}"
+    fallback.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(fallback.parent, 0o755)
+    return fallback
 
 
 class SftpServerError(RuntimeError):
