@@ -1,0 +1,223 @@
+"""The Exchanges view's app, in process: content, privacy, and Airflow's login enforced.
+
+Two ways in: the plugin's own app with a stand-in token check (fast, every branch), and the
+real Airflow API server app (``airflow.api_fastapi.app.create_app``) with the plugin mounted
+and tokens issued and validated by Airflow's SimpleAuthManager.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.ui.seed import TODAY, seed
+from welfare_exchange import audit, insz
+from welfare_exchange.db import session_scope
+from welfare_exchange.ui import URL_PREFIX, auth, create_app, queries
+
+GOOD_TOKEN = "good-token"
+
+
+class User:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get_name(self) -> str:
+        return self.name
+
+
+async def fake_resolver(token: str):
+    if token == GOOD_TOKEN:
+        return User("operator")
+    if token == "no-ui-access":
+        raise auth.Forbidden("no access")
+    raise auth.NotAuthenticated("invalid")
+
+
+@pytest.fixture
+def seeded(sqlite_db):
+    queries.audit_cache.clear()
+    yield seed()
+    queries.audit_cache.clear()
+
+
+@pytest.fixture
+def client():
+    return TestClient(create_app(user_resolver=fake_resolver))
+
+
+def _bearer(token: str = GOOD_TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --------------------------------------------------------------------------- login enforced
+
+
+@pytest.mark.parametrize("path", ["/", "/api/exchanges"])
+def test_without_a_token_the_answer_is_401(client, seeded, path):
+    resp = client.get(path)
+    assert resp.status_code == 401
+    assert resp.headers["www-authenticate"] == "Bearer"
+    assert "Zonnedorp" not in resp.text
+
+
+def test_the_page_without_login_links_to_airflow_login(client, seeded):
+    resp = client.get("/")
+    assert resp.status_code == 401
+    assert "Log in to Airflow" in resp.text and 'href="/auth/login"' in resp.text
+
+
+@pytest.mark.parametrize("token", ["not-a-jwt", ""])
+def test_a_bad_token_is_401(client, seeded, token):
+    assert client.get("/api/exchanges", headers=_bearer(token)).status_code == 401
+    client.cookies.set(auth.COOKIE_NAME, token)
+    assert client.get("/").status_code == 401
+
+
+def test_a_user_without_ui_access_is_403(client, seeded):
+    assert client.get("/api/exchanges", headers=_bearer("no-ui-access")).status_code == 403
+
+
+def test_the_ui_cookie_is_accepted_and_the_header_wins(client, seeded):
+    client.cookies.set(auth.COOKIE_NAME, GOOD_TOKEN)
+    assert client.get("/").status_code == 200
+    # An explicit, bad header is not rescued by a good cookie (as in Airflow's own API).
+    assert client.get("/api/exchanges", headers=_bearer("bad")).status_code == 401
+
+
+# --------------------------------------------------------------------------- content
+
+
+def test_json_overview_per_protocol(client, seeded, monkeypatch):
+    resp = client.get("/api/exchanges", headers=_bearer())
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["audit"]["ok"] is True and body["audit"]["checked"] > 0
+    rows = {p["protocol_id"]: p for p in body["protocols"]}
+    row = rows[seeded.protocol_id]
+    assert (row["nis_code"], row["municipality"], row["status"], row["gate"]) == ("99101", "Testgemeente Zonnedorp", "signed", "open")
+    assert row["dag_id"] == seeded.dag_id and row["dag_path"] == f"/dags/{seeded.dag_id}"
+    last = row["last_exchange"]
+    assert last["id"] == seeded.exchange_id and last["state"] == "matched" and last["final"] is False
+    assert last["step"] == "entitlements matched"
+    assert last["counts"] == {"rows": 125, "valid": 121, "duplicates": 1, "matched_children": 47, "beneficiaries": 39}
+    assert last["run_path"] == "/dags/{}/runs/manual__2026-11-02T09%3A00%3A00%2B00%3A00".format(seeded.dag_id)
+    assert row["exchanges"] == 1 and row["by_state"] == {"matched": 1}
+    assert row["retention"]["pending"] == 2 and row["retention"]["next_deadline"] == "2026-11-20"
+    revoked = rows[seeded.revoked_protocol_id]
+    assert revoked["status"] == "revoked" and revoked["gate"] == "closed" and revoked["last_exchange"] is None
+
+
+def test_overdue_retention_is_judged_on_the_day(seeded):
+    with session_scope() as session:
+        ov = queries.overview(session, today=TODAY)
+    [row] = [p for p in ov.protocols if p.protocol_id == seeded.protocol_id]
+    assert row.retention.overdue == 1  # the request file was due on 20 November
+    with session_scope() as session:
+        early = queries.overview(session, today=dt.date(2026, 11, 10))
+    assert [p.retention.overdue for p in early.protocols if p.protocol_id == seeded.protocol_id] == [0]
+
+
+def test_page_shows_the_row_links_and_no_personal_data(client, seeded):
+    client.cookies.set(auth.COOKIE_NAME, GOOD_TOKEN)
+    resp = client.get("/")
+    assert resp.status_code == 200
+    html = resp.text
+    for expected in ("Testgemeente Zonnedorp", "NIS 99101", "entitlements matched", "matched_children: 47",
+                     "next due 2026-11-20", "Audit chain <strong>intact</strong>", "Testgemeente Maanbeek",
+                     f'href="/dags/{seeded.dag_id}/runs/manual__2026-11-02T09%3A00%3A00%2B00%3A00"'):  # fmt: skip
+        assert expected in html, expected
+    assert 'target="_top"' in html  # links leave the UI's iframe
+    # The request file was named after an INSZ: neither it nor any number like it is shown.
+    assert seeded.request_name not in html
+    assert insz.find_insz_shaped(html) == []
+    assert insz.find_insz_shaped(client.get("/api/exchanges", headers=_bearer()).text) == []
+
+
+def test_a_broken_audit_chain_is_shown(client, seeded, monkeypatch):
+    monkeypatch.setattr(queries.audit, "verify", lambda session: audit.VerifyResult(False, 3, 4, "record 4 was altered (hash mismatch)"))
+    client.cookies.set(auth.COOKIE_NAME, GOOD_TOKEN)
+    html = client.get("/").text
+    assert "Audit chain <strong>BROKEN</strong> at record 4: record 4 was altered" in html
+    assert client.get("/api/exchanges", headers=_bearer()).json()["audit"]["ok"] is False
+
+
+def test_audit_verification_is_reused_for_a_minute(seeded, monkeypatch):
+    calls = []
+    real = audit.verify
+    monkeypatch.setattr(queries.audit, "verify", lambda session: calls.append(1) or real(session))
+    with session_scope() as session:
+        queries.overview(session)
+        queries.overview(session)
+        queries.overview(session, audit_max_age=0)
+    assert len(calls) == 2
+
+
+def test_unreachable_project_database_is_503_without_the_url(client, monkeypatch, tmp_path):
+    secret_url = "postgresql+psycopg2://wx:s3cret-password@127.0.0.1:1/nowhere"
+    monkeypatch.setenv("WELFARE_EXCHANGE_DB_URL", secret_url)
+    queries.audit_cache.clear()
+    client.cookies.set(auth.COOKIE_NAME, GOOD_TOKEN)
+    page = client.get("/")
+    assert page.status_code == 503 and "project database is unreachable" in page.text
+    api = client.get("/api/exchanges")
+    assert api.status_code == 503 and "RUNBOOK" in api.text
+    assert "s3cret" not in page.text + api.text
+
+
+def test_empty_registry(client, sqlite_db):
+    queries.audit_cache.clear()
+    client.cookies.set(auth.COOKIE_NAME, GOOD_TOKEN)
+    assert 'id="no-protocols"' in client.get("/").text
+
+
+# --------------------------------------------------------------------------- inside Airflow's own app
+
+
+@pytest.fixture(scope="module")
+def airflow_app():
+    """Airflow's API server app with the checkout's plugins, in process (~10 s to build)."""
+    from airflow.api_fastapi.app import create_app as create_airflow_app
+
+    return create_airflow_app()
+
+
+def _airflow_token(role: str | None = "admin") -> str:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username="wx-test", role=role))
+
+
+def test_mounted_in_airflow_and_protected_by_its_login(airflow_app, seeded):
+    client = TestClient(airflow_app)
+    assert client.get(f"{URL_PREFIX}/api/exchanges").status_code == 401
+    assert client.get(f"{URL_PREFIX}/").status_code == 401
+    assert client.get(f"{URL_PREFIX}/api/exchanges", headers=_bearer("eyJhbGciOi.forged.token")).status_code == 401
+
+    token = _airflow_token()
+    resp = client.get(f"{URL_PREFIX}/api/exchanges", headers=_bearer(token))
+    assert resp.status_code == 200, resp.text
+    assert seeded.protocol_id in [p["protocol_id"] for p in resp.json()["protocols"]]
+    client.cookies.set(auth.COOKIE_NAME, token)  # what the Airflow UI sends to its iframe
+    page = client.get(f"{URL_PREFIX}/")
+    assert page.status_code == 200 and "Testgemeente Zonnedorp" in page.text
+    assert 'href="/dags/' in page.text  # Airflow at the root: links are /dags/...
+
+
+def test_a_token_signed_with_another_key_is_refused(airflow_app, seeded):
+    import jwt
+
+    forged = jwt.encode({"sub": "admin", "role": "admin", "aud": "apache-airflow"}, "not-the-airflow-secret", algorithm="HS512")
+    client = TestClient(airflow_app)
+    assert client.get(f"{URL_PREFIX}/api/exchanges", headers=_bearer(forged)).status_code == 401
+
+
+def test_the_view_is_in_the_airflow_navigation(airflow_app):
+    from airflow import plugins_manager
+
+    external_views, _ = plugins_manager._get_ui_plugins()
+    [view] = [v for v in external_views if v.get("url_route") == "welfare-exchanges"]
+    assert view["href"] == f"{URL_PREFIX}/" and view["destination"] == "nav"
