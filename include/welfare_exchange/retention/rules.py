@@ -133,28 +133,30 @@ def end_protocols(session: Session, as_of: dt.date, *, actor: audit.Actor, repor
             stopped += 1
         # A staging folder the steps have not recorded yet (an exchange stopped mid-way) is
         # recorded here, so it cannot outlive the protocol.
+        rule = RULE_PROTOCOL_END.format(status=protocol.status)
+        moved = 0
         for exchange_id in session.scalars(sa.select(Exchange.id).where(Exchange.protocol_id == protocol.id)):
             folder = Staging(protocol.id, exchange_id).folder
             if folder.exists():
-                _ensure_item(session, protocol.id, exchange_id, "staging", "local", str(folder), as_of,
-                             RULE_PROTOCOL_END.format(status=protocol.status))  # fmt: skip
+                moved += _ensure_item(session, protocol.id, exchange_id, "staging", "local", str(folder), as_of, rule)
         items = session.scalars(
             sa.select(RetentionItem).where(
                 RetentionItem.protocol_id == protocol.id, RetentionItem.deleted_at.is_(None), RetentionItem.deadline > as_of
             )
         ).all()
         for item in items:
-            item.deadline, item.rule = as_of, RULE_PROTOCOL_END.format(status=protocol.status)
-        if stopped or items:
+            item.deadline, item.rule = as_of, rule
+        moved += len(items)
+        if stopped or moved:
             audit.record(
                 session, "retention.protocol_ended", actor=actor, protocol=protocol,
-                counts={"exchanges_stopped": stopped, "items_due_now": len(items)},
+                counts={"exchanges_stopped": stopped, "items_due_now": moved},
                 message=f"protocol {protocol.id} is {protocol.status}: {stopped} pending exchange(s) stopped, "
-                f"{len(items)} item(s) to delete now (run of {as_of.isoformat()})",
+                f"{moved} item(s) to delete now (run of {as_of.isoformat()})",
                 fact_key=f"protocol:{protocol.id}:ended:{as_of.isoformat()}",
             )  # fmt: skip
         report.exchanges_stopped += stopped
-        report.items_due_at_protocol_end += len(items)
+        report.items_due_at_protocol_end += moved
     session.flush()
     return report
 
@@ -166,11 +168,12 @@ def _ensure_item(
     session: Session, protocol_id: int, exchange_id: int | None, kind: str, where: str, location: str,
     deadline: dt.date, rule: str, sha256: str | None = None,
 ) -> bool:  # fmt: skip
-    """Record an item unless one exists for this location; True when a new one was recorded."""
+    """Record an item, or bring an existing one's deadline forward; True when something changed."""
     existing = session.scalar(sa.select(RetentionItem).where(RetentionItem.kind == kind, RetentionItem.location == location))
     if existing is not None:
         if existing.deleted_at is None and existing.deadline > deadline:
             existing.deadline, existing.rule = deadline, rule
+            return True
         return False
     ledger.schedule_deletion(
         session, protocol_id=protocol_id, exchange_id=exchange_id, kind=kind, where=where, location=location,
