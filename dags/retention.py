@@ -73,4 +73,4 @@ def retention_daily():
     rules >> [delete_due_items(), prune_audit_trail()]
 
 
-retention_daily()
+retention_dag = retention_daily()

@@ -1,0 +1,134 @@
+"""Retention against the real OpenSSH SFTP server: files really gone, certificates in the audit,
+re-runs idempotent, an outage fails the run (items stay due) and the next run deletes.
+
+The retention DAG runs with ``dag.test()`` on chosen logical dates: the clock is never read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import pathlib
+
+import pytest
+import sqlalchemy as sa
+
+from tests.exchange.builders import encrypted_request
+from tests.exchange.conftest import EXCHANGE_DATE
+from tests.retention.helpers import ACTOR, item, records, schedule, signed_protocol, staging_with_files, verify
+from welfare_exchange.db import session_scope
+from welfare_exchange.db.models import RetentionItem
+from welfare_exchange.retention import runner
+from welfare_exchange.transport import sftp
+
+pytestmark = [pytest.mark.sftp]
+
+DAG_FILE = pathlib.Path(__file__).resolve().parents[2] / "dags" / "retention.py"
+
+
+def retention_dag():
+    """The DAG as the DAG file builds it (re-read, so default args follow the test's environment)."""
+    spec = importlib.util.spec_from_file_location("retention_dag_under_test", DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.retention_dag
+
+
+def run_on(day: dt.date):
+    return retention_dag().test(logical_date=dt.datetime(day.year, day.month, day.day, 3, 0, tzinfo=dt.timezone.utc))
+
+
+def _states(run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+
+
+def _pending() -> list[RetentionItem]:
+    with session_scope() as session:
+        return list(session.scalars(sa.select(RetentionItem).where(RetentionItem.deleted_at.is_(None))))
+
+
+def test_after_an_exchange_every_file_is_deleted_on_its_deadline_with_certificates(method1):
+    numbers = [n for n, _ in method1.world.children[:40]]
+    method1.municipality.upload_request(encrypted_request(numbers, method1.password), "aanvraag.xlsx")
+    assert method1.run().state == "success"
+    [exchange] = method1.exchanges()
+    assert method1.remote("received") == ["aanvraag.xlsx"] and len(method1.results()) == 1
+
+    # Request: 30 days after the exchange; result and staging: 90 days.
+    run = run_on(EXCHANGE_DATE + dt.timedelta(days=30))
+    assert run.state == "success", _states(run)
+    assert method1.remote("received") == [] and len(method1.results()) == 1
+    [cert] = records("retention.deleted")
+    assert cert.outcome == "success" and cert.file_hashes == {"request_file": exchange.request_sha256}
+    assert "received/aanvraag.xlsx" in cert.message and "30 days after receipt" in cert.message
+
+    run = run_on(EXCHANGE_DATE + dt.timedelta(days=90))
+    assert run.state == "success", _states(run)
+    assert method1.outbox() == {}
+    certs = {r.message.split(")")[0].split(": ")[1]: r for r in records("retention.deleted")}
+    assert set(certs) == {"request_file (sftp", "result_file (sftp", "staging (local"}
+    assert certs["result_file (sftp"].file_hashes == {"result_file": exchange.result_sha256}
+    assert all(c.exchange_id == exchange.id and c.protocol_id == method1.protocol_id for c in certs.values())
+
+    # Run the same day again, and the day after: no file is deleted or certified twice.
+    before = len(records("retention.deleted"))
+    for day in (90, 90, 91, 92):
+        assert run_on(EXCHANGE_DATE + dt.timedelta(days=day)).state == "success"
+    kinds = [r.message.split(" (")[0].removeprefix("deletion certificate: ") for r in records("retention.deleted")]
+    assert len(kinds) == before + 1 and kinds[-1] == "ledger_payload"  # the ledger's file names, once
+    assert _pending() == []
+    assert verify()
+
+
+def test_a_result_the_municipality_already_removed_is_certified_already_gone(method1):
+    numbers = [n for n, _ in method1.world.children[:20]]
+    method1.municipality.upload_request(encrypted_request(numbers, method1.password), "r.xlsx")
+    assert method1.run().state == "success"
+    [name] = method1.results()
+    with method1.municipality.sftp() as client:  # downloaded and removed, as a careful DPO does
+        client.remove(f"outbox/{name}")
+
+    report = runner.delete_due(EXCHANGE_DATE + dt.timedelta(days=90), actor=ACTOR)
+
+    outcomes = {c.kind: c.outcome for c in report.certificates}
+    assert outcomes == {"request_file": "deleted", "result_file": "already_gone", "staging": "deleted"}
+    assert [r.outcome for r in records("retention.deleted") if r.file_hashes and "result_file" in r.file_hashes] == ["already_gone"]
+
+
+def test_sftp_outage_fails_the_run_items_stay_due_and_the_next_run_deletes(sqlite_db, sftp_municipality, monkeypatch):
+    m = sftp_municipality
+    monkeypatch.setenv("WELFARE_EXCHANGE_TASK_RETRIES", "0")  # let dag.test() show the failed try
+    pid = signed_protocol(nis=m.nis)
+    hook = m.hook()
+    digest, _ = sftp.upload_bytes(hook, b"encrypted result", "outbox", "resultaat.xlsx")
+    sftp.upload_bytes(hook, b"encrypted request", "received", "aanvraag.xlsx")
+    sftp.upload_bytes(hook, b"report", "quarantine", "oud.xlsx")
+    day = dt.date(2027, 2, 1)
+    remote = [
+        schedule(pid, None, "result_file", "sftp", f"{m.conn_id}:outbox/resultaat.xlsx", day, sha256=digest),
+        schedule(pid, None, "request_file", "sftp", f"{m.conn_id}:received/aanvraag.xlsx", day),
+        schedule(pid, None, "quarantine", "sftp", f"{m.conn_id}:quarantine/oud.xlsx", day),
+    ]
+    staging = staging_with_files(pid, 0, "leftover.fernet")
+    local = schedule(pid, None, "staging", "local", str(staging.folder), day)
+
+    m.server.stop()
+    try:
+        run = run_on(day)
+        assert run.state == "failed"
+        assert _states(run)["delete_due_items"] == "failed"
+        assert _states(run)["prune_audit_trail"] == "success"  # the audit's term does not wait
+        assert all(item(i).deleted_at is None for i in remote)  # still due, not skipped
+        assert item(local).deletion_outcome == "deleted"  # the rest was done
+        [failure] = records("task.failed")
+        assert "could not be deleted and stay due" in failure.message and m.conn_id in failure.message
+    finally:
+        m.server.start()
+    assert sorted(p.name for p in m.local_dir("outbox").iterdir()) == ["resultaat.xlsx"]
+
+    run = run_on(day + dt.timedelta(days=1))
+    assert run.state == "success", _states(run)
+    assert all(item(i).deletion_outcome == "deleted" for i in remote)
+    for folder in ("outbox", "received", "quarantine"):
+        assert list(m.local_dir(folder).iterdir()) == []
+    assert verify()
