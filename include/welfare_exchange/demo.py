@@ -166,9 +166,9 @@ def prepare(workspace: Path, *, children: int = 20000, seed: int = 7, request_si
     say(f"entitlement store generated: {children:,} children, seed {seed} ({time.monotonic() - t:.1f} s)")
 
     # 3. SFTP on loopback, Gent's confined account, the key connection's password.
-    from welfare_exchange.devtools.sftp_server import SftpServer
+    from welfare_exchange.devtools.sftp_server import SftpServer, chroot_capable_root
 
-    sftp = SftpServer(workspace / "sftp")
+    sftp = SftpServer(chroot_capable_root(workspace / "sftp"))
     try:
         sftp.start()
         sftp.add_municipality(NIS)
