@@ -1,0 +1,98 @@
+"""What every Method 1 step shares, whatever the channel: the gate, the key, refusals, reports.
+
+Kept apart from :mod:`.steps` so that the channel modules (:mod:`.channels.sftp`,
+:mod:`.channels.smime`) and the channel-agnostic steps can both use it without importing
+each other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any
+
+from welfare_exchange import ledger
+from welfare_exchange.db.models import Exchange, Protocol
+from welfare_exchange.errors import InputError, ProtocolError
+from welfare_exchange.protocols import check_gate, get
+
+REQUEST_CATEGORIES = ["INSZ kind"]
+RESULT_CATEGORIES = ["INSZ kind", "INSZ begunstigde", "recht op sociale toeslag", "periode"]
+
+
+class ExchangeRefused(InputError):
+    """The request cannot be processed (quarantined; the municipality got a report)."""
+
+
+def key_password(protocol: Protocol) -> str:
+    """The file password agreed between the two DPOs: the password of the protocol's key connection."""
+    from airflow.sdk import BaseHook
+
+    try:
+        connection = BaseHook.get_connection(protocol.key_connection)
+    except Exception as exc:  # AirflowNotFoundException and friends: say what to configure
+        raise ProtocolError(
+            f"the key connection {protocol.key_connection!r} of protocol {protocol.id} cannot be read "
+            f"({type(exc).__name__}): create it in Airflow (Admin > Connections) or as "
+            f"AIRFLOW_CONN_{protocol.key_connection.upper()}, with the agreed file password as its password"
+        ) from None
+    if not connection.password:
+        raise ProtocolError(f"the key connection {protocol.key_connection!r} of protocol {protocol.id} has no password")
+    return connection.password
+
+
+def require_gate(protocol: Protocol, on: dt.date) -> None:
+    """Raise :class:`ProtocolError` unless the protocol allows this exchange on ``on``."""
+    decision = check_gate(protocol, on, kind="method1", channel=protocol.channel)
+    if not decision.is_open:
+        raise ProtocolError(f"protocol gate {decision.state}: {decision.reason}")
+
+
+def load_exchange(session, exchange_id: int) -> tuple[Exchange, Protocol]:
+    """The exchange and its protocol, in ``session``."""
+    exchange = ledger.get_exchange(session, exchange_id)
+    return exchange, get(session, exchange.protocol_id)
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def result_deadline(protocol: Protocol, exchange: Exchange) -> dt.date:
+    return exchange.exchange_date + dt.timedelta(days=protocol.result_retention_days)
+
+
+def request_deadline(protocol: Protocol, exchange: Exchange) -> dt.date:
+    """When the request (and its copies on the channel) must be gone."""
+    if protocol.delete_request_after_match:  # "delete the request as soon as matching is done"
+        return exchange.exchange_date
+    return exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days)
+
+
+def report_text(protocol: Protocol, exchange: Exchange, err: InputError, *, file_name: bool = True) -> bytes:
+    """The validation report sent back to the municipality: codes and instructions, no personal data."""
+    lines: list[Any] = [
+        "Groeipakket - validatierapport / validation report",
+        "",
+        f"Lokaal bestuur / local authority: {protocol.municipality} (NIS {protocol.nis_code})",
+        f"Protocol: {protocol.id}",
+        f"Uitwisseling / exchange: {exchange.id}",
+    ]
+    if file_name:
+        lines.append(f"Bestand / file: {exchange.request_name}")
+    lines += [
+        f"SHA-256: {exchange.request_sha256}",
+        f"Datum / date: {exchange.exchange_date.isoformat()}",
+        "",
+        "Het bestand kon niet verwerkt worden / the file could not be processed:",
+        f"  reden / reason: {err.code}",
+        f"  {err}",
+        "",
+        "Het bestand werd in quarantaine geplaatst en wordt niet verwerkt. Corrigeer het en stuur het opnieuw.",
+        "The file was quarantined and will not be processed. Correct it and send it again.",
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
