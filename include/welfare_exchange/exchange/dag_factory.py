@@ -26,6 +26,7 @@ from welfare_exchange.exchange import steps
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.exchange.defaults import default_args
 from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
+from welfare_exchange.sensors.mail_arrival import MailRequestArrivalSensor
 from welfare_exchange.sensors.request_arrival import RequestArrivalSensor
 from welfare_exchange.settings import get_settings
 
@@ -34,27 +35,62 @@ START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 DOC = """\
 ### Method 1 exchange — {municipality} (NIS {nis_code}), protocol {id}
 
-The municipality receives the data. It drops a password-encrypted Excel file with the INSZ
-numbers of the children aged 0–25 domiciled in it into its SFTP `inbox/`; this DAG returns,
+The municipality receives the data. It sends a password-encrypted Excel file with the INSZ
+numbers of the children aged 0–25 domiciled in it {how_sent}; this DAG returns,
 encrypted with the key agreed between the two DPOs, which of them gave right to a *sociale
 toeslag* from the protocol's reference date on, and who their *begunstigde* is.
 
 | step | task | what it guarantees |
 |---|---|---|
 | 1 | `protocol_gate` | waits until the protocol is signed and valid; fails at once when revoked, suspended or expired |
-| 2 | `wait_for_request` | takes only complete files (no `.part`, size stable across two looks), oldest first |
-| 3 | `fetch_request` | streams the still-encrypted file to staging, SHA-256, ledger entry; a file already processed is a *duplicate* and skipped |
-| 4 | `decrypt_and_validate` | decrypts in memory; a bad file goes to `quarantine/` with a report in `outbox/` |
+| 2 | `wait_for_request` | {wait} |
+| 3 | `fetch_request` | {fetch} |
+| 4 | `decrypt_and_validate` | decrypts in memory; {refuse} |
 | 5 | `match_entitlements` | one set join in the project database |
 | 6 | `build_result` | result + validation report, encrypted (AES-256); built once, so re-runs send identical bytes |
 | 7 | `protocol_gate_before_delivery` | the gate once more: a protocol revoked meanwhile blocks delivery |
-| 8 | `deliver_result` | `.part` upload, rename, verified; the ledger makes it happen once |
+| 8 | `deliver_result` | {deliver} |
 | 9 | `record_retention` | deletion deadlines of request and result; intermediates gone |
 
-Channel connection: `{channel_connection}` · key connection: `{key_connection}` (its password is the file password).
+{connections}
 Re-running: clear any task or the whole run — see the runbook, *Re-run a failed exchange safely*.
 No personal data appears in logs, XCom or the run configuration.
 """
+
+#: What differs in the documentation of each channel's DAG.
+CHANNEL_DOC = {
+    "sftp": {
+        "how_sent": "into its SFTP `inbox/`",
+        "wait": "takes only complete files (no `.part`, size stable across two looks), oldest first",
+        "fetch": "streams the still-encrypted file to staging, SHA-256, ledger entry; a file already processed is a "
+        "*duplicate* and skipped",
+        "refuse": "a bad file goes to `quarantine/` with a report in `outbox/`",
+        "deliver": "`.part` upload, rename, verified; the ledger makes it happen once",
+        "connections": "Channel connection: `{channel_connection}` · key connection: `{key_connection}` "
+        "(its password is the file password).",
+    },
+    "smime": {
+        "how_sent": "as the attachment of an S/MIME-encrypted e-mail to the agency's mailbox",
+        "wait": "looks (headers only) for a message from the protocol's registered sender, oldest first",
+        "fetch": "S/MIME-decrypts with the agency's key, checks sender, pinned certificate, signature, cipher, size "
+        "and the single attachment; stages the still password-encrypted attachment; a refused message goes to "
+        "the `Rejected` folder with a report; the same file again is a *duplicate*",
+        "refuse": "a bad file's message goes to `Rejected` with a report by e-mail",
+        "deliver": "S/MIME (AES-256) to the municipality's pinned certificate over SMTP, with a Message-ID derived "
+        "from the exchange; the ledger makes it happen once",
+        "connections": "Mailbox: `{imap_conn_id}` · agency S/MIME identity: `{smime_conn_id}` · SMTP: "
+        "`{channel_connection}` · key connection: `{key_connection}` (its password is the file password).",
+    },
+}
+
+
+def dag_doc(entry: dict[str, Any]) -> str:
+    """The DAG's ``doc_md``: the steps as they read for this protocol's channel."""
+    from welfare_exchange.exchange.channels import smime as mail_channel
+
+    names = {**entry, "imap_conn_id": mail_channel.imap_conn_id(), "smime_conn_id": mail_channel.smime_conn_id()}
+    parts = {k: v.format(**names) for k, v in CHANNEL_DOC[entry["channel"]].items()}
+    return DOC.format(**names, **parts)
 
 
 def _slug(text: str) -> str:
@@ -85,6 +121,33 @@ def _seconds(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+def _arrival_sensor(entry: dict[str, Any], poke: float):
+    """``wait_for_request`` for the protocol's channel: the SFTP inbox or the agency's mailbox."""
+    timeout = _seconds("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", 24 * 3600)
+    if entry["channel"] == "smime":
+        from welfare_exchange.exchange.channels import smime as mail_channel
+
+        return MailRequestArrivalSensor(
+            task_id="wait_for_request",
+            protocol_id=int(entry["id"]),
+            sender_address=(entry.get("sender_address") or "").strip().lower(),
+            imap_conn_id=mail_channel.imap_conn_id(),
+            deferrable=os.environ.get("WELFARE_EXCHANGE_MAIL_DEFERRABLE", "").lower() in ("1", "true", "yes"),
+            poke_interval=poke,
+            timeout=timeout,
+            soft_fail=True,  # no message today: the run ends skipped, not failed
+        )
+    return RequestArrivalSensor(
+        task_id="wait_for_request",
+        protocol_id=int(entry["id"]),
+        sftp_conn_id=entry["channel_connection"],
+        settle_seconds=_seconds("WELFARE_EXCHANGE_SETTLE_SECONDS", 10),
+        poke_interval=poke,
+        timeout=timeout,
+        soft_fail=True,  # no file today: the run ends skipped, not failed
+    )
+
+
 def build_method1_dag(entry: dict[str, Any]) -> DAG:
     """The Method 1 DAG of one protocol (``entry`` is one protocol of the registry snapshot)."""
     protocol_id = int(entry["id"])
@@ -93,7 +156,7 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
         dag_id=method1_dag_id(entry),
         dag_display_name=f"Method 1 · {entry['municipality']} ({entry['nis_code']}) · protocol {protocol_id}",
         description=f"Method 1 exchange with {entry['municipality']} over {entry['channel']}",
-        doc_md=DOC.format(**entry),
+        doc_md=dag_doc(entry),
         schedule=entry.get("schedule") or None,
         start_date=START,
         catchup=False,
@@ -110,19 +173,11 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
             timeout=_seconds("WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS", 7 * 24 * 3600),
             retries=0,
         )
-        arrival = RequestArrivalSensor(
-            task_id="wait_for_request",
-            protocol_id=protocol_id,
-            sftp_conn_id=entry["channel_connection"],
-            settle_seconds=_seconds("WELFARE_EXCHANGE_SETTLE_SECONDS", 10),
-            poke_interval=poke,
-            timeout=_seconds("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", 24 * 3600),
-            soft_fail=True,  # no file today: the run ends skipped, not failed
-        )
+        arrival = _arrival_sensor(entry, poke)
 
         @task(task_id="fetch_request")
-        def fetch_request(remote: dict[str, Any]) -> int:
-            exchange_id = _run(steps.fetch_request)(protocol_id, remote)
+        def fetch_request(item: dict[str, Any]) -> int:
+            exchange_id = _run(steps.fetch_request)(protocol_id, item)
             if exchange_id is None:
                 raise AirflowSkipException("duplicate request: this file was already processed; see the audit trail")
             return exchange_id
@@ -177,10 +232,50 @@ def read_snapshot(path: os.PathLike | str | None = None) -> list[dict[str, Any]]
 
 
 def method1_dags(path: os.PathLike | str | None = None) -> dict[str, DAG]:
-    """Every Method 1 DAG, keyed by DAG id (for a DAG file's ``globals()``)."""
+    """Every Method 1 DAG, keyed by DAG id (for a DAG file's ``globals()``).
+
+    With at least one e-mail protocol, also the mailbox triage DAG
+    (:func:`build_mail_triage_dag`).
+    """
     dags = {}
-    for entry in read_snapshot(path):
-        if entry["kind"] == "method1" and entry["channel"] == "sftp":
+    entries = read_snapshot(path)
+    for entry in entries:
+        if entry["kind"] == "method1" and entry["channel"] in CHANNEL_DOC:
             dag = build_method1_dag(entry)
             dags[dag.dag_id] = dag
+    if any(e["channel"] == "smime" for e in entries):
+        dag = build_mail_triage_dag()
+        dags[dag.dag_id] = dag
     return dags
+
+
+MAIL_TRIAGE_DAG_ID = "method1_mail_triage"
+
+
+def build_mail_triage_dag() -> DAG:
+    """Move mail from senders no e-mail protocol registers out of the agency's INBOX, audited.
+
+    Each protocol's sensor only takes its own sender's messages; this DAG keeps the shared
+    INBOX from filling up with everything else (and records that it was refused).
+    """
+    with DAG(
+        dag_id=MAIL_TRIAGE_DAG_ID,
+        dag_display_name="Method 1 · agency mailbox triage (unknown senders)",
+        description="Refuse e-mail from senders that no e-mail protocol registers",
+        doc_md=build_mail_triage_dag.__doc__,
+        schedule=os.environ.get("WELFARE_EXCHANGE_MAIL_TRIAGE_SCHEDULE") or "@hourly",
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args(),
+        tags=["method1", "smime", "mailbox"],
+    ) as dag:
+
+        @task(task_id="reject_unknown_senders")
+        def reject_unknown_senders() -> dict[str, int]:
+            from welfare_exchange.exchange.channels import smime as mail_channel
+
+            return _run(mail_channel.reject_unknown_senders)()
+
+        reject_unknown_senders()
+    return dag

@@ -1,0 +1,686 @@
+"""The encrypted e-mail channel of Method 1: requests by IMAP, results by SMTP, S/MIME both ways.
+
+How a protocol with channel ``smime`` is wired:
+
+* **The agency's mailbox** (Airflow connection ``imap_agency``, type ``imap``) is shared by
+  every municipality. A message belongs to a protocol when its From address is the
+  protocol's ``sender_address`` *and* it passes :func:`welfare_exchange.transport.smime.decrypt`
+  with the protocol's pinned ``sender_certificates`` (a signature, when present — required
+  when ``require_signature`` — must come from one of them).
+* **The agency's S/MIME identity** (connection ``smime_agency``: certificate and key in its
+  extra) decrypts requests; its certificate's address is the From of what we send.
+* **The protocol's ``channel_connection``** is the SMTP connection (type ``smtp``) through
+  which this municipality's results and reports leave; usually every protocol names the
+  agency's relay, ``smtp_agency``. The default ``smime_<NIS>`` lets one municipality get its
+  own route.
+* The result goes back **encrypted (AES-256) to the municipality's pinned certificate**, to
+  the protocol's registered address — never to whatever From a message carried.
+
+Once the attachment (the password-encrypted request workbook) is staged, the exchange goes
+through exactly the same steps as an SFTP request.
+
+The mailbox folders play the roles of the SFTP folders: ``INBOX`` = ``inbox/``,
+``Processed`` = ``received/``, ``Rejected`` = ``quarantine/``. A message the S/MIME checks
+refuse (unknown sender or certificate, 3DES and other ciphers the agency cannot decrypt, too
+large, no or several attachments) never becomes an exchange: it is moved to ``Rejected``,
+audited, and — unless the sender is unknown — the registered address gets a report without
+personal data.
+
+Nothing is sent twice: every message the agency sends has a Message-ID derived from what it
+is about (:func:`welfare_exchange.transport.mail.make_message_id`), and the ledger records
+the intent before and the send after, keyed on the exchange.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+from typing import Any
+
+import sqlalchemy as sa
+
+from welfare_exchange import audit, ledger
+from welfare_exchange.db import session_scope
+from welfare_exchange.db.models import Exchange, Protocol, SideEffect
+from welfare_exchange.errors import InputError, ProtocolError
+from welfare_exchange.exchange import result
+from welfare_exchange.exchange.common import (
+    REQUEST_CATEGORIES,
+    RESULT_CATEGORIES,
+    ExchangeRefused,
+    load_exchange,
+    report_text,
+    require_gate,
+    sha256_file,
+)
+from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.intake import IntakeError
+from welfare_exchange.protocols import get
+from welfare_exchange.staging import Staging, atomic_write
+from welfare_exchange.transport import mail, smime
+
+log = logging.getLogger(__name__)
+
+INBOX = "INBOX"
+PROCESSED = mail.PROCESSED_MAILBOX
+REJECTED = mail.REJECTED_MAILBOX
+
+#: Where an operator finds a refused request and what the municipality got.
+REFUSAL_HINT = (
+    "The message was moved to the Rejected folder of the agency's mailbox and the municipality "
+    "got a report by e-mail."
+)
+
+#: Name given to an attachment that came without one (``openssl smime -encrypt -in file``).
+UNNAMED_ATTACHMENT = "aanvraag.xlsx"
+
+
+def imap_conn_id() -> str:
+    """The agency mailbox's Airflow connection (``WELFARE_EXCHANGE_IMAP_CONN_ID``, default ``imap_agency``)."""
+    return os.environ.get("WELFARE_EXCHANGE_IMAP_CONN_ID") or mail.DEFAULT_IMAP_CONN_ID
+
+
+def smime_conn_id() -> str:
+    """The agency's S/MIME identity connection (``WELFARE_EXCHANGE_SMIME_CONN_ID``, default ``smime_agency``)."""
+    return os.environ.get("WELFARE_EXCHANGE_SMIME_CONN_ID") or mail.DEFAULT_SMIME_CONN_ID
+
+
+def max_message_bytes() -> int:
+    """Largest request message accepted (``WELFARE_EXCHANGE_MAIL_MAX_BYTES``, default 25 MiB)."""
+    return int(os.environ.get("WELFARE_EXCHANGE_MAIL_MAX_BYTES") or smime.DEFAULT_MAX_MESSAGE_BYTES)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def sender_address(protocol: Protocol) -> str:
+    if not protocol.sender_address:
+        raise ProtocolError(
+            f"protocol {protocol.id} uses the e-mail channel but registers no sender address: "
+            "set it (protocol create --sender-address) before any request can be tied to it"
+        )
+    return protocol.sender_address.strip().lower()
+
+
+def pinned_certificates(protocol: Protocol):
+    """The municipality's certificates registered in the protocol (PEM in ``sender_certificates``)."""
+    pems = protocol.sender_certificates or []
+    if not pems:
+        raise ProtocolError(
+            f"protocol {protocol.id} uses the e-mail channel but registers no certificate of the "
+            "municipality: register the one its DPO sent (protocol create --sender-certificate FILE); "
+            "without it no request can be trusted and no result encrypted"
+        )
+    return [smime.load_certificate(pem) for pem in pems]
+
+
+def recipient_certificate(protocol: Protocol, on: dt.date, prefer=None):
+    """The certificate to encrypt to: the signer's when it is pinned, else the valid one that lasts longest."""
+    certificates = pinned_certificates(protocol)
+    valid = [c for c in certificates if c.not_valid_before_utc.date() <= on <= c.not_valid_after_utc.date()]
+    if prefer is not None and any(smime.certificate_fingerprint(c) == prefer for c in valid):
+        return next(c for c in valid if smime.certificate_fingerprint(c) == prefer)
+    if not valid:
+        # encrypt() raises the precise expired / not-yet-valid error for this one.
+        return max(certificates, key=lambda c: c.not_valid_after_utc)
+    return max(valid, key=lambda c: c.not_valid_after_utc)
+
+
+def agency_identity():
+    """``(certificate, key, address, domain)`` of the agency, from the ``smime_agency`` connection."""
+    certificate, key = mail.load_agency_identity(smime_conn_id())
+    addresses = smime.certificate_emails(certificate)
+    if not addresses:
+        raise ProtocolError(
+            f"the agency certificate in connection {smime_conn_id()!r} names no e-mail address: "
+            "results must come from the address the certificate is issued for"
+        )
+    address = addresses[0]
+    return certificate, key, address, address.rpartition("@")[2]
+
+
+def warn_expiring(protocol: Protocol, run: RunInfo, agency_certificate=None) -> list[str]:
+    """Audit and log every certificate of this channel that expires within 30 days of the exchange date.
+
+    Once per certificate, protocol and exchange date (the audit fact is keyed on them), so a
+    re-run does not repeat it; the log line appears on every try, where an operator looks.
+    """
+    certificates = [("agency", agency_certificate)] if agency_certificate is not None else []
+    certificates += [("municipality", c) for c in pinned_certificates(protocol)]
+    warnings = []
+    for role, certificate in certificates:
+        warning = smime.certificate_expiry_warning(certificate, run.exchange_date)
+        if warning is None:
+            continue
+        if role == "municipality" and certificate.not_valid_after_utc.date() < run.exchange_date and len(certificates) > 1:
+            # An old certificate kept next to its renewal: say it once, without alarm.
+            warning = f"(registered, no longer used) {warning}"
+        warnings.append(warning)
+        log.warning("protocol %s: %s certificate: %s", protocol.id, role, warning)
+        with session_scope() as session:
+            audit.record(
+                session, "certificate.expiring", "warning", actor=run.actor, protocol=get(session, protocol.id),
+                message=f"{role} certificate: {warning}",
+                fact_key=f"cert-expiry:p{protocol.id}:{smime.certificate_fingerprint(certificate)}:{run.exchange_date.isoformat()}",
+            )  # fmt: skip
+    return warnings
+
+
+# ------------------------------------------------------------------------------------ IMAP
+
+
+def _item(message: mail.RawMessage) -> dict[str, Any]:
+    """What the arrival sensor hands to ``fetch_request`` (XCom): where the message is, no content."""
+    return {"uid": message.uid, "uidvalidity": message.uidvalidity, "size": message.size,
+            "message_id": message.message_id}  # fmt: skip
+
+
+def _ref(item: dict[str, Any]) -> str:
+    """A stable name of one message in the ledger, without digit runs (hashed)."""
+    raw = f"{item.get('uidvalidity')}:{item.get('uid')}:{item.get('message_id')}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def _raw(item: dict[str, Any], data: bytes | None = None, sender: str = "") -> mail.RawMessage:
+    return mail.RawMessage(
+        uid=int(item.get("uid") or 0), uidvalidity=int(item.get("uidvalidity") or -1),
+        message_id=item.get("message_id"), sender=sender, size=int(item.get("size") or 0), data=data,
+    )  # fmt: skip
+
+
+def waiting_messages(conn_id: str | None = None, *, sender: str | None = None, limit: int = 500) -> list[mail.RawMessage]:
+    """Headers of the messages waiting in the agency's INBOX, oldest first; bodies are not downloaded.
+
+    ``max_bytes=0`` makes :func:`~welfare_exchange.transport.mail.fetch_unseen` list every
+    message without downloading it: a sensor looking every minute for every municipality
+    must not pull megabytes each time.
+
+    :param conn_id: the IMAP connection (default :func:`imap_conn_id`).
+    :param sender: only messages whose From is this address.
+    :param limit: at most this many messages looked at.
+    """
+    listed = mail.fetch_unseen(conn_id or imap_conn_id(), max_bytes=0, limit=limit)
+    if sender is not None:
+        listed = [m for m in listed if m.sender == sender.lower()]
+    return listed
+
+
+def first_waiting(protocol_sender: str, conn_id: str | None = None) -> dict[str, Any] | None:
+    """The oldest message from ``protocol_sender`` still in the INBOX, as the sensor's XCom value."""
+    listed = waiting_messages(conn_id, sender=protocol_sender)
+    return _item(listed[0]) if listed else None
+
+
+def fetch_message(item: dict[str, Any], *, conn_id: str | None = None, max_bytes: int | None = None) -> mail.RawMessage | None:
+    """Download the one message ``item`` names (by UID while UIDVALIDITY holds, else by Message-ID).
+
+    Read-only (``EXAMINE``, ``BODY.PEEK``). ``None`` when it is no longer in the INBOX. A
+    message larger than ``max_bytes`` comes back with ``data=None`` (refuse it as too large).
+    """
+    limit = max_message_bytes() if max_bytes is None else max_bytes
+    # transport.mail lists and moves; fetching one known message is this channel's need, so
+    # it is built here from the same (tested) IMAP helpers.
+    with mail._imap_client(conn_id or imap_conn_id(), None) as client:
+        uidvalidity = mail._select(client, INBOX, readonly=True)
+        if uidvalidity == item.get("uidvalidity"):
+            found = mail._check(client.uid("SEARCH", None, "UID", str(item["uid"])), "search the mailbox")
+        elif item.get("message_id"):
+            found = mail._check(
+                client.uid("SEARCH", None, "HEADER", "Message-ID", f'"{item["message_id"]}"'), "search the mailbox"
+            )
+        else:
+            return None
+        uids = sorted(int(u) for u in (found[0] or b"").split())
+        if not uids:
+            return None
+        uid = uids[0]
+        meta = mail._fetch_parts(
+            mail._check(
+                client.uid("FETCH", str(uid), "(UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (FROM MESSAGE-ID)])"),
+                "read message headers",
+            )
+        ).get(uid)
+        if meta is None:
+            return None
+        size = int(meta.get("size", 0))
+        sender, message_id = mail._sender_and_id(meta.get("header"))  # type: ignore[arg-type]
+        body = None
+        if size <= limit:
+            body = mail._fetch_parts(mail._check(client.uid("FETCH", str(uid), "(UID BODY.PEEK[])"), "download a message"))
+            body = body.get(uid, {}).get("body")
+        return mail.RawMessage(uid=uid, uidvalidity=uidvalidity, message_id=message_id, sender=sender, size=size, data=body)
+
+
+# ----------------------------------------------------------------------------- sending
+
+
+def _send_once(
+    protocol: Protocol, *, key: str, kind: str, exchange_id: int | None, subject: str, payload: bytes,
+    filename: str, message_key: str, today: dt.date, run: RunInfo, content_type: str = "application/octet-stream",
+    encrypt: bool = True, prefer_certificate: str | None = None,
+) -> dict[str, Any]:
+    """Send one message to the protocol's registered address — once, whatever re-runs happen.
+
+    The ledger records the intent (``pending``, with the Message-ID) before the SMTP
+    conversation and ``done`` after the server accepted it. A send the server refused is
+    forgotten so the retry sends; an intent found still pending means an earlier try was
+    killed in the middle of sending: the same message (same Message-ID, which mail systems
+    treat as one message) is sent again rather than risk the municipality never getting it,
+    and that is audited.
+
+    ``encrypt=False`` sends ``payload`` as a plain-text body — only for reports without
+    personal data when no valid certificate of the municipality exists to encrypt to.
+    """
+    _, _, agency_address, domain = agency_identity()
+    message_id = mail.make_message_id(message_key, domain)
+    with session_scope() as session:
+        effect = ledger.find_side_effect(session, key)
+        if effect is not None and effect.state == "done":
+            log.info("message %s was already sent at %s; nothing sent again", effect.target, effect.done_at)
+            return {"message_id": effect.target, "already_sent": True, **(effect.detail or {})}
+        interrupted = effect is not None
+        ledger.begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=message_id)
+    to = sender_address(protocol)
+    fingerprint = None
+    if encrypt:
+        certificate = recipient_certificate(protocol, today, prefer_certificate)
+        fingerprint = smime.certificate_fingerprint(certificate)
+        message = smime.encrypt(
+            payload, certificate, filename=filename, subject=subject, sender=agency_address, to=to,
+            message_id=message_id, content_type=content_type, today=today,
+        )  # fmt: skip
+    else:
+        message = _plain_message(payload, subject=subject, sender=agency_address, to=to, message_id=message_id)
+    if interrupted:
+        log.warning("an earlier try was interrupted while sending message %s: sending the same message again", message_id)
+        with session_scope() as session:
+            audit.record(
+                session, f"{kind}.resent", "warning", actor=run.actor, protocol=get(session, protocol.id),
+                exchange_id=exchange_id,
+                message=f"an earlier try was interrupted while sending {message_id}; the same message "
+                "(same Message-ID) was sent again so that it is not lost",
+                fact_key=f"{key}:resent:{run.run_id}:{run.try_number}",
+            )  # fmt: skip
+    try:
+        mail.send(protocol.channel_connection, message, sender=agency_address, to=to)
+    except Exception:
+        # The server did not accept it: nothing was sent, so the retry must send.
+        with session_scope() as session:
+            session.execute(sa.delete(SideEffect).where(SideEffect.idempotency_key == key, SideEffect.state == "pending"))
+        raise
+    detail = {"message_id": message_id, "bytes": len(message), "encrypted": encrypt}
+    if fingerprint:
+        detail["recipient_certificate"] = fingerprint
+    with session_scope() as session:
+        ledger.complete_side_effect(session, key, sha256=hashlib.sha256(payload).hexdigest(), detail=detail)
+    return {**detail, "already_sent": False}
+
+
+def _plain_message(text: bytes, *, subject: str, sender: str, to: str, message_id: str) -> bytes:
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.utils import formatdate
+
+    message = EmailMessage(policy=SMTP)
+    message["From"], message["To"], message["Subject"] = sender, to, subject
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = message_id
+    message.set_content(text.decode("utf-8"))
+    return message.as_bytes(policy=SMTP)
+
+
+def _has_valid_certificate(protocol: Protocol, on: dt.date) -> bool:
+    try:
+        return any(c.not_valid_before_utc.date() <= on <= c.not_valid_after_utc.date() for c in pinned_certificates(protocol))
+    except (ProtocolError, InputError):
+        return False
+
+
+# ----------------------------------------------------------------------------- receive
+
+
+def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int | None:
+    """Download the message, open it (S/MIME), stage its attachment (still password-encrypted).
+
+    The attachment — the municipality's encrypted request workbook — is what the exchange is
+    keyed on (its SHA-256), so the same file sent twice, by mail or otherwise, is a
+    duplicate. The message then moves from ``INBOX`` to ``Processed``. A message the S/MIME
+    checks refuse is moved to ``Rejected``, audited and answered with a report, and
+    :class:`ExchangeRefused` says why.
+    """
+    with session_scope() as session:
+        protocol = get(session, protocol_id)
+        require_gate(protocol, run.exchange_date)
+        already = session.query(Exchange).filter_by(protocol_id=protocol_id, run_id=run.run_id).one_or_none()
+        expected_sender = sender_address(protocol)
+        certificates = pinned_certificates(protocol)
+        rejected = ledger.find_side_effect(session, _rejected_key(protocol_id, item))
+        rejected = (rejected.state, rejected.detail) if rejected is not None else None
+    if already is not None and run.run_id is not None:
+        return _finish_fetch(protocol_id, already.id, item, run)  # a retry of this task
+    if rejected is not None and rejected[0] == "done":  # a re-run of a refused message: refuse again
+        raise ExchangeRefused(_refusal_text(protocol, rejected[1]["code"], rejected[1]["reason"]))
+
+    agency_certificate, agency_key, _, _ = agency_identity()
+    warn_expiring(protocol, run, agency_certificate)
+    limit = max_message_bytes()
+    message = fetch_message(item, max_bytes=limit)
+    if message is None:
+        raise InputError(
+            f"protocol {protocol_id}: the message the sensor found is no longer in the agency's INBOX "
+            "(moved by a person or another run): clear wait_for_request to look for the next one"
+        )
+    try:
+        if message.too_large:
+            raise mail.oversized_error(message, limit)
+        opened = smime.decrypt(
+            message.data, agency_certificate, agency_key, expected_senders=expected_sender,
+            sender_certificates=certificates, require_signature=protocol.require_signature,
+            max_bytes=limit, today=run.exchange_date,
+        )  # fmt: skip
+    except smime.SmimeError as err:
+        reject(protocol_id, message, err, run)
+        raise ExchangeRefused(_refusal_text(protocol, err.code, str(err))) from None
+
+    attachment = opened.attachment
+    digest, size = hashlib.sha256(attachment).hexdigest(), len(attachment)
+    name = opened.attachments[0][0] or UNNAMED_ATTACHMENT
+    signed = smime.certificate_fingerprint(opened.signed_by) if opened.signed_by is not None else None
+    with session_scope() as session:
+        protocol = get(session, protocol_id)
+        exchange, is_new = ledger.open_exchange(
+            session, protocol, request_sha256=digest, request_name=name, request_size=size,
+            dag_id=run.dag_id, run_id=run.run_id, exchange_date=run.exchange_date,
+        )  # fmt: skip
+        if not is_new and exchange.run_id != run.run_id:
+            audit.record(
+                session, "request.duplicate", "duplicate", actor=run.actor, protocol=protocol, exchange_id=exchange.id,
+                file_hashes={"request": digest}, counts={"bytes": size},
+                message=f"the request attached to an e-mail has the same SHA-256 as exchange {exchange.id} "
+                f"(run {exchange.run_id}); it is not processed again",
+                fact_key=f"duplicate:{protocol.id}:{digest}:{run.run_id}",
+            )  # fmt: skip
+            duplicate_of = exchange.id
+        else:
+            duplicate_of = None
+            atomic_write(Staging(protocol_id, exchange.id).path("request.enc"), attachment)
+            effect = ledger.begin_side_effect(session, f"exchange:{exchange.id}:received", kind="received", exchange_id=exchange.id)
+            # So a retry finds the message without the sensor's XCom, and the result goes to the signer's certificate.
+            effect.detail = {**_item(message), "signed_by": signed}
+            audit.record(
+                session, "request.fetched", actor=run.actor, protocol=protocol, exchange_id=exchange.id,
+                data_categories=REQUEST_CATEGORIES,
+                file_hashes={"request": digest, "message": hashlib.sha256(message.data).hexdigest()},
+                counts={"bytes": size, "message_bytes": message.size},
+                message=f"request received by e-mail, S/MIME {opened.cipher}, "
+                + (f"signed by the registered certificate SHA-256 {signed[:16]}…" if signed else "not signed")
+                + "; the attachment (still password-encrypted) is in staging",
+                fact_key=f"exchange:{exchange.id}:fetched",
+            )  # fmt: skip
+    del attachment, opened
+    if duplicate_of is not None:
+        mail.mark_processed(imap_conn_id(), [message], mailbox=INBOX, processed_mailbox=PROCESSED)
+        log.info("duplicate request: same attachment as exchange %s; message moved to %s, not processed again", duplicate_of, PROCESSED)
+        return None
+    return _finish_fetch(protocol_id, exchange.id, _item(message), run)
+
+
+def _finish_fetch(protocol_id: int, exchange_id: int, item: dict[str, Any], run: RunInfo) -> int:
+    """Move the message from ``INBOX`` to ``Processed`` (once) and record the deletion deadlines."""
+    key = f"exchange:{exchange_id}:received"
+    with session_scope() as session:
+        effect = ledger.begin_side_effect(session, key, kind="received", exchange_id=exchange_id)
+        done, detail = effect.state == "done", dict(effect.detail or item)
+    if not done:
+        # Already moved by a try that crashed before recording it: then nothing moves now.
+        mail.mark_processed(imap_conn_id(), [_raw(detail)], mailbox=INBOX, processed_mailbox=PROCESSED)
+        with session_scope() as session:
+            exchange, _ = load_exchange(session, exchange_id)
+            ledger.complete_side_effect(session, key, sha256=exchange.request_sha256, detail={**detail, "mailbox": PROCESSED})
+    with session_scope() as session:
+        exchange, protocol = load_exchange(session, exchange_id)
+        deadline = exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days)
+        rule = f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})"
+        ledger.schedule_deletion(
+            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="request_message", where="imap",
+            location=_message_location(PROCESSED, detail), deadline=deadline, rule=rule, sha256=exchange.request_sha256,
+        )  # fmt: skip
+        ledger.schedule_deletion(
+            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
+            location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline, rule=rule,
+            sha256=exchange.request_sha256,
+        )  # fmt: skip
+    return exchange_id
+
+
+def _message_location(mailbox: str, item: dict[str, Any]) -> str:
+    return f"{imap_conn_id()}:{mailbox}:{item.get('message_id') or 'uid-' + format(int(item.get('uid') or 0), 'x')}"
+
+
+def _rejected_key(protocol_id: int | None, item: dict[str, Any]) -> str:
+    return f"mail:p{protocol_id or 'none'}:{_ref(item)}:rejected"
+
+
+def _refusal_text(protocol: Protocol, code: str, reason: str) -> str:
+    return (
+        f"protocol {protocol.id} ({protocol.municipality}): the e-mail request was refused ({code}): {reason} "
+        f"{REFUSAL_HINT} Runbook: 'A request was refused'."
+    )
+
+
+def reject(protocol_id: int | None, message: mail.RawMessage, err: smime.SmimeError, run: RunInfo) -> None:
+    """Move a refused message to ``Rejected``, audit it and report to the registered address (once each).
+
+    ``protocol_id`` is ``None`` for a message no protocol knows (unknown sender): nobody is
+    answered then — a reply would confirm to a stranger that the mailbox is read.
+    """
+    item = _item(message)
+    key = _rejected_key(protocol_id, item)
+    message_sha = hashlib.sha256(message.data).hexdigest() if message.data is not None else None
+    with session_scope() as session:
+        done = ledger.is_done(session, key)
+        if not done:
+            ledger.begin_side_effect(session, key, kind="rejected", exchange_id=None, target=REJECTED)
+    if not done:
+        mail.mark_processed(imap_conn_id(), [message], mailbox=INBOX, processed_mailbox=REJECTED)
+        with session_scope() as session:
+            ledger.complete_side_effect(session, key, sha256=message_sha,
+                                        detail={**item, "code": err.code, "reason": str(err)})  # fmt: skip
+    with session_scope() as session:
+        protocol = get(session, protocol_id) if protocol_id is not None else None
+        audit.record(
+            session, "request.rejected", "refused", actor=run.actor, protocol=protocol,
+            file_hashes={"message": message_sha} if message_sha else None, counts={"message_bytes": message.size},
+            message=f"{err.code}: {err} (message moved to {REJECTED})", fact_key=key,
+        )  # fmt: skip
+        if protocol is not None:
+            retention_days = protocol.request_retention_days
+            ledger.schedule_deletion(
+                session, protocol_id=protocol.id, exchange_id=None, kind="rejected_message", where="imap",
+                location=_message_location(REJECTED, item), deadline=run.exchange_date + dt.timedelta(days=retention_days),
+                rule=f"request: {retention_days} days after receipt (protocol {protocol.id})", sha256=message_sha,
+            )  # fmt: skip
+    log.warning("request message refused (%s): %s", err.code, err)
+    if protocol is None or err.code == "unknown_sender":
+        return
+    text = _rejection_report(protocol, err, message_sha, run.exchange_date)
+    _send_once(
+        protocol, key=f"mail:p{protocol.id}:{_ref(item)}:report", kind="report", exchange_id=None,
+        subject=f"Groeipakket: aanvraag geweigerd / request refused (protocol {protocol.id})", payload=text,
+        filename="weigering.txt", content_type="text/plain", message_key=f"p{protocol.id}/{_ref(item)}/refusal-report",
+        today=run.exchange_date, run=run, encrypt=_has_valid_certificate(protocol, run.exchange_date),
+    )  # fmt: skip
+
+
+def _rejection_report(protocol: Protocol, err: smime.SmimeError, message_sha: str | None, on: dt.date) -> bytes:
+    """What the municipality is told about a refused message: the reason and what to do, no content."""
+    lines = [
+        "Groeipakket - uw aanvraag per e-mail werd geweigerd / your e-mailed request was refused",
+        "",
+        f"Lokaal bestuur / local authority: {protocol.municipality} (NIS {protocol.nis_code})",
+        f"Protocol: {protocol.id}",
+        f"Datum / date: {on.isoformat()}",
+        f"SHA-256 van het bericht / of the message: {message_sha or 'not downloaded (too large)'}",
+        "",
+        f"Reden / reason: {err.code}",
+        f"  {err}",
+        "",
+        "Versleutel de aanvraag met AES-256 voor het certificaat van het agentschap, bijvoorbeeld:",
+        "Encrypt the request with AES-256 to the agency's certificate, for example:",
+        "  openssl smime -encrypt -aes256 -binary -in aanvraag.xlsx agentschap.pem",
+        "Het bericht werd niet verwerkt. / The message was not processed.",
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+# ----------------------------------------------------------------------------- quarantine
+
+
+def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
+    """Move the request message from ``Processed`` to ``Rejected``, mail a report, record it all (once each)."""
+    key = f"exchange:{exchange_id}:quarantined"
+    with session_scope() as session:
+        exchange, protocol = load_exchange(session, exchange_id)
+        received = ledger.find_side_effect(session, f"exchange:{exchange_id}:received")
+        item = dict(received.detail or {}) if received is not None else {}
+        done = ledger.is_done(session, key)
+        if not done:
+            ledger.begin_side_effect(session, key, kind="quarantined", exchange_id=exchange_id, target=REJECTED)
+    if not done:
+        if item.get("message_id"):
+            # UIDs change with the move to Processed: find it there by Message-ID (uidvalidity -1).
+            mail.mark_processed(imap_conn_id(), [_raw({"message_id": item["message_id"]})], mailbox=PROCESSED,
+                                processed_mailbox=REJECTED)  # fmt: skip
+            where = REJECTED
+        else:
+            log.warning("exchange %s: the request message has no Message-ID; it stays in %s", exchange_id, PROCESSED)
+            where = PROCESSED
+        with session_scope() as session:
+            ledger.complete_side_effect(session, key, detail={**item, "mailbox": where})
+    _send_once(
+        protocol, key=f"exchange:{exchange_id}:report", kind="report", exchange_id=exchange_id,
+        subject=f"Groeipakket: validatierapport uitwisseling {exchange_id} / validation report",
+        payload=report_text(protocol, exchange, err), filename=f"validatierapport-exchange-{exchange_id}.txt",
+        content_type="text/plain", message_key=f"exchange/{protocol.id}/{exchange_id}/validation-report",
+        today=exchange.exchange_date, run=run, encrypt=_has_valid_certificate(protocol, exchange.exchange_date),
+    )  # fmt: skip
+    with session_scope() as session:
+        exchange, protocol = load_exchange(session, exchange_id)
+        where = ledger.find_side_effect(session, key).detail["mailbox"]
+        ledger.update_exchange(session, exchange, state="quarantined", failure_code=err.code)
+        ledger.schedule_deletion(
+            session, protocol_id=protocol.id, exchange_id=exchange_id, kind="quarantine", where="imap",
+            location=_message_location(where, item),
+            deadline=exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days),
+            rule=f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
+        )  # fmt: skip
+        audit.record(
+            session, "request.quarantined", "refused", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
+            file_hashes={"request": exchange.request_sha256}, message=f"{err.code}: {err}",
+            fact_key=f"exchange:{exchange_id}:quarantined",
+        )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- deliver
+
+
+def result_message_id(protocol: Protocol, exchange: Exchange, domain: str) -> str:
+    """The Message-ID of the e-mail carrying this exchange's result: a function of the exchange."""
+    return mail.make_message_id(f"exchange/{protocol.id}/{exchange.id}/{exchange.result_sha256}/result", domain)
+
+
+def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
+    """Mail the result, S/MIME-encrypted (AES-256) to the municipality's certificate — exactly once.
+
+    The ledger's side effect ``exchange:<id>:delivered`` holds the Message-ID; it is asked
+    before anything is built or sent. The caller has just re-checked the protocol gate.
+    """
+    key = f"exchange:{exchange_id}:delivered"
+    with session_scope() as session:
+        exchange, protocol = load_exchange(session, exchange_id)
+        name = result.result_file_name(protocol, exchange)
+        effect = ledger.find_side_effect(session, key)
+        if effect is not None and effect.state == "done":
+            log.info("exchange %s was already delivered at %s as %s; nothing sent again", exchange_id, effect.done_at, effect.target)
+            return {"name": name, "sha256": effect.sha256, "message_id": effect.target, "already_delivered": True}
+        signer = (ledger.find_side_effect(session, f"exchange:{exchange_id}:received").detail or {}).get("signed_by")
+    staged = Staging(protocol.id, exchange.id).path("result.xlsx")
+    payload = staged.read_bytes()
+    digest = hashlib.sha256(payload).hexdigest()
+    if digest != exchange.result_sha256:
+        raise RuntimeError(f"exchange {exchange_id}: the staged result's hash differs from the built result; nothing sent")
+    sent = _send_once(
+        protocol, key=key, kind="delivered", exchange_id=exchange_id,
+        subject=f"Groeipakket: resultaat uitwisseling {exchange_id} / result of exchange {exchange_id}",
+        payload=payload, filename=name,
+        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        message_key=f"exchange/{protocol.id}/{exchange.id}/{exchange.result_sha256}/result",
+        today=exchange.exchange_date, run=run, prefer_certificate=signer,
+    )  # fmt: skip
+    with session_scope() as session:
+        exchange, protocol = load_exchange(session, exchange_id)
+        ledger.update_exchange(session, exchange, state="delivered")
+        audit.record(
+            session, "result.delivered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
+            data_categories=RESULT_CATEGORIES, file_hashes={"result": digest},
+            counts={"bytes": len(payload), "message_bytes": sent.get("bytes", 0)},
+            message=f"encrypted result {name!r} sent by e-mail, S/MIME AES-256 to the municipality's registered "
+            f"certificate SHA-256 {str(sent.get('recipient_certificate', ''))[:16]}…, Message-ID {sent['message_id']}",
+            fact_key=key,
+        )  # fmt: skip
+    return {"name": name, "sha256": digest, "message_id": sent["message_id"], "already_delivered": sent["already_sent"]}
+
+
+# ----------------------------------------------------------------------------- retention
+
+
+def schedule_retention(session, protocol: Protocol, exchange: Exchange, result_deadline: dt.date, request_deadline: dt.date) -> None:
+    """Record the deletion deadline of the request message kept in the agency's mailbox.
+
+    The result left the agency inside an e-mail: the copy in the municipality's mailbox is
+    the municipality's to delete under the protocol; the agency's own copy is the staged
+    result, covered by the staging deadline.
+    """
+    if protocol.delete_request_after_match:  # "delete the request as soon as matching is done"
+        received = ledger.find_side_effect(session, f"exchange:{exchange.id}:received")
+        if received is not None and received.detail:
+            ledger.schedule_deletion(
+                session, protocol_id=protocol.id, exchange_id=exchange.id, kind="request_message", where="imap",
+                location=_message_location(received.detail.get("mailbox", PROCESSED), received.detail),
+                deadline=request_deadline,
+                rule=f"request: deleted as soon as matching is done (protocol {protocol.id})",
+            )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- triage
+
+
+def reject_unknown_senders(run: RunInfo, conn_id: str | None = None) -> dict[str, int]:
+    """Move every waiting message whose sender no live e-mail protocol registers to ``Rejected``.
+
+    The per-protocol sensors only take their own sender's messages; without this, mail from
+    anyone else would sit in the INBOX for ever. Such messages are audited (the sender's
+    domain only) and not answered. Senders of protocols still being prepared (draft,
+    submitted, advised) or suspended are kept: their requests wait for the gate.
+    """
+    with session_scope() as session:
+        known = {
+            p.sender_address.strip().lower()
+            for p in session.scalars(sa.select(Protocol).where(Protocol.channel == "smime"))
+            if p.sender_address and p.status not in ("revoked", "expired")
+        }
+    refused = 0
+    for message in waiting_messages(conn_id):
+        if message.sender in known:
+            continue
+        shown = "@" + message.sender.rpartition("@")[2] if message.sender else "no single From address"
+        err = smime.SmimeError(
+            f"the message comes from {shown}, which no e-mail protocol registers as its sender: if a "
+            "municipality sent it, register its address in its protocol and ask it to send again",
+            code="unknown_sender",
+        )
+        reject(None, message, err, run)
+        refused += 1
+    return {"rejected": refused, "known_senders": len(known)}
