@@ -52,6 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--college-decision-date", type=iso_date)
     create.add_argument("--dpo-advice-date", type=iso_date)
     create.add_argument("--sender-address", help="e-mail address the municipality sends from (smime)")
+    create.add_argument(
+        "--sender-certificate", type=pathlib.Path, action="append", default=[], metavar="FILE",
+        help="the municipality's S/MIME certificate (PEM or DER) exchanged between the DPOs (smime); "
+        "repeat for a renewal kept next to the old one",
+    )  # fmt: skip
+    create.add_argument(
+        "--require-signature", action="store_true",
+        help="refuse request e-mails that are not S/MIME-signed with a registered certificate (smime)",
+    )  # fmt: skip
     create.add_argument("--schedule", help="cron or preset for the exchange DAG (default: manual)")
     create.add_argument("--offer-file", type=pathlib.Path, help="JSON file with the municipality's offer (method2)")
     create.set_defaults(handler=_create)
@@ -88,6 +97,23 @@ def _municipality_name(nis: str) -> str:
         raise InputError(f"unknown NIS code {nis}: give --municipality or a code of a Flemish municipality") from None
 
 
+def _certificate_pem(path: pathlib.Path) -> str:
+    """A certificate file (PEM or DER) as PEM text, the form the protocol stores."""
+    from cryptography.hazmat.primitives import serialization
+
+    from welfare_exchange.transport import smime
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the sender certificate {path}: {exc.strerror}") from None
+    try:
+        certificate = smime.load_certificate(data)
+    except smime.SmimeError:
+        raise InputError(f"{path} is not an X.509 certificate (PEM or DER): ask the municipality's DPO for it again") from None
+    return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
 def _create(args: argparse.Namespace) -> int:
     offer = None
     if args.offer_file is not None:
@@ -95,6 +121,13 @@ def _create(args: argparse.Namespace) -> int:
             offer = json.loads(args.offer_file.read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read the offer file {args.offer_file}: {exc}") from None
+    certificates = [_certificate_pem(path) for path in args.sender_certificate]
+    if args.channel == "smime" and (not args.sender_address or not certificates):
+        raise InputError(
+            "an e-mail (smime) protocol needs the municipality's sender address (--sender-address) and the "
+            "certificate its DPO exchanged with the agency's (--sender-certificate FILE): requests are tied to "
+            "both, and results are encrypted to the certificate"
+        )
     with session_scope() as session:
         protocol = registry.create(
             session,
@@ -120,6 +153,8 @@ def _create(args: argparse.Namespace) -> int:
             college_decision_date=args.college_decision_date,
             dpo_advice_date=args.dpo_advice_date,
             sender_address=args.sender_address,
+            sender_certificates=certificates,
+            require_signature=args.require_signature,
             schedule=args.schedule,
             offer=offer,
             actor=audit.Actor.current_user(),

@@ -101,6 +101,8 @@ def create(
     college_decision_date: dt.date | None = None,
     dpo_advice_date: dt.date | None = None,
     sender_address: str | None = None,
+    sender_certificates: list[str] | None = None,
+    require_signature: bool = False,
     schedule: str | None = None,
     offer: dict[str, Any] | None = None,
 ) -> Protocol:
@@ -129,6 +131,9 @@ def create(
             )
     if valid_from and valid_until and valid_until < valid_from:
         raise InputError("valid-until lies before valid-from")
+    # An e-mail protocol without address or certificate can be drafted; the exchange refuses
+    # to run until both are registered (the CLI asks for them up front).
+    certificates = _check_certificates(sender_certificates or [])
     protocol = Protocol(
         nis_code=nis_code,
         municipality=municipality,
@@ -151,7 +156,9 @@ def create(
         college_decision_ref=college_decision_ref,
         college_decision_date=college_decision_date,
         dpo_advice_date=dpo_advice_date,
-        sender_address=sender_address,
+        sender_address=sender_address.strip().lower() if sender_address else None,
+        sender_certificates=certificates or None,
+        require_signature=require_signature,
         schedule=schedule,
         offer=offer,
         status="draft",
@@ -168,6 +175,22 @@ def create(
         message=f"protocol {protocol.id} ({kind}, {channel}) created for {municipality} ({nis_code})",
     )
     return protocol
+
+
+def _check_certificates(pems: list[str]) -> list[str]:
+    """Each registered certificate must be a readable X.509 certificate (PEM); returned as PEM text."""
+    from cryptography.hazmat.primitives import serialization
+
+    from welfare_exchange.transport import smime
+
+    out = []
+    for number, pem in enumerate(pems, start=1):
+        try:
+            certificate = smime.load_certificate(pem)
+        except smime.SmimeError:
+            raise InputError(f"sender certificate {number} is not a readable X.509 certificate (PEM or DER)") from None
+        out.append(certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"))
+    return out
 
 
 def transition(
