@@ -40,7 +40,7 @@ class Method1:
         """
         with session_scope() as session:
             registry.write_snapshot(session)
-        [dag] = [d for d in method1_dags().values() if d.params["protocol_id"] == self.protocol_id]
+        [dag] = [d for d in method1_dags().values() if "protocol_id" in d.params and d.params["protocol_id"] == self.protocol_id]
         return dag
 
     def run(self, logical_date=LOGICAL_DATE):
@@ -107,3 +107,65 @@ def method1(sqlite_db, sftp_municipality, monkeypatch) -> Method1:
         protocol_id = protocol.id
     world = build_world(m.nis, children=300, seed=int(m.nis))
     return Method1(protocol_id=protocol_id, municipality=m, password=password, world=world)
+
+
+# ------------------------------------------------------------------ the encrypted e-mail channel
+
+
+@dataclass
+class MailMethod1(Method1):
+    """A Method 1 protocol over S/MIME e-mail: the agency's mailbox and the municipality's (``gent``)."""
+
+    servers: object = None  # welfare_exchange.devtools.mail_server.MailServers
+    pki: object = None  # tests.fixtures.mail.SmimePki
+
+    def mailbox(self, user: str, folder: str = "INBOX") -> list[bytes]:
+        return self.servers.messages(user, folder)
+
+    def outbox(self) -> dict[str, bytes]:
+        """What reached the municipality's mailbox, by Message-ID."""
+        import email
+
+        return {email.message_from_bytes(m)["Message-ID"]: m for m in self.mailbox("gent")}
+
+
+def mail_logical_date() -> dt.datetime:
+    """Today, 09:00 UTC: the throw-away certificates are valid from yesterday, so the exchange
+    date (the logical date) must fall inside their validity."""
+    today = dt.datetime.now(dt.timezone.utc).date()
+    return dt.datetime(today.year, today.month, today.day, 9, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def method1_mail(sqlite_db, mail_env, smime_pki, monkeypatch) -> MailMethod1:
+    """A signed Method 1 protocol for Gent over e-mail: sender address and certificates pinned.
+
+    Two certificates are registered, as after a renewal: the current one and one that ends
+    within 30 days (which must give a warning, not a refusal).
+    """
+    from tests.fixtures.mail import GENT_ADDRESS
+
+    nis = "44021"
+    password = secrets.token_urlsafe(12)
+    key_conn = f"key_{nis}"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{key_conn.upper()}", json.dumps({"conn_type": "generic", "password": password}))
+    for name, value in {
+        "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "1",
+        "WELFARE_EXCHANGE_RETRY_DELAY_SECONDS": "1",
+        "WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS": "20",
+        "WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS": "20",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with session_scope() as session:
+        protocol = create(
+            session, nis_code=nis, municipality="Gent", kind="method1", channel="smime",
+            channel_connection="smtp_agency", key_connection=key_conn, sender_address=GENT_ADDRESS,
+            sender_certificates=[smime_pki.gent.certificate_pem, smime_pki.expiring.certificate_pem],
+            college_decision_ref="CB/2026/42", college_decision_date=dt.date(2026, 9, 1),
+            dpo_advice_date=dt.date(2026, 9, 15), actor=audit.Actor.current_user(),
+        )  # fmt: skip
+        for action in ("submit", "advise", "sign"):
+            transition(session, protocol.id, action, actor=audit.Actor.current_user(), on=dt.date(2026, 10, 1))
+        protocol_id = protocol.id
+    world = build_world(nis, children=300, seed=4402)
+    return MailMethod1(protocol_id=protocol_id, municipality=None, password=password, world=world, servers=mail_env, pki=smime_pki)
