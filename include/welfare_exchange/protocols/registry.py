@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from welfare_exchange import audit
 from welfare_exchange.db.models import DEFAULT_REFERENCE_DATE, Protocol, ProtocolTransition
 from welfare_exchange.errors import IllegalTransition, InputError, ProtocolError
+from welfare_exchange.outreach.offer import validate_offer
 from welfare_exchange.settings import get_settings
 
 KINDS = ("method1", "method2", "structural")
@@ -134,6 +135,13 @@ def create(
     # An e-mail protocol without address or certificate can be drafted; the exchange refuses
     # to run until both are registered (the CLI asks for them up front).
     certificates = _check_certificates(sender_certificates or [])
+    if kind == "method2":
+        # The offer is what the families receive: checked now, not when the campaign runs.
+        offer = validate_offer(offer)
+        offer_reference = dt.date.fromisoformat(offer["reference_date"])
+        if reference_date not in (DEFAULT_REFERENCE_DATE, offer_reference):
+            raise InputError("a method2 protocol takes its reference date from its offer; leave --reference-date out")
+        reference_date = offer_reference
     protocol = Protocol(
         nis_code=nis_code,
         municipality=municipality,
