@@ -232,3 +232,24 @@ def test_protocol_create_registers_certificates_and_the_signature_requirement(sq
         protocol = get(session, protocol_id)
         assert protocol.sender_address == GENT_ADDRESS and protocol.require_signature
         assert protocol.sender_certificates == [smime_pki.gent.certificate_pem] * 2
+
+
+def test_deferrable_trigger_finds_the_senders_message_and_serialises(method1_mail, openssl, tmp_path):
+    import asyncio
+
+    from welfare_exchange.triggers.mail_arrival import MailArrivalTrigger
+
+    m = method1_mail
+    trigger = MailArrivalTrigger(GENT_ADDRESS, "imap_agency", 0.2)
+    path, kwargs = trigger.serialize()
+    assert path == "welfare_exchange.triggers.mail_arrival.MailArrivalTrigger"
+    numbers, _, _ = _request(m, n=5)
+    m.servers.inject("agency", _mail_from_openssl(openssl, m, tmp_path, encrypted_request(numbers, m.password), "-aes256", "-binary"))
+
+    async def first_event():
+        return await asyncio.wait_for(MailArrivalTrigger(**kwargs).run().__anext__(), timeout=30)
+
+    event = asyncio.run(first_event())
+    assert event.payload["status"] == "found"
+    assert event.payload["message"]["message_id"] == "<req-1@gent.test>"
+    assert len(m.mailbox("agency")) == 1, "looking changes nothing"
