@@ -49,7 +49,7 @@ class _Recorder:
         return "250 Message accepted for delivery"
 
 
-@dataclass
+@dataclass(repr=False)
 class SmtpSink:
     port: int = 0
     messages: list[tuple[tuple[str, ...], bytes]] = field(default_factory=list)
@@ -58,6 +58,11 @@ class SmtpSink:
     def connection(self) -> dict:
         return {"conn_type": "smtp", "host": LOOPBACK, "port": self.port,
                 "extra": {"disable_ssl": True, "disable_tls": True, "from_email": SENDER, "timeout": 30, "retry_limit": 1}}  # fmt: skip
+
+    def count(self) -> int:
+        """How many messages arrived (a number: assertions on it print no address)."""
+        with self.lock:
+            return len(self.messages)
 
     def recipients(self) -> list[str]:
         with self.lock:
