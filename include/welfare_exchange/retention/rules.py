@@ -194,7 +194,9 @@ def request_after_match(session: Session, exchange: Exchange, protocol: Protocol
     changed = 0
     for item in session.scalars(
         sa.select(RetentionItem).where(
-            RetentionItem.exchange_id == exchange.id, RetentionItem.kind == "request_file", RetentionItem.deleted_at.is_(None)
+            RetentionItem.exchange_id == exchange.id,
+            RetentionItem.kind.in_(("request_file", "request_message")),
+            RetentionItem.deleted_at.is_(None),
         )
     ):
         if item.deadline > exchange.exchange_date:

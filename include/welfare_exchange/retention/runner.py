@@ -2,7 +2,7 @@
 
 For every :class:`~welfare_exchange.db.models.RetentionItem` due on the run's date it deletes the
 thing — a file on the municipality's SFTP account (``received/``, ``quarantine/``, ``outbox/``),
-a local staging folder or file, or a ledger payload in the project database — and records a
+a request message in the agency's IMAP mailbox (S/MIME channel), a local staging folder or file, or a ledger payload in the project database — and records a
 **deletion certificate** in the audit trail: what (kind and location), which SHA-256, when (the
 record's timestamp and the run's date), under which rule.
 
@@ -44,6 +44,7 @@ from welfare_exchange.errors import WelfareExchangeError
 from welfare_exchange.retention import rules
 from welfare_exchange.settings import get_settings
 from welfare_exchange.transport import sftp
+from welfare_exchange.transport.mail import MailTransportError
 
 log = logging.getLogger(__name__)
 
@@ -253,14 +254,19 @@ def delete_due(
             if where == "local":
                 removed = _delete_local(item.location)
                 report.certificates.append(_finish(item_id, removed, earlier, as_of, actor))
+            elif where == "imap":
+                from welfare_exchange.retention import imap
+
+                removed = imap.delete_message(item.location)
+                report.certificates.append(_finish(item_id, removed, earlier, as_of, actor))
             elif where == "db":
                 with session_scope() as session:
                     removed = _delete_db(session, item.location)
                     cert = _certify(session, session.get(RetentionItem, item_id), DELETED if removed or earlier else ALREADY_GONE, as_of, actor)
                 report.certificates.append(cert)
             else:
-                raise RetentionIncomplete(f"unknown retention place {where!r} (sftp, local or db)")
-        except (RetentionIncomplete, OSError) as err:
+                raise RetentionIncomplete(f"unknown retention place {where!r} (sftp, imap, local or db)")
+        except (RetentionIncomplete, MailTransportError, ValueError, OSError) as err:
             report.failures.append(f"item {item_id} ({where}): {_error_text(err)}")
 
     for conn_id, entries in sorted(by_connection.items()):
