@@ -35,6 +35,7 @@ ROLE_TEXT = {
     "requested": "child named in the municipality's request",
     "result_child": "child with a sociale toeslag, in the result",
     "result_beneficiary": "beneficiary (begunstigde), in the result",
+    "other": "named in the exchange's audit records (another kind of exchange, e.g. Method 2 or a feed)",
 }
 
 
@@ -95,6 +96,8 @@ def exchanges_of(session: Session, number: str) -> list[ExchangeDisclosure]:
             roles.append("requested")
         if "entitlements.matched" in entry["actions"]:
             roles.append("result_child" if "request.validated" in entry["actions"] else "result_beneficiary")
+        if not roles:
+            roles.append("other")
         delivered = exchange.state == "delivered"
         out.append(
             ExchangeDisclosure(
