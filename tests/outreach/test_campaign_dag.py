@@ -11,7 +11,7 @@ from pypdf import PdfReader
 
 from tests.outreach.builders import OFFER
 from tests.outreach.conftest import EXCHANGE_DATE, SENDER
-from welfare_exchange import audit
+from welfare_exchange import audit, cli
 from welfare_exchange.db import session_scope
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.outreach import steps
@@ -103,6 +103,20 @@ def test_campaign_reaches_each_family_once_and_reports_counts_only(method2):
         assert sum(secret in text for secret in store.personal_strings()) == 0, f"audit record {record.id}"
     with session_scope() as session:
         assert audit.verify(session).ok
+
+
+def test_mail_room_exports_the_letters_and_status_shows_counts(method2, tmp_path, capsys):
+    assert method2.run().state == "success"
+    [exchange] = method2.exchanges()
+    assert cli.main(["outreach", "letters", str(exchange.id), "--out", str(tmp_path / "mailroom")]) == 0
+    files = sorted((tmp_path / "mailroom").iterdir())
+    assert len(files) == len(_letters_text(method2.protocol_id, exchange.id))
+    assert all(f.stat().st_mode & 0o077 == 0 for f in files)
+    assert PdfReader(files[0]).pages[0].extract_text()
+    assert cli.main(["outreach", "status", str(exchange.id)]) == 0
+    out = capsys.readouterr().out
+    assert '"email": ' in out and sum(secret in out for secret in method2.store.personal_strings()) == 0
+    assert "letters.exported" in {r.action for r in method2.audit_records()}
 
 
 def test_every_step_rerun_and_a_second_run_send_nothing_again(method2):
