@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "welfare_exchange.audit.commands",
     "welfare_exchange.intake.commands",
     "welfare_exchange.exchange.commands",
+    "welfare_exchange.outreach.commands",
     "welfare_exchange.retention.commands",
     "welfare_exchange.subjects.commands",
 )
