@@ -34,7 +34,7 @@ from welfare_exchange.feeds.interval import FeedInterval
 
 NEW, BENEFICIARY_CHANGED, ENDED = "nieuw", "begunstigde gewijzigd", "beëindigd"
 #: Sort order of changes of the same child and day.
-_ORDER = {ENDED: 0, BENEFICIARY_CHANGED: 1, NEW: 2}
+_ORDER = {NEW: 0, BENEFICIARY_CHANGED: 1, ENDED: 2}
 
 
 @dataclass(frozen=True, order=True)
@@ -126,7 +126,7 @@ def classify(
         if end is not None and interval.start <= end < interval.end:
             if not any(_covers(p, end + dt.timedelta(days=1)) for p in others):
                 changes.append(FeedChange(child, supplement, start, _ORDER[ENDED], ENDED, beneficiary, end))
-    return changes
+    return sorted(changes)
 
 
 def counts(changes: Sequence[FeedChange]) -> dict[str, int]:

@@ -80,8 +80,15 @@ def deliver_feed(feed: dict[str, Any]) -> dict[str, Any]:
 def summarise_feeds(feeds: list[dict[str, Any]] | None) -> dict[str, Any]:
     context = get_current_context()
     interval = FeedInterval.from_context(context)
+    if feeds is None:
+        # This task runs whatever happened upstream (all_done): no plan means the snapshot wait,
+        # the selection or the detection failed, and the run must not look successful.
+        raise AirflowFailException(
+            f"structural feed {interval} was not planned: an earlier task (snapshot wait, selection or change "
+            "detection) failed; see its log. Nothing was delivered. Clear the run once the cause is fixed."
+        )
     try:
-        return steps.summarise(feeds or [], interval, _run(context, interval))
+        return steps.summarise(feeds, interval, _run(context, interval))
     except steps.FeedIncomplete as err:
         raise AirflowFailException(str(err)) from None
 

@@ -1,0 +1,239 @@
+"""One month of structural feeds for all 285 municipalities over a 2,000,000-child store,
+through a real scheduler.
+
+What runs: the ``structural_feeds`` DAG on a real Airflow (scheduler, API server, DAG processor,
+triggerer — :class:`welfare_exchange.devtools.airflow_server.AirflowServer`, LocalExecutor,
+parallelism 4) for the interval October 2026, delivering over SFTP to one real OpenSSH server
+on loopback with 285 chrooted accounts (one per municipality, each with its own key pair and
+pinned host key — the production path, not a local-file shortcut). The run is created by the
+scheduler itself (catch-up from ``WELFARE_EXCHANGE_FEED_START_DATE=2026-10-01``), after an
+``entitlement_snapshot`` Asset event posted through the REST API, so the snapshot wait passes
+as it would after a real import. The Deadline Alert is attached (the scheduler path).
+
+Figures: the run's wall time (scheduler's start → end), per task, per municipality (the mapped
+``deliver_feed`` durations: min / median / p95 / max), the change detection over the whole
+store, and peak memory (RSS of every Airflow process sampled every 0.5 s: the largest single
+process and the whole tree). Target: the whole run under 10 minutes on 2 cores.
+
+Environment: ``WELFARE_EXCHANGE_BENCH_FEED_CHILDREN`` (default 2,000,000) and
+``WELFARE_EXCHANGE_BENCH_FEED_SEED`` (1). The generated store is cached as
+``var/bench/feeds-store-<children>-seed<seed>.db`` (generating 2 M children takes ~3 minutes)
+and copied for each run, so the cache never holds protocols, ledger or audit rows.
+Needs root (the SFTP server creates one system account per municipality), like the tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import pathlib
+import secrets
+import shutil
+import statistics
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DAG_ID = "structural_feeds"
+INTERVAL = ("2026-10-01", "2026-11-01")
+
+
+def _home() -> pathlib.Path:
+    return pathlib.Path(os.environ.get("WELFARE_EXCHANGE_HOME", ROOT / "var"))
+
+
+def cached_store(children: int, seed: int) -> pathlib.Path:
+    """The generated store for (children, seed), generated once into ``var/bench/``."""
+    from welfare_exchange.db import upgrade
+    from welfare_exchange.db.engine import dispose_engines
+    from welfare_exchange.entitlements import generate
+
+    path = _home() / "bench" / f"feeds-store-{children}-seed{seed}.db"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".db.tmp")
+    for leftover in (tmp, pathlib.Path(f"{tmp}-wal"), pathlib.Path(f"{tmp}-shm")):
+        leftover.unlink(missing_ok=True)
+    url = f"sqlite:///{tmp}"
+    upgrade(url)
+    print(f"   generating a {children:,}-child store (seed {seed}); cached for later runs", flush=True)
+    generate(children, seed, url=url, progress=False)
+    dispose_engines()  # checkpoints the WAL into the file before it is renamed
+    os.replace(tmp, path)
+    return path
+
+
+class _MemorySampler(threading.Thread):
+    """Peak RSS of a process tree (largest process, and the sum), sampled every 0.5 s."""
+
+    def __init__(self, pids) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.peak_one, self.peak_total, self._stop = pids, 0, 0, threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            procs = []
+            for pid in self.pids():
+                try:
+                    root = psutil.Process(pid)
+                    procs += [root, *root.children(recursive=True)]
+                except psutil.Error:
+                    pass
+            sizes = []
+            for proc in procs:
+                try:
+                    sizes.append(proc.memory_info().rss)
+                except psutil.Error:
+                    pass
+            if sizes:
+                self.peak_one = max(self.peak_one, max(sizes))
+                self.peak_total = max(self.peak_total, sum(sizes))
+            self._stop.wait(0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(timeout=5)
+
+
+def _seconds(ti: dict) -> float | None:
+    if ti.get("duration") is not None:
+        return float(ti["duration"])
+    return None
+
+
+def main() -> dict:
+    from welfare_exchange import audit
+    from welfare_exchange.db import session_scope
+    from welfare_exchange.db.engine import dispose_engines
+    from welfare_exchange.devtools.airflow_server import AirflowServer
+    from welfare_exchange.devtools.sftp_server import SftpServer
+    from welfare_exchange.entitlements import MUNICIPALITIES
+    from welfare_exchange.protocols import create, registry, transition
+
+    children = int(os.environ.get("WELFARE_EXCHANGE_BENCH_FEED_CHILDREN", 2_000_000))
+    seed = int(os.environ.get("WELFARE_EXCHANGE_BENCH_FEED_SEED", 1))
+    store = cached_store(children, seed)
+
+    work = _home() / "bench" / "feeds-run"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    db = work / "project.db"
+    shutil.copyfile(store, db)
+    env = {
+        "WELFARE_EXCHANGE_DB_URL": f"sqlite:///{db}",
+        "WELFARE_EXCHANGE_STAGING_DIR": str(work / "staging"),
+        "WELFARE_EXCHANGE_REGISTRY_SNAPSHOT": str(work / "registry_snapshot.json"),
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    sftp = SftpServer(_home() / "bench" / "feeds-sftp")
+    server = None
+    try:
+        # 285 signed structural protocols, each with its own SFTP account and file password.
+        for m in MUNICIPALITIES:
+            sftp.add_municipality(m.nis_code)
+        sftp.start()
+        actor = audit.Actor.current_user()
+        with session_scope() as session:
+            for m in MUNICIPALITIES:
+                p = create(
+                    session, nis_code=m.nis_code, municipality=m.name, kind="structural", channel="sftp",
+                    key_connection=f"key_{m.nis_code}", college_decision_ref="CB/2026/1",
+                    college_decision_date=dt.date(2026, 1, 5), dpo_advice_date=dt.date(2026, 1, 15),
+                    valid_from=dt.date(2026, 1, 1), actor=actor,
+                )  # fmt: skip
+                for action in ("submit", "advise", "sign"):
+                    transition(session, p.id, action, actor=actor, on=dt.date(2026, 2, 1))
+            registry.write_snapshot(session)
+        dispose_engines()
+        passwords = {m.nis_code: secrets.token_urlsafe(12) for m in MUNICIPALITIES}
+        for m in MUNICIPALITIES:
+            name, value = sftp.env_var(m.nis_code)
+            env[name] = value
+            env[f"AIRFLOW_CONN_KEY_{m.nis_code}"] = json.dumps({"conn_type": "generic", "password": passwords[m.nis_code]})
+        env.update({
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "WELFARE_EXCHANGE_FEED_START_DATE": INTERVAL[0],
+            "WELFARE_EXCHANGE_FEED_CATCHUP": "true",
+            "WELFARE_EXCHANGE_FEED_SNAPSHOT_POLICY": "wait",
+            "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "5",
+            "WELFARE_EXCHANGE_FEED_MAX_ACTIVE_TASKS": "4",
+        })  # fmt: skip
+        server = AirflowServer(home=work / "airflow", env=env)
+        print("   starting Airflow (scheduler, API server, DAG processor, triggerer)", flush=True)
+        server.start(timeout=240)
+        server.wait_for_dag(DAG_ID, timeout=240)
+        assets = server.request("GET", "/api/v2/assets", params={"uri_pattern": "entitlement-store"}).json()["assets"]
+        server.request("POST", "/api/v2/assets/events", json_body={"asset_id": assets[0]["id"], "extra": {"bench": True}})
+        sampler = _MemorySampler(lambda: [p.pid for p in server._procs.values()])
+        sampler.start()
+        server.unpause(DAG_ID)  # the scheduler creates October's run itself (catch-up)
+        run_id, waited = None, time.monotonic()
+        while run_id is None:
+            runs = server.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns").json()["dag_runs"]
+            run_id = runs[0]["dag_run_id"] if runs else None
+            if time.monotonic() - waited > 120:
+                raise RuntimeError("the scheduler created no run within 120 s")
+            time.sleep(1)
+        state = server.wait_for_run(DAG_ID, run_id, timeout=1800, poll=5)
+        sampler.stop()
+        run = server.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}").json()
+        tis, offset = [], 0
+        while True:
+            page = server.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
+                                  params={"limit": 100, "offset": offset}).json()["task_instances"]  # fmt: skip
+            tis += page
+            offset += len(page)
+            if len(page) < 100:
+                break
+        delivered = sum(1 for m in MUNICIPALITIES if any(n.endswith(".xlsx") for n in os.listdir(sftp.account(m.nis_code).local_dir("outbox"))))
+        per_task = {ti["task_id"]: _seconds(ti) for ti in tis if ti.get("map_index", -1) < 0}
+        per_municipality = sorted(s for ti in tis if ti["task_id"] == "deliver_feed" and (s := _seconds(ti)) is not None)
+        states = {}
+        for ti in tis:
+            states[ti["state"]] = states.get(ti["state"], 0) + 1
+        started = dt.datetime.fromisoformat(run["start_date"])
+        ended = dt.datetime.fromisoformat(run["end_date"])
+        from welfare_exchange.db.models import Exchange
+
+        with session_scope() as session:
+            rows = sum((e.counts or {}).get("rows", 0) for e in session.query(Exchange).all())
+        result = {
+            "children": children,
+            "seed": seed,
+            "harness": "AirflowServer (real scheduler, LocalExecutor, parallelism 4, max_active_tasks 4)",
+            "channel": "SFTP: one OpenSSH server on 127.0.0.1, 285 chrooted accounts",
+            "run_state": state,
+            "municipalities": len(MUNICIPALITIES),
+            "files_delivered": delivered,
+            "change_rows": rows,
+            "task_states": states,
+            "run_seconds": round((ended - started).total_seconds(), 1),
+            "task_seconds": {k: round(v, 2) for k, v in per_task.items() if v is not None},
+            "per_municipality_seconds": {
+                "min": round(per_municipality[0], 2),
+                "median": round(statistics.median(per_municipality), 2),
+                "p95": round(per_municipality[int(0.95 * (len(per_municipality) - 1))], 2),
+                "max": round(per_municipality[-1], 2),
+                "sum": round(sum(per_municipality), 1),
+            } if per_municipality else None,
+            "peak_rss_mb": {"largest_process": round(sampler.peak_one / 2**20), "all_airflow_processes": round(sampler.peak_total / 2**20)},
+            "target_seconds": 600,
+        }  # fmt: skip
+        print(json.dumps(result, indent=2), flush=True)
+        return result
+    finally:
+        if server is not None:
+            server.stop()
+        sftp.stop()
+        dispose_engines()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -1,0 +1,72 @@
+"""Data-aware feeds: the import DAG emits the entitlement_snapshot Asset event, and a feed
+waits for a store refreshed after its interval ended."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import importlib.util
+import pathlib
+
+from tests.feeds.conftest import MONTH_END
+from welfare_exchange import insz
+
+DAGS = pathlib.Path(__file__).resolve().parents[2] / "dags"
+
+
+def _dag(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_under_test", DAGS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)()
+
+
+def _states(run) -> dict[str, str]:
+    return {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances()}
+
+
+def _latest_event_time():
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    import sqlalchemy as sa
+
+    with create_session() as session:
+        return session.scalar(
+            sa.select(sa.func.max(AssetEvent.timestamp)).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.name == "entitlement_snapshot")
+        )  # fmt: skip
+
+
+def test_import_emits_the_event_and_the_feed_waits_for_a_fresh_store(feed_world, tmp_path, monkeypatch):
+    world = feed_world(1, missing_key=None)
+    extract = tmp_path / "entitlements.csv"
+    with open(extract, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["child_insz", "child_birth_date", "child_nis", "beneficiary_insz", "supplement", "start_date", "end_date"])
+        writer.writerow([insz.make(dt.date(2015, 3, 4), 11), "2015-03-04", "44021", insz.make(dt.date(1985, 6, 7), 12),
+                         "sociale_toeslag", "2026-10-12", ""])  # fmt: skip
+    monkeypatch.setenv("WELFARE_EXCHANGE_ENTITLEMENT_IMPORT_FILE", str(extract))
+    before = _latest_event_time()
+
+    imported = _dag("entitlement_import").test()
+
+    assert imported.state == "success", _states(imported)
+    after = _latest_event_time()
+    assert after is not None and (before is None or after > before)
+
+    monkeypatch.setenv("WELFARE_EXCHANGE_FEED_SNAPSHOT_POLICY", "wait")
+    run = world.run("2026-10")  # October ended before the import: the store is fresh enough
+    assert run.state == "success", _states(run)
+    assert len(world.municipalities[0].feeds()) == 1
+
+    # November has not ended: no refresh can be after its end, so the feed times out waiting
+    # and delivers nothing.
+    monkeypatch.setenv("WELFARE_EXCHANGE_FEED_SNAPSHOT_TIMEOUT_SECONDS", "2")
+    late = world.dag().test(logical_date=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc))
+    states = _states(late)
+    assert late.state == "failed"
+    assert states[("wait_for_fresh_snapshot", -1)] == "failed"
+    assert states[("select_municipalities", -1)] == "upstream_failed"
+    assert states[("summarise_feeds", -1)] == "failed"  # all_done, but it says the feed was not planned
+    assert len(world.municipalities[0].feeds()) == 1
+    assert MONTH_END["2026-10"] < dt.datetime.now(dt.timezone.utc)
