@@ -17,7 +17,7 @@ def test_the_airflow_hook_connects_with_the_pinned_host_key(sftp_municipality):
     m = sftp_municipality
     extra = m.connection["extra"]
     assert extra["host_key"] == m.server.host_key_line and "no_host_key_check" not in extra
-    assert m.hook().list_directory("/") == ["inbox", "outbox", "quarantine"]
+    assert m.hook().list_directory("/") == ["inbox", "outbox", "quarantine", "received"]
 
 
 def _other_host_key(tmp_path) -> str:
@@ -58,8 +58,8 @@ def test_a_municipality_cannot_reach_another_municipalitys_directories(sftp_muni
             server.ssh_client(b.account.username, key).close()
 
     with a.sftp() as sftp:
-        assert sorted(sftp.listdir("/")) == ["inbox", "outbox", "quarantine"]
-        assert sorted(sftp.listdir("/..")) == ["inbox", "outbox", "quarantine"]  # chroot: no way up
+        assert sorted(sftp.listdir("/")) == ["inbox", "outbox", "quarantine", "received"]
+        assert sorted(sftp.listdir("/..")) == ["inbox", "outbox", "quarantine", "received"]  # chroot: no way up
         for path in (str(b.account.chroot), str(b.local_dir("inbox")), f"../{b.nis}/inbox", "/municipalities"):
             with pytest.raises(IOError):
                 sftp.listdir(path)

@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any
 
-from welfare_exchange import audit, insz
+from welfare_exchange import alerts, audit, insz
 from welfare_exchange.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,10 @@ RUNBOOK_STEPS = {
     "protocol_gate_before_delivery": "The protocol gate failed",
     "deliver_result": "SFTP or e-mail is unreachable",
     "record_retention": "The project database is unreachable",
+    "end_protocols": "The project database is unreachable",
+    "apply_rules": "The project database is unreachable",
+    "prune_audit_trail": "The project database is unreachable",
+    "delete_due_items": "SFTP or e-mail is unreachable",
 }
 
 
@@ -42,10 +46,13 @@ def runbook_step(task_id: str) -> str:
 
 
 def on_task_failure(context: Any) -> None:
-    """Record a failed task in the audit trail, with the runbook step that tells what to do.
+    """Record a failed task in the audit trail and alert the operator, with the runbook step
+    that tells what to do.
 
     Runs in the task's own process after its last try failed. The exception text is ours
     (no personal data by construction); anything INSZ-shaped that slipped in is withheld.
+    The alert goes out even when the audit trail cannot be written (the project database
+    may be what failed); see :mod:`welfare_exchange.alerts`.
     """
     ti = context["ti"]
     error = context.get("exception")
@@ -64,6 +71,10 @@ def on_task_failure(context: Any) -> None:
             )  # fmt: skip
     except Exception:  # the callback must never hide the task's own failure
         log.exception("could not record the failure in the audit trail")
+    alerts.send_failure_alert(
+        dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=getattr(ti, "try_number", None),
+        protocol_id=params.get("protocol_id"), reason=text, runbook=runbook_step(ti.task_id),
+    )  # fmt: skip
 
 
 def default_args() -> dict[str, Any]:
