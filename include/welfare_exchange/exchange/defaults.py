@@ -34,6 +34,11 @@ RUNBOOK_STEPS = {
     "apply_rules": "The project database is unreachable",
     "prune_audit_trail": "The project database is unreachable",
     "delete_due_items": "SFTP or e-mail is unreachable",
+    "wait_for_fresh_snapshot": "A structural feed is late",
+    "select_municipalities": "The project database is unreachable",
+    "detect_changes": "The project database is unreachable",
+    "deliver_feed": "A structural feed cannot be delivered",
+    "summarise_feeds": "A structural feed cannot be delivered",
 }
 
 
