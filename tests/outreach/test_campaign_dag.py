@@ -133,7 +133,7 @@ def test_every_step_rerun_and_a_second_run_send_nothing_again(method2):
     steps.render_letters(exchange.id, info)
     steps.recheck_gate(exchange.id, info)
     steps.send_messages(exchange.id, info)
-    assert steps.report_to_municipality(exchange.id, info)["already_delivered"] == "yes"
+    assert steps.report_to_municipality(exchange.id, info)["already_delivered"] is True
     steps.record_retention(exchange.id, info)
 
     assert method2.smtp.count() == before

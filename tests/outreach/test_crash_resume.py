@@ -16,7 +16,7 @@ import pytest
 
 from tests.outreach.builders import build_store
 from tests.outreach.conftest import EXCHANGE_DATE, make_protocol
-from welfare_exchange import audit
+from welfare_exchange import audit, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.outreach import outbox, steps
@@ -161,6 +161,30 @@ def test_killed_after_begin_before_handing_over_is_not_resent_blindly(campaign, 
     before = smtp_sink.count()
     steps.send_messages(exchange_id, run)
     assert smtp_sink.count() == before
+
+
+def test_protocol_revoked_while_sending_stops_the_campaign(campaign, smtp_sink, monkeypatch):
+    store, exchange_id, run = campaign
+    from welfare_exchange.errors import ProtocolError
+    from welfare_exchange.outreach import smtp
+    from welfare_exchange.protocols import transition
+
+    monkeypatch.setenv("WELFARE_EXCHANGE_OUTREACH_GATE_RECHECK_SECONDS", "0")
+    original = smtp.SmtpSession.send
+
+    def send_then_revoke(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)
+        if smtp_sink.count() == 5:  # the college withdraws its decision mid-campaign
+            with session_scope() as session:
+                protocol_id = ledger.get_exchange(session, exchange_id).protocol_id
+                transition(session, protocol_id, "revoke", actor=audit.Actor.current_user(), reason="test")
+        return result
+
+    monkeypatch.setattr(smtp.SmtpSession, "send", send_then_revoke)
+    with pytest.raises(ProtocolError, match="revoked"):
+        steps.send_messages(exchange_id, run)
+    assert smtp_sink.count() == 5
+    assert "campaign.blocked" in _actions()
 
 
 def test_throttle_spaces_the_sends():

@@ -126,7 +126,7 @@ def build_method2_dag(entry: dict[str, Any]) -> DAG:
             return _run(steps.send_messages)(exchange_id)
 
         @task(task_id="report_to_municipality")
-        def report_to_municipality(exchange_id: int) -> dict[str, str]:
+        def report_to_municipality(exchange_id: int) -> dict[str, Any]:
             return _run(steps.report_to_municipality)(exchange_id)
 
         @task(task_id="record_retention")

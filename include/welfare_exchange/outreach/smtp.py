@@ -90,8 +90,8 @@ class SmtpSession:
         """Hand one message to the server; never raises for the message's own fate."""
         try:
             client = self._connect()
-        except MailTransportError:
-            raise
+        except MailTransportError as exc:  # a provider change: nothing was handed over either
+            return SendResult(NOT_SENT, None, str(exc))
         except Exception as exc:  # refused, unreachable, TLS or login failed: nothing was handed over
             self.close()
             return SendResult(NOT_SENT, None, f"cannot connect to the SMTP server of {self.smtp_conn_id!r} ({type(exc).__name__})")

@@ -438,7 +438,7 @@ def send_messages(exchange_id: int, run: RunInfo, *, settings: OutreachSettings 
 # ----------------------------------------------------------------------- 6. report
 
 
-def report_to_municipality(exchange_id: int, run: RunInfo) -> dict[str, str]:
+def report_to_municipality(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     """Build the counts-only report and deliver it through the protocol's channel — once."""
     recheck_gate(exchange_id, run)
     key = f"campaign:{exchange_id}:report"
@@ -454,7 +454,7 @@ def report_to_municipality(exchange_id: int, run: RunInfo) -> dict[str, str]:
         effect = ledger.find_side_effect(session, key)
         if effect is not None and effect.state == "done":
             log.info("report of campaign %s was already delivered; nothing sent again", exchange_id)
-            return {"name": effect.target, "sha256": effect.sha256, "already_delivered": "yes"}
+            return {"name": effect.target, "sha256": effect.sha256, "already_delivered": True}
     data, shown = report_lib.render(
         municipality=protocol.municipality, nis_code=protocol.nis_code, protocol_id=protocol.id,
         exchange_id=exchange_id, reference_date=protocol.reference_date, campaign_date=exchange.exchange_date,
@@ -488,7 +488,7 @@ def report_to_municipality(exchange_id: int, run: RunInfo) -> dict[str, str]:
             "counts under 10 suppressed",
             fact_key=f"{key}:delivered",
         )  # fmt: skip
-    return {"name": name, "sha256": digest, "already_delivered": "no"}
+    return {"name": name, "sha256": digest, "already_delivered": False}
 
 
 def deliver_report(protocol: Protocol, exchange_id: int, name: str, data: bytes) -> str:
