@@ -53,7 +53,6 @@ from welfare_exchange.exchange.common import (
     load_exchange,
     report_text,
     require_gate,
-    sha256_file,
 )
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.intake import IntakeError
@@ -281,7 +280,6 @@ def _send_once(
             log.info("message %s was already sent at %s; nothing sent again", effect.target, effect.done_at)
             return {"message_id": effect.target, "already_sent": True, **(effect.detail or {})}
         interrupted = effect is not None
-        ledger.begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=message_id)
     to = sender_address(protocol)
     fingerprint = None
     if encrypt:
@@ -293,6 +291,10 @@ def _send_once(
         )  # fmt: skip
     else:
         message = _plain_message(payload, subject=subject, sender=agency_address, to=to, message_id=message_id)
+    # The intent is recorded only now: a message that could not even be built (no valid
+    # certificate) was certainly not sent.
+    with session_scope() as session:
+        ledger.begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=message_id)
     if interrupted:
         log.warning("an earlier try was interrupted while sending message %s: sending the same message again", message_id)
         with session_scope() as session:
@@ -306,7 +308,9 @@ def _send_once(
     try:
         mail.send(protocol.channel_connection, message, sender=agency_address, to=to)
     except Exception:
-        # The server did not accept it: nothing was sent, so the retry must send.
+        # The server did not accept it, so the retry must send. (The one case where it may
+        # have: the connection lost after the message's final dot, before the server's 250;
+        # the retry then sends the same Message-ID again, which is the lesser harm.)
         with session_scope() as session:
             session.execute(sa.delete(SideEffect).where(SideEffect.idempotency_key == key, SideEffect.state == "pending"))
         raise
