@@ -39,6 +39,11 @@ RUNBOOK_STEPS = {
     "detect_changes": "The project database is unreachable",
     "deliver_feed": "A structural feed cannot be delivered",
     "summarise_feeds": "A structural feed cannot be delivered",
+    "open_campaign": "The project database is unreachable",
+    "select_families": "The project database is unreachable",
+    "render_letters": "Re-run a failed exchange safely",
+    "send_messages": "SFTP or e-mail is unreachable",
+    "report_to_municipality": "SFTP or e-mail is unreachable",
 }
 
 
