@@ -44,6 +44,7 @@ RUNBOOK_STEPS = {
     "render_letters": "Re-run a failed exchange safely",
     "send_messages": "SFTP or e-mail is unreachable",
     "report_to_municipality": "SFTP or e-mail is unreachable",
+    "reject_unknown_senders": "SFTP or e-mail is unreachable",
 }
 
 
