@@ -10,7 +10,6 @@ import argparse
 
 from welfare_exchange.entitlements.generator import MAX_CHILDREN, generate
 from welfare_exchange.entitlements.store import import_csv
-from welfare_exchange.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -64,8 +63,6 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    if args.children is None or args.children < 1:
-        raise InputError("--children must be a positive number")
     counts = generate(args.children, args.seed, progress=args.progress)
     print(
         f"generated {counts['children']} children in {counts['families']} families, "

@@ -121,6 +121,8 @@ class _Generator:
         self.store_end = STORE_DATE.toordinal()
         self.gp_start = GROEIPAKKET_START.toordinal()
         self.child_min = CHILD_BORN_FROM.toordinal()
+        self.ben_min = dt.date(BENEFICIARY_BORN[0], 1, 1).toordinal()
+        self.ben_max = dt.date(BENEFICIARY_BORN[1], 12, 31).toordinal()
 
     # ------------------------------------------------------------------ small helpers
     # ``random.randint`` and ``random.choices`` cost three Python calls per draw; these run
@@ -263,7 +265,7 @@ class _Generator:
                 start, end = self.period(window_start, window_end)
                 if change_day is not None and start < change_day and (end is None or end >= change_day):
                     if new_ben is None:
-                        new_ben_born = ben_born + self.between(-1500, 1500)
+                        new_ben_born = min(max(ben_born + self.between(-1500, 1500), self.ben_min), self.ben_max)
                         new_ben = self.beneficiary(chunk, new_ben_born, home, 0.5)
                     self.entitlement(chunk, child, ben, _SOC, start, change_day - 1)
                     self.entitlement(chunk, child, new_ben, _SOC, change_day, end)
