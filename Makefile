@@ -4,7 +4,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh &&
 VENV := .venv
 PY := $(VENV)/bin/python
-SYSTEM_PACKAGES := openssh-server openssh-client libreoffice-calc-nogui python3-uno dovecot-imapd docker-compose
+SYSTEM_PACKAGES := openssh-server openssh-client libreoffice-calc-nogui python3-uno dovecot-imapd docker-compose chromium
 
 .PHONY: install system-deps demo test bench up clean
 
