@@ -17,7 +17,7 @@ process and the whole tree). Target: the whole run under 10 minutes on 2 cores.
 
 Environment: ``WELFARE_EXCHANGE_BENCH_FEED_CHILDREN`` (default 2,000,000) and
 ``WELFARE_EXCHANGE_BENCH_FEED_SEED`` (1). The generated store is cached as
-``var/bench/feeds-store-<children>-seed<seed>.db`` (generating 2 M children takes ~3 minutes)
+``var/bench/store-<children>-seed<seed>.db`` (shared with bench_method1) (generating 2 M children takes ~3 minutes)
 and copied for each run, so the cache never holds protocols, ledger or audit rows.
 Needs root (the SFTP server creates one system account per municipality), like the tests.
 """
@@ -34,6 +34,8 @@ import statistics
 import threading
 import time
 
+from bench.common import cached_store
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DAG_ID = "structural_feeds"
 INTERVAL = ("2026-10-01", "2026-11-01")
@@ -41,28 +43,6 @@ INTERVAL = ("2026-10-01", "2026-11-01")
 
 def _home() -> pathlib.Path:
     return pathlib.Path(os.environ.get("WELFARE_EXCHANGE_HOME", ROOT / "var"))
-
-
-def cached_store(children: int, seed: int) -> pathlib.Path:
-    """The generated store for (children, seed), generated once into ``var/bench/``."""
-    from welfare_exchange.db import upgrade
-    from welfare_exchange.db.engine import dispose_engines
-    from welfare_exchange.entitlements import generate
-
-    path = _home() / "bench" / f"feeds-store-{children}-seed{seed}.db"
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".db.tmp")
-    for leftover in (tmp, pathlib.Path(f"{tmp}-wal"), pathlib.Path(f"{tmp}-shm")):
-        leftover.unlink(missing_ok=True)
-    url = f"sqlite:///{tmp}"
-    upgrade(url)
-    print(f"   generating a {children:,}-child store (seed {seed}); cached for later runs", flush=True)
-    generate(children, seed, url=url, progress=False)
-    dispose_engines()  # checkpoints the WAL into the file before it is renamed
-    os.replace(tmp, path)
-    return path
 
 
 class _MemorySampler(threading.Thread):

@@ -56,21 +56,14 @@ def _run_child(args: list[str], env: dict | None = None) -> tuple[float, float, 
 def prepare(folder: pathlib.Path, children: int, rows: int) -> tuple[str, pathlib.Path, str]:
     """The cached store and an encrypted request of ``rows`` Antwerp children; returns (db_url, request, password)."""
     from welfare_exchange.db import session_scope, upgrade
-    from welfare_exchange.entitlements.generator import generate
     from welfare_exchange.entitlements.store import sample_children
     from welfare_exchange.intake import encrypt_agile
 
+    from bench.common import cached_store
+
     folder.mkdir(parents=True, exist_ok=True)
-    db = folder / f"store_{children}_s{SEED}.db"
-    url = f"sqlite:///{db}"
-    marker = db.with_suffix(".ready")
-    if not marker.exists():
-        db.unlink(missing_ok=True)
-        upgrade(url)
-        started = time.perf_counter()
-        generate(children, SEED, url=url, progress=False)
-        print(f"  generated a {children:,}-child store in {time.perf_counter() - started:.0f} s")
-        marker.touch()
+    url = f"sqlite:///{cached_store(children, SEED)}"
+    upgrade(url)
     request = folder / f"request_{rows}.xlsx"
     password_file = folder / "request.password"
     if not request.exists() or not password_file.exists():
