@@ -100,8 +100,7 @@ def build_workbook(
     report.set_column(0, 0, 48)
     report.set_column(2, 2, 60)
 
-    info = workbook.add_worksheet("Info")
-    lines = [
+    write_info_sheet(workbook, bold, [
         ("Lokaal bestuur", f"{protocol.municipality} (NIS {protocol.nis_code})"),
         ("Protocol", str(protocol.id)),
         ("Uitwisseling", str(exchange.id)),
@@ -121,11 +120,16 @@ def build_workbook(
             "Enkel voor de automatische toekenning van de steunmaatregel in het protocol. "
             "Vernietig dit bestand zodra het niet meer nodig is.",
         ),
-    ]
+    ])
+    workbook.close()
+    return buffer.getvalue()
+
+
+def write_info_sheet(workbook: xlsxwriter.Workbook, bold: Any, lines: Sequence[tuple[str, str]]) -> None:
+    """The ``Info`` sheet every file for a municipality carries: label / value lines."""
+    info = workbook.add_worksheet("Info")
     for r, (label, value) in enumerate(lines):
         info.write_string(r, 0, label, bold)
         info.write_string(r, 1, value)
     info.set_column(0, 0, 28)
     info.set_column(1, 1, 90)
-    workbook.close()
-    return buffer.getvalue()

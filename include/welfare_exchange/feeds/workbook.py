@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import xlsxwriter
 
 from welfare_exchange.db.models import Protocol
-from welfare_exchange.exchange.result import HEADINGS, SUPPLEMENT_LABELS
+from welfare_exchange.exchange.result import HEADINGS, SUPPLEMENT_LABELS, write_info_sheet
 from welfare_exchange.feeds import changes as changes_
 from welfare_exchange.feeds.changes import FeedChange
 from welfare_exchange.feeds.interval import FeedInterval
@@ -79,8 +79,7 @@ def build_workbook(
     sheet.freeze_panes(1, 0)
 
     tally = changes_.counts(changes)
-    info = workbook.add_worksheet("Info")
-    lines = [
+    write_info_sheet(workbook, bold, [
         ("Lokaal bestuur", f"{protocol.municipality} (NIS {protocol.nis_code})"),
         ("Protocol", str(protocol.id)),
         ("Rechtsgrond", protocol.legal_basis),
@@ -97,11 +96,6 @@ def build_workbook(
             "Enkel voor het lokaal sociaal beleid zoals bepaald in het protocol. "
             "Vernietig dit bestand zodra het niet meer nodig is.",
         ),
-    ]
-    for r, (label, value) in enumerate(lines):
-        info.write_string(r, 0, label, bold)
-        info.write_string(r, 1, value)
-    info.set_column(0, 0, 28)
-    info.set_column(1, 1, 90)
+    ])
     workbook.close()
     return buffer.getvalue()
