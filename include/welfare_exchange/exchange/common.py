@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from welfare_exchange import ledger
+from welfare_exchange import audit, ledger
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.protocols import check_gate, get
@@ -52,6 +52,31 @@ def load_exchange(session, exchange_id: int) -> tuple[Exchange, Protocol]:
     """The exchange and its protocol, in ``session``."""
     exchange = ledger.get_exchange(session, exchange_id)
     return exchange, get(session, exchange.protocol_id)
+
+
+def open_request_exchange(session, protocol: Protocol, *, digest: str, name: str, size: int, run, source: str):
+    """Open (or find) the exchange of a received request: ``(exchange, duplicate_of)``.
+
+    The exchange is keyed on the request's SHA-256. When another run already processed the
+    same bytes, the request is a duplicate: that is audited (once per run) and ``duplicate_of``
+    names the earlier exchange; the caller then processes nothing.
+
+    :param source: how the request is named in the audit message, e.g. "request file 'x.xlsx'".
+    """
+    exchange, is_new = ledger.open_exchange(
+        session, protocol, request_sha256=digest, request_name=name, request_size=size,
+        dag_id=run.dag_id, run_id=run.run_id, exchange_date=run.exchange_date,
+    )  # fmt: skip
+    if is_new or exchange.run_id == run.run_id:
+        return exchange, None
+    audit.record(
+        session, "request.duplicate", "duplicate", actor=run.actor, protocol=protocol, exchange_id=exchange.id,
+        file_hashes={"request": digest}, counts={"bytes": size},
+        message=f"{source} has the same SHA-256 as exchange {exchange.id} (run {exchange.run_id}); "
+        "it is not processed again",
+        fact_key=f"duplicate:{protocol.id}:{digest}:{run.run_id}",
+    )  # fmt: skip
+    return exchange, exchange.id
 
 
 def sha256_file(path) -> str:

@@ -18,7 +18,14 @@ from welfare_exchange import audit, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.exchange import result
-from welfare_exchange.exchange.common import REQUEST_CATEGORIES, RESULT_CATEGORIES, load_exchange, report_text, require_gate
+from welfare_exchange.exchange.common import (
+    REQUEST_CATEGORIES,
+    RESULT_CATEGORIES,
+    load_exchange,
+    open_request_exchange,
+    report_text,
+    require_gate,
+)
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.intake import IntakeError
 from welfare_exchange.protocols import get
@@ -63,21 +70,10 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
 
     with session_scope() as session:
         protocol = get(session, protocol_id)
-        exchange, is_new = ledger.open_exchange(
-            session, protocol, request_sha256=digest, request_name=name, request_size=size,
-            dag_id=run.dag_id, run_id=run.run_id, exchange_date=run.exchange_date,
-        )  # fmt: skip
-        if not is_new and exchange.run_id != run.run_id:
-            audit.record(
-                session, "request.duplicate", "duplicate", actor=run.actor, protocol=protocol, exchange_id=exchange.id,
-                file_hashes={"request": digest}, counts={"bytes": size},
-                message=f"request file {name!r} has the same SHA-256 as exchange {exchange.id} "
-                f"(run {exchange.run_id}); it is not processed again",
-                fact_key=f"duplicate:{protocol.id}:{digest}:{run.run_id}",
-            )  # fmt: skip
-            duplicate_of = exchange.id
-        else:
-            duplicate_of = None
+        exchange, duplicate_of = open_request_exchange(
+            session, protocol, digest=digest, name=name, size=size, run=run, source=f"request file {name!r}"
+        )
+        if duplicate_of is None:
             staging = Staging(protocol_id, exchange.id)
             staging.folder.mkdir(parents=True, exist_ok=True)
             os.replace(local, staging.path("request.enc"))

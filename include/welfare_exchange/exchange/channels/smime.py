@@ -51,6 +51,7 @@ from welfare_exchange.exchange.common import (
     RESULT_CATEGORIES,
     ExchangeRefused,
     load_exchange,
+    open_request_exchange,
     report_text,
     require_gate,
 )
@@ -394,21 +395,11 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
     signed = smime.certificate_fingerprint(opened.signed_by) if opened.signed_by is not None else None
     with session_scope() as session:
         protocol = get(session, protocol_id)
-        exchange, is_new = ledger.open_exchange(
-            session, protocol, request_sha256=digest, request_name=name, request_size=size,
-            dag_id=run.dag_id, run_id=run.run_id, exchange_date=run.exchange_date,
+        exchange, duplicate_of = open_request_exchange(
+            session, protocol, digest=digest, name=name, size=size, run=run,
+            source="the request attached to an e-mail",
         )  # fmt: skip
-        if not is_new and exchange.run_id != run.run_id:
-            audit.record(
-                session, "request.duplicate", "duplicate", actor=run.actor, protocol=protocol, exchange_id=exchange.id,
-                file_hashes={"request": digest}, counts={"bytes": size},
-                message=f"the request attached to an e-mail has the same SHA-256 as exchange {exchange.id} "
-                f"(run {exchange.run_id}); it is not processed again",
-                fact_key=f"duplicate:{protocol.id}:{digest}:{run.run_id}",
-            )  # fmt: skip
-            duplicate_of = exchange.id
-        else:
-            duplicate_of = None
+        if duplicate_of is None:
             atomic_write(Staging(protocol_id, exchange.id).path("request.enc"), attachment)
             effect = ledger.begin_side_effect(session, f"exchange:{exchange.id}:received", kind="received", exchange_id=exchange.id)
             # So a retry finds the message without the sensor's XCom, and the result goes to the signer's certificate.
