@@ -68,6 +68,8 @@ MAX_REPORTED = 20
 #: Rows per IN (...) lookup: well under SQLite's variable limit, large enough to be fast.
 _LOOKUP_CHUNK = 5000
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+#: SQLite page cache during a bulk load, in KiB (see :func:`replace_store`).
+SQLITE_LOAD_CACHE_KIB = 32768
 
 
 # --------------------------------------------------------------------------- bulk replacement
@@ -217,7 +219,11 @@ def replace_store(url: str | None = None) -> Iterator[tuple[BulkLoader, Session]
             dbapi.isolation_level = None
             cursor = dbapi.cursor()
             cursor.execute("PRAGMA foreign_keys=OFF")
-            # (A bigger page cache was measured: no faster, and up to 300 MB more memory.)
+            # The unique INSZ indexes fill in random order; a larger page cache keeps more of
+            # them in memory. Measured for 2 M children: 2 MiB (default) 65 s / 150 MB peak,
+            # 32 MiB 43 s / 215 MB, 128 MiB 41-56 s / 370 MB.
+            saved_cache = cursor.execute("PRAGMA cache_size").fetchone()[0]
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_LOAD_CACHE_KIB}")
         try:
             with conn.begin():
                 if sqlite:
@@ -233,6 +239,7 @@ def replace_store(url: str | None = None) -> Iterator[tuple[BulkLoader, Session]
         finally:
             if sqlite:
                 cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.execute(f"PRAGMA cache_size={int(saved_cache)}")
                 dbapi.isolation_level = saved_isolation
                 with contextlib.suppress(Exception):
                     # The load went through the WAL; give its disk space back.
