@@ -27,7 +27,9 @@ def main() -> int:
         results[name] = importlib.import_module(f"bench.{name}").main()
     out = pathlib.Path(os.environ.get("WELFARE_EXCHANGE_HOME", "var")) / "bench" / "results.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
+    # Running one benchmark keeps the others' last figures.
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**previous, **results}, indent=2, default=str))
     print(f"results written to {out}")
     return 0
 
