@@ -17,7 +17,7 @@ process and the whole tree). Target: the whole run under 10 minutes on 2 cores.
 
 Environment: ``WELFARE_EXCHANGE_BENCH_FEED_CHILDREN`` (default 2,000,000) and
 ``WELFARE_EXCHANGE_BENCH_FEED_SEED`` (1). The generated store is cached as
-``var/bench/store-<children>-seed<seed>.db`` (shared with bench_method1) (generating 2 M children takes ~3 minutes)
+``var/bench/store-<children>-seed<seed>.db`` (shared with bench_method1) (generating 2 M children takes under a minute on SQLite)
 and copied for each run, so the cache never holds protocols, ledger or audit rows.
 Needs root (the SFTP server creates one system account per municipality), like the tests.
 """
