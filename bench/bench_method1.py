@@ -143,7 +143,7 @@ def run_scheduler(folder: pathlib.Path, url: str, request: pathlib.Path, passwor
             transition(session, protocol.id, action, actor=user, on=dt.date(2026, 10, 1))
         registry.write_snapshot(session, snapshot)
         entry = next(p for p in registry.snapshot(session) if p["id"] == protocol.id)
-    sftp_root = chroot_capable_root(get_settings().home / "bench-sftp")
+    sftp_root = chroot_capable_root(run_dir / "sftp")  # fresh per run: an old outbox holds old results
     server = SftpServer(sftp_root).start()
     try:
         server.add_municipality(NIS)
