@@ -6,6 +6,7 @@ import datetime as dt
 import getpass
 import hashlib
 import hmac
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -83,13 +84,14 @@ def _hmac_key() -> bytes:
 
 def subject_ref(insz: str) -> str:
     """The keyed HMAC-SHA256 of an INSZ: the only way a person appears in the audit trail."""
-    return hmac.new(_hmac_key(), insz.encode("ascii"), hashlib.sha256).hexdigest()
+    return hmac.digest(_hmac_key(), insz.encode("ascii"), "sha256").hex()
 
 
 def subject_refs(numbers: Iterable[str]) -> list[str]:
     """:func:`subject_ref` for many numbers, sorted and distinct."""
     key = _hmac_key()
-    return sorted({hmac.new(key, n.encode("ascii"), hashlib.sha256).hexdigest() for n in numbers})
+    # hmac.digest is the one-shot C path: ~3x faster than hmac.new per number.
+    return sorted({hmac.digest(key, n.encode("ascii"), "sha256").hex() for n in numbers})
 
 
 def _digest(refs: list[str]) -> str:
@@ -192,11 +194,28 @@ def record(
     session.add(row)
     session.flush()
     if refs:
-        session.execute(sa.insert(AuditSubject), [{"audit_id": row.id, "subject_ref": r} for r in refs])
+        _insert_subjects(session, row.id, refs)
     head.last_id = row.id
     head.last_hash = row.record_hash
     session.flush()
     return row
+
+
+def _insert_subjects(session: Session, audit_id: int, refs: list[str]) -> None:
+    """Bulk-insert a record's subject references (an exchange has up to ~200,000).
+
+    Straight through the driver: the ORM's per-row parameter handling costs seconds here.
+    """
+    connection = session.connection()
+    raw = connection.connection.dbapi_connection
+    if connection.dialect.name == "postgresql":
+        buffer = io.StringIO("".join(f"{audit_id}\t{ref}\n" for ref in refs))
+        with raw.cursor() as cursor:
+            cursor.copy_expert("COPY audit_subject (audit_id, subject_ref) FROM STDIN", buffer)
+    elif connection.dialect.name == "sqlite":
+        raw.executemany("INSERT INTO audit_subject (audit_id, subject_ref) VALUES (?, ?)", ((audit_id, r) for r in refs))
+    else:
+        session.execute(sa.insert(AuditSubject), [{"audit_id": audit_id, "subject_ref": r} for r in refs])
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,11 @@ def match(
     """
     table = f"wx_request_{uuid.uuid4().hex[:10]}"
     _load_numbers(session, table, numbers)
+    # SQLite's planner prefers to scan every sociale-toeslag entitlement and probe the request
+    # (3 s on a 2M-child store); CROSS JOIN makes it drive from the request through the indexes
+    # instead (0.9 s for 180,000 numbers, and milliseconds for a small request). PostgreSQL
+    # plans this itself from the ANALYZEd temporary table.
+    drive = "CROSS JOIN" if session.connection().dialect.name == "sqlite" else "JOIN"
     supplement_params = {f"s{i}": s for i, s in enumerate(supplements)}
     in_list = ", ".join(f":s{i}" for i in range(len(supplements))) or "NULL"
     query = sa.text(
@@ -86,8 +91,8 @@ def match(
                MIN(e.start_date) AS first_start,
                CASE WHEN COUNT(*) > COUNT(e.end_date) THEN NULL ELSE MAX(e.end_date) END AS last_end
         FROM {table} r
-        JOIN child c ON c.insz = r.insz
-        JOIN entitlement e ON e.child_id = c.id
+        {drive} child c ON c.insz = r.insz
+        {drive} entitlement e ON e.child_id = c.id
         JOIN beneficiary b ON b.id = e.beneficiary_id
         WHERE e.supplement IN ({in_list})
           AND e.start_date <= :exchange_date
