@@ -90,7 +90,7 @@ def main() -> dict:
     from welfare_exchange.db import session_scope
     from welfare_exchange.db.engine import dispose_engines
     from welfare_exchange.devtools.airflow_server import AirflowServer
-    from welfare_exchange.devtools.sftp_server import SftpServer
+    from welfare_exchange.devtools.sftp_server import SftpServer, chroot_capable_root
     from welfare_exchange.entitlements import MUNICIPALITIES
     from welfare_exchange.protocols import create, registry, transition
 
@@ -110,7 +110,11 @@ def main() -> dict:
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    sftp = SftpServer(_home() / "bench" / "feeds-sftp")
+    # A fresh server per run: an outbox kept from an earlier run holds files of the same names,
+    # which the delivery rightly refuses to overwrite.
+    sftp_root = chroot_capable_root(work / "sftp")
+    shutil.rmtree(sftp_root, ignore_errors=True)
+    sftp = SftpServer(sftp_root)
     server = None
     try:
         # 285 signed structural protocols, each with its own SFTP account and file password.
