@@ -50,12 +50,12 @@ class _MemorySampler(threading.Thread):
 
     def __init__(self, pids) -> None:
         super().__init__(daemon=True)
-        self.pids, self.peak_one, self.peak_total, self._stop = pids, 0, 0, threading.Event()
+        self.pids, self.peak_one, self.peak_total, self._halt = pids, 0, 0, threading.Event()
 
     def run(self) -> None:
         import psutil
 
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             procs = []
             for pid in self.pids():
                 try:
@@ -72,10 +72,10 @@ class _MemorySampler(threading.Thread):
             if sizes:
                 self.peak_one = max(self.peak_one, max(sizes))
                 self.peak_total = max(self.peak_total, sum(sizes))
-            self._stop.wait(0.5)
+            self._halt.wait(0.5)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=5)
 
 
