@@ -32,8 +32,8 @@ INSZ_SHAPED = re.compile(
 def normalise(raw: object) -> str:
     """Strip the separators people and spreadsheets put in an INSZ.
 
-    ``"85.07.30-033.28"``, ``"850730 033 28"`` and ``"85073003328"`` all become
-    ``"85073003328"``. Returns the cleaned text even when it is not 11 digits; validation
+    ``"YY.MM.DD-SSS.CC"``, ``"YYMMDD SSS CC"`` and ``"YYMMDDSSSCC"`` all become
+    ``"YYMMDDSSSCC"`` (no real number is written in this repository, not even in a docstring). Returns the cleaned text even when it is not 11 digits; validation
     decides what it is.
     """
     text = "" if raw is None else str(raw).strip()

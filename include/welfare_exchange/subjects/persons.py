@@ -16,7 +16,7 @@ from welfare_exchange.errors import InputError
 def read_insz_file(path: pathlib.Path) -> list[str]:
     """The distinct valid INSZ numbers in ``path``, one per line, in file order.
 
-    Separators people type (``85.07.30-033.28``) are accepted; empty lines and lines starting
+    Separators people type (``YY.MM.DD-SSS.CC``) are accepted; empty lines and lines starting
     with ``#`` are ignored. Any other line that is not a valid INSZ makes the whole request fail
     (a typo must not silently answer for nobody).
     """
