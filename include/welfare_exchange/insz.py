@@ -105,3 +105,12 @@ def find_insz_shaped(text: str) -> list[str]:
         if len(candidate) == 11 and is_valid(candidate):
             hits.append(candidate)
     return hits
+
+
+def redact(text: str) -> str:
+    """``text`` with every valid INSZ replaced by ``[INSZ]``, the rest kept.
+
+    For names that come from outside — a request file a municipality named after a child —
+    before they go into a log line, an exception or an audit message.
+    """
+    return INSZ_SHAPED.sub(lambda m: "[INSZ]" if find_insz_shaped(m.group(0)) else m.group(0), text)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import sqlalchemy as sa
 
 from tests.exchange.builders import encrypted_request, expected_pairs, request_workbook
 from tests.exchange.conftest import EXCHANGE_DATE
 from welfare_exchange import audit, insz
 from welfare_exchange.db import session_scope
+from welfare_exchange.db.models import AuditRecord
 from welfare_exchange.exchange import steps
 from welfare_exchange.exchange.context import RunInfo
 
@@ -174,3 +176,23 @@ def test_same_file_twice_is_a_duplicate_and_two_files_are_two_exchanges_oldest_f
     assert _states(run)["fetch_request"] == "skipped"
     assert len(method1.exchanges()) == 2 and len(method1.results()) == 2
     assert ("request.duplicate", "duplicate") in method1.actions()
+
+
+def test_a_request_named_after_a_child_leaks_the_number_nowhere(method1):
+    """Municipalities name their files: a name holding an INSZ reaches no log, XCom or audit text.
+
+    The log scanner checks this test's output, which holds every task log of the run.
+    """
+    numbers, _, _ = _request(method1, n=20)
+    name = f"aanvraag {numbers[0]}.xlsx"
+    method1.municipality.upload_request(encrypted_request(numbers, method1.password), name)
+
+    run = method1.run()
+
+    assert run.state == "success", _states(run)
+    pushed = [str(ti.xcom_pull(task_ids="wait_for_request")) for ti in run.get_task_instances() if ti.task_id == "fetch_request"]
+    assert pushed and "name_sha256" in pushed[0] and not any(insz.find_insz_shaped(v) for v in pushed)
+    with session_scope() as session:
+        texts = " ".join(str(r.message) for r in session.scalars(sa.select(AuditRecord)))
+    assert not insz.find_insz_shaped(texts)
+    assert method1.remote("received") == [name]

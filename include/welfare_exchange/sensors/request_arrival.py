@@ -8,6 +8,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from welfare_exchange.db.models import Exchange
 from welfare_exchange.hooks.project_db import ProjectDbHook
+from welfare_exchange.insz import redact
 from welfare_exchange.transport import sftp
 
 
@@ -18,7 +19,8 @@ class RequestArrivalSensor(BaseSensorOperator):
     two looks ``settle_seconds`` apart. Several files: the oldest is this run's exchange, the
     others wait for the next runs (oldest first). Pokes in ``reschedule`` mode.
 
-    Idempotent: when this run already took a file (the task was cleared after the exchange
+    The file travels to ``fetch_request`` as a handle (:func:`~welfare_exchange.transport.sftp.name_handle`),
+    never by name. Idempotent: when this run already took a file (the task was cleared after the exchange
     started), it returns that same file at once instead of waiting for a new one.
 
     :param protocol_id: the protocol the exchange runs under.
@@ -51,7 +53,7 @@ class RequestArrivalSensor(BaseSensorOperator):
     def poke(self, context) -> PokeReturnValue | bool:
         taken = self._already_taken(context["ti"].run_id)
         if taken is not None:
-            self.log.info("this run already took request file %s (exchange %s)", taken["name"], taken["exchange_id"])
+            self.log.info("this run already took its request file (exchange %s)", taken["exchange_id"])
             return PokeReturnValue(is_done=True, xcom_value=taken)
         hook = sftp.sftp_hook(self.sftp_conn_id)
         ready = sftp.list_ready_requests(hook, self.directory, self.patterns, self.settle_seconds)
@@ -59,8 +61,11 @@ class RequestArrivalSensor(BaseSensorOperator):
             self.log.info("no complete request file in %s yet", self.directory)
             return False
         first = ready[0]
-        self.log.info("request file %s is complete (%d bytes); %d more waiting", first.name, first.size, len(ready) - 1)
-        return PokeReturnValue(is_done=True, xcom_value=first.as_dict())
+        self.log.info("request file %s is complete (%d bytes); %d more waiting", redact(first.name), first.size, len(ready) - 1)
+        # XCom never carries the file name (a municipality may put a number in it): a handle.
+        handle = {"name_sha256": sftp.name_handle(first.name), "size": first.size, "mtime": first.mtime,
+                  "directory": self.directory}  # fmt: skip
+        return PokeReturnValue(is_done=True, xcom_value=handle)
 
     def _already_taken(self, run_id: str) -> dict | None:
         with ProjectDbHook().session() as session:
@@ -69,5 +74,5 @@ class RequestArrivalSensor(BaseSensorOperator):
             )
             if exchange is None:
                 return None
-            return {"name": exchange.request_name, "size": exchange.request_size, "mtime": 0,
-                    "directory": self.directory, "exchange_id": exchange.id}  # fmt: skip
+            return {"name_sha256": sftp.name_handle(exchange.request_name or ""), "size": exchange.request_size,
+                    "mtime": 0, "directory": self.directory, "exchange_id": exchange.id}  # fmt: skip

@@ -45,6 +45,7 @@ from typing import IO, TYPE_CHECKING
 import paramiko
 
 from welfare_exchange.errors import WelfareExchangeError
+from welfare_exchange.insz import redact
 
 if TYPE_CHECKING:
     from airflow.providers.sftp.hooks.sftp import SFTPHook
@@ -123,6 +124,23 @@ class RemoteFile:
     def as_dict(self) -> dict:
         """Plain dict, e.g. for XCom."""
         return dataclasses.asdict(self)
+
+
+def name_handle(name: str) -> str:
+    """An opaque stand-in for a remote file name (its SHA-256), safe for XCom and logs.
+
+    Municipalities name their files; a name may hold personal data, so between tasks a file
+    travels as this handle and is looked up again with :func:`find_by_handle`.
+    """
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()
+
+
+def find_by_handle(hook: SFTPHook, directory: str, handle: str) -> str | None:
+    """The name of the file in ``directory`` whose :func:`name_handle` is ``handle``, if any."""
+    for name in hook.list_directory(directory):
+        if name_handle(name) == handle:
+            return name
+    return None
 
 
 def conn_id_for(nis: str) -> str:
@@ -358,7 +376,7 @@ def fetch(hook: SFTPHook, remote_path: str, local_path: str | os.PathLike) -> tu
             tmp.unlink()
         raise
     sha = sink.digest.hexdigest()
-    log.info("fetched %s from %s (%d bytes, sha256 %s)", posixpath.basename(remote_path), _conn_name(hook), sink.size, sha)
+    log.info("fetched %s from %s (%d bytes, sha256 %s)", redact(posixpath.basename(remote_path)), _conn_name(hook), sink.size, sha)
     return sha, sink.size
 
 
@@ -399,10 +417,10 @@ def _deliver_stream(
                 # Already delivered (a retry, a cleared task): nothing to do, but tidy a
                 # .part an interrupted earlier attempt may have left behind.
                 _remove_if_present(sftp, part)
-                log.info("%s already delivered %s with sha256 %s: nothing to do", name, where, local[0])
+                log.info("%s already delivered %s with sha256 %s: nothing to do", redact(name), where, local[0])
                 return local
             raise DeliveryConflict(
-                f"cannot deliver {name!r} {where}: a different file with that name is already there "
+                f"cannot deliver {redact(name)!r} {where}: a different file with that name is already there "
                 f"(remote sha256 {existing[0]}, ours {local[0]}). It is never overwritten: find out "
                 "which delivery it belongs to before removing or renaming it."
             )
@@ -423,7 +441,7 @@ def _deliver_stream(
             _remove_if_present(sftp, part)
             if present != sent:
                 raise DeliveryConflict(
-                    f"cannot deliver {name!r} {where}: a different file with that name appeared "
+                    f"cannot deliver {redact(name)!r} {where}: a different file with that name appeared "
                     f"during the upload (remote sha256 {present[0]}, ours {sent[0]}); not overwritten."
                 ) from None
             return sent
@@ -433,11 +451,11 @@ def _deliver_stream(
             # finding a corrupt file under the final name.
             _remove_if_present(sftp, final)
             raise DeliveryVerificationError(
-                f"delivery of {name!r} {where} failed verification: sent {sent[1]} bytes with sha256 "
+                f"delivery of {redact(name)!r} {where} failed verification: sent {sent[1]} bytes with sha256 "
                 f"{sent[0]}, read back {back[1] if back else 'nothing'}. The remote copy was removed; "
                 "retry the task."
             )
-    log.info("delivered %s %s (%d bytes, sha256 %s)", name, where, sent[1], sent[0])
+    log.info("delivered %s %s (%d bytes, sha256 %s)", redact(name), where, sent[1], sent[0])
     return sent
 
 
@@ -491,7 +509,7 @@ def move(hook: SFTPHook, src: str, dst_dir: str) -> str:
     with _session(hook, "move", dst_dir) as sftp:
         if not _exists(sftp, src):
             raise RemoteFileMissing(
-                f"cannot move {name!r} to {dst_dir!r} on connection {_conn_name(hook)!r}: it is no longer "
+                f"cannot move {redact(name)!r} to {dst_dir!r} on connection {_conn_name(hook)!r}: it is no longer "
                 f"in {posixpath.dirname(src) or '.'!r} (already moved or deleted?)."
             )
         for n in range(1000):
@@ -502,10 +520,10 @@ def move(hook: SFTPHook, src: str, dst_dir: str) -> str:
                 if _exists(sftp, target):
                     continue
                 raise exc
-            log.info("moved %s to %s on %s", name, target, _conn_name(hook))
+            log.info("moved %s to %s on %s", redact(name), redact(target), _conn_name(hook))
             return target
     raise SftpTransportError(
-        f"cannot move {name!r} into {dst_dir!r} on connection {_conn_name(hook)!r}: 1000 files with "
+        f"cannot move {redact(name)!r} into {dst_dir!r} on connection {_conn_name(hook)!r}: 1000 files with "
         "that name are already there; clean up the directory."
     )
 
@@ -525,7 +543,7 @@ def delete(hook: SFTPHook, path: str) -> bool:
             if exc.errno == errno.ENOENT or isinstance(exc, FileNotFoundError):
                 return False
             raise
-    log.info("deleted %s on %s", posixpath.basename(path), _conn_name(hook))
+    log.info("deleted %s on %s", redact(posixpath.basename(path)), _conn_name(hook))
     return True
 
 

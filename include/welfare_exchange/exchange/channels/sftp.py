@@ -27,6 +27,7 @@ from welfare_exchange.exchange.common import (
     require_gate,
 )
 from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.insz import redact
 from welfare_exchange.intake import IntakeError
 from welfare_exchange.protocols import get
 from welfare_exchange.staging import Staging
@@ -54,24 +55,29 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
     Returns the exchange id, or ``None`` when the file is a duplicate of a request already
     processed (recorded in the audit as such; nothing else happens).
     """
-    name = remote["name"]
     with session_scope() as session:
         protocol = get(session, protocol_id)
         require_gate(protocol, run.exchange_date)
         already = session.query(Exchange).filter_by(protocol_id=protocol_id, run_id=run.run_id).one_or_none()
     if already is not None and run.run_id is not None:
-        return _finish_fetch(protocol_id, already.id, name, run)  # a retry of this task
+        return _finish_fetch(protocol_id, already.id, already.request_name, run)  # a retry of this task
 
+    hook = _hook(protocol)
+    name = remote.get("name") or sftp.find_by_handle(hook, INBOX, remote["name_sha256"])
+    if name is None:
+        raise sftp.RemoteFileMissing(
+            f"the request file the sensor found is no longer in {INBOX}/ on connection {protocol.channel_connection!r} "
+            "(removed by the municipality?): clear wait_for_request to take the next one"
+        )
     incoming = Staging(protocol_id, 0).folder.parent / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     local = incoming / f"{hashlib.sha256((run.run_id or name).encode()).hexdigest()[:16]}.request"
-    hook = _hook(protocol)
     digest, size = sftp.fetch(hook, posixpath.join(INBOX, name), local)
 
     with session_scope() as session:
         protocol = get(session, protocol_id)
         exchange, duplicate_of = open_request_exchange(
-            session, protocol, digest=digest, name=name, size=size, run=run, source=f"request file {name!r}"
+            session, protocol, digest=digest, name=name, size=size, run=run, source=f"request file {redact(name)!r}"
         )
         if duplicate_of is None:
             staging = Staging(protocol_id, exchange.id)
@@ -80,7 +86,7 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
             audit.record(
                 session, "request.fetched", actor=run.actor, protocol=protocol, exchange_id=exchange.id,
                 data_categories=REQUEST_CATEGORIES, file_hashes={"request": digest}, counts={"bytes": size},
-                message=f"request file {name!r} fetched from the municipality's inbox into staging (still encrypted)",
+                message=f"request file {redact(name)!r} fetched from the municipality's inbox into staging (still encrypted)",
                 fact_key=f"exchange:{exchange.id}:fetched",
             )  # fmt: skip
     if duplicate_of is not None:
@@ -202,7 +208,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
         audit.record(
             session, "result.delivered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             data_categories=RESULT_CATEGORIES, file_hashes={"result": digest}, counts={"bytes": size},
-            message=f"encrypted result {name!r} delivered to the municipality's outbox over SFTP and verified",
+            message=f"encrypted result {redact(name)!r} delivered to the municipality's outbox over SFTP and verified",
             fact_key=key,
         )  # fmt: skip
     return {"name": name, "sha256": digest, "already_delivered": False}
