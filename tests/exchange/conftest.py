@@ -81,12 +81,11 @@ class Method1:
             transition(session, self.protocol_id, "revoke", actor=audit.Actor.current_user(), reason=reason)
 
 
-@pytest.fixture
-def method1(sqlite_db, sftp_municipality, monkeypatch) -> Method1:
-    """A signed Method 1 protocol for a fresh municipality with its own SFTP account and key."""
-    m = sftp_municipality
+def _signed_protocol(monkeypatch, nis: str, **fields) -> tuple[int, str]:
+    """Key connection with a fresh password, fast sensor timings, and a signed Method 1
+    protocol; returns ``(protocol id, password)``."""
     password = secrets.token_urlsafe(12)
-    key_conn = f"key_{m.nis}"
+    key_conn = f"key_{nis}"
     monkeypatch.setenv(f"AIRFLOW_CONN_{key_conn.upper()}", json.dumps({"conn_type": "generic", "password": password}))
     for name, value in {
         "WELFARE_EXCHANGE_SETTLE_SECONDS": "0.3",
@@ -96,15 +95,22 @@ def method1(sqlite_db, sftp_municipality, monkeypatch) -> Method1:
         "WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS": "20",
     }.items():
         monkeypatch.setenv(name, value)
+    user = audit.Actor.current_user()
     with session_scope() as session:
         protocol = create(
-            session, nis_code=m.nis, municipality=f"Testgemeente {m.nis}", kind="method1", channel="sftp",
-            key_connection=key_conn, college_decision_ref="CB/2026/42", college_decision_date=dt.date(2026, 9, 1),
-            dpo_advice_date=dt.date(2026, 9, 15), actor=audit.Actor.current_user(),
+            session, nis_code=nis, kind="method1", key_connection=key_conn, college_decision_ref="CB/2026/42",
+            college_decision_date=dt.date(2026, 9, 1), dpo_advice_date=dt.date(2026, 9, 15), actor=user, **fields,
         )  # fmt: skip
         for action in ("submit", "advise", "sign"):
-            transition(session, protocol.id, action, actor=audit.Actor.current_user(), on=dt.date(2026, 10, 1))
-        protocol_id = protocol.id
+            transition(session, protocol.id, action, actor=user, on=dt.date(2026, 10, 1))
+        return protocol.id, password
+
+
+@pytest.fixture
+def method1(sqlite_db, sftp_municipality, monkeypatch) -> Method1:
+    """A signed Method 1 protocol for a fresh municipality with its own SFTP account and key."""
+    m = sftp_municipality
+    protocol_id, password = _signed_protocol(monkeypatch, m.nis, municipality=f"Testgemeente {m.nis}", channel="sftp")
     world = build_world(m.nis, children=300, seed=int(m.nis))
     return Method1(protocol_id=protocol_id, municipality=m, password=password, world=world)
 
@@ -146,26 +152,10 @@ def method1_mail(sqlite_db, mail_env, smime_pki, monkeypatch) -> MailMethod1:
     from tests.fixtures.mail import GENT_ADDRESS
 
     nis = "44021"
-    password = secrets.token_urlsafe(12)
-    key_conn = f"key_{nis}"
-    monkeypatch.setenv(f"AIRFLOW_CONN_{key_conn.upper()}", json.dumps({"conn_type": "generic", "password": password}))
-    for name, value in {
-        "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "1",
-        "WELFARE_EXCHANGE_RETRY_DELAY_SECONDS": "1",
-        "WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS": "20",
-        "WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS": "20",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with session_scope() as session:
-        protocol = create(
-            session, nis_code=nis, municipality="Gent", kind="method1", channel="smime",
-            channel_connection="smtp_agency", key_connection=key_conn, sender_address=GENT_ADDRESS,
-            sender_certificates=[smime_pki.gent.certificate_pem, smime_pki.expiring.certificate_pem],
-            college_decision_ref="CB/2026/42", college_decision_date=dt.date(2026, 9, 1),
-            dpo_advice_date=dt.date(2026, 9, 15), actor=audit.Actor.current_user(),
-        )  # fmt: skip
-        for action in ("submit", "advise", "sign"):
-            transition(session, protocol.id, action, actor=audit.Actor.current_user(), on=dt.date(2026, 10, 1))
-        protocol_id = protocol.id
+    protocol_id, password = _signed_protocol(
+        monkeypatch, nis, municipality="Gent", channel="smime", channel_connection="smtp_agency",
+        sender_address=GENT_ADDRESS,
+        sender_certificates=[smime_pki.gent.certificate_pem, smime_pki.expiring.certificate_pem],
+    )  # fmt: skip
     world = build_world(nis, children=300, seed=4402)
     return MailMethod1(protocol_id=protocol_id, municipality=None, password=password, world=world, servers=mail_env, pki=smime_pki)
