@@ -16,6 +16,7 @@ from welfare_exchange.audit.trail import (
     export_rows,
     prune,
     record,
+    subject_key,
     subject_ref,
     verify,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "export_rows",
     "prune",
     "record",
+    "subject_key",
     "subject_ref",
     "verify",
 ]

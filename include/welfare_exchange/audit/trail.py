@@ -82,20 +82,26 @@ def _hmac_key() -> bytes:
     return key.encode()
 
 
+def subject_key(insz: str) -> bytes:
+    """The keyed HMAC-SHA256 of an INSZ (32 bytes): the only way a person appears in the audit trail."""
+    return hmac.digest(_hmac_key(), insz.encode("ascii"), "sha256")
+
+
 def subject_ref(insz: str) -> str:
-    """The keyed HMAC-SHA256 of an INSZ: the only way a person appears in the audit trail."""
-    return hmac.digest(_hmac_key(), insz.encode("ascii"), "sha256").hex()
+    """:func:`subject_key` as hex: how a record's single ``subject_ref`` column holds it."""
+    return subject_key(insz).hex()
 
 
-def subject_refs(numbers: Iterable[str]) -> list[str]:
-    """:func:`subject_ref` for many numbers, sorted and distinct."""
+def subject_keys(numbers: Iterable[str]) -> list[bytes]:
+    """:func:`subject_key` for many numbers, sorted and distinct (what ``audit_subject`` holds)."""
     key = _hmac_key()
     # hmac.digest is the one-shot C path: ~3x faster than hmac.new per number.
-    return sorted({hmac.digest(key, n.encode("ascii"), "sha256").hex() for n in numbers})
+    return sorted({hmac.digest(key, n.encode("ascii"), "sha256") for n in numbers})
 
 
-def _digest(refs: list[str]) -> str:
-    return hashlib.sha256("\n".join(refs).encode("ascii")).hexdigest()
+def _digest(keys: list[bytes]) -> str:
+    """SHA-256 over the sorted references in hex, one per line (the record's ``subjects_digest``)."""
+    return hashlib.sha256("\n".join(map(bytes.hex, keys)).encode("ascii")).hexdigest()
 
 
 def canonical_encoding(fields: dict[str, Any]) -> bytes:
@@ -158,7 +164,7 @@ def record(
         if existing is not None:
             return existing
     _refuse_personal_data(message)
-    refs = subject_refs(subjects) if subjects is not None else None
+    refs = subject_keys(subjects) if subjects is not None else None
 
     # Taking the head row's lock first serialises appenders (row lock on PostgreSQL, the write
     # lock on SQLite), so two tasks never both chain onto the same predecessor.
@@ -201,7 +207,7 @@ def record(
     return row
 
 
-def _insert_subjects(session: Session, audit_id: int, refs: list[str]) -> None:
+def _insert_subjects(session: Session, audit_id: int, refs: list[bytes]) -> None:
     """Bulk-insert a record's subject references (an exchange has up to ~200,000).
 
     Straight through the driver: the ORM's per-row parameter handling costs seconds here.
@@ -209,13 +215,36 @@ def _insert_subjects(session: Session, audit_id: int, refs: list[str]) -> None:
     connection = session.connection()
     raw = connection.connection.dbapi_connection
     if connection.dialect.name == "postgresql":
-        buffer = io.StringIO("".join(f"{audit_id}\t{ref}\n" for ref in refs))
+        buffer = io.StringIO("".join(f"\\\\x{ref.hex()}\t{audit_id}\n" for ref in refs))
         with raw.cursor() as cursor:
-            cursor.copy_expert("COPY audit_subject (audit_id, subject_ref) FROM STDIN", buffer)
+            cursor.copy_expert("COPY audit_subject (subject_ref, audit_id) FROM STDIN", buffer)
     elif connection.dialect.name == "sqlite":
-        raw.executemany("INSERT INTO audit_subject (audit_id, subject_ref) VALUES (?, ?)", ((audit_id, r) for r in refs))
+        raw.executemany("INSERT INTO audit_subject (subject_ref, audit_id) VALUES (?, ?)", ((r, audit_id) for r in refs))
     else:
         session.execute(sa.insert(AuditSubject), [{"audit_id": audit_id, "subject_ref": r} for r in refs])
+
+
+def _subject_digests(session: Session) -> dict[int, tuple[int, str]]:
+    """Per record: how many subject references the table holds for it, and their digest.
+
+    One pass over the table in key order ``(subject_ref, audit_id)``: each record's references
+    arrive sorted, so its digest is fed as it goes — no per-record query, no sort.
+    """
+    running: dict[int, list] = {}
+    query = sa.select(AuditSubject.audit_id, AuditSubject.subject_ref).order_by(
+        AuditSubject.subject_ref, AuditSubject.audit_id
+    )
+    for audit_id, ref in session.execute(query.execution_options(yield_per=20_000)):
+        # A value that is not 32 raw bytes was written behind the trail's back: it still hashes
+        # (and so fails the comparison) instead of crashing the check.
+        text = ref.hex() if isinstance(ref, bytes) else f"!{ref!r}"
+        entry = running.get(audit_id)
+        if entry is None:
+            running[audit_id] = [hashlib.sha256(text.encode()), 1]
+        else:
+            entry[0].update(b"\n" + text.encode())
+            entry[1] += 1
+    return {audit_id: (count, digest.hexdigest()) for audit_id, (digest, count) in running.items()}
 
 
 @dataclass(frozen=True)
@@ -240,6 +269,7 @@ def verify(session: Session) -> VerifyResult:
     expected_id = anchor.through_id + 1 if anchor else 1
     expected_prev = anchor.head_hash if anchor else GENESIS
     checked = 0
+    subjects = _subject_digests(session)
     rows = session.execute(sa.select(AuditRecord).order_by(AuditRecord.id).execution_options(yield_per=2000))
     for row in rows.scalars():
         if row.id != expected_id:
@@ -249,19 +279,17 @@ def verify(session: Session) -> VerifyResult:
             return VerifyResult(False, checked, row.id, f"record {row.id} does not chain onto its predecessor")
         if _hash(_fields(row)) != row.record_hash:
             return VerifyResult(False, checked, row.id, f"record {row.id} was altered (hash mismatch)")
-        if row.subjects_count is not None:
-            refs = list(
-                session.scalars(
-                    sa.select(AuditSubject.subject_ref)
-                    .where(AuditSubject.audit_id == row.id)
-                    .order_by(AuditSubject.subject_ref)
-                )
-            )
-            if len(refs) != row.subjects_count or _digest(refs) != row.subjects_digest:
-                return VerifyResult(False, checked, row.id, f"record {row.id}: its subject references were altered")
+        held = subjects.pop(row.id, (0, _digest([])))
+        if row.subjects_count is None and held[0]:
+            return VerifyResult(False, checked, row.id, f"record {row.id}: subject references were added to it")
+        if row.subjects_count is not None and held != (row.subjects_count, row.subjects_digest):
+            return VerifyResult(False, checked, row.id, f"record {row.id}: its subject references were altered")
         expected_prev = row.record_hash
         expected_id += 1
         checked += 1
+    if subjects:  # references of a record that is not in the chain
+        orphan = min(subjects)
+        return VerifyResult(False, checked, orphan, f"subject references belong to record {orphan}, which is not in the chain")
     head = session.get(AuditHead, 1)
     last_id = expected_id - 1
     if head is None or head.last_id != last_id or head.last_hash != expected_prev:

@@ -257,13 +257,19 @@ class AuditRecord(Base):
 class AuditSubject(Base):
     """The keyed-HMAC references of every person a record is about (an exchange has many).
 
-    Their sorted digest is part of the record's hash, so they are covered by the chain.
+    Their sorted digest is part of the record's hash, so they are covered by the chain. Keyed by
+    the raw 32-byte reference first (``WITHOUT ROWID`` on SQLite): the table is its own index,
+    for subject-access lookups and for ``audit verify``'s single pass (migration 0004).
     """
 
     __tablename__ = "audit_subject"
+    __table_args__ = (
+        sa.PrimaryKeyConstraint("subject_ref", "audit_id", name="pk_audit_subject_ref"),
+        {"sqlite_with_rowid": False},
+    )
 
-    audit_id: Mapped[int] = mapped_column(sa.ForeignKey("audit_record.id"), primary_key=True)
-    subject_ref: Mapped[str] = mapped_column(sa.String(64), primary_key=True, index=True)
+    subject_ref: Mapped[bytes] = mapped_column(sa.LargeBinary(32))
+    audit_id: Mapped[int] = mapped_column(sa.ForeignKey("audit_record.id", name="fk_audit_subject_ref_audit_id"))
 
 
 class AuditHead(Base):

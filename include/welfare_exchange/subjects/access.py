@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from welfare_exchange import audit
-from welfare_exchange.audit.trail import subject_ref
+from welfare_exchange.audit.trail import subject_key
 from welfare_exchange.db.models import AuditRecord, AuditSubject, Exchange, Protocol
 
 #: The audit actions that carry an exchange's subjects, and the role each gives a person.
@@ -70,7 +70,7 @@ class PersonReport:
 
 def exchanges_of(session: Session, number: str) -> list[ExchangeDisclosure]:
     """The exchanges whose audit records name ``number`` (through its keyed HMAC), oldest first."""
-    ref = subject_ref(number)
+    ref = subject_key(number)
     hits = session.execute(
         sa.select(AuditRecord.exchange_id, AuditRecord.action, AuditRecord.data_categories, AuditRecord.legal_basis)
         .join(AuditSubject, AuditSubject.audit_id == AuditRecord.id)

@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from welfare_exchange import audit, ledger
-from welfare_exchange.audit.trail import subject_refs
+from welfare_exchange.audit.trail import subject_keys
 from welfare_exchange.db.models import AuditRecord, AuditSubject, Exchange, Protocol, RetentionItem
 from welfare_exchange.exchange import matching
 from welfare_exchange.retention.runner import audit_cutoff
@@ -76,7 +76,7 @@ class ErasureReport:
 
 
 def _exchanges_with(session: Session, numbers: list[str]) -> list[tuple[Exchange, Protocol]]:
-    refs = subject_refs(numbers)
+    refs = subject_keys(numbers)
     ids = sa.select(AuditRecord.exchange_id).join(AuditSubject, AuditSubject.audit_id == AuditRecord.id).where(
         AuditSubject.subject_ref.in_(refs), AuditRecord.exchange_id.is_not(None)
     )
