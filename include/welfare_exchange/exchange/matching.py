@@ -1,7 +1,7 @@
 """Match requested children against the entitlement store, as one set join in the database.
 
-The request's INSZ numbers are bulk-loaded into a temporary table (COPY on PostgreSQL,
-``executemany`` on SQLite) and joined on the indexed ``child.insz`` and
+The request's INSZ numbers are bulk-loaded into a temporary table (COPY on PostgreSQL, one
+``INSERT … SELECT FROM json_each`` on SQLite) and joined on the indexed ``child.insz`` and
 ``entitlement(child_id, supplement, start_date)``: never row by row, never by loading the store
 into memory.
 """
@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 
-@dataclass(frozen=True, order=True)
-class MatchRow:
+class MatchRow(NamedTuple):
     """One (child, beneficiary) pair with a supplement overlapping [reference date, exchange date].
 
     ``period_start`` is clipped to the reference date (nothing from before it is disclosed);
     ``period_end`` is ``None`` when the entitlement was still running on the exchange date.
+    A named tuple, not a dataclass: a result has up to ~200,000 of them, made in the match and
+    again when the build step reads the staged rows, and a tuple is made three times faster.
     """
 
     child_insz: str
@@ -33,7 +35,7 @@ class MatchRow:
     period_end: dt.date | None
 
     def as_tuple(self) -> tuple:
-        return (self.child_insz, self.beneficiary_insz, self.supplement, self.period_start, self.period_end)
+        return tuple(self)
 
 
 def _as_date(value) -> dt.date | None:
@@ -53,8 +55,10 @@ def _load_numbers(session: Session, table: str, numbers: Sequence[str]) -> None:
         connection.execute(sa.text(f"ANALYZE {table}"))
     else:
         connection.execute(sa.text(f"CREATE TEMP TABLE {table} (insz TEXT PRIMARY KEY) WITHOUT ROWID"))
-        connection.connection.dbapi_connection.executemany(
-            f"INSERT INTO {table} (insz) VALUES (?)", ((n,) for n in numbers)
+        # One statement: SQLite unpacks the JSON array itself (4x faster than executemany),
+        # and sorted numbers fill the B-tree in order.
+        connection.exec_driver_sql(
+            f"INSERT OR IGNORE INTO {table} (insz) SELECT value FROM json_each(?)", (json.dumps(sorted(numbers)),)
         )
 
 
@@ -107,15 +111,13 @@ def match(
     rows = []
     for child, beneficiary, supplement, first_start, last_end in session.execute(query, params):
         start, end = _as_date(first_start), _as_date(last_end)
+        # (child, beneficiary, supplement, period start, period end)
         rows.append(
             MatchRow(
-                child_insz=child,
-                beneficiary_insz=beneficiary,
-                supplement=supplement,
-                period_start=max(start, reference_date),
-                period_end=end if end is not None and end < exchange_date else None,
+                child, beneficiary, supplement, max(start, reference_date),
+                end if end is not None and end < exchange_date else None,
             )
-        )
+        )  # fmt: skip
     if session.connection().dialect.name == "sqlite":
         session.connection().execute(sa.text(f"DROP TABLE {table}"))
     return rows
@@ -131,8 +133,9 @@ def serialise(rows: Sequence[MatchRow]) -> bytes:
 
 
 def deserialise(data: bytes) -> list[MatchRow]:
+    date = dt.date.fromisoformat
     rows = []
     for line in data.decode("ascii").splitlines():
         child, beneficiary, supplement, start, end = line.split(",")
-        rows.append(MatchRow(child, beneficiary, supplement, dt.date.fromisoformat(start), dt.date.fromisoformat(end) if end else None))
+        rows.append(MatchRow(child, beneficiary, supplement, date(start), date(end) if end else None))
     return rows
