@@ -98,6 +98,14 @@ def test_unencrypted_refused_by_default_allowed_on_request(corpus, numbers):
 # --- hostile files ----------------------------------------------------------------------
 
 
+def test_a_flipped_byte_is_corrupt_not_a_wrong_password(corpus, agile, password, numbers):
+    """Agile files are decrypted without a separate password check: the file's HMAC catches both."""
+    data = bytearray(agile({"Kinderen": corpus.request_rows(numbers)}))
+    data[len(data) * 3 // 4] ^= 0xFF  # inside the encrypted package, the file's largest stream
+    assert _code(bytes(data), password) == "corrupt"
+    assert _code(bytes(data), "wrong") == "wrong_password"
+
+
 def test_truncated_files_are_corrupt(corpus, agile, password, numbers):
     data = agile({"Kinderen": corpus.request_rows(numbers)})
     assert _code(data[: len(data) // 2], password) == "corrupt"

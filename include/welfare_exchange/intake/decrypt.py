@@ -132,17 +132,17 @@ def _require_xlsx_zip(data: bytes) -> None:
 def decrypt(data: bytes, password: str | None, kind: str) -> bytes:
     """Decrypt ``data`` (of encryption ``kind``) with ``password``; the plaintext workbook.
 
-    The password is checked first (``verify_password`` for OOXML; msoffcrypto always checks
-    it for xls), so a wrong password raises ``wrong_password`` before any output exists.
+    A wrong password raises ``wrong_password`` and never yields output. For Standard encryption
+    the password is verified first (``verify_password``; msoffcrypto always checks it for xls).
+    For Agile encryption the file's own HMAC does that job on the way: a wrong password gives a
+    wrong key, and the integrity check fails before anything is returned; only then is the
+    password verifier consulted, to tell a wrong password from a damaged file. Verifying first
+    would derive the key twice (100,000 SHA-512 rounds each, ~0.09 s) on every good file.
     """
     if password is None or password == "":
         raise IntakeError("no_password")
     try:
-        office = msoffcrypto.OfficeFile(io.BytesIO(data))
-        if kind in ("agile", "standard"):
-            office.load_key(password=password, verify_password=True)
-        else:
-            office.load_key(password=password)
+        office = _load(data, password, verify=kind == "standard")
     except mso_exceptions.InvalidKeyError as exc:
         raise IntakeError("wrong_password") from exc
     except (mso_exceptions.DecryptionError, NotImplementedError) as exc:
@@ -152,15 +152,36 @@ def decrypt(data: bytes, password: str | None, kind: str) -> bytes:
     out = io.BytesIO()
     try:
         if kind == "agile":
-            # The HMAC check catches a file altered or cut off after encryption.
+            # The HMAC check catches a wrong key, and a file altered or cut off after encryption.
             office.decrypt(out, verify_integrity=True)
         else:
             office.decrypt(out)
     except Exception as exc:
-        # The password was verified above, so a failure now (msoffcrypto reports a package
-        # that does not unzip as InvalidKeyError) means the file itself is damaged or cut off.
+        if kind == "agile" and not _password_matches(data, password):
+            raise IntakeError("wrong_password") from None
+        # The password is right (msoffcrypto reports a package that does not unzip as
+        # InvalidKeyError too): the file itself is damaged or cut off.
         raise IntakeError("corrupt") from exc
     return out.getvalue()
+
+
+def _load(data: bytes, password: str, *, verify: bool):
+    office = msoffcrypto.OfficeFile(io.BytesIO(data))
+    if verify:
+        office.load_key(password=password, verify_password=True)
+    else:
+        office.load_key(password=password)
+    return office
+
+
+def _password_matches(data: bytes, password: str) -> bool:
+    try:
+        _load(data, password, verify=True)
+    except mso_exceptions.InvalidKeyError:
+        return False
+    except Exception:
+        return True  # the verifier itself is unreadable: the file is damaged, not the password wrong
+    return True
 
 
 def check_zip(plain: bytes, *, max_bytes: int, max_ratio: float, max_members: int) -> None:
