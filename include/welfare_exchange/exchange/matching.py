@@ -9,6 +9,7 @@ into memory.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import uuid
@@ -108,9 +109,10 @@ def match(
     params = {"exchange_date": exchange_date, "reference_date": reference_date, **supplement_params}
     if session.connection().dialect.name == "sqlite":  # SQLite stores dates as ISO text
         params = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in params.items()}
+    as_date = functools.lru_cache(maxsize=None)(_as_date)  # SQLite gives ISO text: a few thousand distinct days
     rows = []
-    for child, beneficiary, supplement, first_start, last_end in session.execute(query, params):
-        start, end = _as_date(first_start), _as_date(last_end)
+    for child, beneficiary, supplement, first_start, last_end in session.execute(query, params).all():
+        start, end = as_date(first_start), as_date(last_end)
         # (child, beneficiary, supplement, period start, period end)
         rows.append(
             MatchRow(
@@ -133,7 +135,7 @@ def serialise(rows: Sequence[MatchRow]) -> bytes:
 
 
 def deserialise(data: bytes) -> list[MatchRow]:
-    date = dt.date.fromisoformat
+    date = functools.lru_cache(maxsize=None)(dt.date.fromisoformat)  # a few thousand distinct days
     rows = []
     for line in data.decode("ascii").splitlines():
         child, beneficiary, supplement, start, end = line.split(",")

@@ -247,16 +247,19 @@ def _validate(
     for index in range(candidate.first_data_row, len(rows)):
         row = rows[index]
         cell = row[col] if col < len(row) else ""
-        if cell == "" or is_blank(cell):
+        if type(cell) is str and len(cell) == 11 and cell.isdigit():
+            text, was_padded = cell, False  # the common case: eleven digits stored as text
+        elif is_blank(cell):
             if all(is_blank(c) for c in row):
                 continue  # blank rows are layout, not data: skipped and not counted
             counted += 1
             invalid.setdefault("empty", []).append(index + 1)
             continue
+        else:
+            text, was_padded = cell_text(cell)
         counted += 1
         if counted % _CHECK_EVERY == 0:
             clock.check()
-        text, was_padded = cell_text(cell)
         reason = classify(text)
         if reason is not None:
             invalid.setdefault(reason, []).append(index + 1)
