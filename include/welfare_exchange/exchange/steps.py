@@ -20,6 +20,9 @@ for every channel.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import json
 import logging
 import os
@@ -56,6 +59,39 @@ def _channel(protocol):
     return for_channel(protocol.channel)
 
 
+def _bulk_step(step):
+    """Run a bulk step without the cyclic garbage collector's pauses.
+
+    Decrypt-and-validate, match and build each make hundreds of thousands of small objects
+    (cells, numbers, rows) and almost no reference cycles. With the collector on, every few
+    hundred allocations it runs, and its full passes re-scan the whole Airflow task process
+    (~200,000 objects loaded before the step): ~0.4 s of the three steps for a 180,000-row
+    request (``make bench``). The objects that exist before the step are frozen (never
+    collected; they live as long as the process anyway) and collection waits until the step
+    is over; reference counting still frees everything else at once.
+    """
+
+    @functools.wraps(step)
+    def run(*args, **kwargs):
+        with _collector_paused():
+            return step(*args, **kwargs)
+
+    return run
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    enabled = gc.isenabled()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
 # ----------------------------------------------------------------------------- 3. fetch
 
 
@@ -74,6 +110,7 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
 # ------------------------------------------------------------------ 4. decrypt and validate
 
 
+@_bulk_step
 def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits | None = None) -> dict[str, Any]:
     """Decrypt the request in memory, validate it, and stage the valid set (encrypted).
 
@@ -127,6 +164,7 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
 # ----------------------------------------------------------------------------- 5. match
 
 
+@_bulk_step
 def match_entitlements(exchange_id: int, run: RunInfo) -> dict[str, int]:
     """Set-join the valid numbers against the entitlement store; stage the rows (encrypted)."""
     with session_scope() as session:
@@ -162,6 +200,7 @@ def match_entitlements(exchange_id: int, run: RunInfo) -> dict[str, int]:
 # ----------------------------------------------------------------------------- 6. build
 
 
+@_bulk_step
 def build_result(exchange_id: int, run: RunInfo, *, out: os.PathLike | str | None = None) -> dict[str, Any]:
     """Build the result workbook and encrypt it with the protocol's key (Agile, AES-256).
 

@@ -42,12 +42,11 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-import paramiko
-
 from welfare_exchange.errors import WelfareExchangeError
 from welfare_exchange.insz import redact
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when a session opens: every DAG parse imports this module, few tasks use SFTP
+    import paramiko
     from airflow.providers.sftp.hooks.sftp import SFTPHook
 
 log = logging.getLogger(__name__)
@@ -209,6 +208,8 @@ def _conn_name(hook: SFTPHook) -> str:
 @contextlib.contextmanager
 def _session(hook: SFTPHook, action: str, remote_dir: str) -> Iterator[paramiko.SFTPClient]:
     """The hook's managed SFTP client; low-level failures become actionable errors."""
+    import paramiko
+
     conn = _conn_name(hook)
     where = f"on connection {conn!r}, remote directory {remote_dir!r}"
     try:
