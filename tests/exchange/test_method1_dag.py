@@ -61,7 +61,8 @@ def test_happy_path_delivers_the_expected_pairs_once(method1):
     assert exchange.counts["rows"] == len(numbers) + len(extras)
     assert method1.remote("inbox") == [] and method1.remote("received") == ["aanvraag.xlsx"]
     actions = [a for a, _ in method1.actions()]
-    for step in ("request.fetched", "request.validated", "entitlements.matched", "result.built", "result.delivered", "retention.scheduled"):
+    for step in ("request.fetched", "request.validated", "entitlements.matched", "result.built", "request.subjects",
+                 "result.subjects", "result.delivered", "retention.scheduled"):
         assert actions.count(step) == 1, step
     with session_scope() as session:
         assert audit.verify(session).ok
@@ -84,6 +85,7 @@ def test_every_step_rerun_changes_nothing(method1):
     assert steps.build_result(exchange.id, info)["result_sha256"] == exchange.result_sha256
     steps.recheck_gate(exchange.id, info)
     assert steps.deliver_result(exchange.id, info)["already_delivered"] is True
+    steps.record_data_subjects(exchange.id, info)
     steps.record_retention(exchange.id, info)
 
     assert method1.results() == before
@@ -117,6 +119,9 @@ def test_unprocessable_request_is_quarantined_with_a_report(method1, problem):
     assert exchange.state == "quarantined" and exchange.failure_code == problem
     assert ("request.quarantined", "refused") in method1.actions()
     assert ("task.failed", "failure") in method1.actions()
+    # The file was never read: nobody's data to record, and that task says so by succeeding empty.
+    assert states["record_data_subjects"] == "success"
+    assert not {"request.subjects", "result.subjects"} & {a for a, _ in method1.actions()}
 
 
 def test_protocol_revoked_between_receipt_and_delivery_blocks_delivery(method1, monkeypatch):
@@ -139,6 +144,9 @@ def test_protocol_revoked_between_receipt_and_delivery_blocks_delivery(method1, 
     assert states["deliver_result"] in ("upstream_failed", "None")
     assert method1.outbox() == {}
     assert ("result.delivery_blocked", "refused") in method1.actions()
+    # Nothing left the agency, but the request was processed: whose data it held is on record.
+    assert states["record_data_subjects"] == "success"
+    assert {("request.subjects", "success"), ("result.subjects", "success")} <= set(method1.actions())
 
 
 def test_revoked_protocol_fails_at_the_gate_reading_nothing(method1):

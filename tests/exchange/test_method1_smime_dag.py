@@ -96,7 +96,8 @@ def test_openssl_request_by_mail_gets_exactly_one_encrypted_result(method1_mail,
     [delivered] = m.side_effects("delivered")
     assert delivered.target == reply["Message-ID"], "the ledger holds the Message-ID that was sent"
     actions = [a for a, _ in m.actions()]
-    for step in ("request.fetched", "request.validated", "entitlements.matched", "result.built", "result.delivered", "retention.scheduled"):
+    for step in ("request.fetched", "request.validated", "entitlements.matched", "result.built", "request.subjects",
+                 "result.subjects", "result.delivered", "retention.scheduled"):
         assert actions.count(step) == 1, step
     # The registered certificate that ends within 30 days: a warning, in the audit and the log.
     assert ("certificate.expiring", "warning") in m.actions()

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from airflow.sdk import DAG, chain, get_current_context, task
+from airflow.sdk import DAG, TriggerRule, chain, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from welfare_exchange.errors import InputError, ProtocolError
@@ -51,6 +51,7 @@ toeslag* from the protocol's reference date on, and who their *begunstigde* is.
 | 7 | `protocol_gate_before_delivery` | the gate once more: a protocol revoked meanwhile blocks delivery |
 | 8 | `deliver_result` | {deliver} |
 | 9 | `record_retention` | deletion deadlines of request and result; intermediates gone |
+| beside 7–8 | `record_data_subjects` | who the exchange concerned (requested children, the people in the result) as keyed references in the audit, for access requests; runs beside the delivery, and after a failure too |
 
 {connections}
 Re-running: clear any task or the whole run — see the runbook, *Re-run a failed exchange safely*.
@@ -202,22 +203,36 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
         def deliver_result(exchange_id: int) -> dict[str, Any]:
             return _run(steps.deliver_result)(exchange_id)
 
+        # Beside the delivery, and also after a failure upstream (all_done): the exchange id is
+        # pulled here rather than passed in, because a skipped fetch (no file, or a duplicate)
+        # has none and then there is nothing to record.
+        @task(task_id="record_data_subjects", trigger_rule=TriggerRule.ALL_DONE)
+        def record_data_subjects() -> dict[str, int]:
+            exchange_id = get_current_context()["ti"].xcom_pull(task_ids="fetch_request")
+            if exchange_id is None:
+                raise AirflowSkipException("no exchange in this run: nobody's data to record")
+            return _run(steps.record_data_subjects)(exchange_id)
+
         @task(task_id="record_retention")
         def record_retention(exchange_id: int) -> dict[str, str]:
             return _run(steps.record_retention)(exchange_id)
 
         exchange_id = fetch_request(arrival.output)
+        built = build_result(exchange_id)
+        retention = record_retention(exchange_id)
         chain(
             gate,
             arrival,
             exchange_id,
             decrypt_and_validate(exchange_id),
             match_entitlements(exchange_id),
-            build_result(exchange_id),
+            built,
             protocol_gate_before_delivery(exchange_id),
             deliver_result(exchange_id),
-            record_retention(exchange_id),
+            retention,
         )
+        # The staged lists it reads are deleted by record_retention, so that waits for it.
+        chain(built, record_data_subjects(), retention)
     return dag
 
 

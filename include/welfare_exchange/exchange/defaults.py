@@ -29,6 +29,7 @@ RUNBOOK_STEPS = {
     "build_result": "The key connection is missing or wrong",
     "protocol_gate_before_delivery": "The protocol gate failed",
     "deliver_result": "SFTP or e-mail is unreachable",
+    "record_data_subjects": "The project database is unreachable",
     "record_retention": "The project database is unreachable",
     "end_protocols": "The project database is unreachable",
     "apply_rules": "The project database is unreachable",

@@ -141,3 +141,8 @@ def deserialise(data: bytes) -> list[MatchRow]:
         child, beneficiary, supplement, start, end = line.split(",")
         rows.append(MatchRow(child, beneficiary, supplement, date(start), date(end) if end else None))
     return rows
+
+
+def people(data: bytes) -> list[tuple[str, str]]:
+    """Only the (child, beneficiary) numbers of serialised match rows (no dates parsed)."""
+    return [tuple(line.split(",", 2)[:2]) for line in data.decode("ascii").splitlines()]

@@ -147,7 +147,6 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
             data_categories=REQUEST_CATEGORIES, file_hashes={"request": exchange.request_sha256},
             counts={"rows": summary["rows"], "valid": summary["valid"], "duplicates": summary["duplicates"],
                     "invalid": sum(summary["invalid"].values())},
-            subjects=outcome.valid,
             message=f"request decrypted in memory ({summary['encryption']}) and validated",
             fact_key=f"exchange:{exchange_id}:validated",
         )  # fmt: skip
@@ -189,7 +188,6 @@ def match_entitlements(exchange_id: int, run: RunInfo) -> dict[str, int]:
         audit.record(
             session, "entitlements.matched", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             data_categories=RESULT_CATEGORIES, counts=counts,
-            subjects={r.child_insz for r in rows} | {r.beneficiary_insz for r in rows},
             message=f"matched against the entitlement store: {', '.join(protocol.supplements)} "
             f"between {protocol.reference_date.isoformat()} and {exchange.exchange_date.isoformat()}",
             fact_key=f"exchange:{exchange_id}:matched",
@@ -231,6 +229,54 @@ def build_result(exchange_id: int, run: RunInfo, *, out: os.PathLike | str | Non
     if out is not None:
         atomic_write(pathlib.Path(out), target.read_bytes())
     return {"result_sha256": exchange.result_sha256 or _sha256(target), "name": result.result_file_name(protocol, exchange)}
+
+
+# ------------------------------------------------------------------- beside 7. data subjects
+
+
+@_bulk_step
+def record_data_subjects(exchange_id: int, run: RunInfo) -> dict[str, int]:
+    """Record whose data the exchange handled, as keyed references, for access requests (art. 15 GDPR).
+
+    Two audit facts, each with the keyed HMAC of every person (never an INSZ): the children the
+    request named (``request.subjects``) and the people in the result, matched children and
+    their beneficiaries (``result.subjects``). :mod:`welfare_exchange.subjects` finds an
+    exchange through them long after its files are deleted.
+
+    It reads the staged lists, so it runs before ``record_retention`` deletes them, and beside
+    the delivery rather than before it: ~200,000 references take about a second to index, and
+    the municipality need not wait for that. The DAG also runs it when an earlier step failed,
+    so an exchange that stopped halfway is indexed for what it got to. Re-runs record nothing
+    twice (``fact_key``).
+    """
+    with session_scope() as session:
+        exchange, protocol = _exchange(session, exchange_id)
+    staging = Staging(protocol.id, exchange.id)
+    requested = staging.read_encrypted("valid").decode("ascii").split() if staging.has("valid") else None
+    pairs = matching.people(staging.read_encrypted("matched")) if staging.has("matched") else None
+    counts: dict[str, int] = {}
+    with session_scope() as session:
+        exchange, protocol = _exchange(session, exchange_id)
+        if requested is not None:
+            counts["requested"] = len(requested)
+            audit.record(
+                session, "request.subjects", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
+                data_categories=REQUEST_CATEGORIES, counts={"children": len(requested)}, subjects=requested,
+                message="the children named in the request, as keyed references (for access requests)",
+                fact_key=f"exchange:{exchange_id}:subjects:requested",
+            )  # fmt: skip
+        if pairs is not None:
+            children = {child for child, _ in pairs}
+            beneficiaries = {beneficiary for _, beneficiary in pairs}
+            counts["in_result"] = len(children | beneficiaries)
+            audit.record(
+                session, "result.subjects", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
+                data_categories=RESULT_CATEGORIES, counts={"children": len(children), "beneficiaries": len(beneficiaries)},
+                subjects=children | beneficiaries,
+                message="the children and beneficiaries in the result, as keyed references (for access requests)",
+                fact_key=f"exchange:{exchange_id}:subjects:result",
+            )  # fmt: skip
+    return counts
 
 
 # ----------------------------------------------------------------------------- 7. deliver

@@ -2,7 +2,8 @@
 
 The audit trail never stores an INSZ: every record of an exchange carries the keyed-HMAC
 references of the people it concerned (``audit_subject``) — the requested children at
-``request.validated``, the matched children and their beneficiaries at ``entitlements.matched``.
+``request.subjects``, the matched children and their beneficiaries at ``result.subjects`` (both
+written by the exchange's ``record_data_subjects`` task).
 Computing the same HMAC for the person's number finds exactly those exchanges, and the
 protocol and ledger give the rest: municipality, date, data categories, purpose, legal basis,
 and whether the result was delivered.
@@ -29,8 +30,11 @@ from welfare_exchange import audit
 from welfare_exchange.audit.trail import subject_key
 from welfare_exchange.db.models import AuditRecord, AuditSubject, Exchange, Protocol
 
-#: The audit actions that carry an exchange's subjects, and the role each gives a person.
-SUBJECT_ACTIONS = {"request.validated": "requested", "entitlements.matched": "in_result"}
+#: The audit actions that name an exchange's subjects: the children of the request, and the
+#: people in the result. (``request.validated`` and ``entitlements.matched`` carried them in
+#: exchanges recorded before the ``record_data_subjects`` task existed.)
+REQUESTED_ACTIONS = {"request.subjects", "request.validated"}
+RESULT_ACTIONS = {"result.subjects", "entitlements.matched"}
 ROLE_TEXT = {
     "requested": "child named in the municipality's request",
     "result_child": "child with a sociale toeslag, in the result",
@@ -92,10 +96,11 @@ def exchanges_of(session: Session, number: str) -> list[ExchangeDisclosure]:
             continue
         exchange, protocol = row
         roles = []
-        if "request.validated" in entry["actions"]:
+        requested = bool(entry["actions"] & REQUESTED_ACTIONS)
+        if requested:
             roles.append("requested")
-        if "entitlements.matched" in entry["actions"]:
-            roles.append("result_child" if "request.validated" in entry["actions"] else "result_beneficiary")
+        if entry["actions"] & RESULT_ACTIONS:
+            roles.append("result_child" if requested else "result_beneficiary")
         if not roles:
             roles.append("other")
         delivered = exchange.state == "delivered"
