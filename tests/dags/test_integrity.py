@@ -112,3 +112,19 @@ def test_every_dag_has_tags_docs_and_the_shared_defaults(parsed):
 def test_dag_files_are_thin():
     for path in (ROOT / "dags").glob("*.py"):
         assert len(path.read_text().splitlines()) <= 80, f"{path.name}: DAG files wire tasks; logic lives in include/"
+
+
+@pytest.mark.parametrize("wanted", ["method1_44021_gent_p1", "method1_mail_triage", "method1_99999_elders_p9"])
+def test_a_task_process_builds_only_its_own_method1_dag(tmp_path, monkeypatch, wanted):
+    """Airflow names the DAG in a task's parsing context: the factory builds that one alone
+    (285 protocols would otherwise cost every task start ~0.8 s); without a context, all."""
+    from airflow.sdk.definitions._internal.dag_parsing_context import _airflow_parsing_context_manager
+
+    from welfare_exchange.exchange.dag_factory import method1_dags
+
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_text(json.dumps(SNAPSHOT))
+    assert set(method1_dags(snapshot)) == {"method1_44021_gent_p1", "method1_11002_antwerpen_p2", "method1_mail_triage"}
+    with _airflow_parsing_context_manager(dag_id=wanted, task_id="some_task"):
+        built = set(method1_dags(snapshot))
+    assert built == ({wanted} if "elders" not in wanted else set())
