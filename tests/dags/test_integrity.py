@@ -118,13 +118,16 @@ def test_dag_files_are_thin():
 def test_a_task_process_builds_only_its_own_method1_dag(tmp_path, monkeypatch, wanted):
     """Airflow names the DAG in a task's parsing context: the factory builds that one alone
     (285 protocols would otherwise cost every task start ~0.8 s); without a context, all."""
-    from airflow.sdk.definitions._internal.dag_parsing_context import _airflow_parsing_context_manager
+    # The variables Airflow's task runner sets before it parses the DAG file (its own context
+    # manager does not unset them afterwards, so the test sets them through monkeypatch).
+    from airflow.sdk.definitions.context import _AIRFLOW_PARSING_CONTEXT_DAG_ID, _AIRFLOW_PARSING_CONTEXT_TASK_ID
 
     from welfare_exchange.exchange.dag_factory import method1_dags
 
     snapshot = tmp_path / "snapshot.json"
     snapshot.write_text(json.dumps(SNAPSHOT))
+    monkeypatch.delenv(_AIRFLOW_PARSING_CONTEXT_DAG_ID, raising=False)
     assert set(method1_dags(snapshot)) == {"method1_44021_gent_p1", "method1_11002_antwerpen_p2", "method1_mail_triage"}
-    with _airflow_parsing_context_manager(dag_id=wanted, task_id="some_task"):
-        built = set(method1_dags(snapshot))
-    assert built == ({wanted} if "elders" not in wanted else set())
+    monkeypatch.setenv(_AIRFLOW_PARSING_CONTEXT_DAG_ID, wanted)
+    monkeypatch.setenv(_AIRFLOW_PARSING_CONTEXT_TASK_ID, "some_task")
+    assert set(method1_dags(snapshot)) == ({wanted} if "elders" not in wanted else set())
