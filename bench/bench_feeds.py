@@ -12,8 +12,8 @@ as it would after a real import. The Deadline Alert is attached (the scheduler p
 
 Figures: the run's wall time (scheduler's start → end), per task, per municipality (the mapped
 ``deliver_feed`` durations: min / median / p95 / max), the change detection over the whole
-store, and peak memory (RSS of every Airflow process sampled every 0.5 s: the largest single
-process and the whole tree). Target: the whole run under 10 minutes on 2 cores.
+store, and peak memory (every Airflow process sampled every 0.5 s: the largest single process,
+its own memory and its RSS, and the whole tree's own memory; see ``bench.common.MemorySampler``). Target: the whole run under 10 minutes on 2 cores.
 
 Environment: ``WELFARE_EXCHANGE_BENCH_FEED_CHILDREN`` (default 2,000,000) and
 ``WELFARE_EXCHANGE_BENCH_FEED_SEED`` (1). The generated store is cached as
@@ -31,10 +31,9 @@ import pathlib
 import secrets
 import shutil
 import statistics
-import threading
 import time
 
-from bench.common import cached_store
+from bench.common import MemorySampler, cached_store
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DAG_ID = "structural_feeds"
@@ -43,40 +42,6 @@ INTERVAL = ("2026-10-01", "2026-11-01")
 
 def _home() -> pathlib.Path:
     return pathlib.Path(os.environ.get("WELFARE_EXCHANGE_HOME", ROOT / "var"))
-
-
-class _MemorySampler(threading.Thread):
-    """Peak RSS of a process tree (largest process, and the sum), sampled every 0.5 s."""
-
-    def __init__(self, pids) -> None:
-        super().__init__(daemon=True)
-        self.pids, self.peak_one, self.peak_total, self._halt = pids, 0, 0, threading.Event()
-
-    def run(self) -> None:
-        import psutil
-
-        while not self._halt.is_set():
-            procs = []
-            for pid in self.pids():
-                try:
-                    root = psutil.Process(pid)
-                    procs += [root, *root.children(recursive=True)]
-                except psutil.Error:
-                    pass
-            sizes = []
-            for proc in procs:
-                try:
-                    sizes.append(proc.memory_info().rss)
-                except psutil.Error:
-                    pass
-            if sizes:
-                self.peak_one = max(self.peak_one, max(sizes))
-                self.peak_total = max(self.peak_total, sum(sizes))
-            self._halt.wait(0.5)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(timeout=5)
 
 
 def _seconds(ti: dict) -> float | None:
@@ -154,7 +119,7 @@ def main() -> dict:
         server.wait_for_dag(DAG_ID, timeout=240)
         assets = server.request("GET", "/api/v2/assets", params={"uri_pattern": "entitlement-store"}).json()["assets"]
         server.request("POST", "/api/v2/assets/events", json_body={"asset_id": assets[0]["id"], "extra": {"bench": True}})
-        sampler = _MemorySampler(lambda: [p.pid for p in server._procs.values()])
+        sampler = MemorySampler(lambda: [p.pid for p in server._procs.values()], interval=0.5)
         sampler.start()
         server.unpause(DAG_ID)  # the scheduler creates October's run itself (catch-up)
         run_id, waited = None, time.monotonic()
@@ -206,7 +171,7 @@ def main() -> dict:
                 "max": round(per_municipality[-1], 2),
                 "sum": round(sum(per_municipality), 1),
             } if per_municipality else None,
-            "peak_rss_mb": {"largest_process": round(sampler.peak_one / 2**20), "all_airflow_processes": round(sampler.peak_total / 2**20)},
+            "peak_memory_mb": sampler.report(),
             "target_seconds": 600,
         }  # fmt: skip
         print(json.dumps(result, indent=2), flush=True)

@@ -24,12 +24,11 @@ import pathlib
 import secrets
 import subprocess
 import sys
-import threading
 import time
 
-import psutil
 import xlsxwriter
 
+from bench.common import MemorySampler
 from welfare_exchange.settings import REPO_ROOT, get_settings
 
 SEED = 1
@@ -93,29 +92,6 @@ def prepare(folder: pathlib.Path, children: int, rows: int) -> tuple[str, pathli
     return url, request, password_file.read_text().strip()
 
 
-class PeakSampler(threading.Thread):
-    """Samples the RSS of every process under a root pid; keeps the largest single process."""
-
-    def __init__(self, pids: list[int]):
-        super().__init__(daemon=True)
-        self.pids, self.peak, self.peak_anon, self.stop = pids, 0, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for pid in self.pids:
-                try:
-                    root = psutil.Process(pid)
-                    for proc in [root, *root.children(recursive=True)]:
-                        info = proc.memory_info()
-                        self.peak = max(self.peak, info.rss)
-                        # RSS counts the store's pages that SQLite reads through its memory map
-                        # (the OS page cache); rss - shared is the process's own memory.
-                        self.peak_anon = max(self.peak_anon, info.rss - info.shared)
-                except psutil.Error:
-                    pass
-            time.sleep(0.1)
-
-
 def run_scheduler(folder: pathlib.Path, url: str, request: pathlib.Path, password: str) -> dict:
     """One whole Method 1 run through a real scheduler; per-task seconds and totals."""
     from welfare_exchange import audit
@@ -167,11 +143,11 @@ def run_scheduler(folder: pathlib.Path, url: str, request: pathlib.Path, passwor
             dag_id = method1_dag_id(entry)
             airflow.wait_for_dag(dag_id, timeout=180)
             airflow.unpause(dag_id)
-            sampler = PeakSampler([p.pid for p in airflow._procs.values()])
+            sampler = MemorySampler(lambda: [p.pid for p in airflow._procs.values()])
             sampler.start()
             run_id = airflow.trigger(dag_id, logical_date=dt.datetime(2026, 11, 2, 9, tzinfo=dt.timezone.utc))
             state = airflow.wait_for_run(dag_id, run_id, timeout=1800)
-            sampler.stop.set()
+            sampler.stop()
             q = airflow._q
             run = airflow.request("GET", f"/api/v2/dags/{q(dag_id)}/dagRuns/{q(run_id)}").json()
             tis = airflow.request("GET", f"/api/v2/dags/{q(dag_id)}/dagRuns/{q(run_id)}/taskInstances").json()["task_instances"]
@@ -179,13 +155,14 @@ def run_scheduler(folder: pathlib.Path, url: str, request: pathlib.Path, passwor
             raise RuntimeError(f"the benchmark run ended {state}")
     finally:
         server.stop()
+    tis = sorted(tis, key=lambda ti: ti["start_date"] or "")  # the order the tasks ran in
     durations = {ti["task_id"]: round(ti["duration"] or 0.0, 2) for ti in tis}
     start = dt.datetime.fromisoformat(run["start_date"])
     end = dt.datetime.fromisoformat(run["end_date"])
     delivered = next(dt.datetime.fromisoformat(ti["end_date"]) for ti in tis if ti["task_id"] == "deliver_result")
     return {"task_seconds": durations, "run_seconds": round((end - start).total_seconds(), 2),
             "seconds_to_delivery": round((delivered - start).total_seconds(), 2),
-            "peak_rss_mb": round(sampler.peak / 2**20), "peak_anon_mb": round(sampler.peak_anon / 2**20)}  # fmt: skip
+            "peak_memory_mb": sampler.report()}  # fmt: skip
 
 
 def main() -> dict:
@@ -217,8 +194,9 @@ def main() -> dict:
     print(f"  whole run {ours['run_seconds']:.1f} s vs sum of task times {task_sum:.1f} s "
           f"→ {ours['run_seconds'] / task_sum:.2f}× (target ≤ 1.5×); result delivered {ours['seconds_to_delivery']:.1f} s "
           "after the run started")  # fmt: skip
-    print(f"  peak memory of one process: {ours['peak_anon_mb']} MB own (RSS {ours['peak_rss_mb']} MB, which also "
-          f"counts store pages read through SQLite's memory map); naive script RSS {naive_rss:.0f} MB")  # fmt: skip
+    memory = ours["peak_memory_mb"]
+    print(f"  peak memory of one process: {memory['largest_process_own']} MB own (RSS {memory['largest_process_rss']} MB, "
+          f"which also counts store pages read through SQLite's memory map); naive script RSS {naive_rss:.0f} MB")  # fmt: skip
     return {
         "children": children, "rows": rows, "naive_seconds": round(naive_s, 2), "naive_peak_rss_mb": round(naive_rss),
         **ours, "processing_seconds": round(processing, 2), "speedup_vs_naive": round(naive_s / processing, 2),

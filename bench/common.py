@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pathlib
+import threading
+from collections.abc import Callable, Iterable
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -35,3 +37,51 @@ def cached_store(children: int, seed: int) -> pathlib.Path:
     dispose_engines()  # checkpoints the WAL into the file before it is renamed
     os.replace(tmp, path)
     return path
+
+
+class MemorySampler(threading.Thread):
+    """Samples the memory of every process under some root pids until :meth:`stop`.
+
+    Keeps, for the largest single process, its peak RSS and its peak *own* memory (RSS minus
+    shared, file-backed pages): SQLite reads the store through a memory map, and those pages —
+    the OS page cache, shared with every reader — count in RSS. And the peak of the whole tree's
+    own memory. ``pids`` is called on every sample (processes come and go).
+    """
+
+    def __init__(self, pids: Callable[[], Iterable[int]], interval: float = 0.1) -> None:
+        super().__init__(daemon=True)
+        self.pids, self.interval = pids, interval
+        self.peak_rss = self.peak_own = self.peak_own_total = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        while not self._halt.is_set():
+            total = 0
+            for pid in self.pids():
+                try:
+                    root = psutil.Process(pid)
+                    procs = [root, *root.children(recursive=True)]
+                except psutil.Error:
+                    continue
+                for proc in procs:
+                    try:
+                        info = proc.memory_info()
+                    except psutil.Error:
+                        continue
+                    own = info.rss - info.shared
+                    self.peak_rss, self.peak_own = max(self.peak_rss, info.rss), max(self.peak_own, own)
+                    total += own
+            self.peak_own_total = max(self.peak_own_total, total)
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+    def report(self) -> dict[str, int]:
+        """Megabytes: ``largest_process_own``, ``largest_process_rss``, ``all_processes_own``."""
+        mb = 2**20
+        return {"largest_process_own": round(self.peak_own / mb), "largest_process_rss": round(self.peak_rss / mb),
+                "all_processes_own": round(self.peak_own_total / mb)}  # fmt: skip
