@@ -64,6 +64,8 @@ def test_happy_path_delivers_the_expected_pairs_once(method1):
     for step in ("request.fetched", "request.validated", "entitlements.matched", "result.built", "request.subjects",
                  "result.subjects", "result.delivered", "retention.scheduled"):
         assert actions.count(step) == 1, step
+    # Every task that ran recorded its start once (sensors poke more than once: still one record).
+    assert actions.count("task.started") == sum(1 for state in _states(run).values() if state == "success")
     with session_scope() as session:
         assert audit.verify(session).ok
 

@@ -57,6 +57,34 @@ def runbook_step(task_id: str) -> str:
     return f"{RUNBOOK} § '{RUNBOOK_STEPS.get(task_id, 'Re-run a failed exchange safely')}'"
 
 
+def _try_key(ti: Any) -> str:
+    """``dag:run:task[:map index]:try`` — one task try, mapped tasks (a feed per municipality) included."""
+    map_index = getattr(ti, "map_index", -1)
+    mapped = f":{map_index}" if map_index is not None and map_index >= 0 else ""
+    return f"{ti.dag_id}:{ti.run_id}:{ti.task_id}{mapped}:{getattr(ti, 'try_number', 0)}"
+
+
+def on_task_start(context: Any) -> None:
+    """Record in the audit trail that a task try started (its outcome is recorded by the step).
+
+    Runs in the task's process right before ``execute``. A sensor that reschedules or defers
+    runs it again on every poke and resume; the ``fact_key`` (one per try) keeps that to one
+    record. Never fails the task: a database that cannot be reached fails the step itself.
+    """
+    ti = context["ti"]
+    params = context.get("params") or {}
+    try:
+        with session_scope() as session:
+            audit.record(
+                session, "task.started", "started", actor=audit.Actor.from_context(context),
+                protocol_id=params.get("protocol_id"),
+                message=f"task {ti.task_id} started (try {getattr(ti, 'try_number', '?')})",
+                fact_key=f"started:{_try_key(ti)}",
+            )  # fmt: skip
+    except Exception:
+        log.exception("could not record the task's start in the audit trail")
+
+
 def on_task_failure(context: Any) -> None:
     """Record a failed task in the audit trail and alert the operator, with the runbook step
     that tells what to do.
@@ -79,7 +107,7 @@ def on_task_failure(context: Any) -> None:
             audit.record(
                 session, "task.failed", "failure", actor=actor, protocol_id=params.get("protocol_id"),
                 message=f"{text[:1500]} | runbook: {runbook_step(ti.task_id)}",
-                fact_key=f"failed:{ti.dag_id}:{ti.run_id}:{ti.task_id}:{getattr(ti, 'try_number', 0)}",
+                fact_key=f"failed:{_try_key(ti)}",
             )  # fmt: skip
     except Exception:  # the callback must never hide the task's own failure
         log.exception("could not record the failure in the audit trail")
@@ -98,5 +126,6 @@ def default_args() -> dict[str, Any]:
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": dt.timedelta(minutes=30),
         "execution_timeout": dt.timedelta(hours=2),
+        "on_execute_callback": on_task_start,
         "on_failure_callback": on_task_failure,
     }
