@@ -30,7 +30,8 @@ def test_days_after_delivery_deletes_on_the_deadline_not_a_day_before(project_db
     deadline = EXCHANGE_DATE + 90 * DAY
     item_id = schedule(pid, eid, "staging", "local", str(staging.folder), deadline, rule="result: 90 days", sha256="ab" * 32)
 
-    assert _run(deadline - DAY).summary() == {"as_of": (deadline - DAY).isoformat(), "deleted": 0, "already_gone": 0, "failed": 0}
+    assert _run(deadline - DAY).summary() == {"as_of": (deadline - DAY).isoformat(), "deleted": 0, "already_gone": 0, "failed": 0,
+                                            "interrupted_fetches_swept": 0}
     assert staging.folder.exists()
 
     report = _run(deadline)
@@ -194,3 +195,28 @@ def test_local_deletion_outside_the_staging_area_is_refused_and_stays_due(projec
     with pytest.raises(runner.RetentionIncomplete, match="outside the staging area"):
         runner.delete_due(EXCHANGE_DATE, actor=ACTOR)
     assert outside.exists() and item(item_id).deleted_at is None
+
+
+def test_leftovers_of_interrupted_fetches_are_swept_after_a_day(project_db):
+    """A fetch that crashed between download and ledger leaves an encrypted copy in incoming/;
+    the daily run deletes it once it is a day old, and says so — a fresh one may be in use."""
+    import os
+    import time
+
+    from welfare_exchange.settings import get_settings
+
+    incoming = get_settings().staging_dir / "protocol-7" / "incoming"
+    incoming.mkdir(parents=True)
+    old, fresh = incoming / "a1b2.request", incoming / "c3d4.request"
+    old.write_bytes(b"still encrypted")
+    fresh.write_bytes(b"being fetched")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+
+    report = _run(EXCHANGE_DATE)
+    assert report.summary()["interrupted_fetches_swept"] == 1
+    assert not old.exists() and fresh.exists()
+    [swept] = records("retention.swept")
+    assert swept.protocol_id == 7 and swept.counts == {"files": 1}
+    assert _run(EXCHANGE_DATE).swept == 0 and len(records("retention.swept")) == 1
+    assert verify()

@@ -82,6 +82,7 @@ class RunReport:
     certificates: list[Certificate] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     still_due: int = 0
+    swept: int = 0
 
     def summary(self) -> dict[str, Any]:
         outcomes = [c.outcome for c in self.certificates]
@@ -90,6 +91,7 @@ class RunReport:
             "deleted": outcomes.count(DELETED),
             "already_gone": outcomes.count(ALREADY_GONE),
             "failed": self.still_due,
+            "interrupted_fetches_swept": self.swept,
         }
 
 
@@ -144,6 +146,40 @@ def _delete_local(location: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+#: A fetch streams the request into ``staging/protocol-<id>/incoming/`` and moves it into its
+#: exchange's folder once the ledger knows the exchange. A copy still there after this long was
+#: left by a fetch that crashed in between and whose run was never retried.
+INCOMING_GRACE = dt.timedelta(hours=24)
+
+
+def sweep_incoming(*, actor: audit.Actor, now: dt.datetime | None = None, grace: dt.timedelta = INCOMING_GRACE) -> int:
+    """Delete the partial requests interrupted fetches left in staging; returns how many.
+
+    They are still encrypted (as the municipality sent them) and belong to no exchange, so no
+    retention item ever covers them. Files younger than ``grace`` may belong to a fetch that is
+    running or about to be retried, and stay. One audit fact per protocol says how many went.
+    """
+    cutoff = (now or dt.datetime.now(dt.timezone.utc)).timestamp() - grace.total_seconds()
+    total = 0
+    for folder in sorted(get_settings().staging_dir.glob("protocol-*/incoming")):
+        try:
+            protocol_id = int(folder.parent.name.removeprefix("protocol-"))
+        except ValueError:
+            continue  # not a folder this system made
+        stale = [path for path in folder.iterdir() if path.is_file() and path.stat().st_mtime < cutoff]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        if stale:
+            total += len(stale)
+            with session_scope() as session:
+                audit.record(
+                    session, "retention.swept", actor=actor, protocol_id=protocol_id, counts={"files": len(stale)},
+                    message=f"{len(stale)} encrypted partial request file(s) left in staging by interrupted fetches "
+                    f"(older than {grace.total_seconds() / 3600:g} h) deleted",
+                )  # fmt: skip
+    return total
 
 
 def _clear_exchange_payload(session: Session, argument: str) -> bool:
@@ -235,6 +271,7 @@ def delete_due(
     :param raise_on_failure: raise :class:`RetentionIncomplete` when any item stays due.
     """
     report = RunReport(as_of=as_of)
+    report.swept = sweep_incoming(actor=actor)
     with session_scope() as session:
         items = [(i.id, i.where, i.location) for i in due_items(session, as_of)]
     by_connection: dict[str, list[tuple[int, str]]] = defaultdict(list)
