@@ -152,14 +152,15 @@ class FeedWorld:
             return list(session.scalars(sa.select(Exchange).order_by(Exchange.id)))
 
 
-def sign_structural(nis: str, key_conn: str) -> int:
+def sign_structural(nis: str, key_conn: str, **fields) -> int:
+    """A signed structural protocol (over SFTP unless ``fields`` says otherwise)."""
     actor = audit.Actor.current_user()
+    fields = {"municipality": f"Testgemeente {nis}", "channel": "sftp", **fields}
     with session_scope() as session:
         protocol = create(
-            session, nis_code=nis, municipality=f"Testgemeente {nis}", kind="structural", channel="sftp",
-            key_connection=key_conn, college_decision_ref="CB/2026/7", college_decision_date=D(2026, 1, 10),
-            dpo_advice_date=D(2026, 1, 20), valid_from=D(2026, 1, 1), actor=actor,
-            allowed_fields=["child_insz", "beneficiary_insz", "period_start", "period_end"],
+            session, nis_code=nis, kind="structural", key_connection=key_conn, college_decision_ref="CB/2026/7",
+            college_decision_date=D(2026, 1, 10), dpo_advice_date=D(2026, 1, 20), valid_from=D(2026, 1, 1), actor=actor,
+            allowed_fields=["child_insz", "beneficiary_insz", "period_start", "period_end"], **fields,
         )  # fmt: skip
         for action in ("submit", "advise", "sign"):
             transition(session, protocol.id, action, actor=actor, on=D(2026, 2, 1))

@@ -208,10 +208,10 @@ def deliver_feed(feed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
             )  # fmt: skip
     if not decision.is_open:
         raise ProtocolError(f"feed {interval} for {feed['label']} blocked: {decision.reason}. Nothing was sent.")
-    if protocol.channel != "sftp":
+    if protocol.channel not in ("sftp", "smime"):
         raise FeedChannelUnsupported(
-            f"feed {interval} for {feed['label']}: protocol {protocol.id} uses channel {protocol.channel!r}; structural "
-            "feeds are delivered over SFTP only so far. Nothing was sent. Runbook: 'A structural feed cannot be delivered'."
+            f"feed {interval} for {feed['label']}: protocol {protocol.id} uses channel {protocol.channel!r}, which "
+            "cannot carry structural feeds. Nothing was sent. Runbook: 'A structural feed cannot be delivered'."
         )
     digest = build_feed(exchange_id, interval, run)
     name = workbook.feed_file_name(protocol, interval)
@@ -219,31 +219,67 @@ def deliver_feed(feed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     with session_scope() as session:
         effect = ledger.find_side_effect(session, key)
         already = effect is not None and effect.state == "done"
-        if not already:
-            ledger.begin_side_effect(session, key, kind="feed_delivered", exchange_id=exchange_id, target=posixpath.join(OUTBOX, name))
     if already:
         log.info("feed exchange %s was already delivered at %s; nothing sent again", exchange_id, effect.done_at)
+        # Recorded below if a crash came between the delivery and its audit fact (fact_key: once).
+        sent, size, how = effect.sha256, (effect.detail or {}).get("bytes", 0), "(the delivery was recorded by a later try)"
     else:
         staged = Staging(protocol.id, exchange_id).path("feed.xlsx")
-        sent, size = sftp.deliver(sftp.sftp_hook(protocol.channel_connection), staged, OUTBOX, name)
-        if sent != digest:
-            raise RuntimeError(f"feed exchange {exchange_id}: the delivered file's hash differs from the built feed; not recorded")
-        with session_scope() as session:
-            ledger.complete_side_effect(session, key, sha256=sent, detail={"bytes": size})
-            exchange = ledger.get_exchange(session, exchange_id)
+        if protocol.channel == "smime":
+            sent, size, how = _deliver_by_mail(protocol, exchange_id, interval, staged, name, digest, key, run)
+        else:
+            with session_scope() as session:
+                ledger.begin_side_effect(session, key, kind="feed_delivered", exchange_id=exchange_id, target=posixpath.join(OUTBOX, name))
+            sent, size = sftp.deliver(sftp.sftp_hook(protocol.channel_connection), staged, OUTBOX, name)
+            if sent != digest:
+                raise RuntimeError(f"feed exchange {exchange_id}: the delivered file's hash differs from the built feed; not recorded")
+            with session_scope() as session:
+                ledger.complete_side_effect(session, key, sha256=sent, detail={"bytes": size})
+            how = "to the municipality's outbox over SFTP and verified"
+    with session_scope() as session:
+        exchange = ledger.get_exchange(session, exchange_id)
+        if exchange.state != "delivered":
             ledger.update_exchange(session, exchange, state="delivered")
-            audit.record(
-                session, "feed.delivered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
-                data_categories=FEED_CATEGORIES, file_hashes={"feed": sent}, counts={"bytes": size},
-                message=f"encrypted feed {name!r} for {interval} delivered to the municipality's outbox over SFTP and verified",
-                fact_key=key,
-            )  # fmt: skip
+        audit.record(
+            session, "feed.delivered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
+            data_categories=FEED_CATEGORIES, file_hashes={"feed": sent}, counts={"bytes": size},
+            message=f"encrypted feed {name!r} for {interval} delivered {how}", fact_key=key,
+        )  # fmt: skip
     record_retention(exchange_id, interval, name, run)
     with session_scope() as session:
         exchange = ledger.get_exchange(session, exchange_id)
         rows = (exchange.counts or {}).get("rows", 0)
     return {"protocol_id": protocol.id, "nis_code": protocol.nis_code, "name": name, "sha256": digest, "rows": rows,
             "already_delivered": already}  # fmt: skip
+
+
+def _deliver_by_mail(
+    protocol: Protocol, exchange_id: int, interval: FeedInterval, staged, name: str, digest: str, key: str, run: RunInfo
+) -> tuple[str, int, str]:
+    """Mail the feed, S/MIME-encrypted (AES-256) to the municipality's pinned certificate, once.
+
+    The same sending as a Method 1 result (:func:`welfare_exchange.exchange.channels.smime.send_once`):
+    the ledger holds the Message-ID, derived from the feed, so a re-run sends nothing and an
+    interrupted send is repeated with the same Message-ID. The certificate must be valid on the
+    day the message is encrypted — today, also for a back-filled month.
+    """
+    from welfare_exchange.exchange.channels import smime as mail_channel
+
+    payload = staged.read_bytes()
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise RuntimeError(f"feed exchange {exchange_id}: the staged feed's hash differs from the built feed; nothing sent")
+    sent = mail_channel.send_once(
+        protocol, key=key, kind="feed_delivered", exchange_id=exchange_id,
+        subject=f"Groeipakket: structurele gegevens {interval.start} t.e.m. {interval.last_day} / "
+        f"structural feed {interval.start} to {interval.last_day}",
+        payload=payload, filename=name, content_type=workbook.XLSX_CONTENT_TYPE,
+        message_key=f"feed/{protocol.id}/{exchange_id}/{digest}", today=dt.date.today(), run=run,
+    )  # fmt: skip
+    fingerprint = str(sent.get("recipient_certificate", ""))[:16]
+    return digest, len(payload), (
+        f"by e-mail, S/MIME AES-256 to the municipality's registered certificate SHA-256 {fingerprint}…, "
+        f"Message-ID {sent['message_id']}"
+    )
 
 
 def record_retention(exchange_id: int, interval: FeedInterval, name: str, run: RunInfo) -> None:
@@ -256,11 +292,12 @@ def record_retention(exchange_id: int, interval: FeedInterval, name: str, run: R
     deadline = result_deadline(protocol, interval)
     rule = f"feed: {protocol.result_retention_days} days after the interval ended (protocol {protocol.id})"
     with session_scope() as session:
-        ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange_id, kind="result_file", where="sftp",
-            location=f"{protocol.channel_connection}:{posixpath.join(OUTBOX, name)}", deadline=deadline, rule=rule,
-            sha256=exchange.result_sha256,
-        )  # fmt: skip
+        if protocol.channel == "sftp":  # a mailed feed's copy is in the municipality's mailbox: theirs to delete
+            ledger.schedule_deletion(
+                session, protocol_id=protocol.id, exchange_id=exchange_id, kind="result_file", where="sftp",
+                location=f"{protocol.channel_connection}:{posixpath.join(OUTBOX, name)}", deadline=deadline, rule=rule,
+                sha256=exchange.result_sha256,
+            )  # fmt: skip
         ledger.schedule_deletion(
             session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where="local",
             location=str(staging.folder), deadline=deadline, rule=rule,

@@ -256,7 +256,7 @@ def fetch_message(item: dict[str, Any], *, conn_id: str | None = None, max_bytes
 # ----------------------------------------------------------------------------- sending
 
 
-def _send_once(
+def send_once(
     protocol: Protocol, *, key: str, kind: str, exchange_id: int | None, subject: str, payload: bytes,
     filename: str, message_key: str, today: dt.date, run: RunInfo, content_type: str = "application/octet-stream",
     encrypt: bool = True, prefer_certificate: str | None = None,
@@ -501,7 +501,7 @@ def reject(protocol_id: int | None, message: mail.RawMessage, err: smime.SmimeEr
     if protocol is None or err.code == "unknown_sender":
         return
     text = _rejection_report(protocol, err, message_sha, run.exchange_date)
-    _send_once(
+    send_once(
         protocol, key=f"mail:p{protocol.id}:{_ref(item)}:report", kind="report", exchange_id=None,
         subject=f"Groeipakket: aanvraag geweigerd / request refused (protocol {protocol.id})", payload=text,
         filename="weigering.txt", content_type="text/plain", message_key=f"p{protocol.id}/{_ref(item)}/refusal-report",
@@ -554,7 +554,7 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
             where = PROCESSED
         with session_scope() as session:
             ledger.complete_side_effect(session, key, detail={**item, "mailbox": where})
-    _send_once(
+    send_once(
         protocol, key=f"exchange:{exchange_id}:report", kind="report", exchange_id=exchange_id,
         subject=f"Groeipakket: validatierapport uitwisseling {exchange_id} / validation report",
         payload=report_text(protocol, exchange, err), filename=f"validatierapport-exchange-{exchange_id}.txt",
@@ -606,7 +606,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     digest = hashlib.sha256(payload).hexdigest()
     if digest != exchange.result_sha256:
         raise RuntimeError(f"exchange {exchange_id}: the staged result's hash differs from the built result; nothing sent")
-    sent = _send_once(
+    sent = send_once(
         protocol, key=key, kind="delivered", exchange_id=exchange_id,
         subject=f"Groeipakket: resultaat uitwisseling {exchange_id} / result of exchange {exchange_id}",
         payload=payload, filename=name,
