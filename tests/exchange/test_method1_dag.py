@@ -206,3 +206,27 @@ def test_a_request_named_after_a_child_leaks_the_number_nowhere(method1):
         texts = " ".join(str(r.message) for r in session.scalars(sa.select(AuditRecord)))
     assert not insz.find_insz_shaped(texts)
     assert method1.remote("received") == [name]
+
+
+def test_the_staged_request_goes_at_the_request_deadline_not_with_the_result(method1):
+    """Staging keeps the encrypted result until the result's deadline (a re-delivery sends it);
+    the agency's copy of the request in the same folder must go at the request's own deadline."""
+    from welfare_exchange.db.models import Protocol
+    from welfare_exchange.retention import runner
+    from welfare_exchange.staging import Staging
+
+    numbers, _, _ = _request(method1, n=20)
+    method1.municipality.upload_request(encrypted_request(numbers, method1.password), "aanvraag.xlsx")
+    assert method1.run().state == "success"
+    [exchange] = method1.exchanges()
+    with session_scope() as session:
+        request_days = session.get(Protocol, method1.protocol_id).request_retention_days
+    staging = Staging(method1.protocol_id, exchange.id)
+    deadline = exchange.exchange_date + dt.timedelta(days=request_days)
+
+    runner.delete_due(deadline - dt.timedelta(days=1), actor=audit.Actor.current_user())
+    assert staging.path("request.enc").exists()
+    report = runner.delete_due(deadline, actor=audit.Actor.current_user())
+    assert {c.kind for c in report.certificates} == {"request_file"}  # the staged copy and received/
+    assert not staging.path("request.enc").exists() and staging.path("result.xlsx").exists()
+    assert method1.remote("received") == []

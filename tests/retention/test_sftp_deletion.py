@@ -58,15 +58,17 @@ def test_after_an_exchange_every_file_is_deleted_on_its_deadline_with_certificat
     run = run_on(EXCHANGE_DATE + dt.timedelta(days=30))
     assert run.state == "success", _states(run)
     assert method1.remote("received") == [] and len(method1.results()) == 1
-    [cert] = records("retention.deleted")
-    assert cert.outcome == "success" and cert.file_hashes == {"request_file": exchange.request_sha256}
-    assert "received/aanvraag.xlsx" in cert.message and "30 days after receipt" in cert.message
+    # Both copies of the request: received/ on the server and the agency's staged (encrypted) one.
+    certs = records("retention.deleted")
+    assert len(certs) == 2 and all(c.outcome == "success" for c in certs)
+    assert all(c.file_hashes == {"request_file": exchange.request_sha256} and "30 days after receipt" in c.message for c in certs)
+    assert sorted("received/aanvraag.xlsx" in c.message for c in certs) == [False, True]
 
     run = run_on(EXCHANGE_DATE + dt.timedelta(days=90))
     assert run.state == "success", _states(run)
     assert method1.outbox() == {}
     certs = {r.message.split(")")[0].split(": ")[1]: r for r in records("retention.deleted")}
-    assert set(certs) == {"request_file (sftp", "result_file (sftp", "staging (local"}
+    assert set(certs) == {"request_file (sftp", "request_file (local", "result_file (sftp", "staging (local"}
     assert certs["result_file (sftp"].file_hashes == {"result_file": exchange.result_sha256}
     assert all(c.exchange_id == exchange.id and c.protocol_id == method1.protocol_id for c in certs.values())
 

@@ -47,6 +47,7 @@ from welfare_exchange.exchange.common import (  # noqa: F401 (re-exported: the s
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.intake import IntakeError, IntakeLimits, encrypt_agile, read_request
 from welfare_exchange.protocols import check_gate, get
+from welfare_exchange.retention.rules import RULE_AFTER_MATCH
 from welfare_exchange.staging import Staging, atomic_write
 
 log = logging.getLogger(__name__)
@@ -320,6 +321,16 @@ def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
         result_deadline_ = result_deadline(protocol, exchange)
         request_deadline_ = request_deadline(protocol, exchange)
         _channel(protocol).schedule_retention(session, protocol, exchange, result_deadline_, request_deadline_)
+        staged_request = staging.path("request.enc")
+        if staged_request.exists() and request_deadline_ < result_deadline_:
+            # The staging folder lives as long as the result (a re-delivery sends the staged
+            # file); the agency's copy of the request must go with the request's own deadline.
+            ledger.schedule_deletion(
+                session, protocol_id=protocol.id, exchange_id=exchange_id, kind="request_file", where="local",
+                location=str(staged_request), deadline=request_deadline_, sha256=exchange.request_sha256,
+                rule=RULE_AFTER_MATCH.format(id=protocol.id) if protocol.delete_request_after_match
+                else f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
+            )  # fmt: skip
         staging_deadline = max(request_deadline_, result_deadline_)
         ledger.schedule_deletion(
             session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where="local",
