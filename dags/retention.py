@@ -10,11 +10,11 @@ exactly what was due that day.
 | `apply_rules` | "delete the request as soon as matching is done"; deadlines past the legal maximum (`WELFARE_EXCHANGE_MAX_RETENTION_DAYS`) clamped and audited |
 | `delete_due_items` | deletes every due request (`received/`, `quarantine/`), result and report (`outbox/`), staging folder and ledger payload; a **deletion certificate** per item in the audit (what, SHA-256, when, rule); already gone = certified *already gone* |
 | `prune_audit_trail` | removes audit records past `WELFARE_EXCHANGE_AUDIT_RETENTION_DAYS`, carrying the chain head over so `audit verify` still passes |
+| `anchor_audit_head` | appends the chain's head to the anchor file outside the database (`WELFARE_EXCHANGE_AUDIT_ANCHOR_FILE`): a rewritten chain no longer matches it |
 
-An unreachable SFTP server fails `delete_due_items` (its items stay due; the other
-municipalities' items are deleted) and the task retries with backoff — see
-`docs/retention.md`, *When a retention run fails*. Clearing any task is safe: nothing is
-deleted or certified twice. `welfare-exchange retention status` shows what is due when.
+An unreachable SFTP server fails `delete_due_items` (its items stay due; the other municipalities'
+items are deleted) and the task retries with backoff — see `docs/retention.md`, *When a retention
+run fails*. Clearing any task is safe: nothing is deleted or certified twice.
 """
 
 from __future__ import annotations
@@ -67,10 +67,14 @@ def retention_daily():
         as_of, actor = _day_and_actor()
         return runner.prune_audit(as_of, actor=actor)
 
-    rules = apply_rules()
-    end_protocols() >> rules
+    @task(task_id="anchor_audit_head")
+    def anchor_audit_head() -> dict:
+        return runner.anchor_audit(actor=_day_and_actor()[1])
+
     # Pruning does not wait for deletions: an SFTP outage must not hold the audit past its term.
-    rules >> [delete_due_items(), prune_audit_trail()]
+    rules, prune = apply_rules(), prune_audit_trail()
+    end_protocols() >> rules >> [delete_due_items(), prune]
+    prune >> anchor_audit_head()
 
 
 retention_dag = retention_daily()

@@ -34,6 +34,7 @@ RUNBOOK_STEPS = {
     "end_protocols": "The project database is unreachable",
     "apply_rules": "The project database is unreachable",
     "prune_audit_trail": "The project database is unreachable",
+    "anchor_audit_head": "The audit chain is broken",
     "delete_due_items": "SFTP or e-mail is unreachable",
     "wait_for_fresh_snapshot": "A structural feed is late",
     "select_municipalities": "The project database is unreachable",

@@ -379,6 +379,22 @@ def prune_audit(as_of: dt.date, *, actor: audit.Actor) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the whole run
 
 
+def anchor_audit(*, actor: audit.Actor) -> dict[str, Any]:
+    """Record the day's anchoring, then append the chain's head (that record included) to the
+    anchor file outside the database (:mod:`welfare_exchange.audit.anchors`)."""
+    from welfare_exchange.audit import anchors
+
+    with session_scope() as session:
+        audit.record(
+            session, "audit.anchored", actor=actor,
+            message=f"chain head appended to the anchor file {anchors.anchor_file().name} (kept outside the project database)",
+        )  # fmt: skip
+    with session_scope() as session:
+        line = anchors.write_anchor(session)
+    log.info("audit anchor: record %s, hash %s", line["last_id"], line["last_hash"])  # a second copy, in the task log
+    return line
+
+
 def end_protocols(as_of: dt.date, *, actor: audit.Actor) -> dict[str, Any]:
     """Protocol end, in its own transaction (a task of the daily DAG)."""
     with session_scope() as session:
@@ -399,4 +415,5 @@ def run(as_of: dt.date, *, actor: audit.Actor, prune: bool = True, **kwargs: Any
     finally:
         if prune:  # the audit's own term does not wait for an SFTP server to come back
             out["audit"] = prune_audit(as_of, actor=actor)
+        out["anchor"] = anchor_audit(actor=actor)
     return out
