@@ -144,6 +144,17 @@ def test_a_broken_audit_chain_is_shown(client, seeded, monkeypatch):
     assert client.get("/api/exchanges", headers=_bearer()).json()["audit"]["ok"] is False
 
 
+def test_a_chain_that_no_longer_matches_its_anchor_is_shown_rewritten(client, seeded, monkeypatch):
+    """The chain checks out in itself, but a head anchored outside the database contradicts it."""
+    from welfare_exchange.audit import anchors
+
+    anchors.anchor_file().write_text('{"anchored_at": "2026-11-01T00:00:00+00:00", "last_id": 1, "last_hash": "00"}\n')
+    client.cookies.set(auth.COOKIE_NAME, GOOD_TOKEN)
+    html = client.get("/").text
+    assert "Audit chain <strong>REWRITTEN</strong>: record 1 no longer has the hash anchored on line 1" in html
+    assert "The audit chain is broken" in html
+
+
 def test_audit_verification_is_reused_for_a_minute(seeded, monkeypatch):
     calls = []
     real = audit.verify

@@ -131,10 +131,17 @@ def dag_path(dag_id: str | None) -> str | None:
 def _dag_id_of(protocol: Protocol) -> str | None:
     # The DAG id is derived from the protocol exactly as the DAG factory does; imported late
     # because the factory pulls in the Airflow task SDK, which the view itself does not need.
-    if protocol.kind == "method1" and protocol.channel == "sftp":
+    entry = {"id": protocol.id, "nis_code": protocol.nis_code, "municipality": protocol.municipality}
+    if protocol.kind == "method1":  # over SFTP or e-mail: the same DAG factory, the same id
         from welfare_exchange.exchange.dag_factory import method1_dag_id
 
-        return method1_dag_id({"id": protocol.id, "nis_code": protocol.nis_code, "municipality": protocol.municipality})
+        return method1_dag_id(entry)
+    if protocol.kind == "method2":
+        from welfare_exchange.exchange.method2_dag import method2_dag_id
+
+        return method2_dag_id(entry)
+    if protocol.kind == "structural":
+        return "structural_feeds"  # one DAG for every municipality's feed
     return None
 
 
@@ -161,11 +168,17 @@ class _AuditCache:
             if entry is not None and time.monotonic() - entry[0] < max_age:
                 return entry[1]
             result = audit.verify(session)
+            ok, reason = result.ok, result.reason
+            if ok:  # consistent in itself: does it still match the heads anchored outside the database?
+                from welfare_exchange.audit import anchors
+
+                anchored = anchors.check_anchors(session)
+                ok, reason = anchored.ok, anchored.mismatch
             status = AuditStatus(
-                ok=result.ok,
+                ok=ok,
                 checked=result.checked,
                 broken_id=result.broken_id,
-                reason=result.reason,
+                reason=reason,
                 verified_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             )
             self._entries[key] = (time.monotonic(), status)
