@@ -230,3 +230,26 @@ def test_the_staged_request_goes_at_the_request_deadline_not_with_the_result(met
     assert {c.kind for c in report.certificates} == {"request_file"}  # the staged copy and received/
     assert not staging.path("request.enc").exists() and staging.path("result.xlsx").exists()
     assert method1.remote("received") == []
+
+
+def test_delete_the_request_as_soon_as_matching_is_done_happens_in_the_run(method1):
+    """A protocol that says so: both copies of the request are gone, with certificates, when the
+    run ends — not at the next daily retention run. The result stays."""
+    from welfare_exchange.db.models import Protocol
+    from welfare_exchange.staging import Staging
+
+    with session_scope() as session:
+        session.get(Protocol, method1.protocol_id).delete_request_after_match = True
+    numbers, _, _ = _request(method1, n=20)
+    method1.municipality.upload_request(encrypted_request(numbers, method1.password), "aanvraag.xlsx")
+
+    run = method1.run()
+
+    assert run.state == "success", _states(run)
+    [exchange] = method1.exchanges()
+    assert method1.remote("received") == [] and len(method1.results()) == 1
+    staging = Staging(method1.protocol_id, exchange.id)
+    assert not staging.path("request.enc").exists() and staging.path("result.xlsx").exists()
+    with session_scope() as session:
+        certificates = session.scalars(sa.select(AuditRecord).where(AuditRecord.action == "retention.deleted")).all()
+    assert len(certificates) == 2 and all("as soon as matching is done" in c.message for c in certificates)

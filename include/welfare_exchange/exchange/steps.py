@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 
 _exchange = load_exchange
 _sha256 = sha256_file
+#: The retention kinds of the request's copies: received/ on SFTP, the message in the agency's
+#: mailbox, the staged file.
+REQUEST_COPIES = ("request_file", "request_message")
 
 
 def _channel(protocol):
@@ -343,4 +346,14 @@ def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
             message=f"request to be deleted by {request_deadline_.isoformat()}, result by {result_deadline_.isoformat()}",
             fact_key=f"exchange:{exchange_id}:retention",
         )  # fmt: skip
+        delete_now, exchange_date = protocol.delete_request_after_match, exchange.exchange_date
+    if delete_now:
+        # "Delete the request as soon as matching is done": every copy goes now, with its
+        # deletion certificate, not at the next daily run. (Not inside the match step: until the
+        # result is delivered, a cleared decrypt task must still find the request.) A server that
+        # cannot be reached fails this task, which retries; the daily run is the fallback.
+        from welfare_exchange.retention import on_matched, runner
+
+        on_matched(exchange_id)
+        runner.delete_due(exchange_date, actor=run.actor, exchange_id=exchange_id, kinds=REQUEST_COPIES)
     return {"request_deadline": request_deadline_.isoformat(), "result_deadline": result_deadline_.isoformat()}

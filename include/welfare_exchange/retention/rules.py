@@ -10,8 +10,9 @@ the wall clock:
   ``result_retention_days``, counted from the exchange date (set by the steps).
 * **Delete the request as soon as matching is done** — for protocols with
   ``delete_request_after_match``: the request file in ``received/`` and its staged copy are due
-  on the exchange date once the exchange got past matching (:func:`on_matched` can be called by
-  the match step to do this at once; the daily run does it anyway).
+  on the exchange date once the exchange got past matching. The exchange's own
+  ``record_retention`` step applies this (:func:`on_matched`) and deletes them at once, right
+  after delivery; the daily run does it for any it could not reach.
 * **The legal maximum** (``WELFARE_EXCHANGE_MAX_RETENTION_DAYS``): no deadline may lie later than
   that many days after its exchange date. A later deadline is clamped and the clamp is audited
   (the setting can be lowered after protocols were signed with longer terms).

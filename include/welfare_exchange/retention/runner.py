@@ -109,15 +109,17 @@ def split_sftp_location(location: str) -> tuple[str, str]:
     return conn_id, path
 
 
-def due_items(session: Session, as_of: dt.date) -> list[RetentionItem]:
-    """Items not yet deleted whose deadline is on or before ``as_of``, oldest deadline first."""
-    return list(
-        session.scalars(
-            sa.select(RetentionItem)
-            .where(RetentionItem.deleted_at.is_(None), RetentionItem.deadline <= as_of)
-            .order_by(RetentionItem.deadline, RetentionItem.id)
-        )
-    )
+def due_items(
+    session: Session, as_of: dt.date, *, exchange_id: int | None = None, kinds: tuple[str, ...] | None = None
+) -> list[RetentionItem]:
+    """Items not yet deleted whose deadline is on or before ``as_of``, oldest deadline first
+    (only one exchange's, and only these kinds, when given)."""
+    query = sa.select(RetentionItem).where(RetentionItem.deleted_at.is_(None), RetentionItem.deadline <= as_of)
+    if exchange_id is not None:
+        query = query.where(RetentionItem.exchange_id == exchange_id)
+    if kinds is not None:
+        query = query.where(RetentionItem.kind.in_(kinds))
+    return list(session.scalars(query.order_by(RetentionItem.deadline, RetentionItem.id)))
 
 
 # --------------------------------------------------------------------------- deleting one thing
@@ -262,6 +264,8 @@ def delete_due(
     actor: audit.Actor,
     hook_factory: Callable[[str], Any] = sftp.sftp_hook,
     raise_on_failure: bool = True,
+    exchange_id: int | None = None,
+    kinds: tuple[str, ...] | None = None,
 ) -> RunReport:
     """Delete every item due on ``as_of``, certify each, and fail loudly for what could not be done.
 
@@ -269,11 +273,14 @@ def delete_due(
     :param actor: who deletes (the Airflow task, or the operator from the CLI).
     :param hook_factory: builds the SFTP hook for a connection id (tests may pass options).
     :param raise_on_failure: raise :class:`RetentionIncomplete` when any item stays due.
+    :param exchange_id: only this exchange's items (an exchange deleting its own request at once).
+    :param kinds: only items of these kinds.
     """
     report = RunReport(as_of=as_of)
-    report.swept = sweep_incoming(actor=actor)
+    if exchange_id is None:  # the daily run, not one exchange tidying up after itself
+        report.swept = sweep_incoming(actor=actor)
     with session_scope() as session:
-        items = [(i.id, i.where, i.location) for i in due_items(session, as_of)]
+        items = [(i.id, i.where, i.location) for i in due_items(session, as_of, exchange_id=exchange_id, kinds=kinds)]
     by_connection: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for item_id, where, location in items:
         if where == "sftp":
