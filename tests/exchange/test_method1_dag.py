@@ -11,6 +11,7 @@ import datetime as dt
 import pytest
 import sqlalchemy as sa
 
+from tests.dagutil import task_states
 from tests.exchange.builders import encrypted_request, expected_pairs, request_workbook
 from tests.exchange.conftest import EXCHANGE_DATE
 from welfare_exchange import audit, insz
@@ -20,10 +21,6 @@ from welfare_exchange.exchange import steps
 from welfare_exchange.exchange.context import RunInfo
 
 pytestmark = [pytest.mark.sftp]
-
-
-def _states(run) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
 def _request(method1, n: int = 120):
@@ -41,7 +38,7 @@ def test_happy_path_delivers_the_expected_pairs_once(method1):
 
     run = method1.run()
 
-    assert run.state == "success", _states(run)
+    assert run.state == "success", task_states(run)
     results = method1.results()
     assert len(results) == 1
     [(name, data)] = results.items()
@@ -65,7 +62,7 @@ def test_happy_path_delivers_the_expected_pairs_once(method1):
                  "result.subjects", "result.delivered", "retention.scheduled"):
         assert actions.count(step) == 1, step
     # Every task that ran recorded its start once (sensors poke more than once: still one record).
-    assert actions.count("task.started") == sum(1 for state in _states(run).values() if state == "success")
+    assert actions.count("task.started") == sum(1 for state in task_states(run).values() if state == "success")
     with session_scope() as session:
         assert audit.verify(session).ok
 
@@ -75,7 +72,7 @@ def test_every_step_rerun_changes_nothing(method1):
     numbers, _, extras = _request(method1, n=60)
     method1.municipality.upload_request(encrypted_request(numbers, method1.password, extra_rows=extras), "r.xlsx")
     run = method1.run()
-    assert run.state == "success", _states(run)
+    assert run.state == "success", task_states(run)
     before = method1.results()
     [exchange] = method1.exchanges()
     audit_before = len(method1.actions())
@@ -108,7 +105,7 @@ def test_unprocessable_request_is_quarantined_with_a_report(method1, problem):
 
     run = method1.run()
 
-    states = _states(run)
+    states = task_states(run)
     assert run.state == "failed"
     assert states["decrypt_and_validate"] == "failed"
     assert states["deliver_result"] != "success"
@@ -139,7 +136,7 @@ def test_protocol_revoked_between_receipt_and_delivery_blocks_delivery(method1, 
     monkeypatch.setattr(steps, "build_result", build_then_revoke)
     run = method1.run()
 
-    states = _states(run)
+    states = task_states(run)
     assert run.state == "failed"
     assert states["build_result"] == "success"
     assert states["protocol_gate_before_delivery"] == "failed"
@@ -157,7 +154,7 @@ def test_revoked_protocol_fails_at_the_gate_reading_nothing(method1):
     method1.revoke()
     run = method1.run()
     assert run.state == "failed"
-    assert _states(run)["protocol_gate"] == "failed"
+    assert task_states(run)["protocol_gate"] == "failed"
     assert method1.remote("inbox") == ["aanvraag.xlsx"] and method1.exchanges() == []
 
 
@@ -183,7 +180,7 @@ def test_same_file_twice_is_a_duplicate_and_two_files_are_two_exchanges_oldest_f
     method1.municipality.upload_request(first, "a-again.xlsx")
     run = method1.run(dt.datetime(2026, 11, 2, 11, tzinfo=dt.timezone.utc))
     assert run.state == "success"
-    assert _states(run)["fetch_request"] == "skipped"
+    assert task_states(run)["fetch_request"] == "skipped"
     assert len(method1.exchanges()) == 2 and len(method1.results()) == 2
     assert ("request.duplicate", "duplicate") in method1.actions()
 
@@ -199,7 +196,7 @@ def test_a_request_named_after_a_child_leaks_the_number_nowhere(method1):
 
     run = method1.run()
 
-    assert run.state == "success", _states(run)
+    assert run.state == "success", task_states(run)
     pushed = [str(ti.xcom_pull(task_ids="wait_for_request")) for ti in run.get_task_instances() if ti.task_id == "fetch_request"]
     assert pushed and "name_sha256" in pushed[0] and not any(insz.find_insz_shaped(v) for v in pushed)
     with session_scope() as session:
@@ -245,7 +242,7 @@ def test_delete_the_request_as_soon_as_matching_is_done_happens_in_the_run(metho
 
     run = method1.run()
 
-    assert run.state == "success", _states(run)
+    assert run.state == "success", task_states(run)
     [exchange] = method1.exchanges()
     assert method1.remote("received") == [] and len(method1.results()) == 1
     staging = Staging(method1.protocol_id, exchange.id)

@@ -18,6 +18,7 @@ import email.policy
 import pytest
 import sqlalchemy as sa
 
+from tests.dagutil import task_states
 from tests.exchange.builders import encrypted_request, expected_pairs
 from tests.exchange.conftest import mail_logical_date
 from tests.fixtures.mail import AGENCY_ADDRESS, ANTWERPEN_ADDRESS, GENT_ADDRESS
@@ -27,10 +28,6 @@ from welfare_exchange.db.models import AuditRecord
 from welfare_exchange.exchange import steps
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.exchange.dag_factory import MAIL_TRIAGE_DAG_ID, method1_dags
-
-
-def _states(run) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
 def _request(m, n: int = 120):
@@ -75,7 +72,7 @@ def test_openssl_request_by_mail_gets_exactly_one_encrypted_result(method1_mail,
 
     run = m.run(logical)
 
-    assert run.state == "success", _states(run)
+    assert run.state == "success", task_states(run)
     replies = m.mailbox("gent")
     assert len(replies) == 1, "exactly one message goes back"
     reply = email.message_from_bytes(replies[0], policy=email.policy.default)
@@ -138,7 +135,7 @@ def test_3des_request_is_refused_rejected_audited_and_answered(method1_mail, ope
 
     run = m.run(mail_logical_date())
 
-    states = _states(run)
+    states = task_states(run)
     assert run.state == "failed"
     assert states["fetch_request"] == "failed" and states["deliver_result"] != "success"
     assert m.exchanges() == [], "a refused message never becomes an exchange"
@@ -166,12 +163,12 @@ def test_unknown_sender_is_never_taken_and_is_rejected_by_the_triage(method1_mai
     monkeypatch.setenv("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", "3")
 
     run = m.run(mail_logical_date())
-    assert _states(run)["wait_for_request"] == "skipped", "Gent's exchange does not take Antwerpen's mail"
+    assert task_states(run)["wait_for_request"] == "skipped", "Gent's exchange does not take Antwerpen's mail"
     assert len(m.mailbox("agency")) == 1
 
     triage = method1_dags()[MAIL_TRIAGE_DAG_ID].test(logical_date=mail_logical_date())
 
-    assert triage.state == "success", _states(triage)
+    assert triage.state == "success", task_states(triage)
     assert m.mailbox("agency") == [] and len(m.mailbox("agency", "Rejected")) == 1
     [reason] = _audit_messages("request.rejected")
     assert reason.startswith("unknown_sender") and "@antwerpen.test" in reason and "dpo@" not in reason
@@ -190,7 +187,7 @@ def test_unsigned_request_is_refused_when_the_protocol_requires_a_signature(meth
 
     run = m.run(mail_logical_date())
 
-    assert run.state == "failed" and _states(run)["fetch_request"] == "failed"
+    assert run.state == "failed" and task_states(run)["fetch_request"] == "failed"
     [reason] = _audit_messages("request.rejected")
     assert reason.startswith("bad_signature")
     assert len(m.mailbox("agency", "Rejected")) == 1
@@ -203,7 +200,7 @@ def test_wrong_file_password_quarantines_the_message_with_a_report(method1_mail,
 
     run = m.run(mail_logical_date())
 
-    states = _states(run)
+    states = task_states(run)
     assert run.state == "failed" and states["decrypt_and_validate"] == "failed"
     [exchange] = m.exchanges()
     assert exchange.state == "quarantined" and exchange.failure_code == "wrong_password"

@@ -125,16 +125,11 @@ class FeedWorld:
 
     def dag(self):
         """The structural_feeds DAG as its file defines it (``dag.test()`` re-parses the folder)."""
-        import importlib.util
-        import pathlib
+        from tests.dagutil import load_dag_file
 
         with session_scope() as session:
             registry.write_snapshot(session)
-        path = pathlib.Path(__file__).resolve().parents[2] / "dags" / "structural_feeds.py"
-        spec = importlib.util.spec_from_file_location("structural_feeds_under_test", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.structural_feeds()
+        return load_dag_file("structural_feeds").structural_feeds()
 
     def run(self, month: str):
         return self.dag().test(logical_date=MONTH_END[month])

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
-import pathlib
 
 from airflow.sdk import CronDataIntervalTimetable
 
+from tests.dagutil import load_dag_file
 from welfare_exchange.exchange.defaults import OWNER
 from welfare_exchange.feeds.assets import ENTITLEMENT_SNAPSHOT
 from welfare_exchange.feeds.interval import BRUSSELS
-
-DAGS = pathlib.Path(__file__).resolve().parents[2] / "dags"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_integrity", DAGS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)()
-
 
 def test_structural_feeds_dag_shape(monkeypatch, tmp_path):
     # Parsing must not touch the project database: point it at a file that does not exist.
@@ -28,7 +17,7 @@ def test_structural_feeds_dag_shape(monkeypatch, tmp_path):
     monkeypatch.setenv("WELFARE_EXCHANGE_FEED_SCHEDULE", "0 0 1 * *")
     monkeypatch.setenv("WELFARE_EXCHANGE_FEED_START_DATE", "2025-01-01")
     monkeypatch.delenv("WELFARE_EXCHANGE_FEED_DEADLINE_ALERT", raising=False)
-    dag = _load("structural_feeds")
+    dag = load_dag_file("structural_feeds").structural_feeds()
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert dag.catchup is True and dag.start_date.astimezone(BRUSSELS).date() == dt.date(2025, 1, 1) and dag.max_active_runs == 1
     assert dag.deadline and dag.deadline[0].interval > dt.timedelta(days=31)
@@ -46,6 +35,6 @@ def test_structural_feeds_dag_shape(monkeypatch, tmp_path):
 
 
 def test_entitlement_import_emits_the_snapshot_asset():
-    dag = _load("entitlement_import")
+    dag = load_dag_file("entitlement_import").entitlement_import()
     assert dag.schedule is None  # triggered after each extract
     assert dag.task_dict["import_entitlements"].outlets == [ENTITLEMENT_SNAPSHOT]

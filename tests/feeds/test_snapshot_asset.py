@@ -5,25 +5,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib.util
-import pathlib
 
+from tests.dagutil import load_dag_file, task_states
 from tests.feeds.conftest import MONTH_END
 from welfare_exchange import insz
-
-DAGS = pathlib.Path(__file__).resolve().parents[2] / "dags"
-
-
-def _dag(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", DAGS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)()
-
-
-def _states(run) -> dict[str, str]:
-    return {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances()}
-
 
 def _latest_event_time():
     from airflow.models.asset import AssetEvent, AssetModel
@@ -48,22 +33,22 @@ def test_import_emits_the_event_and_the_feed_waits_for_a_fresh_store(feed_world,
     monkeypatch.setenv("WELFARE_EXCHANGE_ENTITLEMENT_IMPORT_FILE", str(extract))
     before = _latest_event_time()
 
-    imported = _dag("entitlement_import").test()
+    imported = load_dag_file("entitlement_import").entitlement_import().test()
 
-    assert imported.state == "success", _states(imported)
+    assert imported.state == "success", task_states(imported, by_map_index=True)
     after = _latest_event_time()
     assert after is not None and (before is None or after > before)
 
     monkeypatch.setenv("WELFARE_EXCHANGE_FEED_SNAPSHOT_POLICY", "wait")
     run = world.run("2026-10")  # October ended before the import: the store is fresh enough
-    assert run.state == "success", _states(run)
+    assert run.state == "success", task_states(run, by_map_index=True)
     assert len(world.municipalities[0].feeds()) == 1
 
     # November has not ended: no refresh can be after its end, so the feed times out waiting
     # and delivers nothing.
     monkeypatch.setenv("WELFARE_EXCHANGE_FEED_SNAPSHOT_TIMEOUT_SECONDS", "2")
     late = world.dag().test(logical_date=dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc))
-    states = _states(late)
+    states = task_states(late, by_map_index=True)
     assert late.state == "failed"
     assert states[("wait_for_fresh_snapshot", -1)] == "failed"
     assert states[("select_municipalities", -1)] == "upstream_failed"

@@ -6,13 +6,10 @@ import os
 
 import sqlalchemy as sa
 
+from tests.dagutil import task_states
 from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, RetentionItem
-
-
-def _states(run) -> dict[str, str]:
-    return {(ti.task_id, ti.map_index): str(ti.state) for ti in run.get_task_instances()}
 
 
 def _rows(m, data: bytes) -> list[tuple[str, str, str]]:
@@ -28,7 +25,7 @@ def test_one_interval_three_municipalities_one_failing(feed_world, monkeypatch):
 
     run = world.run("2026-10")
 
-    states = _states(run)
+    states = task_states(run, by_map_index=True)
     assert run.state == "failed", states
     mapped = {k[1]: v for k, v in states.items() if k[0] == "deliver_feed"}
     assert sorted(mapped.values()) == ["failed", "success", "success"], states
@@ -60,7 +57,7 @@ def test_backfill_three_months_is_deterministic_and_a_rerun_sends_nothing(feed_w
 
     for month in months:  # a back-fill: three logical dates, oldest first
         run = world.run(month)
-        assert run.state == "success", _states(run)
+        assert run.state == "success", task_states(run, by_map_index=True)
     first = {m.nis: m.feeds() for m in world.municipalities}
     for m in world.municipalities:
         assert len(first[m.nis]) == 3
@@ -71,7 +68,7 @@ def test_backfill_three_months_is_deterministic_and_a_rerun_sends_nothing(feed_w
 
     for month in months:  # the whole back-fill again
         run = world.run(month)
-        assert run.state == "success", _states(run)
+        assert run.state == "success", task_states(run, by_map_index=True)
 
     assert {m.nis: m.feeds() for m in world.municipalities} == first  # identical bytes
     assert {p: os.stat(p).st_mtime_ns for p in mtimes} == mtimes  # nothing uploaded again
@@ -91,6 +88,6 @@ def test_a_revoked_protocol_blocks_its_feed_only(feed_world):
 
     run = world.run("2026-09")
 
-    assert run.state == "success", _states(run)  # a revoked protocol is simply not selected
+    assert run.state == "success", task_states(run, by_map_index=True)  # a revoked protocol is simply not selected
     assert world.municipalities[0].feeds() == {}
     assert len(world.municipalities[1].feeds()) == 1

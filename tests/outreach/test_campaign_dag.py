@@ -9,6 +9,7 @@ import io
 import pytest
 from pypdf import PdfReader
 
+from tests.dagutil import task_states
 from tests.outreach.builders import OFFER
 from tests.outreach.conftest import EXCHANGE_DATE, SENDER
 from welfare_exchange import audit, cli
@@ -19,10 +20,6 @@ from welfare_exchange.outreach.report import report_name
 from welfare_exchange.staging import Staging
 
 pytestmark = [pytest.mark.sftp]
-
-
-def _states(run) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
 def _per_recipient(method2) -> collections.Counter:
@@ -47,7 +44,7 @@ def _letters_text(protocol_id: int, exchange_id: int) -> list[str]:
 def test_campaign_reaches_each_family_once_and_reports_counts_only(method2):
     store = method2.store
     run = method2.run()
-    assert run.state == "success", _states(run)
+    assert run.state == "success", task_states(run)
 
     # E-mail: exactly one message per family with a (deliverable) address, none to anyone else.
     emailed = {store.email_of(b) for b in store.expected_by("email")}
@@ -121,7 +118,7 @@ def test_mail_room_exports_the_letters_and_status_shows_counts(method2, tmp_path
 
 def test_every_step_rerun_and_a_second_run_send_nothing_again(method2):
     run = method2.run()
-    assert run.state == "success", _states(run)
+    assert run.state == "success", task_states(run)
     before = method2.smtp.count()
     [exchange] = method2.exchanges()
     audit_before = len(method2.audit_records())
@@ -144,7 +141,7 @@ def test_every_step_rerun_and_a_second_run_send_nothing_again(method2):
     import datetime as dt
 
     again = method2.run(dt.datetime(2026, 11, 3, 9, tzinfo=dt.timezone.utc))
-    assert again.state == "success", _states(again)
+    assert again.state == "success", task_states(again)
     assert method2.smtp.count() == before
     assert len(method2.exchanges()) == 1
     assert "campaign.resumed" in {r.action for r in method2.audit_records()}
@@ -156,5 +153,5 @@ def test_revoked_protocol_sends_nothing(method2):
     method2.revoke()
     run = method2.run()
     assert run.state == "failed"
-    assert _states(run)["protocol_gate"] == "failed"
+    assert task_states(run)["protocol_gate"] == "failed"
     assert method2.smtp.count() == 0 and method2.exchanges() == []

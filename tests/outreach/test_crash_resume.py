@@ -72,6 +72,13 @@ def _worker(mode: str, n: int, exchange_id: int, rate: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def _worker_killing_itself(stage: str, n: int, exchange_id: int) -> None:
+    """A worker that sends flat out and kills itself at ``stage`` of its ``n``-th message."""
+    worker = _worker(stage, n, exchange_id, rate="0")
+    worker.communicate(timeout=60)
+    assert worker.returncode == -signal.SIGKILL
+
+
 def _deliverable(store) -> set[str]:
     return {store.email_of(b) for b in store.expected_by("email")} - {
         store.email_of(b) for b in store.expected_by("email") if store.email_of(b).endswith("@bounce.invalid")
@@ -123,9 +130,7 @@ def test_worker_killed_from_outside_mid_batch_then_resumed(campaign, smtp_sink):
 def test_killed_after_the_server_accepted_but_before_the_outbox_knew(campaign, smtp_sink):
     store, exchange_id, run = campaign
     deliverable = _deliverable(store)
-    worker = _worker("after_accept", 7, exchange_id, rate="0")
-    worker.communicate(timeout=60)
-    assert worker.returncode == -signal.SIGKILL
+    _worker_killing_itself("after_accept", 7, exchange_id)
     assert smtp_sink.count() == 7
 
     _finish(exchange_id, run)
@@ -144,9 +149,7 @@ def test_killed_after_begin_before_handing_over_is_not_resent_blindly(campaign, 
     """At most once: the family whose message was begun but never handed over gets none."""
     store, exchange_id, run = campaign
     deliverable = _deliverable(store)
-    worker = _worker("before_send", 4, exchange_id, rate="0")
-    worker.communicate(timeout=60)
-    assert worker.returncode == -signal.SIGKILL
+    _worker_killing_itself("before_send", 4, exchange_id)
     assert smtp_sink.count() == 3
 
     _finish(exchange_id, run)

@@ -7,12 +7,11 @@ The retention DAG runs with ``dag.test()`` on chosen logical dates: the clock is
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
-import pathlib
 
 import pytest
 import sqlalchemy as sa
 
+from tests.dagutil import load_dag_file, task_states
 from tests.exchange.builders import encrypted_request
 from tests.exchange.conftest import EXCHANGE_DATE
 from tests.retention.helpers import ACTOR, item, records, schedule, signed_protocol, staging_with_files, verify
@@ -23,23 +22,13 @@ from welfare_exchange.transport import sftp
 
 pytestmark = [pytest.mark.sftp]
 
-DAG_FILE = pathlib.Path(__file__).resolve().parents[2] / "dags" / "retention.py"
-
-
 def retention_dag():
     """The DAG as the DAG file builds it (re-read, so default args follow the test's environment)."""
-    spec = importlib.util.spec_from_file_location("retention_dag_under_test", DAG_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.retention_dag
+    return load_dag_file("retention").retention_dag
 
 
 def run_on(day: dt.date):
     return retention_dag().test(logical_date=dt.datetime(day.year, day.month, day.day, 3, 0, tzinfo=dt.timezone.utc))
-
-
-def _states(run) -> dict[str, str]:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
 
 def _pending() -> list[RetentionItem]:
@@ -56,7 +45,7 @@ def test_after_an_exchange_every_file_is_deleted_on_its_deadline_with_certificat
 
     # Request: 30 days after the exchange; result and staging: 90 days.
     run = run_on(EXCHANGE_DATE + dt.timedelta(days=30))
-    assert run.state == "success", _states(run)
+    assert run.state == "success", task_states(run)
     assert method1.remote("received") == [] and len(method1.results()) == 1
     # Both copies of the request: received/ on the server and the agency's staged (encrypted) one.
     certs = records("retention.deleted")
@@ -65,7 +54,7 @@ def test_after_an_exchange_every_file_is_deleted_on_its_deadline_with_certificat
     assert sorted("received/aanvraag.xlsx" in c.message for c in certs) == [False, True]
 
     run = run_on(EXCHANGE_DATE + dt.timedelta(days=90))
-    assert run.state == "success", _states(run)
+    assert run.state == "success", task_states(run)
     assert method1.outbox() == {}
     certs = {r.message.split(")")[0].split(": ")[1]: r for r in records("retention.deleted")}
     assert set(certs) == {"request_file (sftp", "request_file (local", "result_file (sftp", "staging (local"}
@@ -118,8 +107,8 @@ def test_sftp_outage_fails_the_run_items_stay_due_and_the_next_run_deletes(sqlit
     try:
         run = run_on(day)
         assert run.state == "failed"
-        assert _states(run)["delete_due_items"] == "failed"
-        assert _states(run)["prune_audit_trail"] == "success"  # the audit's term does not wait
+        assert task_states(run)["delete_due_items"] == "failed"
+        assert task_states(run)["prune_audit_trail"] == "success"  # the audit's term does not wait
         assert all(item(i).deleted_at is None for i in remote)  # still due, not skipped
         assert item(local).deletion_outcome == "deleted"  # the rest was done
         [failure] = records("task.failed")
@@ -129,7 +118,7 @@ def test_sftp_outage_fails_the_run_items_stay_due_and_the_next_run_deletes(sqlit
     assert sorted(p.name for p in m.local_dir("outbox").iterdir()) == ["resultaat.xlsx"]
 
     run = run_on(day + dt.timedelta(days=1))
-    assert run.state == "success", _states(run)
+    assert run.state == "success", task_states(run)
     assert all(item(i).deletion_outcome == "deleted" for i in remote)
     for folder in ("outbox", "received", "quarantine"):
         assert list(m.local_dir(folder).iterdir()) == []

@@ -94,23 +94,28 @@ def dag_doc(entry: dict[str, Any]) -> str:
     return DOC.format(**names, **parts)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+def protocol_dag_id(prefix: str, entry: dict[str, Any]) -> str:
+    """E.g. ``method1_44021_gent_p3``: the municipality at a glance, the protocol to be unique."""
+    slug = re.sub(r"[^a-z0-9]+", "_", entry["municipality"].lower()).strip("_")
+    return f"{prefix}_{entry['nis_code']}_{slug}_p{entry['id']}"
 
 
 def method1_dag_id(entry: dict[str, Any]) -> str:
-    """E.g. ``method1_44021_gent_p3``: the municipality at a glance, the protocol to be unique."""
-    return f"method1_{entry['nis_code']}_{_slug(entry['municipality'])}_p{entry['id']}"
+    return protocol_dag_id("method1", entry)
 
 
-def _run(step: Callable[..., Any]) -> Callable[..., Any]:
-    """Call a step with this task's :class:`RunInfo`; make unfixable errors fail without retries."""
+def run_step(step: Callable[..., Any]) -> Callable[..., Any]:
+    """Call a step with this task's :class:`RunInfo`; make unfixable errors fail without retries.
+
+    The steps of every protocol DAG (Method 1 and Method 2) are plain functions taking the run
+    info after their positional arguments; this is the one place they get it.
+    """
 
     @functools.wraps(step)
-    def wrapper(*args):
+    def wrapper(*args, **kwargs):
         run = RunInfo.from_context(get_current_context())
         try:
-            return step(*args, run)
+            return step(*args, run, **kwargs)
         except (InputError, ProtocolError) as err:
             # A wrong password or a revoked protocol does not get better by retrying.
             raise AirflowFailException(str(err)) from None
@@ -178,30 +183,30 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
 
         @task(task_id="fetch_request")
         def fetch_request(item: dict[str, Any]) -> int:
-            exchange_id = _run(steps.fetch_request)(protocol_id, item)
+            exchange_id = run_step(steps.fetch_request)(protocol_id, item)
             if exchange_id is None:
                 raise AirflowSkipException("duplicate request: this file was already processed; see the audit trail")
             return exchange_id
 
         @task(task_id="decrypt_and_validate")
         def decrypt_and_validate(exchange_id: int) -> dict[str, Any]:
-            return _run(steps.decrypt_and_validate)(exchange_id)
+            return run_step(steps.decrypt_and_validate)(exchange_id)
 
         @task(task_id="match_entitlements")
         def match_entitlements(exchange_id: int) -> dict[str, int]:
-            return _run(steps.match_entitlements)(exchange_id)
+            return run_step(steps.match_entitlements)(exchange_id)
 
         @task(task_id="build_result")
         def build_result(exchange_id: int) -> dict[str, Any]:
-            return _run(steps.build_result)(exchange_id)
+            return run_step(steps.build_result)(exchange_id)
 
         @task(task_id="protocol_gate_before_delivery", retries=0)
         def protocol_gate_before_delivery(exchange_id: int) -> str:
-            return _run(steps.recheck_gate)(exchange_id)
+            return run_step(steps.recheck_gate)(exchange_id)
 
         @task(task_id="deliver_result")
         def deliver_result(exchange_id: int) -> dict[str, Any]:
-            return _run(steps.deliver_result)(exchange_id)
+            return run_step(steps.deliver_result)(exchange_id)
 
         # Beside the delivery, and also after a failure upstream (all_done): the exchange id is
         # pulled here rather than passed in, because a skipped fetch (no file, or a duplicate)
@@ -211,11 +216,11 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
             exchange_id = get_current_context()["ti"].xcom_pull(task_ids="fetch_request")
             if exchange_id is None:
                 raise AirflowSkipException("no exchange in this run: nobody's data to record")
-            return _run(steps.record_data_subjects)(exchange_id)
+            return run_step(steps.record_data_subjects)(exchange_id)
 
         @task(task_id="record_retention")
         def record_retention(exchange_id: int) -> dict[str, str]:
-            return _run(steps.record_retention)(exchange_id)
+            return run_step(steps.record_retention)(exchange_id)
 
         exchange_id = fetch_request(arrival.output)
         built = build_result(exchange_id)
@@ -246,26 +251,31 @@ def read_snapshot(path: os.PathLike | str | None = None) -> list[dict[str, Any]]
         return []
 
 
+def is_wanted(dag_id: str) -> bool:
+    """Whether this parse of a DAG file should build ``dag_id``.
+
+    A task's process parses its DAG file only to run one task of one DAG: Airflow names that DAG
+    in the parsing context, and building only it keeps every task start short — with 285
+    protocols, building them all takes ~0.8 s, per task. The DAG processor sets no context and
+    gets every DAG.
+    """
+    wanted = get_parsing_context().dag_id
+    return wanted is None or wanted == dag_id
+
+
 def method1_dags(path: os.PathLike | str | None = None) -> dict[str, DAG]:
     """Every Method 1 DAG, keyed by DAG id (for a DAG file's ``globals()``).
 
     With at least one e-mail protocol, also the mailbox triage DAG
     (:func:`build_mail_triage_dag`).
     """
-    # A task's process parses this file only to run one task of one DAG: Airflow names that DAG
-    # in the parsing context, and building only it keeps every task start short — with 285
-    # protocols, building them all takes ~0.8 s, per task. The DAG processor sets no context
-    # and gets every DAG.
-    wanted = get_parsing_context().dag_id
     dags = {}
     entries = read_snapshot(path)
     for entry in entries:
-        if entry["kind"] == "method1" and entry["channel"] in CHANNEL_DOC:
-            if wanted is not None and method1_dag_id(entry) != wanted:
-                continue
+        if entry["kind"] == "method1" and entry["channel"] in CHANNEL_DOC and is_wanted(method1_dag_id(entry)):
             dag = build_method1_dag(entry)
             dags[dag.dag_id] = dag
-    if any(e["channel"] == "smime" for e in entries) and wanted in (None, MAIL_TRIAGE_DAG_ID):
+    if any(e["channel"] == "smime" for e in entries) and is_wanted(MAIL_TRIAGE_DAG_ID):
         dag = build_mail_triage_dag()
         dags[dag.dag_id] = dag
     return dags
@@ -297,7 +307,7 @@ def build_mail_triage_dag() -> DAG:
         def reject_unknown_senders() -> dict[str, int]:
             from welfare_exchange.exchange.channels import smime as mail_channel
 
-            return _run(mail_channel.reject_unknown_senders)()
+            return run_step(mail_channel.reject_unknown_senders)()
 
         reject_unknown_senders()
     return dag

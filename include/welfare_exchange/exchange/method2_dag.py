@@ -10,18 +10,12 @@ task or a back-fill continues the same campaign and contacts no family twice.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import os
-import re
-from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk import DAG, Param, chain, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
 
-from welfare_exchange.errors import InputError, ProtocolError
-from welfare_exchange.exchange.context import RunInfo
-from welfare_exchange.exchange.dag_factory import read_snapshot
+from welfare_exchange.exchange.dag_factory import is_wanted, protocol_dag_id, read_snapshot, run_step
 from welfare_exchange.exchange.defaults import default_args
 from welfare_exchange.outreach import steps
 from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
@@ -54,27 +48,9 @@ No personal data appears in logs, XCom or the run configuration.
 """
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
-
-
 def method2_dag_id(entry: dict[str, Any]) -> str:
     """E.g. ``method2_24062_leuven_p3``."""
-    return f"method2_{entry['nis_code']}_{_slug(entry['municipality'])}_p{entry['id']}"
-
-
-def _run(step: Callable[..., Any]) -> Callable[..., Any]:
-    """Call a step with this task's :class:`RunInfo`; make unfixable errors fail without retries."""
-
-    @functools.wraps(step)
-    def wrapper(*args, **kwargs):
-        run = RunInfo.from_context(get_current_context())
-        try:
-            return step(*args, run, **kwargs)
-        except (InputError, ProtocolError) as err:
-            raise AirflowFailException(str(err)) from None
-
-    return wrapper
+    return protocol_dag_id("method2", entry)
 
 
 def build_method2_dag(entry: dict[str, Any]) -> DAG:
@@ -106,32 +82,32 @@ def build_method2_dag(entry: dict[str, Any]) -> DAG:
         @task(task_id="open_campaign")
         def open_campaign() -> int:
             wave = int(get_current_context()["params"].get("wave") or 1)
-            return _run(steps.open_campaign)(protocol_id, wave=wave)
+            return run_step(steps.open_campaign)(protocol_id, wave=wave)
 
         @task(task_id="select_families")
         def select_families(exchange_id: int) -> dict[str, int]:
-            return _run(steps.select_families)(exchange_id)
+            return run_step(steps.select_families)(exchange_id)
 
         @task(task_id="render_letters")
         def render_letters(exchange_id: int) -> dict[str, int]:
-            return _run(steps.render_letters)(exchange_id)
+            return run_step(steps.render_letters)(exchange_id)
 
         @task(task_id="protocol_gate_before_delivery", retries=0)
         def protocol_gate_before_delivery(exchange_id: int) -> str:
-            return _run(steps.recheck_gate)(exchange_id)
+            return run_step(steps.recheck_gate)(exchange_id)
 
         # Sending is throttled: give it hours, and let retries (with backoff) resume it.
         @task(task_id="send_messages", execution_timeout=dt.timedelta(hours=12))
         def send_messages(exchange_id: int) -> dict[str, int]:
-            return _run(steps.send_messages)(exchange_id)
+            return run_step(steps.send_messages)(exchange_id)
 
         @task(task_id="report_to_municipality")
         def report_to_municipality(exchange_id: int) -> dict[str, Any]:
-            return _run(steps.report_to_municipality)(exchange_id)
+            return run_step(steps.report_to_municipality)(exchange_id)
 
         @task(task_id="record_retention")
         def record_retention(exchange_id: int) -> dict[str, str]:
-            return _run(steps.record_retention)(exchange_id)
+            return run_step(steps.record_retention)(exchange_id)
 
         exchange_id = open_campaign()
         chain(
@@ -151,7 +127,7 @@ def method2_dags(path: os.PathLike | str | None = None) -> dict[str, DAG]:
     """Every Method 2 DAG, keyed by DAG id (for a DAG file's ``globals()``)."""
     dags = {}
     for entry in read_snapshot(path):
-        if entry["kind"] == "method2":
+        if entry["kind"] == "method2" and is_wanted(method2_dag_id(entry)):
             dag = build_method2_dag(entry)
             dags[dag.dag_id] = dag
     return dags
