@@ -109,23 +109,25 @@ def main() -> dict:
     source = _fresh(folder / "import-source.db")
     _timed_child("from welfare_exchange.entitlements import generate; generate(300_000, 2, progress=False)", source)
     extract = folder / "import.csv"
-    with get_engine(source).connect() as conn, open(extract, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["child_insz", "child_birth_date", "child_nis", "beneficiary_insz", "supplement", "start_date", "end_date"])
-        rows = conn.execute(sa.text(
-            "SELECT c.insz, c.birth_date, c.nis_code, b.insz, e.supplement, e.start_date, coalesce(e.end_date, '') "
-            "FROM entitlement e JOIN child c ON c.id = e.child_id JOIN beneficiary b ON b.id = e.beneficiary_id ORDER BY e.id"
-        ))  # fmt: skip
-        count = 0
-        for row in rows:
-            writer.writerow(row)
-            count += 1
-    get_engine(source).dispose()
-    target = _fresh(folder / "import-target.db")
-    code = f"from welfare_exchange.entitlements import import_csv; import_csv({str(extract)!r})"
-    first, peak = _timed_child(code, target)
-    again, _ = _timed_child(code, target)
-    extract.unlink()  # synthetic, but INSZ-shaped: do not leave it lying around
+    try:
+        with get_engine(source).connect() as conn, open(extract, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["child_insz", "child_birth_date", "child_nis", "beneficiary_insz", "supplement", "start_date", "end_date"])
+            rows = conn.execute(sa.text(
+                "SELECT c.insz, c.birth_date, c.nis_code, b.insz, e.supplement, e.start_date, coalesce(e.end_date, '') "
+                "FROM entitlement e JOIN child c ON c.id = e.child_id JOIN beneficiary b ON b.id = e.beneficiary_id ORDER BY e.id"
+            ))  # fmt: skip
+            count = 0
+            for row in rows:
+                writer.writerow(row)
+                count += 1
+        get_engine(source).dispose()
+        target = _fresh(folder / "import-target.db")
+        code = f"from welfare_exchange.entitlements import import_csv; import_csv({str(extract)!r})"
+        first, peak = _timed_child(code, target)
+        again, _ = _timed_child(code, target)
+    finally:
+        extract.unlink(missing_ok=True)  # synthetic, but INSZ-shaped: never left lying around, even after a failure
     results.update(import_rows=count, import_seconds=round(first, 1), import_again_seconds=round(again, 1),
                    import_peak_rss_mb=round(peak))  # fmt: skip
     print(f"   import {count:,} rows: {first:.1f} s (again, unchanged: {again:.1f} s), peak RSS {peak:.0f} MB", flush=True)

@@ -56,7 +56,7 @@ def _run_child(args: list[str], env: dict | None = None) -> tuple[float, float, 
 
 def prepare(folder: pathlib.Path, children: int, rows: int) -> tuple[str, pathlib.Path, str]:
     """The cached store and an encrypted request of ``rows`` Antwerp children; returns (db_url, request, password)."""
-    from welfare_exchange.db import session_scope, upgrade
+    from welfare_exchange.db import session_scope
     from welfare_exchange.entitlements.store import sample_children
     from welfare_exchange.intake import encrypt_agile
 
@@ -64,7 +64,6 @@ def prepare(folder: pathlib.Path, children: int, rows: int) -> tuple[str, pathli
 
     folder.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{cached_store(children, SEED)}"
-    upgrade(url)
     request = folder / f"request_{rows}.xlsx"
     password_file = folder / "request.password"
     if not request.exists() or not password_file.exists():

@@ -50,7 +50,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from welfare_exchange import audit
+from welfare_exchange import audit, insz
 from welfare_exchange.entitlements import municipalities
 from welfare_exchange.entitlements.store import Chunk, replace_store
 from welfare_exchange.errors import InputError
@@ -117,6 +117,7 @@ class _Generator:
             "sociale_toeslag_children": 0,
             "beneficiary_changes": 0,
             "beneficiaries_with_email": 0,
+            **{f"entitlements_{supplement}": 0 for supplement in (_SOC, _ZORG, _SCHOOL)},
         }
         self.store_end = STORE_DATE.toordinal()
         self.gp_start = GROEIPAKKET_START.toordinal()
@@ -167,8 +168,7 @@ class _Generator:
             )
         prefix, after_2000 = cached
         first_nine = f"{prefix}{serial:03d}"
-        n = int(("2" if after_2000 else "") + first_nine)
-        return f"{first_nine}{97 - n % 97:02d}"
+        return first_nine + insz.check_digits(first_nine, after_2000)
 
     def other_municipality(self, home: str) -> str:
         while True:
@@ -214,6 +214,7 @@ class _Generator:
             (self.next_entitlement, child, ben, supplement, self.iso(start), None if end is None else self.iso(end))
         )
         self.next_entitlement += 1
+        self.stats[f"entitlements_{supplement}"] += 1
 
     # ------------------------------------------------------------------ one family
 
@@ -404,7 +405,6 @@ def generate(
         raise InputError("--seed must be 0 or a positive integer")
     started = time.monotonic()
     gen = _Generator(children, seed, chunk_size)
-    per_supplement = {_SOC: 0, _ZORG: 0, _SCHOOL: 0}
     chunks: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
     worker = threading.Thread(target=_produce, args=(gen, chunks, stop), name="generate-chunks", daemon=True)
@@ -419,14 +419,11 @@ def generate(
                 if isinstance(item, BaseException):
                     raise item
                 loader.write(item)
-                for row in item.entitlements:
-                    per_supplement[row[3]] += 1
                 bar.advance(len(item.children))
             result: dict[str, Any] = {
                 "children": gen.next_child - 1,
                 "beneficiaries": gen.next_beneficiary - 1,
                 "entitlements": gen.next_entitlement - 1,
-                **{f"entitlements_{k}": v for k, v in per_supplement.items()},
                 **gen.stats,
                 "seed": seed,
             }

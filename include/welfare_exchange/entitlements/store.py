@@ -263,15 +263,6 @@ def sample_children(session: Session, nis_code: str, n: int, seed: int) -> list[
     return random.Random(seed).sample(list(numbers), min(n, len(numbers)))
 
 
-def counts(session: Session) -> dict[str, int]:
-    """Row counts of the store (children, beneficiaries, entitlements)."""
-    return {
-        "children": session.scalar(sa.select(sa.func.count()).select_from(Child)) or 0,
-        "beneficiaries": session.scalar(sa.select(sa.func.count()).select_from(Beneficiary)) or 0,
-        "entitlements": session.scalar(sa.select(sa.func.count()).select_from(Entitlement)) or 0,
-    }
-
-
 # --------------------------------------------------------------------------- CSV import
 
 
@@ -354,8 +345,7 @@ def _surely_valid(number: str, birth: dt.date | None) -> bool:
             dt.date(year, month, dd)
         except ValueError:
             continue
-        n = int(("2" if century == 2000 else "") + number[:9])
-        if 97 - n % 97 == int(number[9:]):
+        if insz_lib.check_digits(number[:9], century == 2000) == number[9:]:
             return True
     return False
 
@@ -576,9 +566,12 @@ def _upsert(session: Session, parsed: _Parsed) -> dict[str, int]:
         session.execute(stmt, batch)
     result["beneficiaries_new"], result["beneficiaries_updated"] = len(new_ben), len(changed_ben)
 
-    # Ids of everyone in the file, now that they all exist.
-    child_ids = _ids(session, Child, list(parsed.children))
-    ben_ids = _ids(session, Beneficiary, list(parsed.beneficiaries))
+    # Ids of everyone in the file: the ones already there were read above (an upsert keeps a
+    # row's id); only the new ones are looked up.
+    child_ids = {n: row[0] for n, row in existing.items()}
+    child_ids.update(_ids(session, Child, new_children))
+    ben_ids = {n: row[0] for n, row in existing_ben.items()}
+    ben_ids.update(_ids(session, Beneficiary, new_ben))
 
     # Entitlements: compare with what the store has for these children.
     current: dict[tuple[int, int, str, dt.date], dt.date | None] = {}
