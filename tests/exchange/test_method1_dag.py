@@ -250,3 +250,21 @@ def test_delete_the_request_as_soon_as_matching_is_done_happens_in_the_run(metho
     with session_scope() as session:
         certificates = session.scalars(sa.select(AuditRecord).where(AuditRecord.action == "retention.deleted")).all()
     assert len(certificates) == 2 and all("as soon as matching is done" in c.message for c in certificates)
+
+
+def test_a_request_named_after_a_person_leaves_the_name_out_of_the_audit(method1):
+    """Not only numbers: a file named after a parent appears in audit text only as its handle."""
+    from welfare_exchange.transport import sftp
+
+    numbers, _, _ = _request(method1, n=20)
+    name = "aanvraag familie Peeters.xlsx"
+    method1.municipality.upload_request(encrypted_request(numbers, method1.password), name)
+
+    assert method1.run().state == "success"
+
+    with session_scope() as session:
+        texts = " ".join(str(r.message) for r in session.scalars(sa.select(AuditRecord)))
+    assert "Peeters" not in texts
+    assert f"#{sftp.name_handle(name)[:12]}" in texts  # what an operator who has the file can match
+    [result_name] = method1.results()
+    assert sftp.shown(f"outbox/{result_name}") == f"outbox/{result_name}"  # the agency's own names stay

@@ -8,7 +8,6 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from welfare_exchange.db.models import Exchange
 from welfare_exchange.hooks.project_db import ProjectDbHook
-from welfare_exchange.insz import redact
 from welfare_exchange.transport import sftp
 
 
@@ -61,7 +60,7 @@ class RequestArrivalSensor(BaseSensorOperator):
             self.log.info("no complete request file in %s yet", self.directory)
             return False
         first = ready[0]
-        self.log.info("request file %s is complete (%d bytes); %d more waiting", redact(first.name), first.size, len(ready) - 1)
+        self.log.info("request file %s is complete (%d bytes); %d more waiting", sftp.shown(first.name), first.size, len(ready) - 1)
         # XCom never carries the file name (a municipality may put a number in it): a handle.
         handle = {"name_sha256": sftp.name_handle(first.name), "size": first.size, "mtime": first.mtime,
                   "directory": self.directory}  # fmt: skip

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from welfare_exchange.errors import WelfareExchangeError
-from welfare_exchange.insz import redact
 
 if TYPE_CHECKING:  # imported when a session opens: every DAG parse imports this module, few tasks use SFTP
     import paramiko
@@ -123,6 +122,25 @@ class RemoteFile:
     def as_dict(self) -> dict:
         """Plain dict, e.g. for XCom."""
         return dataclasses.asdict(self)
+
+
+#: The files the agency names (results, feeds) start with this; any other name came from a municipality.
+AGENCY_PREFIX = "groeipakket_"
+
+
+def shown(name: str) -> str:
+    """How a remote file name may appear in a log line, an exception or an audit message.
+
+    A name the agency gave its file is shown as is. A name that came from a municipality may
+    hold personal data — a request named after a child or a parent, not only an INSZ — so it
+    appears as ``#`` and the first 12 characters of its :func:`name_handle`: enough for an
+    operator who has the file to recognise it, nothing for anyone else.
+    """
+    directory, base = posixpath.split(name)
+    if base.startswith(AGENCY_PREFIX):
+        return name
+    label = f"#{name_handle(base)[:12]}"
+    return posixpath.join(directory, label) if directory else label
 
 
 def name_handle(name: str) -> str:
@@ -366,7 +384,7 @@ def fetch(hook: SFTPHook, remote_path: str, local_path: str | os.PathLike) -> tu
             os.fsync(fh.fileno())
         if sink.size != expected:
             raise SftpTransportError(
-                f"fetch of {posixpath.basename(remote_path)!r} on connection {_conn_name(hook)!r}, remote "
+                f"fetch of {shown(posixpath.basename(remote_path))!r} on connection {_conn_name(hook)!r}, remote "
                 f"directory {remote_dir!r}: read {sink.size} bytes but the file had {expected}; it "
                 "changed while being read. Retry once the upload has finished."
             )
@@ -377,7 +395,7 @@ def fetch(hook: SFTPHook, remote_path: str, local_path: str | os.PathLike) -> tu
             tmp.unlink()
         raise
     sha = sink.digest.hexdigest()
-    log.info("fetched %s from %s (%d bytes, sha256 %s)", redact(posixpath.basename(remote_path)), _conn_name(hook), sink.size, sha)
+    log.info("fetched %s from %s (%d bytes, sha256 %s)", shown(posixpath.basename(remote_path)), _conn_name(hook), sink.size, sha)
     return sha, sink.size
 
 
@@ -418,10 +436,10 @@ def _deliver_stream(
                 # Already delivered (a retry, a cleared task): nothing to do, but tidy a
                 # .part an interrupted earlier attempt may have left behind.
                 _remove_if_present(sftp, part)
-                log.info("%s already delivered %s with sha256 %s: nothing to do", redact(name), where, local[0])
+                log.info("%s already delivered %s with sha256 %s: nothing to do", shown(name), where, local[0])
                 return local
             raise DeliveryConflict(
-                f"cannot deliver {redact(name)!r} {where}: a different file with that name is already there "
+                f"cannot deliver {shown(name)!r} {where}: a different file with that name is already there "
                 f"(remote sha256 {existing[0]}, ours {local[0]}). It is never overwritten: find out "
                 "which delivery it belongs to before removing or renaming it."
             )
@@ -442,7 +460,7 @@ def _deliver_stream(
             _remove_if_present(sftp, part)
             if present != sent:
                 raise DeliveryConflict(
-                    f"cannot deliver {redact(name)!r} {where}: a different file with that name appeared "
+                    f"cannot deliver {shown(name)!r} {where}: a different file with that name appeared "
                     f"during the upload (remote sha256 {present[0]}, ours {sent[0]}); not overwritten."
                 ) from None
             return sent
@@ -452,11 +470,11 @@ def _deliver_stream(
             # finding a corrupt file under the final name.
             _remove_if_present(sftp, final)
             raise DeliveryVerificationError(
-                f"delivery of {redact(name)!r} {where} failed verification: sent {sent[1]} bytes with sha256 "
+                f"delivery of {shown(name)!r} {where} failed verification: sent {sent[1]} bytes with sha256 "
                 f"{sent[0]}, read back {back[1] if back else 'nothing'}. The remote copy was removed; "
                 "retry the task."
             )
-    log.info("delivered %s %s (%d bytes, sha256 %s)", redact(name), where, sent[1], sent[0])
+    log.info("delivered %s %s (%d bytes, sha256 %s)", shown(name), where, sent[1], sent[0])
     return sent
 
 
@@ -510,7 +528,7 @@ def move(hook: SFTPHook, src: str, dst_dir: str) -> str:
     with _session(hook, "move", dst_dir) as sftp:
         if not _exists(sftp, src):
             raise RemoteFileMissing(
-                f"cannot move {redact(name)!r} to {dst_dir!r} on connection {_conn_name(hook)!r}: it is no longer "
+                f"cannot move {shown(name)!r} to {dst_dir!r} on connection {_conn_name(hook)!r}: it is no longer "
                 f"in {posixpath.dirname(src) or '.'!r} (already moved or deleted?)."
             )
         for n in range(1000):
@@ -521,10 +539,10 @@ def move(hook: SFTPHook, src: str, dst_dir: str) -> str:
                 if _exists(sftp, target):
                     continue
                 raise exc
-            log.info("moved %s to %s on %s", redact(name), redact(target), _conn_name(hook))
+            log.info("moved %s to %s on %s", shown(name), shown(target), _conn_name(hook))
             return target
     raise SftpTransportError(
-        f"cannot move {redact(name)!r} into {dst_dir!r} on connection {_conn_name(hook)!r}: 1000 files with "
+        f"cannot move {shown(name)!r} into {dst_dir!r} on connection {_conn_name(hook)!r}: 1000 files with "
         "that name are already there; clean up the directory."
     )
 
@@ -544,7 +562,7 @@ def delete(hook: SFTPHook, path: str) -> bool:
             if exc.errno == errno.ENOENT or isinstance(exc, FileNotFoundError):
                 return False
             raise
-    log.info("deleted %s on %s", redact(posixpath.basename(path)), _conn_name(hook))
+    log.info("deleted %s on %s", shown(posixpath.basename(path)), _conn_name(hook))
     return True
 
 

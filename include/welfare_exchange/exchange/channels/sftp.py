@@ -27,7 +27,6 @@ from welfare_exchange.exchange.common import (
     require_gate,
 )
 from welfare_exchange.exchange.context import RunInfo
-from welfare_exchange.insz import redact
 from welfare_exchange.intake import IntakeError
 from welfare_exchange.protocols import get
 from welfare_exchange.staging import Staging
@@ -77,7 +76,7 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
     with session_scope() as session:
         protocol = get(session, protocol_id)
         exchange, duplicate_of = open_request_exchange(
-            session, protocol, digest=digest, name=name, size=size, run=run, source=f"request file {redact(name)!r}"
+            session, protocol, digest=digest, name=name, size=size, run=run, source=f"request file {sftp.shown(name)!r}"
         )
         if duplicate_of is None:
             staging = Staging(protocol_id, exchange.id)
@@ -86,13 +85,13 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
             audit.record(
                 session, "request.fetched", actor=run.actor, protocol=protocol, exchange_id=exchange.id,
                 data_categories=REQUEST_CATEGORIES, file_hashes={"request": digest}, counts={"bytes": size},
-                message=f"request file {redact(name)!r} fetched from the municipality's inbox into staging (still encrypted)",
+                message=f"request file {sftp.shown(name)!r} fetched from the municipality's inbox into staging (still encrypted)",
                 fact_key=f"exchange:{exchange.id}:fetched",
             )  # fmt: skip
     if duplicate_of is not None:
         local.unlink(missing_ok=True)
         target = sftp.move(hook, posixpath.join(INBOX, name), RECEIVED)
-        log.info("duplicate request: same content as exchange %s; moved to %s, not processed again", duplicate_of, target)
+        log.info("duplicate request: same content as exchange %s; moved to %s, not processed again", duplicate_of, sftp.shown(target))
         return None
     return _finish_fetch(protocol_id, exchange.id, name, run)
 
@@ -208,7 +207,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
         audit.record(
             session, "result.delivered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             data_categories=RESULT_CATEGORIES, file_hashes={"result": digest}, counts={"bytes": size},
-            message=f"encrypted result {redact(name)!r} delivered to the municipality's outbox over SFTP and verified",
+            message=f"encrypted result {sftp.shown(name)!r} delivered to the municipality's outbox over SFTP and verified",
             fact_key=key,
         )  # fmt: skip
     return {"name": name, "sha256": digest, "already_delivered": False}
