@@ -83,10 +83,8 @@ class FailureAlert:
 
 
 def scrub(text: str | None) -> str:
-    """``text`` with every checksum-valid INSZ replaced by ``[withheld]``."""
-    if not text:
-        return text or ""
-    return insz.INSZ_SHAPED.sub(lambda m: "[withheld]" if insz.find_insz_shaped(m.group(0)) else m.group(0), text)
+    """``text`` with every checksum-valid INSZ replaced by ``[withheld]`` (:func:`insz.redact`)."""
+    return insz.redact(text, "[withheld]") if text else ""
 
 
 def _run_path(dag_id: str, run_id: str) -> str:
@@ -220,6 +218,7 @@ def send_failure_alert(
     reason: str,
     runbook: str,
     try_number: int | None = None,
+    map_index: int | None = None,
     protocol_id: int | None = None,
     exchange_id: int | None = None,
 ) -> dict[str, str]:
@@ -227,6 +226,7 @@ def send_failure_alert(
 
     :param reason: why the task failed (our error text; scrubbed again here all the same).
     :param runbook: the runbook step, e.g. ``docs/RUNBOOK.md § 'A request was refused'``.
+    :param map_index: of a mapped task (one feed per municipality): each map index is alerted.
     :param exchange_id: the exchange, when known; otherwise looked up in the ledger by run.
     :returns: ``{channel: outcome}`` with outcome ``sent``, ``failed: <error type>``,
         ``not configured`` or ``already sent``.
@@ -255,7 +255,8 @@ def send_failure_alert(
         if not any(connections.values()):
             log.warning("no alert channel configured (connections %s, %s): failure not alerted", WEBHOOK_CONN_ID, SMTP_CONN_ID)
             return {name: "not configured" for name in channels}
-        key = f"alert:{alert.dag_id}:{alert.run_id}:{alert.task_id}:{try_number}"[:250]
+        mapped = f":{map_index}" if map_index is not None and map_index >= 0 else ""
+        key = f"alert:{alert.dag_id}:{alert.run_id}:{alert.task_id}{mapped}:{try_number}"[:250]
         if _claim(key) is False:
             log.info("alert for %s/%s try %s already sent", alert.dag_id, alert.task_id, try_number)
             return {name: "already sent" for name in channels}

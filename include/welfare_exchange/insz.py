@@ -107,10 +107,10 @@ def find_insz_shaped(text: str) -> list[str]:
     return hits
 
 
-def redact(text: str) -> str:
-    """``text`` with every valid INSZ replaced by ``[INSZ]``, the rest kept.
+def redact(text: str, placeholder: str = "[INSZ]") -> str:
+    """``text`` with every valid INSZ replaced by ``placeholder``, the rest kept.
 
     For names that come from outside — a request file a municipality named after a child —
     before they go into a log line, an exception or an audit message.
     """
-    return INSZ_SHAPED.sub(lambda m: "[INSZ]" if find_insz_shaped(m.group(0)) else m.group(0), text)
+    return INSZ_SHAPED.sub(lambda m: placeholder if find_insz_shaped(m.group(0)) else m.group(0), text)

@@ -66,6 +66,15 @@ def test_one_alert_per_failed_try(sqlite_db, webhook, smtp):
         assert session.query(SideEffect).filter_by(kind="alert", state="done").count() == 2
 
 
+def test_each_failing_municipality_of_a_mapped_task_is_alerted(sqlite_db, webhook, smtp):
+    """One feed per municipality: two map indexes failing on the same try are two alerts."""
+    args = dict(dag_id="structural_feeds", task_id="deliver_feed", exchange_id=None)
+    assert _alert(**args, map_index=0)["webhook"] == "sent"
+    assert _alert(**args, map_index=1)["webhook"] == "sent"
+    assert _alert(**args, map_index=1)["webhook"] == "already sent"
+    assert len(webhook.received) == 2
+
+
 def test_the_exchange_is_found_in_the_ledger_by_run(sqlite_db, webhook):
     from tests.ui.seed import RUN_ID, seed
 

@@ -114,7 +114,8 @@ def on_task_failure(context: Any) -> None:
         log.exception("could not record the failure in the audit trail")
     alerts.send_failure_alert(
         dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=getattr(ti, "try_number", None),
-        protocol_id=params.get("protocol_id"), reason=text, runbook=runbook_step(ti.task_id),
+        map_index=getattr(ti, "map_index", None), protocol_id=params.get("protocol_id"), reason=text,
+        runbook=runbook_step(ti.task_id),
     )  # fmt: skip
 
 
