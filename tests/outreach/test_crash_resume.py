@@ -215,3 +215,19 @@ def _actions() -> list[str]:
 
     with session_scope() as session:
         return list(session.scalars(sa.select(AuditRecord.action)))
+
+
+def test_the_family_list_has_a_deletion_deadline_as_soon_as_it_exists(sqlite_db, smtp_sink, outreach_env):
+    """A campaign that stops after selecting still leaves no list of families without a deadline."""
+    import sqlalchemy as sa
+
+    from welfare_exchange.db.models import RetentionItem
+
+    protocol_id = make_protocol(NIS)
+    build_store(NIS, families=12, seed=12)
+    run = RunInfo(exchange_date=EXCHANGE_DATE, dag_id="method2_retention_test", run_id="r", task_id="t", try_number=1)
+    exchange_id = steps.open_campaign(protocol_id, run)
+    steps.select_families(exchange_id, run)
+    with session_scope() as session:
+        [item] = session.scalars(sa.select(RetentionItem).where(RetentionItem.exchange_id == exchange_id)).all()
+    assert item.kind == "staging" and item.deadline > EXCHANGE_DATE and item.location.endswith(f"exchange-{exchange_id}")

@@ -209,6 +209,7 @@ def select_families(exchange_id: int, run: RunInfo) -> dict[str, int]:
     with session_scope() as session:
         exchange, protocol, _ = _campaign(session, exchange_id)
         ledger.update_exchange(session, exchange, state="matched", counts=counts)
+        _schedule_staging_deletion(session, exchange, protocol)
         audit.record(
             session, "families.selected", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             data_categories=SELECTION_CATEGORIES, counts=counts, subjects=[f.insz for f in families],
@@ -272,12 +273,6 @@ def render_letters(exchange_id: int, run: RunInfo, *, settings: OutreachSettings
     with session_scope() as session:
         exchange, protocol, _ = _campaign(session, exchange_id)
         ledger.update_exchange(session, exchange, state="built", counts={"letter_pdfs": len(hashes)})
-        ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where="local",
-            location=str(staging.folder), deadline=exchange.exchange_date + dt.timedelta(days=protocol.result_retention_days),
-            rule=f"campaign staging (family list, letter PDFs): {protocol.result_retention_days} days after the campaign "
-            f"(protocol {protocol.id})",
-        )  # fmt: skip
         audit.record(
             session, "letters.rendered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             data_categories=MESSAGE_CATEGORIES, file_hashes=hashes or None, counts=counts,
@@ -526,17 +521,25 @@ def deliver_report(protocol: Protocol, exchange_id: int, name: str, data: bytes)
 # ----------------------------------------------------------------------- 7. retention
 
 
+def _schedule_staging_deletion(session, exchange, protocol) -> dt.date:
+    """The campaign's staging folder (family list, letter PDFs, report) goes ``result_retention_days``
+    after the campaign. Scheduled as soon as the family list is written, so a campaign that stops
+    halfway leaves no list without a deadline; an upsert, so asking again changes nothing."""
+    deadline = exchange.exchange_date + dt.timedelta(days=protocol.result_retention_days)
+    ledger.schedule_deletion(
+        session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
+        location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline,
+        rule=f"campaign staging (family list, letter PDFs, report): {protocol.result_retention_days} days after "
+        f"the campaign (protocol {protocol.id})",
+    )  # fmt: skip
+    return deadline
+
+
 def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
     """Record when the campaign's staged family list, letters and report are deleted."""
     with session_scope() as session:
         exchange, protocol, _ = _campaign(session, exchange_id)
-        deadline = exchange.exchange_date + dt.timedelta(days=protocol.result_retention_days)
-        ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where="local",
-            location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline,
-            rule=f"campaign staging (family list, letter PDFs, report): {protocol.result_retention_days} days after "
-            f"the campaign (protocol {protocol.id})",
-        )  # fmt: skip
+        deadline = _schedule_staging_deletion(session, exchange, protocol)  # for campaigns selected before it moved
         audit.record(
             session, "retention.scheduled", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             message=f"campaign files to be deleted by {deadline.isoformat()}",
