@@ -249,6 +249,9 @@ def _insert_subjects(session: Session, audit_id: int, refs: list[bytes]) -> None
         session.execute(sa.insert(AuditSubject), [{"audit_id": audit_id, "subject_ref": r} for r in refs])
 
 
+_NO_SUBJECTS = (0, hashlib.sha256(b"").hexdigest())  # what a record without subject references holds: (0, _digest([]))
+
+
 def _subject_digests(session: Session) -> dict[int, tuple[int, str]]:
     """Per record: how many subject references the table holds for it, and their digest.
 
@@ -304,7 +307,7 @@ def verify(session: Session) -> VerifyResult:
             return VerifyResult(False, checked, row.id, f"record {row.id} does not chain onto its predecessor")
         if _hash(_fields(row)) != row.record_hash:
             return VerifyResult(False, checked, row.id, f"record {row.id} was altered (hash mismatch)")
-        held = subjects.pop(row.id, (0, _digest([])))
+        held = subjects.pop(row.id, _NO_SUBJECTS)
         if row.subjects_count is None and held[0]:
             return VerifyResult(False, checked, row.id, f"record {row.id}: subject references were added to it")
         if row.subjects_count is not None and held != (row.subjects_count, row.subjects_digest):

@@ -35,9 +35,6 @@ class MatchRow(NamedTuple):
     period_start: dt.date
     period_end: dt.date | None
 
-    def as_tuple(self) -> tuple:
-        return tuple(self)
-
 
 def _as_date(value) -> dt.date | None:
     if value is None or isinstance(value, dt.date):

@@ -253,14 +253,12 @@ def record_data_subjects(exchange_id: int, run: RunInfo) -> dict[str, int]:
     so an exchange that stopped halfway is indexed for what it got to. Re-runs record nothing
     twice (``fact_key``).
     """
-    with session_scope() as session:
-        exchange, protocol = _exchange(session, exchange_id)
-    staging = Staging(protocol.id, exchange.id)
-    requested = staging.read_encrypted("valid").decode("ascii").split() if staging.has("valid") else None
-    pairs = matching.people(staging.read_encrypted("matched")) if staging.has("matched") else None
     counts: dict[str, int] = {}
     with session_scope() as session:
         exchange, protocol = _exchange(session, exchange_id)
+        staging = Staging(protocol.id, exchange.id)
+        requested = staging.read_encrypted("valid").decode("ascii").split() if staging.has("valid") else None
+        pairs = matching.people(staging.read_encrypted("matched")) if staging.has("matched") else None
         if requested is not None:
             counts["requested"] = len(requested)
             audit.record(
@@ -352,8 +350,7 @@ def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
         # deletion certificate, not at the next daily run. (Not inside the match step: until the
         # result is delivered, a cleared decrypt task must still find the request.) A server that
         # cannot be reached fails this task, which retries; the daily run is the fallback.
-        from welfare_exchange.retention import on_matched, runner
+        from welfare_exchange.retention import runner
 
-        on_matched(exchange_id)
         runner.delete_due(exchange_date, actor=run.actor, exchange_id=exchange_id, kinds=REQUEST_COPIES)
     return {"request_deadline": request_deadline_.isoformat(), "result_deadline": result_deadline_.isoformat()}

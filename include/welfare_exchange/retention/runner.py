@@ -156,14 +156,14 @@ def _delete_local(location: str) -> bool:
 INCOMING_GRACE = dt.timedelta(hours=24)
 
 
-def sweep_incoming(*, actor: audit.Actor, now: dt.datetime | None = None, grace: dt.timedelta = INCOMING_GRACE) -> int:
+def sweep_incoming(*, actor: audit.Actor) -> int:
     """Delete the partial requests interrupted fetches left in staging; returns how many.
 
     They are still encrypted (as the municipality sent them) and belong to no exchange, so no
-    retention item ever covers them. Files younger than ``grace`` may belong to a fetch that is
+    retention item ever covers them. Files younger than :data:`INCOMING_GRACE` may belong to a fetch that is
     running or about to be retried, and stay. One audit fact per protocol says how many went.
     """
-    cutoff = (now or dt.datetime.now(dt.timezone.utc)).timestamp() - grace.total_seconds()
+    cutoff = dt.datetime.now(dt.timezone.utc).timestamp() - INCOMING_GRACE.total_seconds()
     total = 0
     for folder in sorted(get_settings().staging_dir.glob("protocol-*/incoming")):
         try:
@@ -179,7 +179,7 @@ def sweep_incoming(*, actor: audit.Actor, now: dt.datetime | None = None, grace:
                 audit.record(
                     session, "retention.swept", actor=actor, protocol_id=protocol_id, counts={"files": len(stale)},
                     message=f"{len(stale)} encrypted partial request file(s) left in staging by interrupted fetches "
-                    f"(older than {grace.total_seconds() / 3600:g} h) deleted",
+                    f"(older than {INCOMING_GRACE.total_seconds() / 3600:g} h) deleted",
                 )  # fmt: skip
     return total
 

@@ -119,10 +119,6 @@ class RemoteFile:
         """Remote path: ``directory/name``."""
         return posixpath.join(self.directory, self.name)
 
-    def as_dict(self) -> dict:
-        """Plain dict, e.g. for XCom."""
-        return dataclasses.asdict(self)
-
 
 #: The files the agency names (results, feeds) start with this; any other name came from a municipality.
 AGENCY_PREFIX = "groeipakket_"
