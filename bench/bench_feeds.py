@@ -33,15 +33,10 @@ import shutil
 import statistics
 import time
 
-from bench.common import MemorySampler, cached_store
+from bench.common import ROOT, MemorySampler, bench_home, cached_store
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 DAG_ID = "structural_feeds"
 INTERVAL = ("2026-10-01", "2026-11-01")
-
-
-def _home() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("WELFARE_EXCHANGE_HOME", ROOT / "var"))
 
 
 def _seconds(ti: dict) -> float | None:
@@ -63,7 +58,7 @@ def main() -> dict:
     seed = int(os.environ.get("WELFARE_EXCHANGE_BENCH_FEED_SEED", 1))
     store = cached_store(children, seed)
 
-    work = _home() / "bench" / "feeds-run"
+    work = bench_home() / "feeds-run"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     db = work / "project.db"

@@ -23,11 +23,11 @@ import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from bench.common import bench_home
 
 
 def _folder() -> pathlib.Path:
-    folder = pathlib.Path(os.environ.get("WELFARE_EXCHANGE_HOME", ROOT / "var")) / "bench" / "generate"
+    folder = bench_home() / "generate"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

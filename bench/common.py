@@ -11,7 +11,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def bench_home() -> pathlib.Path:
-    return pathlib.Path(os.environ.get("WELFARE_EXCHANGE_HOME", ROOT / "var")) / "bench"
+    """``var/bench`` (under ``WELFARE_EXCHANGE_HOME``, as everything the project writes)."""
+    from welfare_exchange.settings import get_settings
+
+    return get_settings().home / "bench"
 
 
 def cached_store(children: int, seed: int) -> pathlib.Path:

@@ -30,6 +30,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
+#: The MIME type of the files this module writes (an e-mail attachment says it).
+CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
 #: Cell kinds. TEXT is stored as text with the text format "@" (so Excel keeps the leading zero of
 #: an INSZ and does not turn it into a number); LABEL is plain text; NUMBER an int or float;
 #: DATE a :class:`datetime.date` shown as yyyy-mm-dd.

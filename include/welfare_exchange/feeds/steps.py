@@ -26,7 +26,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from welfare_exchange import audit, ledger
+from welfare_exchange import audit, ledger, xlsx
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import ProtocolError
@@ -272,7 +272,7 @@ def _deliver_by_mail(
         protocol, key=key, kind="feed_delivered", exchange_id=exchange_id,
         subject=f"Groeipakket: structurele gegevens {interval.start} t.e.m. {interval.last_day} / "
         f"structural feed {interval.start} to {interval.last_day}",
-        payload=payload, filename=name, content_type=workbook.XLSX_CONTENT_TYPE,
+        payload=payload, filename=name, content_type=xlsx.CONTENT_TYPE,
         message_key=f"feed/{protocol.id}/{exchange_id}/{digest}", today=dt.date.today(), run=run,
     )  # fmt: skip
     fingerprint = str(sent.get("recipient_certificate", ""))[:16]

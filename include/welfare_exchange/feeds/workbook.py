@@ -22,9 +22,6 @@ from welfare_exchange.feeds.changes import FeedChange
 from welfare_exchange.feeds.interval import FeedInterval
 
 
-XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-
-
 def feed_file_name(protocol: Protocol, interval: FeedInterval) -> str:
     """E.g. ``groeipakket_structureel_44021_p12_2026-08-01_2026-08-31.xlsx`` (first and last day)."""
     return (

@@ -41,7 +41,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from welfare_exchange import audit, ledger
+from welfare_exchange import audit, ledger, xlsx
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol, SideEffect
 from welfare_exchange.errors import InputError, ProtocolError
@@ -610,7 +610,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
         protocol, key=key, kind="delivered", exchange_id=exchange_id,
         subject=f"Groeipakket: resultaat uitwisseling {exchange_id} / result of exchange {exchange_id}",
         payload=payload, filename=name,
-        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        content_type=xlsx.CONTENT_TYPE,
         message_key=f"exchange/{protocol.id}/{exchange.id}/{exchange.result_sha256}/result",
         today=exchange.exchange_date, run=run, prefer_certificate=signer,
     )  # fmt: skip
