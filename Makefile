@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := openssh-server openssh-client libreoffice-calc-nogui python3-uno dovecot-imapd docker-compose chromium
 
-.PHONY: install system-deps demo test bench up clean
+.PHONY: install system-deps demo test lint bench up clean
 
 install: system-deps $(VENV)/.installed
 	@$(ENV) welfare-exchange db upgrade
@@ -33,6 +33,9 @@ demo: install
 
 test: install
 	@$(ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	@$(VENV)/bin/ruff check dags include plugins tests bench
 
 bench: install
 	@$(ENV) $(PY) -m bench

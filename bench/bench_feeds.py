@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import pathlib
 import secrets
 import shutil
 import statistics
@@ -89,7 +88,7 @@ def main() -> dict:
                     key_connection=f"key_{m.nis_code}", college_decision_ref="CB/2026/1",
                     college_decision_date=dt.date(2026, 1, 5), dpo_advice_date=dt.date(2026, 1, 15),
                     valid_from=dt.date(2026, 1, 1), actor=actor,
-                )  # fmt: skip
+                )
                 for action in ("submit", "advise", "sign"):
                     transition(session, p.id, action, actor=actor, on=dt.date(2026, 2, 1))
             registry.write_snapshot(session)
@@ -107,7 +106,7 @@ def main() -> dict:
             "WELFARE_EXCHANGE_FEED_SNAPSHOT_POLICY": "wait",
             "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "5",
             "WELFARE_EXCHANGE_FEED_MAX_ACTIVE_TASKS": "4",
-        })  # fmt: skip
+        })
         server = AirflowServer(home=work / "airflow", env=env)
         print("   starting Airflow (scheduler, API server, DAG processor, triggerer)", flush=True)
         server.start(timeout=240)
@@ -130,7 +129,7 @@ def main() -> dict:
         tis, offset = [], 0
         while True:
             page = server.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances",
-                                  params={"limit": 100, "offset": offset}).json()["task_instances"]  # fmt: skip
+                                  params={"limit": 100, "offset": offset}).json()["task_instances"]
             tis += page
             offset += len(page)
             if len(page) < 100:
@@ -168,7 +167,7 @@ def main() -> dict:
             } if per_municipality else None,
             "peak_memory_mb": sampler.report(),
             "target_seconds": 600,
-        }  # fmt: skip
+        }
         print(json.dumps(result, indent=2), flush=True)
         return result
     finally:

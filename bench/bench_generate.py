@@ -73,7 +73,7 @@ def _baseline(children: int) -> float:
         session.flush()
         for id_, child, ben, supplement, start, end in chunk.entitlements:
             session.add(Entitlement(id=id_, child_id=child, beneficiary_id=ben, supplement=supplement,
-                                    start_date=_date(start), end_date=_date(end) if end else None))  # fmt: skip
+                                    start_date=_date(start), end_date=_date(end) if end else None))
     return time.perf_counter() - started
 
 
@@ -116,7 +116,7 @@ def main() -> dict:
             rows = conn.execute(sa.text(
                 "SELECT c.insz, c.birth_date, c.nis_code, b.insz, e.supplement, e.start_date, coalesce(e.end_date, '') "
                 "FROM entitlement e JOIN child c ON c.id = e.child_id JOIN beneficiary b ON b.id = e.beneficiary_id ORDER BY e.id"
-            ))  # fmt: skip
+            ))
             count = 0
             for row in rows:
                 writer.writerow(row)
@@ -129,7 +129,7 @@ def main() -> dict:
     finally:
         extract.unlink(missing_ok=True)  # synthetic, but INSZ-shaped: never left lying around, even after a failure
     results.update(import_rows=count, import_seconds=round(first, 1), import_again_seconds=round(again, 1),
-                   import_peak_rss_mb=round(peak))  # fmt: skip
+                   import_peak_rss_mb=round(peak))
     print(f"   import {count:,} rows: {first:.1f} s (again, unchanged: {again:.1f} s), peak RSS {peak:.0f} MB", flush=True)
     return results
 

@@ -74,7 +74,7 @@ def prepare(folder: pathlib.Path, children: int, rows: int) -> tuple[str, pathli
                 from sqlalchemy import text
 
                 extra = session.execute(text("SELECT insz FROM child WHERE nis_code != :n ORDER BY id LIMIT :k"),
-                                        {"n": NIS, "k": rows - len(numbers)}).scalars().all()  # fmt: skip
+                                        {"n": NIS, "k": rows - len(numbers)}).scalars().all()
                 numbers += extra
         buffer = io.BytesIO()
         book = xlsxwriter.Workbook(buffer, {"in_memory": True, "constant_memory": True})
@@ -111,7 +111,7 @@ def run_scheduler(folder: pathlib.Path, url: str, request: pathlib.Path, passwor
     upgrade(project_url)
     snapshot = run_dir / "registry_snapshot.json"
     env_over = {"WELFARE_EXCHANGE_DB_URL": project_url, "WELFARE_EXCHANGE_REGISTRY_SNAPSHOT": str(snapshot),
-                "WELFARE_EXCHANGE_STAGING_DIR": str(run_dir / "staging")}  # fmt: skip
+                "WELFARE_EXCHANGE_STAGING_DIR": str(run_dir / "staging")}
     os.environ.update(env_over)
     user = audit.Actor.current_user()
     with session_scope(project_url) as session:
@@ -119,7 +119,7 @@ def run_scheduler(folder: pathlib.Path, url: str, request: pathlib.Path, passwor
             session, nis_code=NIS, municipality="Antwerpen", kind="method1", channel="sftp", key_connection=f"key_{NIS}",
             college_decision_ref="CB/bench", college_decision_date=dt.date(2026, 9, 1), dpo_advice_date=dt.date(2026, 9, 2),
             actor=user,
-        )  # fmt: skip
+        )
         for action in ("submit", "advise", "sign"):
             transition(session, protocol.id, action, actor=user, on=dt.date(2026, 10, 1))
         registry.write_snapshot(session, snapshot)
@@ -161,7 +161,7 @@ def run_scheduler(folder: pathlib.Path, url: str, request: pathlib.Path, passwor
     delivered = next(dt.datetime.fromisoformat(ti["end_date"]) for ti in tis if ti["task_id"] == "deliver_result")
     return {"task_seconds": durations, "run_seconds": round((end - start).total_seconds(), 2),
             "seconds_to_delivery": round((delivered - start).total_seconds(), 2),
-            "peak_memory_mb": sampler.report()}  # fmt: skip
+            "peak_memory_mb": sampler.report()}
 
 
 def main() -> dict:
@@ -175,7 +175,7 @@ def main() -> dict:
     naive_s, naive_rss, naive_out = _run_child(
         [sys.executable, str(REPO_ROOT / "bench" / "naive_method1.py"), str(request), str(password_file), url,
          str(folder / "naive_result.xlsx")]
-    )  # fmt: skip
+    )
     print(f"  naive script: {naive_s:.1f} s, peak {naive_rss:.0f} MB ({naive_out.strip()} result rows)")
 
     ours = run_scheduler(folder, url, request, password)
@@ -187,19 +187,19 @@ def main() -> dict:
     for task_id, seconds in tasks.items():
         print(f"    {task_id:<32} {seconds:7.2f}")
     print(f"  processing (decrypt+validate, match, build): {processing:.2f} s vs naive {naive_s:.2f} s "
-          f"→ {naive_s / processing:.1f}× faster (target ≥ 5×)")  # fmt: skip
+          f"→ {naive_s / processing:.1f}× faster (target ≥ 5×)")
     print(f"  the same plus record_data_subjects (the audit's per-person index, which the naive script does "
-          f"not keep; it runs beside the delivery): {with_subjects:.2f} s → {naive_s / with_subjects:.1f}×")  # fmt: skip
+          f"not keep; it runs beside the delivery): {with_subjects:.2f} s → {naive_s / with_subjects:.1f}×")
     print(f"  whole run {ours['run_seconds']:.1f} s vs sum of task times {task_sum:.1f} s "
           f"→ {ours['run_seconds'] / task_sum:.2f}× (target ≤ 1.5×); result delivered {ours['seconds_to_delivery']:.1f} s "
-          "after the run started")  # fmt: skip
+          "after the run started")
     memory = ours["peak_memory_mb"]
     print(f"  peak memory of one process: {memory['largest_process_own']} MB own (RSS {memory['largest_process_rss']} MB, "
-          f"which also counts store pages read through SQLite's memory map); naive script RSS {naive_rss:.0f} MB")  # fmt: skip
+          f"which also counts store pages read through SQLite's memory map); naive script RSS {naive_rss:.0f} MB")
     return {
         "children": children, "rows": rows, "naive_seconds": round(naive_s, 2), "naive_peak_rss_mb": round(naive_rss),
         **ours, "processing_seconds": round(processing, 2), "speedup_vs_naive": round(naive_s / processing, 2),
         "processing_with_subject_index_seconds": round(with_subjects, 2),
         "speedup_with_subject_index": round(naive_s / with_subjects, 2),
         "run_over_task_sum": round(ours["run_seconds"] / task_sum, 3),
-    }  # fmt: skip
+    }

@@ -90,4 +90,4 @@ class MemorySampler(threading.Thread):
         """Megabytes: ``largest_process_own``, ``largest_process_rss``, ``all_processes_own``."""
         mb = 2**20
         return {"largest_process_own": round(self.peak_own / mb), "largest_process_rss": round(self.peak_rss / mb),
-                "all_processes_own": round(self.peak_own_total / mb)}  # fmt: skip
+                "all_processes_own": round(self.peak_own_total / mb)}

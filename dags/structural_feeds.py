@@ -49,7 +49,7 @@ def structural_feeds():
     fresh = task.sensor(
         task_id="wait_for_fresh_snapshot", inlets=[ENTITLEMENT_SNAPSHOT], mode="reschedule", poke_interval=config.snapshot_poke.total_seconds(),
         timeout=config.snapshot_timeout.total_seconds(), retries=0,
-    )(tasks.snapshot_is_fresh)()  # fmt: skip
+    )(tasks.snapshot_is_fresh)()
     feeds = task(task_id="select_municipalities")(tasks.select_municipalities)()
     planned = task(task_id="detect_changes")(tasks.detect_changes)(feeds)
     delivered = task(task_id="deliver_feed", map_index_template="{{ feed_label }}")(tasks.deliver_feed).expand(feed=planned)

@@ -21,6 +21,6 @@ def _tracked_texts():
 def test_no_insz_and_no_private_key_in_tracked_files():
     insz_files = [name for name, text in _tracked_texts() if find_insz_shaped(text)]
     key_files = [name for name, text in _tracked_texts() if "PRIVATE KEY-----" in text and "BEGIN" in text
-                 and not name.endswith(".py")]  # fmt: skip
+                 and not name.endswith(".py")]
     assert insz_files == [], f"INSZ-shaped numbers committed in: {insz_files}"
     assert key_files == [], f"private keys committed in: {key_files}"

@@ -82,7 +82,7 @@ def test_libreoffice_opens_it(tmp_path):
         [soffice, f"-env:UserInstallation=file://{tmp_path}/profile", "--headless", "--convert-to", "csv:Text - txt - csv (StarCalc):44,34,76",
          "--outdir", str(tmp_path), str(tmp_path / "book.xlsx")],
         check=True, capture_output=True, timeout=180,
-    )  # fmt: skip
+    )
     rows = list(csv.reader((tmp_path / "book.csv").read_text(encoding="utf-8").splitlines()))
     assert rows[0] == ["Code", "Naam & <soort>", "Aantal", "Begin", "Einde"]
     assert rows[1][:3] == ["0123", "a & b < c", "3"] and rows[1][3] == "2020-03-01"

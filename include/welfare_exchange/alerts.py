@@ -32,7 +32,6 @@ import logging
 import urllib.parse
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
-from typing import Any
 
 from welfare_exchange import insz
 

@@ -87,11 +87,11 @@ def _cli(*args: str, capture: bool = True) -> str:
     exe = Path(sys.executable).with_name("welfare-exchange")
     cmd = [str(exe) if exe.exists() else "welfare-exchange", *args]
     done = subprocess.run(cmd, env=os.environ.copy(), stdin=subprocess.DEVNULL, text=True,
-                          capture_output=capture, check=False)  # fmt: skip
+                          capture_output=capture, check=False)
     if done.returncode != 0:
         # CLI errors are ours and carry no personal data; show them as they are.
         raise DemoError(f"`welfare-exchange {' '.join(args[:2])}` failed (exit {done.returncode}): "
-                        f"{(done.stderr or '').strip()[-800:]} {(done.stdout or '').strip()[-400:]}")  # fmt: skip
+                        f"{(done.stderr or '').strip()[-800:]} {(done.stdout or '').strip()[-400:]}")
     return (done.stdout or "").strip()
 
 
@@ -138,7 +138,7 @@ def _request_workbook(numbers: list[str]) -> tuple[bytes, int]:
 
 
 def prepare(workspace: Path, *, children: int = 20000, seed: int = 7, request_size: int = 3000,
-            drop_request: bool = True, progress: Progress | None = None) -> Prepared:  # fmt: skip
+            drop_request: bool = True, progress: Progress | None = None) -> Prepared:
     """Steps 1–5: a fresh workspace, store, SFTP server, signed protocol and (optionally) a request.
 
     The SFTP server is left running: the caller stops ``prepared.sftp``. On error everything
@@ -190,7 +190,7 @@ def prepare(workspace: Path, *, children: int = 20000, seed: int = 7, request_si
             "--college-decision-ref", f"CBS/{today.year}/demo",
             "--college-decision-date", (today - dt.timedelta(days=30)).isoformat(),
             "--dpo-advice-date", (today - dt.timedelta(days=14)).isoformat(),
-        ).split()[-1])  # fmt: skip
+        ).split()[-1])
         for action in ("submit", "advise", "sign"):
             _cli("protocol", action, str(protocol_id))
         from welfare_exchange.exchange.dag_factory import method1_dag_id, read_snapshot
@@ -328,11 +328,11 @@ def run_demo(args: argparse.Namespace) -> int:
         say(f"run {state} in {time.monotonic() - t:.1f} s (trigger to end, through the scheduler)")
         if state != "success":
             raise DemoError(f"the exchange run ended {state}: see the task logs under {_rel(airflow.task_log_dir())} "
-                            f"or the Airflow UI")  # fmt: skip
+                            f"or the Airflow UI")
         # 7. What the municipality received.
         summarise_result(prepared, say)
         verify = subprocess.run([str(Path(sys.executable).with_name("welfare-exchange")), "audit", "verify"],
-                                env=os.environ.copy(), capture_output=True, text=True, check=False)  # fmt: skip
+                                env=os.environ.copy(), capture_output=True, text=True, check=False)
         say(f"welfare-exchange audit verify: {(verify.stdout or verify.stderr).strip()}")
         if verify.returncode != 0:
             raise DemoError("the audit chain did not verify")

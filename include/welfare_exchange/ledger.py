@@ -19,7 +19,7 @@ from welfare_exchange.errors import InputError
 #: States an exchange moves through. ``duplicate`` and ``quarantined`` are final.
 EXCHANGE_STATES = (
     "received", "duplicate", "validated", "quarantined", "matched", "built", "delivered", "failed",
-)  # fmt: skip
+)
 
 
 def get_exchange(session: Session, exchange_id: int) -> Exchange:

@@ -35,7 +35,7 @@ class WebhookReceiver:
 
     def connection(self) -> dict:
         return {"conn_type": "http", "host": "127.0.0.1", "port": self.port, "schema": "http",
-                "password": self.token, "extra": {"endpoint": self.path}}  # fmt: skip
+                "password": self.token, "extra": {"endpoint": self.path}}
 
 
 @dataclass
@@ -47,7 +47,7 @@ class SmtpReceiver:
     def connection(self) -> dict:
         return {"conn_type": "smtp", "host": "127.0.0.1", "port": self.port,
                 "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "welfare-exchange@agency.test",
-                          "timeout": 10, "retry_limit": 1, "to": ALERT_TO}}  # fmt: skip
+                          "timeout": 10, "retry_limit": 1, "to": ALERT_TO}}
 
 
 def _free_port() -> int:

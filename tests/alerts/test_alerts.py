@@ -25,7 +25,7 @@ NUMBER = insz.make(dt.date(2014, 2, 3), 555)  # checksum-valid, synthetic
 def _alert(**overrides):
     args = dict(dag_id="method1_99001_testgemeente_p1", run_id="manual__2026-11-02T09:00:00+00:00",
                 task_id="decrypt_and_validate", try_number=1, protocol_id=1, exchange_id=7,
-                reason="ExchangeRefused: the password does not open the file (wrong_password)", runbook=RUNBOOK)  # fmt: skip
+                reason="ExchangeRefused: the password does not open the file (wrong_password)", runbook=RUNBOOK)
     args.update(overrides)
     return alerts.send_failure_alert(**args)
 
@@ -46,7 +46,7 @@ def test_webhook_and_email_carry_the_facts_and_the_runbook_step(sqlite_db, webho
     assert message["Subject"] == "[welfare-exchange] decrypt_and_validate failed: method1_99001_testgemeente_p1 (exchange 7)"
     text = message.get_content()
     for expected in ("Task:       decrypt_and_validate (try 1)", "Exchange:   7", RUNBOOK, "wrong_password",
-                     "/dags/method1_99001_testgemeente_p1/runs/"):  # fmt: skip
+                     "/dags/method1_99001_testgemeente_p1/runs/"):
         assert expected in text, expected
 
 
@@ -118,5 +118,5 @@ def test_webhook_url(conn, url):
     from airflow.sdk import Connection
 
     connection = Connection(conn_id="alert_webhook", conn_type="http", host=conn["host"], port=conn.get("port"),
-                            schema=conn.get("schema"), extra=json.dumps(conn["extra"]))  # fmt: skip
+                            schema=conn.get("schema"), extra=json.dumps(conn["extra"]))
     assert alerts.webhook_url(connection) == url

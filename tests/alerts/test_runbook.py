@@ -16,7 +16,7 @@ RUNBOOK = REPO_ROOT / "docs" / "RUNBOOK.md"
 PROCEDURES = (
     "Re-run a failed exchange safely", "Rotate a protocol's key", "Onboard a municipality", "Revoke a protocol",
     "Answer a data-subject request", "Read the audit export", "Configure failure alerts",
-)  # fmt: skip
+)
 
 
 def _headings() -> set[str]:

@@ -99,7 +99,7 @@ def celery_airflow(tmp_path_factory, request):
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
             **(env or {}),
-        })  # fmt: skip
+        })
         server.start(timeout=timeout)
         log = open(server.process_log_dir / "celery-worker.log", "ab")
         worker = subprocess.Popen(
@@ -110,7 +110,7 @@ def celery_airflow(tmp_path_factory, request):
              "--skip-serve-logs", "--without-gossip", "--without-mingle"],
             env=server.environment(), cwd=home, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         log.close()
         cluster = CeleryAirflow(server=server, worker=worker, queue=queue, metadata_url=metadata_url)
         started.append(cluster)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -31,7 +30,7 @@ SNAPSHOT = {
          "channel_connection": "sftp_31005", "key_connection": "key_31005", "status": "signed", "schedule": None,
          "valid_from": "2026-01-01", "valid_until": None, "sender_address": None},
     ]
-}  # fmt: skip
+}
 
 #: Parses the dags folder with every way out blocked: no network, no database, no connection.
 PARSER = r"""

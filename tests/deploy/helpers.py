@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
@@ -42,20 +41,6 @@ def run_compose(*args: str, env_file: pathlib.Path = ENV_EXAMPLE) -> subprocess.
         text=True,
         timeout=120,
     )
-
-
-@pytest.fixture(scope="session")
-def compose_config() -> dict:
-    """The configuration as docker-compose resolves it with .env.example (all profiles)."""
-    result = run_compose("config")
-    assert result.returncode == 0, f"docker-compose config failed:\n{result.stderr}"
-    return yaml.safe_load(result.stdout)
-
-
-@pytest.fixture(scope="session")
-def compose_raw() -> dict:
-    """The compose file as written (YAML anchors merged, ${VARIABLES} not interpolated)."""
-    return yaml.safe_load(COMPOSE_FILE.read_text())
 
 
 def parse_env_file(path: pathlib.Path) -> dict[str, str]:

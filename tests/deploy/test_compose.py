@@ -12,13 +12,11 @@ import urllib.parse
 
 import pytest
 
-from tests.deploy.helpers import (  # noqa: F401 (fixtures)
+from tests.deploy.helpers import (
     COMPOSE_FILE,
     DOCKERFILE,
     ENV_EXAMPLE,
     ROOT,
-    compose_config,
-    compose_raw,
     parse_env_file,
     run_compose,
 )

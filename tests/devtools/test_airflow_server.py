@@ -88,7 +88,7 @@ def test_dag_runs_through_the_scheduler_and_a_cleared_task_runs_again(airflow_se
     listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
     pids = {str(p.pid) for p in server._procs.values()}
     exposed = [line for line in listening.splitlines()
-               if any(f"pid={pid}," in line for pid in pids) and f"{HOST}:" not in line.split()[3]]  # fmt: skip
+               if any(f"pid={pid}," in line for pid in pids) and f"{HOST}:" not in line.split()[3]]
     assert not exposed, exposed
 
     server.stop()

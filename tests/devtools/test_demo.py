@@ -28,7 +28,7 @@ def test_demo_runs_the_exchange_through_the_scheduler():
         done = subprocess.run(
             [sys.executable, "-m", "welfare_exchange.demo", "--workspace", str(workspace), "--children", "5000"],
             capture_output=True, text=True, timeout=600, check=False,
-        )  # fmt: skip
+        )
         output = done.stdout + done.stderr
         assert not find_insz_shaped(output), "the demo printed an INSZ-shaped number"
         assert done.returncode == 0, output[-3000:]

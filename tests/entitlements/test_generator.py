@@ -90,7 +90,7 @@ def test_a_store_of_50000_children_looks_like_the_groeipakket(store_db):
         orphans = conn.scalar(sa.text(
             "SELECT count(*) FROM entitlement e LEFT JOIN child c ON c.id = e.child_id "
             "LEFT JOIN beneficiary b ON b.id = e.beneficiary_id WHERE c.id IS NULL OR b.id IS NULL"
-        ))  # fmt: skip
+        ))
     assert len(children) == counts["children"] == 50_000
     assert len(beneficiaries) == counts["beneficiaries"]
     assert len(entitlements) == counts["entitlements"]

@@ -55,7 +55,7 @@ def _store(url: str) -> list[tuple]:
         rows = conn.execute(sa.text(
             "SELECT c.insz, c.birth_date, c.nis_code, b.insz, e.supplement, e.start_date, e.end_date "
             "FROM entitlement e JOIN child c ON c.id = e.child_id JOIN beneficiary b ON b.id = e.beneficiary_id"
-        )).all()  # fmt: skip
+        )).all()
     return sorted(tuple("" if v is None else str(v) for v in row) for row in rows)
 
 
@@ -67,7 +67,7 @@ def test_import_then_again_changes_nothing(store_db, tmp_path):
         "children_new": 3, "children_updated": 0,
         "beneficiaries_new": 2, "beneficiaries_updated": 0,
         "entitlements_new": 5, "entitlements_updated": 0, "entitlements_unchanged": 0,
-    }  # fmt: skip
+    }
     content = _store(store_db)
     matches = content == sorted(tuple(r) for r in _rows())
     assert matches

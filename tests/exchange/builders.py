@@ -78,7 +78,7 @@ def build_world(nis: str, *, children: int = 300, seed: int = 1) -> World:
             parent_ids[number] = row.id
         for child, parent, supplement, start, end in world.entitlements:
             session.add(Entitlement(child_id=child_ids[child], beneficiary_id=parent_ids[parent], supplement=supplement,
-                                    start_date=start, end_date=end))  # fmt: skip
+                                    start_date=start, end_date=end))
     return world
 
 

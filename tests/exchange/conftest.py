@@ -100,7 +100,7 @@ def _signed_protocol(monkeypatch, nis: str, **fields) -> tuple[int, str]:
         protocol = create(
             session, nis_code=nis, kind="method1", key_connection=key_conn, college_decision_ref="CB/2026/42",
             college_decision_date=dt.date(2026, 9, 1), dpo_advice_date=dt.date(2026, 9, 15), actor=user, **fields,
-        )  # fmt: skip
+        )
         for action in ("submit", "advise", "sign"):
             transition(session, protocol.id, action, actor=user, on=dt.date(2026, 10, 1))
         return protocol.id, password
@@ -156,6 +156,6 @@ def method1_mail(sqlite_db, mail_env, smime_pki, monkeypatch) -> MailMethod1:
         monkeypatch, nis, municipality="Gent", channel="smime", channel_connection="smtp_agency",
         sender_address=GENT_ADDRESS,
         sender_certificates=[smime_pki.gent.certificate_pem, smime_pki.expiring.certificate_pem],
-    )  # fmt: skip
+    )
     world = build_world(nis, children=300, seed=4402)
     return MailMethod1(protocol_id=protocol_id, municipality=None, password=password, world=world, servers=mail_env, pki=smime_pki)

@@ -30,7 +30,7 @@ def _protocol(nis: str) -> int:
             session, nis_code=nis, municipality="Dryrun", kind="method1", channel="sftp", key_connection=f"key_{nis}",
             college_decision_ref="CB/1", college_decision_date=dt.date(2026, 9, 1), dpo_advice_date=dt.date(2026, 9, 2),
             actor=user,
-        )  # fmt: skip
+        )
         for action in ("submit", "advise", "sign"):
             transition(session, protocol.id, action, actor=user, on=dt.date(2026, 10, 1))
         return protocol.id
@@ -53,7 +53,7 @@ def test_dry_run_writes_the_encrypted_result_and_opens_no_exchange(sqlite_db, tm
     out = tmp_path / "resultaat.xlsx"
 
     done = _cli("match", str(request), "--password-file", str(secret), "--protocol", str(protocol_id),
-                "--out", str(out), "--as-of", AS_OF.isoformat())  # fmt: skip
+                "--out", str(out), "--as-of", AS_OF.isoformat())
 
     assert done.returncode == 0, done.stderr
     assert "matched rows" in done.stdout
@@ -76,11 +76,11 @@ def test_dry_run_refuses_a_closed_gate_and_a_wrong_password(sqlite_db, tmp_path)
     secret = tmp_path / "password.txt"
     secret.write_text("wrong-password")
     wrong = _cli("match", str(request), "--password-file", str(secret), "--protocol", str(protocol_id),
-                 "--out", str(tmp_path / "r.xlsx"), "--as-of", AS_OF.isoformat())  # fmt: skip
+                 "--out", str(tmp_path / "r.xlsx"), "--as-of", AS_OF.isoformat())
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "password" in wrong.stderr
     with session_scope() as session:
         transition(session, protocol_id, "revoke", actor=audit.Actor.current_user())
     closed = _cli("match", str(request), "--password-file", str(secret), "--protocol", str(protocol_id),
-                  "--out", str(tmp_path / "r.xlsx"))  # fmt: skip
+                  "--out", str(tmp_path / "r.xlsx"))
     assert closed.returncode == 2 and "revoked" in closed.stderr
     assert not (tmp_path / "r.xlsx").exists()

@@ -21,7 +21,7 @@ from welfare_exchange.settings import REPO_ROOT
 TASKS = [
     "protocol_gate", "wait_for_request", "fetch_request", "decrypt_and_validate", "match_entitlements",
     "build_result", "protocol_gate_before_delivery", "deliver_result", "record_data_subjects", "record_retention",
-]  # fmt: skip
+]
 
 
 @pytest.mark.slow
@@ -59,4 +59,4 @@ def test_clearing_every_task_after_success_delivers_once(method1, airflow_server
         facts = session.scalars(sa.select(AuditRecord.action).where(AuditRecord.action == "result.delivered")).all()
         assert len(facts) == 1
         assert audit.verify(session).ok
-    assert_no_insz_in_files(airflow.task_log_dir()) > 0
+    assert assert_no_insz_in_files(airflow.task_log_dir()) > 0

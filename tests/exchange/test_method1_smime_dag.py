@@ -15,7 +15,6 @@ import datetime as dt
 import email
 import email.policy
 
-import pytest
 import sqlalchemy as sa
 
 from tests.dagutil import task_states
@@ -220,11 +219,11 @@ def test_protocol_create_registers_certificates_and_the_signature_requirement(sq
     der = smime_pki.directory / "gent.der"
     der.write_bytes(smime_pki.gent.certificate.public_bytes(serialization.Encoding.DER))
     base = ["protocol", "create", "--nis", "44021", "--municipality", "Gent", "--kind", "method1", "--channel", "smime",
-            "--key-connection", "key_44021", "--channel-connection", "smtp_agency"]  # fmt: skip
+            "--key-connection", "key_44021", "--channel-connection", "smtp_agency"]
     assert main([*base, "--sender-address", "DPO@Gent.test"]) == 2  # no certificate: refused, clearly
     assert "--sender-certificate" in capsys.readouterr().err
     assert main([*base, "--sender-address", "DPO@Gent.test", "--sender-certificate", str(smime_pki.gent.certificate_path),
-                 "--sender-certificate", str(der), "--require-signature"]) == 0  # fmt: skip
+                 "--sender-certificate", str(der), "--require-signature"]) == 0
     protocol_id = int(capsys.readouterr().out.split()[-1])
     with session_scope() as session:
         protocol = get(session, protocol_id)

@@ -115,7 +115,7 @@ def build_store(nis: str, seed: int) -> dict[str, str]:
             parent_ids[role] = row.id
         for child, parent, supplement, start, end in plan:
             session.add(Entitlement(child_id=child_ids[child], beneficiary_id=parent_ids[parent], supplement=supplement,
-                                    start_date=start, end_date=end))  # fmt: skip
+                                    start_date=start, end_date=end))
     return {**kids, **parents}
 
 
@@ -156,7 +156,7 @@ def sign_structural(nis: str, key_conn: str, **fields) -> int:
             session, nis_code=nis, kind="structural", key_connection=key_conn, college_decision_ref="CB/2026/7",
             college_decision_date=D(2026, 1, 10), dpo_advice_date=D(2026, 1, 20), valid_from=D(2026, 1, 1), actor=actor,
             allowed_fields=["child_insz", "beneficiary_insz", "period_start", "period_end"], **fields,
-        )  # fmt: skip
+        )
         for action in ("submit", "advise", "sign"):
             transition(session, protocol.id, action, actor=actor, on=D(2026, 2, 1))
         return protocol.id

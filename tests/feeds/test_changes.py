@@ -63,7 +63,7 @@ def test_serialise_round_trip():
     (FeedInterval(D(2026, 9, 1), D(2026, 10, 1)), [(ENDED, "ended", "parent_ended")]),
     (OCT, [(BENEFICIARY_CHANGED, "moved", "parent_moved_2")]),
     (FeedInterval(D(2026, 7, 1), D(2026, 8, 1)), []),
-])  # fmt: skip
+])
 def test_detect_per_municipality_on_both_back_ends(project_db, month, expected):
     a, b = build_store("99901", 1), build_store("99902", 2)
 

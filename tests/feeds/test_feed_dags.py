@@ -23,7 +23,7 @@ def test_structural_feeds_dag_shape(monkeypatch, tmp_path):
     assert dag.deadline and dag.deadline[0].interval > dt.timedelta(days=31)
     assert [t.task_id for t in dag.topological_sort()] == [
         "wait_for_fresh_snapshot", "select_municipalities", "detect_changes", "deliver_feed", "summarise_feeds",
-    ]  # fmt: skip
+    ]
     tasks = dag.task_dict
     assert tasks["wait_for_fresh_snapshot"].inlets == [ENTITLEMENT_SNAPSHOT]
     assert tasks["wait_for_fresh_snapshot"].mode == "reschedule"

@@ -25,7 +25,7 @@ def _protocol(fields):
     return types.SimpleNamespace(
         id=7, nis_code="44021", municipality="Gent", legal_basis="Groeipakketdecreet", purpose="lokaal sociaal beleid",
         supplements=["sociale_toeslag"], allowed_fields=fields,
-    )  # fmt: skip
+    )
 
 
 ROWS = [FeedChange("child-number", "sociale_toeslag", D(2026, 10, 3), 0, NEW, "parent-number", None)]

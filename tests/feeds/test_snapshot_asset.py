@@ -19,7 +19,7 @@ def _latest_event_time():
         return session.scalar(
             sa.select(sa.func.max(AssetEvent.timestamp)).join(AssetModel, AssetModel.id == AssetEvent.asset_id)
             .where(AssetModel.name == "entitlement_snapshot")
-        )  # fmt: skip
+        )
 
 
 def test_import_emits_the_event_and_the_feed_waits_for_a_fresh_store(feed_world, tmp_path, monkeypatch):
@@ -29,7 +29,7 @@ def test_import_emits_the_event_and_the_feed_waits_for_a_fresh_store(feed_world,
         writer = csv.writer(handle)
         writer.writerow(["child_insz", "child_birth_date", "child_nis", "beneficiary_insz", "supplement", "start_date", "end_date"])
         writer.writerow([insz.make(dt.date(2015, 3, 4), 11), "2015-03-04", "44021", insz.make(dt.date(1985, 6, 7), 12),
-                         "sociale_toeslag", "2026-10-12", ""])  # fmt: skip
+                         "sociale_toeslag", "2026-10-12", ""])
     monkeypatch.setenv("WELFARE_EXCHANGE_ENTITLEMENT_IMPORT_FILE", str(extract))
     before = _latest_event_time()
 

@@ -34,7 +34,7 @@ def test_a_feed_by_encrypted_mail_arrives_once_and_opens(sqlite_db, feed_env, ma
     protocol_id = sign_structural(
         nis, "key_44021", municipality="Gent", channel="smime", channel_connection="smtp_agency",
         sender_address=GENT_ADDRESS, sender_certificates=[smime_pki.gent.certificate_pem],
-    )  # fmt: skip
+    )
     gent = FeedMunicipality(sftp=None, protocol_id=protocol_id, password=password, numbers=build_store(nis, 4402))
     world = FeedWorld([gent])
 

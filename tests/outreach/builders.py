@@ -32,7 +32,7 @@ OFFER = {
     "valid_from": "2026-10-15",
     "valid_until": "2027-06-30",
     "reference_date": REFERENCE.isoformat(),
-}  # fmt: skip
+}
 
 
 @dataclass

@@ -57,7 +57,7 @@ class SmtpSink:
 
     def connection(self) -> dict:
         return {"conn_type": "smtp", "host": LOOPBACK, "port": self.port,
-                "extra": {"disable_ssl": True, "disable_tls": True, "from_email": SENDER, "timeout": 30, "retry_limit": 1}}  # fmt: skip
+                "extra": {"disable_ssl": True, "disable_tls": True, "from_email": SENDER, "timeout": 30, "retry_limit": 1}}
 
     def count(self) -> int:
         """How many messages arrived (a number: assertions on it print no address)."""
@@ -140,7 +140,7 @@ def make_protocol(nis: str, *, channel: str = "sftp", offer: dict | None = None)
             session, nis_code=nis, municipality=f"Testgemeente {nis}", kind="method2", channel=channel,
             key_connection=f"key_{nis}", college_decision_ref="CB/2026/77", college_decision_date=dt.date(2026, 9, 1),
             dpo_advice_date=dt.date(2026, 9, 15), offer=copy.deepcopy(offer or OFFER), actor=audit.Actor.current_user(),
-        )  # fmt: skip
+        )
         for action in ("submit", "advise", "sign"):
             transition(session, protocol.id, action, actor=audit.Actor.current_user(), on=dt.date(2026, 10, 1))
         return protocol.id

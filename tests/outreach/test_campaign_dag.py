@@ -83,7 +83,7 @@ def test_campaign_reaches_each_family_once_and_reports_counts_only(method2):
     name = report_name(store.nis, method2.protocol_id, exchange.id)
     assert list(outbox) == [name]
     report = outbox[name].decode()
-    assert f"Bereikt per e-mail" in report and "<10" in report
+    assert "Bereikt per e-mail" in report and "<10" in report
     assert len(emailed - bounced) >= 10 and f"{len(emailed - bounced)}" in report
     assert sum(secret in report for secret in store.personal_strings()) == 0
     assert exchange.state == "delivered"

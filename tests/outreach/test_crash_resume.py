@@ -5,7 +5,6 @@ run again. Every family gets at most one e-mail; a message whose fate the crash 
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -69,7 +68,7 @@ def _worker(mode: str, n: int, exchange_id: int, rate: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", WORKER, mode, str(n), str(exchange_id), EXCHANGE_DATE.isoformat()],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    )
 
 
 def _worker_killing_itself(stage: str, n: int, exchange_id: int) -> None:

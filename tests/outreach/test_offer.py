@@ -64,18 +64,18 @@ def test_an_insz_in_the_offer_is_refused_without_echoing_it():
 def test_method2_protocol_takes_its_reference_date_from_the_offer(sqlite_db):
     with session_scope() as session:
         protocol = create(session, nis_code="99801", municipality="Testgemeente", kind="method2", channel="sftp",
-                          key_connection="key_99801", offer=copy.deepcopy(OFFER), actor=audit.Actor.current_user())  # fmt: skip
+                          key_connection="key_99801", offer=copy.deepcopy(OFFER), actor=audit.Actor.current_user())
         assert protocol.reference_date == REFERENCE
         with pytest.raises(InputError, match="needs an offer"):
             create(session, nis_code="99802", municipality="Testgemeente", kind="method2", channel="sftp",
-                   key_connection="key_99802", actor=audit.Actor.current_user())  # fmt: skip
+                   key_connection="key_99802", actor=audit.Actor.current_user())
 
 
 def test_cli_protocol_create_with_offer_file(sqlite_db, tmp_path, capsys):
     path = tmp_path / "offer.json"
     path.write_text(json.dumps(OFFER, ensure_ascii=False))
     args = ["protocol", "create", "--nis", "99803", "--municipality", "Testgemeente", "--kind", "method2",
-            "--channel", "sftp", "--key-connection", "key_99803", "--offer-file", str(path)]  # fmt: skip
+            "--channel", "sftp", "--key-connection", "key_99803", "--offer-file", str(path)]
     assert cli.main(args) == 0
     protocol_id = int(capsys.readouterr().out.strip())
     with session_scope() as session:

@@ -12,7 +12,7 @@ from welfare_exchange.outreach.report import PRIMARY, SECONDARY, render, suppres
 def test_counts_of_ten_and_more_are_shown():
     assert suppress({"email": 120, "letter": 45, "bounced": 10}) == {
         "email": "120", "letter": "45", "bounced": "10", "total": "175",
-    }  # fmt: skip
+    }
 
 
 def test_one_small_count_hides_another_so_it_cannot_be_worked_out():
@@ -30,7 +30,7 @@ def test_small_counts_that_together_reach_ten_need_no_second_hiding():
 def test_a_small_total_is_hidden_too():
     assert suppress({"email": 4, "letter": 2, "bounced": 0}) == {
         "email": PRIMARY, "letter": PRIMARY, "bounced": "0", "total": PRIMARY,
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("n", range(1, 10))
@@ -39,7 +39,7 @@ def test_no_count_under_ten_is_ever_printed(n):
         municipality="Testgemeente", nis_code="99999", protocol_id=5, exchange_id=8,
         reference_date=dt.date(2026, 10, 1), campaign_date=dt.date(2026, 11, 2), offer_title="Gratis zwemmen",
         counts={"email": 250, "letter": n, "bounced": 0, "uncertain": 0, "unreachable": 0},
-    )  # fmt: skip
+    )
     text = data.decode()
     assert shown["letter"] == PRIMARY and shown["email"] == SECONDARY
     assert "250" not in text and f"{250 + n}" in text

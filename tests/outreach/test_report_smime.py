@@ -26,7 +26,7 @@ def test_report_over_smime_decrypts_with_the_municipalitys_key(sqlite_db, smtp_s
     [(rcpts, data)] = smtp_sink.messages
     assert rcpts == ("dpo@gent.test",) and b"Totaal" not in data
     inner = openssl("smime", "-decrypt", "-inkey", str(smime_pki.gent.key_path),
-                    "-recip", str(smime_pki.gent.certificate_path), input=data)  # fmt: skip
+                    "-recip", str(smime_pki.gent.certificate_path), input=data)
     entity = email.message_from_bytes(inner, policy=email.policy.default)
     [attachment] = list(entity.iter_attachments())
     assert attachment.get_filename() == "rapport.txt"

@@ -42,7 +42,7 @@ def test_letters_render_and_carry_the_offer():
     flat = " ".join(first.split())
     for text in (OFFER["title"], "Beste ouder", "Hoe vraagt u het aan?", OFFER["link"], OFFER["contact"]["organisation"],
                  OFFER["contact"]["phone"], "€ 1,50", "2 november 2026", "30 juni 2027", "Proefdreef 1", "9999 Testgemeente",
-                 "campagne 12"):  # fmt: skip
+                 "campagne 12"):
         assert text in flat, text
     all_text = "\n".join(p.extract_text() for p in reader.pages)
     assert all(f"Proefdreef {i}\n" in all_text for i in (1, 2, 3))

@@ -25,7 +25,7 @@ def _create(session, **overrides):
         nis_code="44021", municipality="Gent", kind="method1", channel="sftp", key_connection="key_44021",
         college_decision_ref="CB/2026/17", college_decision_date=dt.date(2026, 10, 1),
         dpo_advice_date=dt.date(2026, 10, 10), actor=USER,
-    )  # fmt: skip
+    )
     fields.update(overrides)
     return create(session, **fields)
 
@@ -48,7 +48,7 @@ def test_full_lifecycle_is_timestamped_and_audited(project_db):
         assert steps == ["draft", "submitted", "advised", "signed", "suspended", "signed", "revoked"]
         actions = session.scalars(sa.select(AuditRecord.action).order_by(AuditRecord.id)).all()
         assert actions == ["protocol.created", "protocol.submit", "protocol.advise", "protocol.sign",
-                           "protocol.suspend", "protocol.resume", "protocol.revoke"]  # fmt: skip
+                           "protocol.suspend", "protocol.resume", "protocol.revoke"]
         assert audit.verify(session).ok
 
 
@@ -56,7 +56,7 @@ def test_full_lifecycle_is_timestamped_and_audited(project_db):
     "path, action",
     [((), "sign"), ((), "advise"), (("submit",), "sign"), (("submit", "advise", "sign", "revoke"), "resume"),
      (("submit", "advise", "sign", "revoke"), "sign"), (("submit", "advise", "sign", "expire"), "suspend")],
-)  # fmt: skip
+)
 def test_illegal_transitions_are_refused(sqlite_db, path, action):
     with session_scope() as session:
         protocol = _create(session)
@@ -115,7 +115,7 @@ def _cli(*args):
 
 def test_cli_create_prints_only_the_id_and_refuses_bad_input(sqlite_db):
     made = _cli("protocol", "create", "--nis", "44021", "--municipality", "Gent", "--kind", "method1",
-                "--channel", "sftp", "--key-connection", "key_44021")  # fmt: skip
+                "--channel", "sftp", "--key-connection", "key_44021")
     assert made.returncode == 0, made.stderr
     assert made.stdout.strip().isdigit()
     bad = _cli("protocol", "sign", made.stdout.strip())

@@ -24,7 +24,7 @@ def signed_protocol(nis: str = "99901", **overrides) -> int:
             session, nis_code=nis, municipality=f"Testgemeente {nis}", kind="method1", channel="sftp",
             key_connection=f"key_{nis}", college_decision_ref="CB/2026/1", college_decision_date=dt.date(2026, 9, 1),
             dpo_advice_date=dt.date(2026, 9, 15), actor=ACTOR, **overrides,
-        )  # fmt: skip
+        )
         for action in ("submit", "advise", "sign"):
             transition(session, protocol.id, action, actor=ACTOR, on=dt.date(2026, 10, 1))
         return protocol.id
@@ -36,7 +36,7 @@ def exchange(protocol_id: int, *, state: str = "delivered", on: dt.date = EXCHAN
         row, _ = ledger.open_exchange(
             session, protocol, request_sha256=hashlib.sha256(f"{protocol_id}{tag}".encode()).hexdigest(),
             request_name=f"aanvraag-{tag}.xlsx", request_size=10, dag_id="test", run_id=f"run-{tag}", exchange_date=on,
-        )  # fmt: skip
+        )
         ledger.update_exchange(session, row, state=state)
         return row.id
 
@@ -50,12 +50,12 @@ def staging_with_files(protocol_id: int, exchange_id: int, *names: str) -> Stagi
 
 
 def schedule(protocol_id: int, exchange_id: int | None, kind: str, where: str, location: str, deadline: dt.date,
-             rule: str = "test rule", sha256: str | None = None) -> int:  # fmt: skip
+             rule: str = "test rule", sha256: str | None = None) -> int:
     with session_scope() as session:
         return ledger.schedule_deletion(
             session, protocol_id=protocol_id, exchange_id=exchange_id, kind=kind, where=where, location=location,
             deadline=deadline, rule=rule, sha256=sha256,
-        ).id  # fmt: skip
+        ).id
 
 
 def item(item_id: int) -> RetentionItem:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.retention.helpers import (
     ACTOR, EXCHANGE_DATE, exchange, get_exchange, item, records, schedule, signed_protocol, staging_with_files, verify,
-)  # fmt: skip
+)
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
 from welfare_exchange.retention import runner

@@ -98,12 +98,12 @@ def test_subject_erase_rewrites_undelivered_staging_and_states_what_cannot_be_er
     staging.write_encrypted("valid", "\n".join(requested).encode())
     with session_scope() as session:
         rows = matching.match(session, requested, supplements=["sociale_toeslag"], reference_date=dt.date(2020, 3, 1),
-                              exchange_date=EXCHANGE_DATE)  # fmt: skip
+                              exchange_date=EXCHANGE_DATE)
         protocol = session.get(Protocol, method1.protocol_id)
         actor = audit.Actor(type="system", name="test")
         audit.record(session, "request.validated", actor=actor, protocol=protocol, exchange_id=pending, subjects=requested)
         audit.record(session, "entitlements.matched", actor=actor, protocol=protocol, exchange_id=pending,
-                     subjects={r.child_insz for r in rows} | {r.beneficiary_insz for r in rows})  # fmt: skip
+                     subjects={r.child_insz for r in rows} | {r.beneficiary_insz for r in rows})
         session.get(Exchange, pending).result_sha256 = "0" * 64
     staging.write_encrypted("matched", matching.serialise(rows))
     staging.path("result.xlsx").write_bytes(b"encrypted result with the person in it")

@@ -28,7 +28,7 @@ CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage", "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
-)  # fmt: skip
+)
 
 
 def chromium_binary() -> str:
@@ -56,7 +56,7 @@ class Browser:
             [chromium_binary(), *CHROMIUM_FLAGS, f"--user-data-dir={self._profile}",
              f"--window-size={self.width},{self.height}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         port = self._devtools_port(timeout=30)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
             pages = [t for t in json.load(resp) if t.get("type") == "page"]

@@ -39,7 +39,7 @@ def seed(nis: str = "99101", municipality: str = "Testgemeente Zonnedorp") -> Se
             session, nis_code=nis, municipality=municipality, kind="method1", channel="sftp",
             key_connection=f"key_{nis}", college_decision_ref="CB/2026/7", college_decision_date=dt.date(2026, 9, 1),
             dpo_advice_date=dt.date(2026, 9, 15), valid_until=dt.date(2027, 12, 31), actor=user,
-        )  # fmt: skip
+        )
         for action in ("submit", "advise", "sign"):
             transition(session, protocol.id, action, actor=user, on=dt.date(2026, 10, 1))
         from welfare_exchange.exchange.dag_factory import method1_dag_id
@@ -48,23 +48,23 @@ def seed(nis: str = "99101", municipality: str = "Testgemeente Zonnedorp") -> Se
         exchange, _ = ledger.open_exchange(
             session, protocol, request_sha256="ab" * 32, request_name=request_name, request_size=2048,
             dag_id=dag_id, run_id=RUN_ID, exchange_date=dt.date(2026, 11, 2),
-        )  # fmt: skip
+        )
         ledger.update_exchange(session, exchange, state="validated", counts={"rows": 125, "valid": 121, "duplicates": 1})
         ledger.update_exchange(session, exchange, state="matched", counts={"matched_children": 47, "beneficiaries": 39})
         ledger.schedule_deletion(
             session, protocol_id=protocol.id, exchange_id=exchange.id, kind="request_file", where="sftp",
             location=f"{nis}/received/request-{exchange.id}", deadline=dt.date(2026, 11, 20), rule="request 30 days",
-        )  # fmt: skip
+        )
         ledger.schedule_deletion(
             session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
             location=f"staging/{exchange.id}", deadline=dt.date(2027, 1, 31), rule="result 90 days",
-        )  # fmt: skip
+        )
 
         other = create(
             session, nis_code="99102", municipality="Testgemeente Maanbeek", kind="method1", channel="sftp",
             key_connection="key_99102", college_decision_ref="CB/2026/8", college_decision_date=dt.date(2026, 9, 1),
             dpo_advice_date=dt.date(2026, 9, 15), actor=user,
-        )  # fmt: skip
+        )
         for action in ("submit", "advise", "sign", "revoke"):
             transition(session, other.id, action, actor=user, on=dt.date(2026, 10, 1), reason="college decision withdrawn")
         return Seeded(protocol.id, other.id, exchange.id, dag_id, RUN_ID, request_name)

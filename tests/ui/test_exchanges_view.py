@@ -127,7 +127,7 @@ def test_page_shows_the_row_links_and_no_personal_data(client, seeded):
     html = resp.text
     for expected in ("Testgemeente Zonnedorp", "NIS 99101", "entitlements matched", "matched_children: 47",
                      "next due 2026-11-20", "Audit chain <strong>intact</strong>", "Testgemeente Maanbeek",
-                     f'href="/dags/{seeded.dag_id}/runs/manual__2026-11-02T09%3A00%3A00%2B00%3A00"'):  # fmt: skip
+                     f'href="/dags/{seeded.dag_id}/runs/manual__2026-11-02T09%3A00%3A00%2B00%3A00"'):
         assert expected in html, expected
     assert 'target="_top"' in html  # links leave the UI's iframe
     # The request file was named after an INSZ: neither it nor any number like it is shown.

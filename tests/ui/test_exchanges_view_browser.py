@@ -54,7 +54,7 @@ def test_exchanges_view_in_chromium_behind_airflow_login(sqlite_db, airflow_serv
         text = browser.text()
         for expected in ("Exchanges", "Testgemeente Zonnedorp", "NIS 99101", "signed", "gate open", "matched",
                          "entitlements matched", "rows: 125", "next due 2026-11-20", "Audit chain intact",
-                         "Testgemeente Maanbeek", "revoked"):  # fmt: skip
+                         "Testgemeente Maanbeek", "revoked"):
             assert expected in text, expected
         run_link = browser.evaluate("document.querySelector('a.run-link').getAttribute('href')")
         assert run_link.startswith(f"/dags/{seeded.dag_id}/runs/manual__2026-11-02")

@@ -91,6 +91,6 @@ def check_anchors(session: Session, path: pathlib.Path | None = None) -> AnchorC
                 checked, pruned,
                 f"record {last_id} no longer has the hash anchored on line {number} ({anchor.get('anchored_at')}): "
                 "the trail was rewritten from that record on or before",
-            )  # fmt: skip
+            )
         checked += 1
     return AnchorCheck(checked, pruned)

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument(
         "--anchors", type=pathlib.Path, metavar="FILE",
         help="the anchor file written by retention_daily (default: WELFARE_EXCHANGE_AUDIT_ANCHOR_FILE or var/audit-anchors.jsonl)",
-    )  # fmt: skip
+    )
     verify.set_defaults(handler=_verify)
     export = commands.add_parser("export", help="the processing register (verwerkingsregister) view")
     export.add_argument("--since", type=iso_date, help="only records from this date (YYYY-MM-DD)")

@@ -36,7 +36,7 @@ HASHED_FIELDS = (
     "action", "outcome", "protocol_id", "legal_basis", "exchange_id", "data_categories",
     "file_hashes", "counts", "subject_ref", "subjects_count", "subjects_digest", "message",
     "fact_key", "prev_hash",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -333,7 +333,7 @@ EXPORT_COLUMNS = (
     "action", "outcome", "protocol_id", "municipality", "nis_code", "legal_basis", "purpose",
     "exchange_id", "data_categories", "subjects_count", "subject_ref", "counts", "file_hashes",
     "message", "record_hash",
-)  # fmt: skip
+)
 
 
 def export_rows(session: Session, since: dt.date | None = None) -> Iterator[dict[str, Any]]:

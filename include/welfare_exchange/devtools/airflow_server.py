@@ -186,7 +186,7 @@ class AirflowServer:
         log = self.process_log_dir / "db-migrate.log"
         with open(log, "ab") as fh:
             done = subprocess.run([_airflow_bin(), "db", "migrate"], env=self.environment(), stdin=subprocess.DEVNULL,
-                                  stdout=fh, stderr=subprocess.STDOUT, check=False)  # fmt: skip
+                                  stdout=fh, stderr=subprocess.STDOUT, check=False)
         if done.returncode != 0:
             raise AirflowServerError(f"`airflow db migrate` failed (exit {done.returncode}):\n{_tail(log)}")
         marker.write_text(version + "\n")
@@ -223,7 +223,7 @@ class AirflowServer:
                 self._procs[name] = subprocess.Popen(
                     [_airflow_bin(), *commands[name]], env=env, cwd=self.home, stdin=subprocess.DEVNULL,
                     stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                )  # fmt: skip
+                )
             self._wait_healthy(timeout)
         except BaseException:
             self.stop()
@@ -314,7 +314,7 @@ class AirflowServer:
         return self._token
 
     def request(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None,
-                ok: tuple[int, ...] = (200, 201)) -> httpx.Response:  # fmt: skip
+                ok: tuple[int, ...] = (200, 201)) -> httpx.Response:
         """An authenticated call to the API; re-logs in once on 401.
 
         :raises AirflowServerError: the status is not in ``ok`` (message: method, path, status, body).
@@ -370,7 +370,7 @@ class AirflowServer:
         self.request("PATCH", f"/api/v2/dags/{self._q(dag_id)}", json_body={"is_paused": True})
 
     def trigger(self, dag_id: str, conf: dict | None = None, logical_date: dt.datetime | str | None = None,
-                run_id: str | None = None) -> str:  # fmt: skip
+                run_id: str | None = None) -> str:
         """``POST /api/v2/dags/{dag_id}/dagRuns``; returns the run id.
 
         :param logical_date: ``None`` (a manual run without logical date) or an aware datetime.
@@ -391,7 +391,7 @@ class AirflowServer:
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         """``{task_id: state}`` of a run (``None`` = not scheduled yet; mapped ones as ``task[i]``)."""
         resp = self.request("GET", f"/api/v2/dags/{self._q(dag_id)}/dagRuns/{self._q(run_id)}/taskInstances",
-                            params={"limit": 1000})  # fmt: skip
+                            params={"limit": 1000})
         states: dict[str, str | None] = {}
         for ti in resp.json()["task_instances"]:
             key = ti["task_id"] if ti.get("map_index", -1) < 0 else f"{ti['task_id']}[{ti['map_index']}]"
@@ -399,7 +399,7 @@ class AirflowServer:
         return states
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300, *, poll: float = 1.0,
-                     on_task_state: Callable[[str, str | None], None] | None = None) -> str:  # fmt: skip
+                     on_task_state: Callable[[str, str | None], None] | None = None) -> str:
         """Poll until the run is ``success`` or ``failed``; returns that state.
 
         :param on_task_state: called as ``(task_id, state)`` whenever a task's state changes

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     airflow = None
     try:
         prepared = demo.prepare(Path(args.workspace), children=args.children, seed=args.seed,
-                                drop_request=not args.no_request, progress=say)  # fmt: skip
+                                drop_request=not args.no_request, progress=say)
         airflow = AirflowServer(home=default_home(), port=args.port, env=prepared.airflow_env)
         airflow.start(timeout=180)
         airflow.wait_for_dag(prepared.dag_id, timeout=180)

@@ -90,7 +90,7 @@ ONGOING_P = 0.60
 _STREET_STEMS = (
     "Voorbeeld", "Proef", "Fictie", "Model", "Schets", "Ontwerp", "Verzin", "Papier", "Inkt",
     "Sjabloon", "Oefen", "Test", "Kladblok", "Droombeeld", "Bedenk", "Maquette",
-)  # fmt: skip
+)
 _STREET_KINDS = ("straat", "laan", "dreef", "hof", "weg", "plein", "pad", "kouter")
 
 _SOC, _ZORG, _SCHOOL = "sociale_toeslag", "zorgtoeslag", "schooltoeslag"

@@ -528,7 +528,7 @@ def _upsert(session: Session, parsed: _Parsed) -> dict[str, int]:
                 Beneficiary.id, Beneficiary.insz, Beneficiary.email, Beneficiary.address_line,
                 Beneficiary.postcode, Beneficiary.city,
             ).where(Beneficiary.insz.in_(part))
-        ):  # fmt: skip
+        ):
             existing_ben[row.insz] = (
                 row.id,
                 {
@@ -549,7 +549,7 @@ def _upsert(session: Session, parsed: _Parsed) -> dict[str, int]:
         n for n in numbers
         if n in existing_ben
         and any(existing_ben[n][1][c] != v for c, v in parsed.beneficiaries[n][0].items())
-    ]  # fmt: skip
+    ]
     # Group by the set of contact columns given, so every executemany batch has one shape.
     by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for n in new_ben + changed_ben:
@@ -581,7 +581,7 @@ def _upsert(session: Session, parsed: _Parsed) -> dict[str, int]:
                 Entitlement.child_id, Entitlement.beneficiary_id, Entitlement.supplement,
                 Entitlement.start_date, Entitlement.end_date,
             ).where(Entitlement.child_id.in_(part))
-        ):  # fmt: skip
+        ):
             current[(c, b, s, start)] = end
     new_rows, changed_rows, unchanged = [], [], 0
     for (child, ben, supplement, start), (end, _line) in parsed.entitlements.items():

@@ -65,7 +65,7 @@ def _match(args: argparse.Namespace) -> int:
         rows = matching.match(
             session, outcome.valid, supplements=protocol.supplements, reference_date=protocol.reference_date,
             exchange_date=on,
-        )  # fmt: skip
+        )
         sha = hashlib.sha256(data).hexdigest()
         draft = Exchange(id=0, protocol_id=protocol.id, request_sha256=sha, request_name=args.request.name, exchange_date=on)
         summary = outcome.report.summary()
@@ -82,7 +82,7 @@ def _match(args: argparse.Namespace) -> int:
             counts={"rows": summary["rows"], "valid": summary["valid"], "matched_rows": len(rows)},
             subjects={r.child_insz for r in rows} | {r.beneficiary_insz for r in rows},
             message=f"dry run by the operator CLI: result written locally ({args.out.name}), nothing delivered",
-        )  # fmt: skip
+        )
     print(
         f"rows {summary['rows']}, valid {summary['valid']}, invalid {sum(summary['invalid'].values())}, "
         f"duplicates {summary['duplicates']}, matched rows {len(rows)} "

@@ -66,7 +66,7 @@ def open_request_exchange(session, protocol: Protocol, *, digest: str, name: str
     exchange, is_new = ledger.open_exchange(
         session, protocol, request_sha256=digest, request_name=name, request_size=size,
         dag_id=run.dag_id, run_id=run.run_id, exchange_date=run.exchange_date,
-    )  # fmt: skip
+    )
     if is_new or exchange.run_id == run.run_id:
         return exchange, None
     audit.record(
@@ -75,7 +75,7 @@ def open_request_exchange(session, protocol: Protocol, *, digest: str, name: str
         message=f"{source} has the same SHA-256 as exchange {exchange.id} (run {exchange.run_id}); "
         "it is not processed again",
         fact_key=f"duplicate:{protocol.id}:{digest}:{run.run_id}",
-    )  # fmt: skip
+    )
     return exchange, exchange.id
 
 

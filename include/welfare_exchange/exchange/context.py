@@ -52,4 +52,4 @@ class RunInfo:
         return audit.Actor(
             type="system", name="airflow", dag_id=self.dag_id, run_id=self.run_id, task_id=self.task_id,
             try_number=self.try_number,
-        )  # fmt: skip
+        )

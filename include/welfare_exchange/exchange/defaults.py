@@ -81,7 +81,7 @@ def on_task_start(context: Any) -> None:
                 protocol_id=params.get("protocol_id"),
                 message=f"task {ti.task_id} started (try {getattr(ti, 'try_number', '?')})",
                 fact_key=f"started:{_try_key(ti)}",
-            )  # fmt: skip
+            )
     except Exception:
         log.exception("could not record the task's start in the audit trail")
 
@@ -102,21 +102,21 @@ def on_task_failure(context: Any) -> None:
         text = f"{type(error).__name__}: [message withheld: it contained personal data]"
     params = context.get("params") or {}
     actor = audit.Actor(type="system", name="airflow", dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
-                        try_number=getattr(ti, "try_number", None))  # fmt: skip
+                        try_number=getattr(ti, "try_number", None))
     try:
         with session_scope() as session:
             audit.record(
                 session, "task.failed", "failure", actor=actor, protocol_id=params.get("protocol_id"),
                 message=f"{text[:1500]} | runbook: {runbook_step(ti.task_id)}",
                 fact_key=f"failed:{_try_key(ti)}",
-            )  # fmt: skip
+            )
     except Exception:  # the callback must never hide the task's own failure
         log.exception("could not record the failure in the audit trail")
     alerts.send_failure_alert(
         dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=getattr(ti, "try_number", None),
         map_index=getattr(ti, "map_index", None), protocol_id=params.get("protocol_id"), reason=text,
         runbook=runbook_step(ti.task_id),
-    )  # fmt: skip
+    )
 
 
 def default_args() -> dict[str, Any]:

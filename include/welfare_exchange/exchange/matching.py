@@ -116,7 +116,7 @@ def match(
                 child, beneficiary, supplement, max(start, reference_date),
                 end if end is not None and end < exchange_date else None,
             )
-        )  # fmt: skip
+        )
     if session.connection().dialect.name == "sqlite":
         session.connection().execute(sa.text(f"DROP TABLE {table}"))
     return rows

@@ -111,7 +111,7 @@ def build_workbook(
             "Enkel voor de automatische toekenning van de steunmaatregel in het protocol. "
             "Vernietig dit bestand zodra het niet meer nodig is.",
         ),
-    ])  # fmt: skip
+    ])
     return book.to_bytes()
 
 

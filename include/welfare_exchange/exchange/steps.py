@@ -44,6 +44,7 @@ from welfare_exchange.exchange.common import (  # noqa: F401 (re-exported: the s
     result_deadline,
     sha256_file,
 )
+from welfare_exchange.errors import ProtocolError
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.intake import IntakeError, IntakeLimits, encrypt_agile, read_request
 from welfare_exchange.protocols import check_gate, get
@@ -130,7 +131,7 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
         outcome = read_request(
             data, key_password(protocol), as_of=exchange.exchange_date,
             age_window=(protocol.age_min, protocol.age_max), limits=limits or IntakeLimits.from_env(),
-        )  # fmt: skip
+        )
     except IntakeError as err:
         quarantine(exchange_id, err, run)
         raise ExchangeRefused(
@@ -153,7 +154,7 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
                     "invalid": sum(summary["invalid"].values())},
             message=f"request decrypted in memory ({summary['encryption']}) and validated",
             fact_key=f"exchange:{exchange_id}:validated",
-        )  # fmt: skip
+        )
     return summary
 
 
@@ -179,7 +180,7 @@ def match_entitlements(exchange_id: int, run: RunInfo) -> dict[str, int]:
         rows = matching.match(
             session, numbers, supplements=protocol.supplements, reference_date=protocol.reference_date,
             exchange_date=exchange.exchange_date,
-        )  # fmt: skip
+        )
     staging.write_encrypted("matched", matching.serialise(rows))
     counts = {
         "matched_rows": len(rows),
@@ -195,7 +196,7 @@ def match_entitlements(exchange_id: int, run: RunInfo) -> dict[str, int]:
             message=f"matched against the entitlement store: {', '.join(protocol.supplements)} "
             f"between {protocol.reference_date.isoformat()} and {exchange.exchange_date.isoformat()}",
             fact_key=f"exchange:{exchange_id}:matched",
-        )  # fmt: skip
+        )
     return counts
 
 
@@ -229,7 +230,7 @@ def build_result(exchange_id: int, run: RunInfo, *, out: os.PathLike | str | Non
                 data_categories=[c for c in RESULT_CATEGORIES], file_hashes={"result": exchange.result_sha256},
                 counts={"rows": len(rows)}, message="result workbook built and encrypted with the protocol's key (AES-256)",
                 fact_key=f"exchange:{exchange_id}:built",
-            )  # fmt: skip
+            )
     if out is not None:
         atomic_write(pathlib.Path(out), target.read_bytes())
     return {"result_sha256": exchange.result_sha256 or _sha256(target), "name": result.result_file_name(protocol, exchange)}
@@ -266,7 +267,7 @@ def record_data_subjects(exchange_id: int, run: RunInfo) -> dict[str, int]:
                 data_categories=REQUEST_CATEGORIES, counts={"children": len(requested)}, subjects=requested,
                 message="the children named in the request, as keyed references (for access requests)",
                 fact_key=f"exchange:{exchange_id}:subjects:requested",
-            )  # fmt: skip
+            )
         if pairs is not None:
             children = {child for child, _ in pairs}
             beneficiaries = {beneficiary for _, beneficiary in pairs}
@@ -277,7 +278,7 @@ def record_data_subjects(exchange_id: int, run: RunInfo) -> dict[str, int]:
                 subjects=children | beneficiaries,
                 message="the children and beneficiaries in the result, as keyed references (for access requests)",
                 fact_key=f"exchange:{exchange_id}:subjects:result",
-            )  # fmt: skip
+            )
     return counts
 
 
@@ -294,7 +295,7 @@ def recheck_gate(exchange_id: int, run: RunInfo) -> str:
             audit.record(
                 session, "result.delivery_blocked", "refused", actor=run.actor, protocol=protocol,
                 exchange_id=exchange_id, message=decision.reason, fact_key=f"exchange:{exchange_id}:blocked",
-            )  # fmt: skip
+            )
     if not decision.is_open:
         raise ProtocolError(f"delivery of exchange {exchange_id} blocked: {decision.reason}. Nothing was sent.")
     return decision.reason
@@ -331,19 +332,19 @@ def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
                 location=str(staged_request), deadline=request_deadline_, sha256=exchange.request_sha256,
                 rule=RULE_AFTER_MATCH.format(id=protocol.id) if protocol.delete_request_after_match
                 else f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
-            )  # fmt: skip
+            )
         staging_deadline = max(request_deadline_, result_deadline_)
         ledger.schedule_deletion(
             session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where="local",
             location=str(staging.folder), deadline=staging_deadline,
             rule="staging: kept until the request and result deadlines have both passed",
-        )  # fmt: skip
+        )
         audit.record(
             session, "retention.scheduled", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             counts={"intermediates_deleted": len(removed)},
             message=f"request to be deleted by {request_deadline_.isoformat()}, result by {result_deadline_.isoformat()}",
             fact_key=f"exchange:{exchange_id}:retention",
-        )  # fmt: skip
+        )
         delete_now, exchange_date = protocol.delete_request_after_match, exchange.exchange_date
     if delete_now:
         # "Delete the request as soon as matching is done": every copy goes now, with its

@@ -145,7 +145,7 @@ def serialise(changes: Sequence[FeedChange]) -> bytes:
              c.period_end.isoformat() if c.period_end else "")
         )
         for c in changes
-    ).encode("utf-8")  # fmt: skip
+    ).encode("utf-8")
 
 
 def deserialise(data: bytes) -> list[FeedChange]:
@@ -155,5 +155,5 @@ def deserialise(data: bytes) -> list[FeedChange]:
         rows.append(
             FeedChange(child, supplement, dt.date.fromisoformat(start), int(order), change, beneficiary,
                        dt.date.fromisoformat(end) if end else None)
-        )  # fmt: skip
+        )
     return rows

@@ -118,12 +118,12 @@ def check(
                 f"municipalities not delivered (protocols {', '.join(map(str, waiting)) or '-'}), {len(late)} delivered late. "
                 "Runbook: 'A structural feed is late'.",
                 fact_key=f"feed:{interval}:deadline_missed",
-            )  # fmt: skip
+            )
     if missed:
         log.error(
             "DEADLINE MISSED: structural feed %s was due by %s; %d of %d municipalities not delivered, %d late",
             interval, deadline.isoformat(), len(waiting), len(state), len(late),
-        )  # fmt: skip
+        )
     return {"due": deadline.isoformat(), "missed": missed, "waiting": len(waiting), "late": len(late)}
 
 
@@ -141,5 +141,5 @@ async def feed_deadline_missed(context: dict[str, Any] | None = None, **_: Any) 
 
     interval = FeedInterval(_day(start), _day(end))
     actor = audit.Actor(type="system", name="airflow", dag_id=run.get("dag_id"), run_id=run.get("run_id"),
-                        task_id="deadline_alert")  # fmt: skip
+                        task_id="deadline_alert")
     await asyncio.to_thread(check, interval, None, actor)

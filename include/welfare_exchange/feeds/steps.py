@@ -90,7 +90,7 @@ def select_municipalities(interval: FeedInterval, run: RunInfo) -> list[dict[str
             message=f"structural feed {interval}: {len(feeds)} municipalities with a signed structural protocol valid on "
             f"{interval.last_day.isoformat()}",
             fact_key=f"feed:{interval}:selected:{selection}",
-        )  # fmt: skip
+        )
     log.info("structural feed %s: %d municipalities selected", interval, len(feeds))
     return feeds
 
@@ -112,7 +112,7 @@ def detect_changes(feeds: list[dict[str, Any]], interval: FeedInterval, run: Run
                 session, protocol, request_sha256=interval.exchange_key(protocol.id),
                 request_name=f"structurele feed {interval}", request_size=None,
                 dag_id=run.dag_id, run_id=run.run_id, exchange_date=interval.end,
-            )  # fmt: skip
+            )
             out.append({**feed, "exchange_id": exchange.id, "interval": str(interval)})
             if exchange.result_sha256 is None:
                 todo[exchange.id] = (protocol.id, protocol.nis_code, tuple(protocol.supplements))
@@ -138,9 +138,9 @@ def detect_changes(feeds: list[dict[str, Any]], interval: FeedInterval, run: Run
                 subjects={r.child_insz for r in rows} | {r.beneficiary_insz for r in rows},
                 message=f"changes in {', '.join(supplements)} during {interval} read from the entitlement store",
                 fact_key=f"exchange:{exchange_id}:changes_detected",
-            )  # fmt: skip
+            )
     log.info("structural feed %s: changes detected for %d feeds (%d rows), %d already built", interval, len(todo), total,
-             len(out) - len(todo))  # fmt: skip
+             len(out) - len(todo))
     return out
 
 
@@ -184,7 +184,7 @@ def build_feed(exchange_id: int, interval: FeedInterval, run: RunInfo) -> str:
             data_categories=FEED_CATEGORIES, file_hashes={"feed": digest}, counts={"rows": len(rows)},
             message="feed workbook built and encrypted with the protocol's key (AES-256)",
             fact_key=f"exchange:{exchange_id}:built",
-        )  # fmt: skip
+        )
     return digest
 
 
@@ -205,7 +205,7 @@ def deliver_feed(feed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
             audit.record(
                 session, "feed.delivery_blocked", "refused", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
                 message=decision.reason, fact_key=f"exchange:{exchange_id}:blocked",
-            )  # fmt: skip
+            )
     if not decision.is_open:
         raise ProtocolError(f"feed {interval} for {feed['label']} blocked: {decision.reason}. Nothing was sent.")
     if protocol.channel not in ("sftp", "smime"):
@@ -244,13 +244,13 @@ def deliver_feed(feed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
             session, "feed.delivered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             data_categories=FEED_CATEGORIES, file_hashes={"feed": sent}, counts={"bytes": size},
             message=f"encrypted feed {name!r} for {interval} delivered {how}", fact_key=key,
-        )  # fmt: skip
+        )
     record_retention(exchange_id, interval, name, run)
     with session_scope() as session:
         exchange = ledger.get_exchange(session, exchange_id)
         rows = (exchange.counts or {}).get("rows", 0)
     return {"protocol_id": protocol.id, "nis_code": protocol.nis_code, "name": name, "sha256": digest, "rows": rows,
-            "already_delivered": already}  # fmt: skip
+            "already_delivered": already}
 
 
 def _deliver_by_mail(
@@ -274,7 +274,7 @@ def _deliver_by_mail(
         f"structural feed {interval.start} to {interval.last_day}",
         payload=payload, filename=name, content_type=xlsx.CONTENT_TYPE,
         message_key=f"feed/{protocol.id}/{exchange_id}/{digest}", today=dt.date.today(), run=run,
-    )  # fmt: skip
+    )
     fingerprint = str(sent.get("recipient_certificate", ""))[:16]
     return digest, len(payload), (
         f"by e-mail, S/MIME AES-256 to the municipality's registered certificate SHA-256 {fingerprint}…, "
@@ -297,17 +297,17 @@ def record_retention(exchange_id: int, interval: FeedInterval, name: str, run: R
                 session, protocol_id=protocol.id, exchange_id=exchange_id, kind="result_file", where="sftp",
                 location=f"{protocol.channel_connection}:{posixpath.join(OUTBOX, name)}", deadline=deadline, rule=rule,
                 sha256=exchange.result_sha256,
-            )  # fmt: skip
+            )
         ledger.schedule_deletion(
             session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where="local",
             location=str(staging.folder), deadline=deadline, rule=rule,
-        )  # fmt: skip
+        )
         audit.record(
             session, "retention.scheduled", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             counts={"intermediates_deleted": int(removed)},
             message=f"feed file and staging to be deleted by {deadline.isoformat()}",
             fact_key=f"exchange:{exchange_id}:retention",
-        )  # fmt: skip
+        )
 
 
 def _sha256(data: bytes) -> str:
@@ -330,14 +330,14 @@ def summarise(feeds: list[dict[str, Any]], interval: FeedInterval, run: RunInfo)
         ).all()
         total_rows = sum((e.counts or {}).get("rows", 0) for e in rows)
         summary = {"interval": str(interval), "municipalities": len(protocol_ids), "delivered": len(protocol_ids) - len(undelivered),
-                   "not_delivered": len(undelivered), "rows": total_rows}  # fmt: skip
+                   "not_delivered": len(undelivered), "rows": total_rows}
         audit.record(
             session, "feed.summary", "success" if not undelivered else "partial", actor=run.actor,
             counts={k: v for k, v in summary.items() if k != "interval"},
             message=f"structural feed {interval}: {summary['delivered']} of {summary['municipalities']} municipalities delivered"
             + (f"; not delivered: protocols {', '.join(map(str, undelivered))}" if undelivered else ""),
             fact_key=f"feed:{interval}:summary:{run.run_id}:{run.try_number}",
-        )  # fmt: skip
+        )
     summary["deadline"] = deadline.check(interval, protocol_ids, run.actor)
     if undelivered:
         labels = {f["protocol_id"]: f["label"] for f in feeds}

@@ -28,7 +28,7 @@ def _run(context: Any, interval: FeedInterval) -> RunInfo:
     return RunInfo(
         exchange_date=interval.end, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
         try_number=getattr(ti, "try_number", None),
-    )  # fmt: skip
+    )
 
 
 def snapshot_is_fresh() -> PokeReturnValue:
@@ -45,7 +45,7 @@ def snapshot_is_fresh() -> PokeReturnValue:
     log.info(
         "waiting for an entitlement store refreshed after %s (last refresh: %s); run the entitlement_import DAG",
         interval.end_moment.isoformat(), refreshed.isoformat() if refreshed else "never",
-    )  # fmt: skip
+    )
     return PokeReturnValue(is_done=False)
 
 

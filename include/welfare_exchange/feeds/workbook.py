@@ -69,5 +69,5 @@ def build_workbook(
             "Enkel voor het lokaal sociaal beleid zoals bepaald in het protocol. "
             "Vernietig dit bestand zodra het niet meer nodig is.",
         ),
-    ])  # fmt: skip
+    ])
     return book.to_bytes()

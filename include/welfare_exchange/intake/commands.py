@@ -15,7 +15,6 @@ import pathlib
 
 from welfare_exchange.errors import InputError
 from welfare_exchange.intake.reader import IntakeLimits, read_request
-from welfare_exchange.intake.validation import reason_label
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

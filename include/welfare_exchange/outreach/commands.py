@@ -56,7 +56,7 @@ def _letters(args: argparse.Namespace) -> int:
             file_hashes=hashes, counts={"pdfs": len(hashes)},
             message=f"{len(hashes)} letter PDF(s) of campaign {exchange.id} written for the mail room; "
             "delete them once printed",
-        )  # fmt: skip
+        )
     return 0
 
 

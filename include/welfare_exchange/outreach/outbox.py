@@ -122,7 +122,7 @@ def bulk_settle_letters(session: Session, exchange_id: int, beneficiary_ids: Ite
                  "created_at": now, "done_at": now}
                 for b in new
             ],
-        )  # fmt: skip
+        )
     return new
 
 

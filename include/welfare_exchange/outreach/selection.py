@@ -83,7 +83,7 @@ def select_families(
         sa.select(
             Beneficiary.id, Beneficiary.insz, Beneficiary.email, Beneficiary.address_line,
             Beneficiary.postcode, Beneficiary.city,
-        )  # fmt: skip
+        )
         .distinct()
         .select_from(Child)
         .join(Entitlement, Entitlement.child_id == Child.id)

@@ -161,21 +161,21 @@ def open_campaign(protocol_id: int, run: RunInfo, *, wave: int = 1) -> int:
             session, protocol, request_sha256=hashlib.sha256(key.encode()).hexdigest(),
             request_name=f"campagne golf {wave}", request_size=None, dag_id=run.dag_id, run_id=run.run_id,
             exchange_date=run.exchange_date,
-        )  # fmt: skip
+        )
         if is_new:
             audit.record(
                 session, "campaign.opened", actor=run.actor, protocol=protocol, exchange_id=exchange.id,
                 message=f"Method 2 campaign (wave {wave}) opened: reference date {protocol.reference_date.isoformat()}, "
                 f"offer {offer_digest(offer)[:16]}",
                 fact_key=f"campaign:{exchange.id}:opened",
-            )  # fmt: skip
+            )
         elif exchange.run_id != run.run_id:
             audit.record(
                 session, "campaign.resumed", actor=run.actor, protocol=protocol, exchange_id=exchange.id,
                 message=f"run continues campaign {exchange.id} (opened by run {exchange.run_id}); "
                 "families already contacted are not contacted again",
                 fact_key=f"campaign:{exchange.id}:resumed:{run.run_id}",
-            )  # fmt: skip
+            )
         return exchange.id
 
 
@@ -201,7 +201,7 @@ def select_families(exchange_id: int, run: RunInfo) -> dict[str, int]:
         families = selection.select_families(
             session, nis_code=protocol.nis_code, reference_date=protocol.reference_date,
             supplements=protocol.supplements, age_min=protocol.age_min, age_max=protocol.age_max,
-        )  # fmt: skip
+        )
     staging.write_encrypted("families", selection.serialise(families))
     counts = {"selected": len(families)}
     for channel in (selection.EMAIL, selection.LETTER, selection.UNREACHABLE):
@@ -216,7 +216,7 @@ def select_families(exchange_id: int, run: RunInfo) -> dict[str, int]:
             message=f"families with {', '.join(protocol.supplements)} on {protocol.reference_date.isoformat()} for a "
             f"child domiciled in NIS {protocol.nis_code} selected (one set query); list staged encrypted",
             fact_key=fact,
-        )  # fmt: skip
+        )
     return counts
 
 
@@ -279,7 +279,7 @@ def render_letters(exchange_id: int, run: RunInfo, *, settings: OutreachSettings
             subjects=[f.insz for f in families],
             message=f"{len(hashes)} letter PDF(s) for the mail room rendered and stored encrypted at rest",
             fact_key=f"campaign:{exchange_id}:letters_rendered",
-        )  # fmt: skip
+        )
     return counts
 
 
@@ -296,7 +296,7 @@ def recheck_gate(exchange_id: int, run: RunInfo) -> str:
             audit.record(
                 session, "campaign.blocked", "refused", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
                 message=reason, fact_key=f"campaign:{exchange_id}:blocked:{run.run_id}:{run.task_id}",
-            )  # fmt: skip
+            )
     if not is_open:
         raise ProtocolError(f"campaign {exchange_id} stopped: {reason}. Messages already sent stay sent; no others go out.")
     return reason
@@ -329,7 +329,7 @@ def release_letters(exchange_id: int, run: RunInfo) -> int:
                     subjects=[f.insz for f in batch if f.beneficiary_id in new],
                     message=f"{name}: {len(new)} letter(s) with the offer released to the mail room",
                     fact_key=f"campaign:{exchange_id}:{name}:released",
-                )  # fmt: skip
+                )
             released += len(new)
     return released
 
@@ -354,7 +354,7 @@ def _settle(exchange_id: int, family: selection.Family, key: str, outcome: str, 
             session, action, result, actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             data_categories=MESSAGE_CATEGORIES, subject=family.insz,
             file_hashes={"message": sha256} if sha256 else None, message=text, fact_key=f"{key}:{outcome}",
-        )  # fmt: skip
+        )
 
 
 def send_messages(exchange_id: int, run: RunInfo, *, settings: OutreachSettings | None = None) -> dict[str, int]:
@@ -382,7 +382,7 @@ def send_messages(exchange_id: int, run: RunInfo, *, settings: OutreachSettings 
         _settle(exchange_id, by_key[entry.key], entry.key, outbox.UNCERTAIN, run)
     if stranded:
         log.warning("campaign %s: %d message(s) interrupted by an earlier crash settled as uncertain, not re-sent",
-                    exchange_id, len(stranded))  # fmt: skip
+                    exchange_id, len(stranded))
     settled = {e.key for e in entries.values() if e.settled} | {e.key for e in stranded}
     todo = [f for f in families if message_key(exchange_id, f.beneficiary_id) not in settled]
     log.info("campaign %s: %d e-mail(s) to send, %d already settled", exchange_id, len(todo), len(families) - len(todo))
@@ -454,7 +454,7 @@ def report_to_municipality(exchange_id: int, run: RunInfo) -> dict[str, Any]:
         municipality=protocol.municipality, nis_code=protocol.nis_code, protocol_id=protocol.id,
         exchange_id=exchange_id, reference_date=protocol.reference_date, campaign_date=exchange.exchange_date,
         offer_title=offer["title"], counts=counts,
-    )  # fmt: skip
+    )
     name = report_lib.report_name(protocol.nis_code, protocol.id, exchange_id)
     Staging(protocol.id, exchange.id).folder.mkdir(parents=True, exist_ok=True)
     from welfare_exchange.staging import atomic_write
@@ -475,14 +475,14 @@ def report_to_municipality(exchange_id: int, run: RunInfo) -> dict[str, Any]:
                 deadline=exchange.exchange_date + dt.timedelta(days=protocol.result_retention_days),
                 rule=f"report: {protocol.result_retention_days} days after the campaign (protocol {protocol.id})",
                 sha256=digest,
-            )  # fmt: skip
+            )
         audit.record(
             session, "report.delivered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             file_hashes={"report": digest}, counts={"shown": shown},
             message=f"counts-only campaign report {name!r} delivered ({where.split(':', 1)[0]}); "
             "counts under 10 suppressed",
             fact_key=f"{key}:delivered",
-        )  # fmt: skip
+        )
     return {"name": name, "sha256": digest, "already_delivered": False}
 
 
@@ -512,7 +512,7 @@ def deliver_report(protocol: Protocol, exchange_id: int, name: str, data: bytes)
             subject=f"Groeipakket: rapport campagne {exchange_id}", sender=sender, to=protocol.sender_address,
             message_id=mail.make_message_id(f"campaign:{exchange_id}:report", sender.rsplit("@", 1)[-1]),
             body_text="Het rapport van de campagne (enkel aantallen) zit in de bijlage.\r\n", content_type="text/plain",
-        )  # fmt: skip
+        )
         mail.send(settings.smtp_conn_id, message, sender=sender, to=protocol.sender_address)
         return "smime:e-mail"
     raise ProtocolError(f"protocol {protocol.id}: unknown channel {protocol.channel!r}")
@@ -531,7 +531,7 @@ def _schedule_staging_deletion(session, exchange, protocol) -> dt.date:
         location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline,
         rule=f"campaign staging (family list, letter PDFs, report): {protocol.result_retention_days} days after "
         f"the campaign (protocol {protocol.id})",
-    )  # fmt: skip
+    )
     return deadline
 
 
@@ -544,5 +544,5 @@ def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
             session, "retention.scheduled", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             message=f"campaign files to be deleted by {deadline.isoformat()}",
             fact_key=f"campaign:{exchange_id}:retention",
-        )  # fmt: skip
+        )
     return {"deadline": deadline.isoformat()}

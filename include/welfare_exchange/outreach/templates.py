@@ -22,7 +22,7 @@ AGENCY = "Groeipakket"
 _MONTHS = (
     "januari", "februari", "maart", "april", "mei", "juni",
     "juli", "augustus", "september", "oktober", "november", "december",
-)  # fmt: skip
+)
 
 
 def dutch_date(day: dt.date) -> str:

@@ -56,11 +56,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--sender-certificate", type=pathlib.Path, action="append", default=[], metavar="FILE",
         help="the municipality's S/MIME certificate (PEM or DER) exchanged between the DPOs (smime); "
         "repeat for a renewal kept next to the old one",
-    )  # fmt: skip
+    )
     create.add_argument(
         "--require-signature", action="store_true",
         help="refuse request e-mails that are not S/MIME-signed with a registered certificate (smime)",
-    )  # fmt: skip
+    )
     create.add_argument("--schedule", help="cron or preset for the exchange DAG (default: manual)")
     create.add_argument("--offer-file", type=pathlib.Path, help="JSON file with the municipality's offer (method2)")
     create.set_defaults(handler=_create)
@@ -218,11 +218,11 @@ def _list(args: argparse.Namespace) -> int:
              "status": p.status, "valid_from": p.valid_from and p.valid_from.isoformat(),
              "valid_until": p.valid_until and p.valid_until.isoformat()}
             for p in session.scalars(query)
-        ]  # fmt: skip
+        ]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
         for r in rows:
             print(f"{r['id']:>5}  {r['nis_code']}  {r['municipality']:<28} {r['kind']:<10} {r['channel']:<5} {r['status']:<9} "
-                  f"{r['valid_from'] or '-'} .. {r['valid_until'] or '-'}")  # fmt: skip
+                  f"{r['valid_from'] or '-'} .. {r['valid_until'] or '-'}")
     return 0

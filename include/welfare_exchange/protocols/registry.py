@@ -304,7 +304,7 @@ def check_gate(
 SNAPSHOT_FIELDS = (
     "id", "nis_code", "municipality", "kind", "channel", "channel_connection", "key_connection",
     "status", "schedule", "valid_from", "valid_until", "sender_address",
-)  # fmt: skip
+)
 
 
 def snapshot(session: Session) -> list[dict[str, Any]]:

@@ -98,7 +98,7 @@ def expire_protocols(session: Session, as_of: dt.date, *, actor: audit.Actor) ->
         registry.transition(
             session, protocol.id, "expire", actor=actor, on=as_of,
             reason=f"valid until {protocol.valid_until.isoformat()}; retention run of {as_of.isoformat()}",
-        )  # fmt: skip
+        )
         expired.append(protocol.id)
     if expired:
         registry.write_snapshot(session)
@@ -130,7 +130,7 @@ def end_protocols(session: Session, as_of: dt.date, *, actor: audit.Actor, repor
                 message=f"exchange {exchange.id} stopped before delivery: protocol {protocol.id} is {protocol.status}; "
                 "nothing more is sent under it",
                 fact_key=f"exchange:{exchange.id}:stopped",
-            )  # fmt: skip
+            )
             stopped += 1
         # A staging folder the steps have not recorded yet (an exchange stopped mid-way) is
         # recorded here, so it cannot outlive the protocol.
@@ -155,7 +155,7 @@ def end_protocols(session: Session, as_of: dt.date, *, actor: audit.Actor, repor
                 message=f"protocol {protocol.id} is {protocol.status}: {stopped} pending exchange(s) stopped, "
                 f"{moved} item(s) to delete now (run of {as_of.isoformat()})",
                 fact_key=f"protocol:{protocol.id}:ended:{as_of.isoformat()}",
-            )  # fmt: skip
+            )
         report.exchanges_stopped += stopped
         report.items_due_at_protocol_end += moved
     session.flush()
@@ -168,7 +168,7 @@ def end_protocols(session: Session, as_of: dt.date, *, actor: audit.Actor, repor
 def _ensure_item(
     session: Session, protocol_id: int, exchange_id: int | None, kind: str, where: str, location: str,
     deadline: dt.date, rule: str, sha256: str | None = None,
-) -> bool:  # fmt: skip
+) -> bool:
     """Record an item, or bring an existing one's deadline forward; True when something changed."""
     existing = session.scalar(sa.select(RetentionItem).where(RetentionItem.kind == kind, RetentionItem.location == location))
     if existing is not None:
@@ -179,7 +179,7 @@ def _ensure_item(
     ledger.schedule_deletion(
         session, protocol_id=protocol_id, exchange_id=exchange_id, kind=kind, where=where, location=location,
         deadline=deadline, rule=rule, sha256=sha256,
-    )  # fmt: skip
+    )
     return True
 
 
@@ -206,7 +206,7 @@ def request_after_match(session: Session, exchange: Exchange, protocol: Protocol
     staged = Staging(protocol.id, exchange.id).path("request.enc")
     if staged.exists():
         changed += _ensure_item(session, protocol.id, exchange.id, "request_file", "local", str(staged),
-                                exchange.exchange_date, rule, exchange.request_sha256)  # fmt: skip
+                                exchange.exchange_date, rule, exchange.request_sha256)
     session.flush()
     return changed
 
@@ -246,7 +246,7 @@ def clamp_to_legal_maximum(session: Session, *, actor: audit.Actor, max_days: in
             message=f"{item.kind} deadline {old_deadline.isoformat()} ({old_rule}) exceeds the legal maximum of "
             f"{days} days (WELFARE_EXCHANGE_MAX_RETENTION_DAYS); clamped to {deadline.isoformat()}",
             fact_key=f"retention:{item.id}:clamped:{deadline.isoformat()}",
-        )  # fmt: skip
+        )
         clamped += 1
     session.flush()
     return clamped
@@ -263,7 +263,7 @@ def schedule_ledger_payloads(session: Session, as_of: dt.date) -> int:
     scheduled = 0
     for exchange in session.scalars(sa.select(Exchange).where(Exchange.id.in_(done)).order_by(Exchange.id)):
         scheduled += _ensure_item(session, exchange.protocol_id, exchange.id, "ledger_payload", "db",
-                                  f"exchange:{exchange.id}", as_of, RULE_LEDGER_PAYLOAD)  # fmt: skip
+                                  f"exchange:{exchange.id}", as_of, RULE_LEDGER_PAYLOAD)
     session.flush()
     return scheduled
 

@@ -180,7 +180,7 @@ def sweep_incoming(*, actor: audit.Actor) -> int:
                     session, "retention.swept", actor=actor, protocol_id=protocol_id, counts={"files": len(stale)},
                     message=f"{len(stale)} encrypted partial request file(s) left in staging by interrupted fetches "
                     f"(older than {INCOMING_GRACE.total_seconds() / 3600:g} h) deleted",
-                )  # fmt: skip
+                )
     return total
 
 
@@ -228,10 +228,10 @@ def _certify(session: Session, item: RetentionItem, outcome: str, as_of: dt.date
         message=f"deletion certificate: {item.kind} ({item.where}) {shown} {what}{note}; rule: {item.rule}; "
         f"deadline {item.deadline.isoformat()}, retention run of {as_of.isoformat()}",
         fact_key=f"retention:{item.id}:deleted",
-    )  # fmt: skip
+    )
     ledger.complete_side_effect(session, f"retention:{item.id}", sha256=item.sha256, detail={"outcome": outcome})
     return Certificate(item.id, item.protocol_id, item.exchange_id, item.kind, item.where, shown, item.sha256,
-                       item.rule, item.deadline, outcome)  # fmt: skip
+                       item.rule, item.deadline, outcome)
 
 
 def _begin(item_id: int) -> tuple[RetentionItem | None, bool]:
@@ -335,7 +335,7 @@ def delete_due(
     log.info(
         "retention run of %s: %d deleted, %d already gone, %d still due",
         as_of.isoformat(), summary["deleted"], summary["already_gone"], report.still_due,
-    )  # fmt: skip
+    )
     if report.failures and raise_on_failure:
         raise RetentionIncomplete(
             f"retention run of {as_of.isoformat()}: {report.still_due} item(s) could not be deleted and stay due "
@@ -395,7 +395,7 @@ def anchor_audit(*, actor: audit.Actor) -> dict[str, Any]:
         audit.record(
             session, "audit.anchored", actor=actor,
             message=f"chain head appended to the anchor file {anchors.anchor_file().name} (kept outside the project database)",
-        )  # fmt: skip
+        )
     with session_scope() as session:
         line = anchors.write_anchor(session)
     log.info("audit anchor: record %s, hash %s", line["last_id"], line["last_hash"])  # a second copy, in the task log

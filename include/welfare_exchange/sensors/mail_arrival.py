@@ -101,4 +101,4 @@ class MailRequestArrivalSensor(BaseSensorOperator):
             effect = ledger.find_side_effect(session, f"exchange:{exchange.id}:received")
             detail = dict(effect.detail or {}) if effect is not None else {}
             return {"uid": detail.get("uid"), "uidvalidity": detail.get("uidvalidity"), "size": exchange.request_size,
-                    "message_id": detail.get("message_id"), "exchange_id": exchange.id}  # fmt: skip
+                    "message_id": detail.get("message_id"), "exchange_id": exchange.id}

@@ -63,7 +63,7 @@ class RequestArrivalSensor(BaseSensorOperator):
         self.log.info("request file %s is complete (%d bytes); %d more waiting", sftp.shown(first.name), first.size, len(ready) - 1)
         # XCom never carries the file name (a municipality may put a number in it): a handle.
         handle = {"name_sha256": sftp.name_handle(first.name), "size": first.size, "mtime": first.mtime,
-                  "directory": self.directory}  # fmt: skip
+                  "directory": self.directory}
         return PokeReturnValue(is_done=True, xcom_value=handle)
 
     def _already_taken(self, run_id: str) -> dict | None:
@@ -74,4 +74,4 @@ class RequestArrivalSensor(BaseSensorOperator):
             if exchange is None:
                 return None
             return {"name_sha256": sftp.name_handle(exchange.request_name or ""), "size": exchange.request_size,
-                    "mtime": 0, "directory": self.directory, "exchange_id": exchange.id}  # fmt: skip
+                    "mtime": 0, "directory": self.directory, "exchange_id": exchange.id}

@@ -134,7 +134,7 @@ def subject_access(session: Session, numbers: list[str], *, actor: audit.Actor) 
         session, "subject.access_request", actor=actor, subjects=numbers,
         counts={"persons": len(numbers), "exchanges_found": sum(len(r.exchanges) for r in reports)},
         message=f"access request (art. 15 GDPR) answered for {len(numbers)} person(s) on {dt.date.today().isoformat()}",
-    )  # fmt: skip
+    )
     return reports
 
 

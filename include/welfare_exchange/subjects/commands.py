@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "subject-access", help="which exchanges included a person's data (right of access, art. 15 GDPR)"
     )
     parser.add_argument("--insz-file", required=True, type=pathlib.Path, metavar="F",
-                        help="file with the person's INSZ number (one per line; several persons allowed)")  # fmt: skip
+                        help="file with the person's INSZ number (one per line; several persons allowed)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(handler=_access)
 
@@ -31,9 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="erase or rectify a person's data where this system still holds it; says what cannot be erased and why",
     )
     parser.add_argument("--insz-file", required=True, type=pathlib.Path, metavar="F",
-                        help="file with the person's INSZ number (one per line)")  # fmt: skip
+                        help="file with the person's INSZ number (one per line)")
     parser.add_argument("--reason", required=True,
-                        help="legal ground or case reference of the request (recorded in the audit; no names)")  # fmt: skip
+                        help="legal ground or case reference of the request (recorded in the audit; no names)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(handler=_erase)
 

@@ -139,7 +139,7 @@ def erase_subject(session: Session, numbers: list[str], reason: str, *, actor: a
             exchange_id=exchange.id, protocol_id=protocol.id, municipality=protocol.municipality,
             exchange_date=exchange.exchange_date.isoformat() if exchange.exchange_date else None,
             state=exchange.state, delivered=delivered,
-        )  # fmt: skip
+        )
         if delivered:
             delivered_by_protocol.setdefault(protocol.id, (protocol, []))[1].append(exchange.id)
             result_deadlines = _pending_deadlines(session, exchange.id, ("result_file",))
@@ -160,7 +160,7 @@ def erase_subject(session: Session, numbers: list[str], reason: str, *, actor: a
                             "result_withdrawn": entry.result_withdrawn},
                     message=f"staged intermediates of exchange {exchange.id} (not delivered) rewritten without the "
                     "person(s) of an erasure request",
-                )  # fmt: skip
+                )
         request_deadlines = _pending_deadlines(session, exchange.id, ("request_file", "quarantine", "staging"))
         if request_deadlines:
             entry.kept.append(
@@ -175,7 +175,7 @@ def erase_subject(session: Session, numbers: list[str], reason: str, *, actor: a
                 "exchanges_rewritten": sum(1 for e in entries if e.request_rows_removed or e.matched_rows_removed),
                 "delivered_exchanges": sum(1 for e in entries if e.delivered)},
         message=f"erasure/rectification request (art. 16-17 GDPR): {reason}",
-    )  # fmt: skip
+    )
     for protocol, exchange_ids in delivered_by_protocol.values():
         # Tagged with the protocol, so it is in the municipality's audit export: that is how the
         # municipality, controller of the delivered copy, learns of the request.
@@ -185,9 +185,9 @@ def erase_subject(session: Session, numbers: list[str], reason: str, *, actor: a
             message=f"an erasure/rectification request concerns data delivered to {protocol.municipality} in "
             f"exchange(s) {', '.join(map(str, exchange_ids))}: the municipality handles it for its copy "
             f"(request recorded as audit record {record.id})",
-        )  # fmt: skip
+        )
     return ErasureReport(persons=len(numbers), audit_record_id=record.id, exchanges=entries,
-                         cannot_erase=cannot_erase(entries))  # fmt: skip
+                         cannot_erase=cannot_erase(entries))
 
 
 def cannot_erase(entries: list[ExchangeErasure]) -> list[str]:
@@ -216,7 +216,7 @@ def cannot_erase(entries: list[ExchangeErasure]) -> list[str]:
 
 def render_text(report: ErasureReport) -> str:
     lines = [f"Erasure/rectification request recorded in the audit trail (record {report.audit_record_id}) "
-             f"for {report.persons} person(s)."]  # fmt: skip
+             f"for {report.persons} person(s)."]
     done = [e for e in report.exchanges if e.request_rows_removed or e.matched_rows_removed]
     if not report.exchanges:
         lines.append("No exchange in this system included their data.")
@@ -224,7 +224,7 @@ def render_text(report: ErasureReport) -> str:
         lines.append("Nothing of theirs was left to erase in staging.")
     for e in done:
         text = (f"  exchange {e.exchange_id} ({e.municipality}, {e.exchange_date}, not delivered): removed "
-                f"{e.request_rows_removed} row(s) from the validated request and {e.matched_rows_removed} from the matched rows")  # fmt: skip
+                f"{e.request_rows_removed} row(s) from the validated request and {e.matched_rows_removed} from the matched rows")
         if e.result_withdrawn:
             text += "; the staged result was withdrawn: clear `build_result` of its run to rebuild it before delivery"
         lines.append(text)

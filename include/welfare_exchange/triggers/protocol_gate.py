@@ -34,7 +34,7 @@ class ProtocolGateTrigger(BaseTrigger):
             f"{type(self).__module__}.{type(self).__qualname__}",
             {"protocol_id": self.protocol_id, "on": self.on, "requirements": self.requirements,
              "poke_interval": self.poke_interval},
-        )  # fmt: skip
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = ProjectDbHook()

@@ -87,7 +87,7 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
                 data_categories=REQUEST_CATEGORIES, file_hashes={"request": digest}, counts={"bytes": size},
                 message=f"request file {sftp.shown(name)!r} fetched from the municipality's inbox into staging (still encrypted)",
                 fact_key=f"exchange:{exchange.id}:fetched",
-            )  # fmt: skip
+            )
     if duplicate_of is not None:
         local.unlink(missing_ok=True)
         target = sftp.move(hook, posixpath.join(INBOX, name), RECEIVED)
@@ -125,7 +125,7 @@ def _finish_fetch(protocol_id: int, exchange_id: int, name: str, run: RunInfo) -
                 session, protocol_id=protocol.id, exchange_id=exchange.id, kind=kind, where=where,
                 location=f"{protocol.channel_connection}:{location}" if where == "sftp" else location,
                 deadline=deadline, rule=rule, sha256=exchange.request_sha256,
-            )  # fmt: skip
+            )
     return exchange_id
 
 
@@ -155,7 +155,7 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
         report_done = ledger.is_done(session, report_key)
         if not report_done:
             ledger.begin_side_effect(session, report_key, kind="report_delivered", exchange_id=exchange_id,
-                                     target=posixpath.join(OUTBOX, report_name))  # fmt: skip
+                                     target=posixpath.join(OUTBOX, report_name))
     if not report_done:
         digest, _ = sftp.upload_bytes(hook, report_text(protocol, exchange, err), OUTBOX, report_name)
         with session_scope() as session:
@@ -170,12 +170,12 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
                 session, protocol_id=protocol.id, exchange_id=exchange_id, kind=kind, where="sftp",
                 location=f"{protocol.channel_connection}:{location}", deadline=deadline,
                 rule=f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
-            )  # fmt: skip
+            )
         audit.record(
             session, "request.quarantined", "refused", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             file_hashes={"request": exchange.request_sha256}, message=f"{err.code}: {err}",
             fact_key=f"exchange:{exchange_id}:quarantined",
-        )  # fmt: skip
+        )
 
 
 # ----------------------------------------------------------------------------- deliver
@@ -209,7 +209,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
             data_categories=RESULT_CATEGORIES, file_hashes={"result": digest}, counts={"bytes": size},
             message=f"encrypted result {sftp.shown(name)!r} delivered to the municipality's outbox over SFTP and verified",
             fact_key=key,
-        )  # fmt: skip
+        )
     return {"name": name, "sha256": digest, "already_delivered": False}
 
 
@@ -224,7 +224,7 @@ def schedule_retention(session, protocol: Protocol, exchange: Exchange, result_d
         location=f"{protocol.channel_connection}:{posixpath.join(OUTBOX, name)}", deadline=result_deadline,
         rule=f"result: {protocol.result_retention_days} days after the exchange (protocol {protocol.id})",
         sha256=exchange.result_sha256,
-    )  # fmt: skip
+    )
     if protocol.delete_request_after_match:  # "delete the request as soon as matching is done"
         received = ledger.find_side_effect(session, f"exchange:{exchange.id}:received")
         if received is not None and received.detail:
@@ -232,4 +232,4 @@ def schedule_retention(session, protocol: Protocol, exchange: Exchange, result_d
                 session, protocol_id=protocol.id, exchange_id=exchange.id, kind="request_file", where="sftp",
                 location=f"{protocol.channel_connection}:{received.detail['remote']}", deadline=request_deadline,
                 rule=f"request: deleted as soon as matching is done (protocol {protocol.id})",
-            )  # fmt: skip
+            )

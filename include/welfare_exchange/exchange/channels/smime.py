@@ -164,7 +164,7 @@ def warn_expiring(protocol: Protocol, run: RunInfo, agency_certificate=None) -> 
                 session, "certificate.expiring", "warning", actor=run.actor, protocol=get(session, protocol.id),
                 message=f"{role} certificate: {warning}",
                 fact_key=f"cert-expiry:p{protocol.id}:{smime.certificate_fingerprint(certificate)}:{run.exchange_date.isoformat()}",
-            )  # fmt: skip
+            )
     return warnings
 
 
@@ -174,7 +174,7 @@ def warn_expiring(protocol: Protocol, run: RunInfo, agency_certificate=None) -> 
 def _item(message: mail.RawMessage) -> dict[str, Any]:
     """What the arrival sensor hands to ``fetch_request`` (XCom): where the message is, no content."""
     return {"uid": message.uid, "uidvalidity": message.uidvalidity, "size": message.size,
-            "message_id": message.message_id}  # fmt: skip
+            "message_id": message.message_id}
 
 
 def _ref(item: dict[str, Any]) -> str:
@@ -187,7 +187,7 @@ def _raw(item: dict[str, Any], data: bytes | None = None, sender: str = "") -> m
     return mail.RawMessage(
         uid=int(item.get("uid") or 0), uidvalidity=int(item.get("uidvalidity") or -1),
         message_id=item.get("message_id"), sender=sender, size=int(item.get("size") or 0), data=data,
-    )  # fmt: skip
+    )
 
 
 def waiting_messages(conn_id: str | None = None, *, sender: str | None = None, limit: int = 500) -> list[mail.RawMessage]:
@@ -289,7 +289,7 @@ def send_once(
         message = smime.encrypt(
             payload, certificate, filename=filename, subject=subject, sender=agency_address, to=to,
             message_id=message_id, content_type=content_type, today=today,
-        )  # fmt: skip
+        )
     else:
         message = _plain_message(payload, subject=subject, sender=agency_address, to=to, message_id=message_id)
     # The intent is recorded only now: a message that could not even be built (no valid
@@ -305,7 +305,7 @@ def send_once(
                 message=f"an earlier try was interrupted while sending {message_id}; the same message "
                 "(same Message-ID) was sent again so that it is not lost",
                 fact_key=f"{key}:resent:{run.run_id}:{run.try_number}",
-            )  # fmt: skip
+            )
     try:
         mail.send(protocol.channel_connection, message, sender=agency_address, to=to)
     except Exception:
@@ -384,7 +384,7 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
             message.data, agency_certificate, agency_key, expected_senders=expected_sender,
             sender_certificates=certificates, require_signature=protocol.require_signature,
             max_bytes=limit, today=run.exchange_date,
-        )  # fmt: skip
+        )
     except smime.SmimeError as err:
         reject(protocol_id, message, err, run)
         raise ExchangeRefused(_refusal_text(protocol, err.code, str(err))) from None
@@ -398,7 +398,7 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
         exchange, duplicate_of = open_request_exchange(
             session, protocol, digest=digest, name=name, size=size, run=run,
             source="the request attached to an e-mail",
-        )  # fmt: skip
+        )
         if duplicate_of is None:
             atomic_write(Staging(protocol_id, exchange.id).path("request.enc"), attachment)
             effect = ledger.begin_side_effect(session, f"exchange:{exchange.id}:received", kind="received", exchange_id=exchange.id)
@@ -413,7 +413,7 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
                 + (f"signed by the registered certificate SHA-256 {signed[:16]}…" if signed else "not signed")
                 + "; the attachment (still password-encrypted) is in staging",
                 fact_key=f"exchange:{exchange.id}:fetched",
-            )  # fmt: skip
+            )
     del attachment, opened
     if duplicate_of is not None:
         mail.mark_processed(imap_conn_id(), [message], mailbox=INBOX, processed_mailbox=PROCESSED)
@@ -441,12 +441,12 @@ def _finish_fetch(protocol_id: int, exchange_id: int, item: dict[str, Any], run:
         ledger.schedule_deletion(
             session, protocol_id=protocol.id, exchange_id=exchange.id, kind="request_message", where="imap",
             location=_message_location(PROCESSED, detail), deadline=deadline, rule=rule, sha256=exchange.request_sha256,
-        )  # fmt: skip
+        )
         ledger.schedule_deletion(
             session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
             location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline, rule=rule,
             sha256=exchange.request_sha256,
-        )  # fmt: skip
+        )
     return exchange_id
 
 
@@ -482,21 +482,21 @@ def reject(protocol_id: int | None, message: mail.RawMessage, err: smime.SmimeEr
         mail.mark_processed(imap_conn_id(), [message], mailbox=INBOX, processed_mailbox=REJECTED)
         with session_scope() as session:
             ledger.complete_side_effect(session, key, sha256=message_sha,
-                                        detail={**item, "code": err.code, "reason": str(err)})  # fmt: skip
+                                        detail={**item, "code": err.code, "reason": str(err)})
     with session_scope() as session:
         protocol = get(session, protocol_id) if protocol_id is not None else None
         audit.record(
             session, "request.rejected", "refused", actor=run.actor, protocol=protocol,
             file_hashes={"message": message_sha} if message_sha else None, counts={"message_bytes": message.size},
             message=f"{err.code}: {err} (message moved to {REJECTED})", fact_key=key,
-        )  # fmt: skip
+        )
         if protocol is not None:
             retention_days = protocol.request_retention_days
             ledger.schedule_deletion(
                 session, protocol_id=protocol.id, exchange_id=None, kind="rejected_message", where="imap",
                 location=_message_location(REJECTED, item), deadline=run.exchange_date + dt.timedelta(days=retention_days),
                 rule=f"request: {retention_days} days after receipt (protocol {protocol.id})", sha256=message_sha,
-            )  # fmt: skip
+            )
     log.warning("request message refused (%s): %s", err.code, err)
     if protocol is None or err.code == "unknown_sender":
         return
@@ -506,7 +506,7 @@ def reject(protocol_id: int | None, message: mail.RawMessage, err: smime.SmimeEr
         subject=f"Groeipakket: aanvraag geweigerd / request refused (protocol {protocol.id})", payload=text,
         filename="weigering.txt", content_type="text/plain", message_key=f"p{protocol.id}/{_ref(item)}/refusal-report",
         today=run.exchange_date, run=run, encrypt=_has_valid_certificate(protocol, run.exchange_date),
-    )  # fmt: skip
+    )
 
 
 def _rejection_report(protocol: Protocol, err: smime.SmimeError, message_sha: str | None, on: dt.date) -> bytes:
@@ -547,7 +547,7 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
         if item.get("message_id"):
             # UIDs change with the move to Processed: find it there by Message-ID (uidvalidity -1).
             mail.mark_processed(imap_conn_id(), [_raw({"message_id": item["message_id"]})], mailbox=PROCESSED,
-                                processed_mailbox=REJECTED)  # fmt: skip
+                                processed_mailbox=REJECTED)
             where = REJECTED
         else:
             log.warning("exchange %s: the request message has no Message-ID; it stays in %s", exchange_id, PROCESSED)
@@ -560,7 +560,7 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
         payload=report_text(protocol, exchange, err), filename=f"validatierapport-exchange-{exchange_id}.txt",
         content_type="text/plain", message_key=f"exchange/{protocol.id}/{exchange_id}/validation-report",
         today=exchange.exchange_date, run=run, encrypt=_has_valid_certificate(protocol, exchange.exchange_date),
-    )  # fmt: skip
+    )
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
         where = ledger.find_side_effect(session, key).detail["mailbox"]
@@ -570,12 +570,12 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
             location=_message_location(where, item),
             deadline=exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days),
             rule=f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
-        )  # fmt: skip
+        )
         audit.record(
             session, "request.quarantined", "refused", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             file_hashes={"request": exchange.request_sha256}, message=f"{err.code}: {err}",
             fact_key=f"exchange:{exchange_id}:quarantined",
-        )  # fmt: skip
+        )
 
 
 # ----------------------------------------------------------------------------- deliver
@@ -613,7 +613,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
         content_type=xlsx.CONTENT_TYPE,
         message_key=f"exchange/{protocol.id}/{exchange.id}/{exchange.result_sha256}/result",
         today=exchange.exchange_date, run=run, prefer_certificate=signer,
-    )  # fmt: skip
+    )
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
         ledger.update_exchange(session, exchange, state="delivered")
@@ -624,7 +624,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
             message=f"encrypted result {name!r} sent by e-mail, S/MIME AES-256 to the municipality's registered "
             f"certificate SHA-256 {str(sent.get('recipient_certificate', ''))[:16]}…, Message-ID {sent['message_id']}",
             fact_key=key,
-        )  # fmt: skip
+        )
     return {"name": name, "sha256": digest, "message_id": sent["message_id"], "already_delivered": sent["already_sent"]}
 
 
@@ -646,7 +646,7 @@ def schedule_retention(session, protocol: Protocol, exchange: Exchange, result_d
                 location=_message_location(received.detail.get("mailbox", PROCESSED), received.detail),
                 deadline=request_deadline,
                 rule=f"request: deleted as soon as matching is done (protocol {protocol.id})",
-            )  # fmt: skip
+            )
 
 
 # ----------------------------------------------------------------------------- triage
