@@ -164,7 +164,7 @@ def test_concurrent_appenders_keep_one_chain(project_db):
 
 @pytest.mark.parametrize("key_length", [32, 64, 65, 100])
 def test_bulk_subject_keys_are_the_standard_hmac(monkeypatch, key_length):
-    """subject_keys builds the RFC 2104 pads itself (for speed): the bytes are hmac.digest's."""
+    """subject_keys copies one keyed hmac object per number: the bytes are hmac.digest's."""
     import hmac
     import secrets
 

@@ -27,7 +27,6 @@ from welfare_exchange.db.models import (
 from welfare_exchange.settings import get_settings
 
 GENESIS = "0" * 64
-_SHA256_BLOCK = 64
 _ROWS_PER_INSERT = 400  # SQLite allows 32,766 parameters per statement
 
 #: The fields covered by a record's hash, in the canonical encoding.
@@ -98,23 +97,15 @@ def subject_keys(numbers: Iterable[str]) -> list[bytes]:
     """:func:`subject_key` for many numbers, sorted and distinct (what ``audit_subject`` holds).
 
     An exchange has up to ~200,000 numbers. ``hmac.digest`` sets the key up again for every
-    one (~1.2 µs each through OpenSSL); here the two padded-key SHA-256 states of RFC 2104 are
-    made once and copied per number, 2.5 times faster and the same bytes (``tests/audit``
+    one; a keyed ``hmac`` object copied per number does that once (same bytes, ``tests/audit``
     checks them against ``hmac.digest``).
     """
-    key = _hmac_key()
-    if len(key) > _SHA256_BLOCK:
-        key = hashlib.sha256(key).digest()
-    key = key.ljust(_SHA256_BLOCK, b"\0")
-    inner_copy = hashlib.sha256(bytes(b ^ 0x36 for b in key)).copy
-    outer_copy = hashlib.sha256(bytes(b ^ 0x5C for b in key)).copy
+    keyed = hmac.new(_hmac_key(), digestmod="sha256")
 
     def mac(number: str) -> bytes:
-        inner = inner_copy()
-        inner.update(number.encode("ascii"))
-        outer = outer_copy()
-        outer.update(inner.digest())
-        return outer.digest()
+        copy = keyed.copy()
+        copy.update(number.encode("ascii"))
+        return copy.digest()
 
     return sorted({mac(n) for n in numbers})
 
