@@ -6,13 +6,16 @@ neither the sender's mailbox name, nor the file name, nor content.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email
 import email.policy
 import os
 from email.message import EmailMessage
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from welfare_exchange.errors import InputError
 from welfare_exchange.transport import smime
@@ -323,3 +326,192 @@ def test_test_pki_writes_keys_private_and_certificates_with_email_san(smime_pki)
     assert smime_pki.ca.directory.joinpath("ca.key").stat().st_mode & 0o777 == 0o600
     assert smime.certificate_emails(smime_pki.gent.certificate) == [GENT_ADDRESS]
     assert smime_pki.expired.certificate.not_valid_after_utc.date() < TODAY
+
+
+# ------------------------------------------------------------------ envelopes read with asn1crypto
+# Every envelope below is written by the OpenSSL command line; ``inspect_envelope`` reads it with
+# asn1crypto and must hand ``cryptography`` DER that OpenSSL itself reads the same way.
+
+
+def _envelope(openssl, pki, request_file, *options: str, recipients: tuple[str, ...] = ("agency",)) -> bytes:
+    """A DER/BER ContentInfo (no MIME) from ``openssl cms -encrypt``, to the named certificates."""
+    paths = []
+    for name in recipients:
+        paths += ["-recip", str(getattr(pki, name).certificate_path) if hasattr(pki, name) else name]
+    return openssl("cms", "-encrypt", "-binary", "-outform", "DER", *options, "-in", str(request_file), *paths)
+
+
+def _p7m_message(envelope: bytes, content_type: str = "application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m") -> bytes:
+    """A request e-mail carrying ``envelope`` as its base64 body, as a mail client sends it."""
+    body = base64.encodebytes(envelope)
+    return _with_headers(f"MIME-Version: 1.0\r\nContent-Type: {content_type}\r\nContent-Transfer-Encoding: base64\r\n\r\n".encode() + body)
+
+
+def _openssl_reads(openssl, pki, tmp_path, der: bytes) -> bytes:
+    """What ``openssl cms -decrypt`` makes of the DER handed to ``cryptography``."""
+    path = tmp_path / "normalised.der"
+    path.write_bytes(der)
+    return openssl(
+        "cms", "-decrypt", "-inform", "DER", "-in", str(path), "-recip", str(pki.agency.certificate_path),
+        "-inkey", str(pki.agency.key_path),
+    )
+
+
+@pytest.mark.parametrize("option", ["-stream", "-indef"])
+def test_indefinite_length_ber_becomes_the_der_openssl_writes(openssl, smime_pki, tmp_path, request_file, option):
+    ber = _envelope(openssl, smime_pki, request_file, "-aes256", option)
+    assert ber[1] == 0x80  # indefinite length: BER, which cryptography cannot parse
+    (tmp_path / "ber.der").write_bytes(ber)
+    openssl_der = openssl("cms", "-cmsout", "-inform", "DER", "-outform", "DER", "-in", str(tmp_path / "ber.der"))
+    info = smime.inspect_envelope(ber, smime_pki.agency.certificate)
+    assert info.der == openssl_der
+    assert (info.cipher, info.key_transport_oids) == ("aes-256-cbc", (smime.OID_RSA_ENCRYPTION,))
+    assert _openssl_reads(openssl, smime_pki, tmp_path, info.der) == request_file.read_bytes()
+    assert _open(smime_pki, _p7m_message(ber)).attachment == request_file.read_bytes()
+
+
+@pytest.mark.parametrize("options", [["-keyid"], ["-keyid", "-stream"]], ids=["der", "ber"])
+def test_key_identifier_recipient_is_named_by_issuer_and_serial_for_cryptography(openssl, smime_pki, tmp_path, request_file, options):
+    envelope = _envelope(openssl, smime_pki, request_file, "-aes256", *options)
+    (tmp_path / "keyid.der").write_bytes(envelope)
+    assert b"subjectKeyIdentifier" in openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", str(tmp_path / "keyid.der"))
+    info = smime.inspect_envelope(envelope, smime_pki.agency.certificate)
+    (tmp_path / "rewritten.der").write_bytes(info.der)
+    printed = openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", str(tmp_path / "rewritten.der")).decode()
+    assert "issuerAndSerialNumber" in printed and "subjectKeyIdentifier" not in printed
+    assert f"0x{smime_pki.agency.certificate.serial_number:X}" in printed
+    assert _openssl_reads(openssl, smime_pki, tmp_path, info.der) == request_file.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "recipients, options",
+    [
+        (("gent", "agency"), []),
+        (("agency", "gent"), []),
+        (("antwerpen", "gent", "agency"), ["-keyid", "-stream"]),
+    ],
+    ids=["agency-last", "agency-first", "three-keyid-ber"],
+)
+def test_message_to_several_recipients_is_opened_with_the_agency_key(openssl, smime_pki, tmp_path, request_file, recipients, options):
+    envelope = _envelope(openssl, smime_pki, request_file, "-aes256", *options, recipients=recipients)
+    info = smime.inspect_envelope(envelope, smime_pki.agency.certificate)
+    assert set(info.key_transport_oids) == {smime.OID_RSA_ENCRYPTION}
+    (tmp_path / "ours.der").write_bytes(info.der)
+    printed = openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", str(tmp_path / "ours.der")).decode()
+    assert printed.count("d.ktri:") == 1  # cryptography is handed the agency's recipient only
+    assert _open(smime_pki, _p7m_message(envelope)).attachment == request_file.read_bytes()
+
+
+def _ec_certificate(openssl, tmp_path) -> str:
+    """A self-signed EC certificate: its recipient in an envelope is a key agreement, not a key transport."""
+    key, cert = tmp_path / "ec.key", tmp_path / "ec.pem"
+    openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key),
+        "-out", str(cert), "-subj", "/CN=EC recipient (TEST)", "-days", "2",
+    )
+    return str(cert)
+
+
+def test_key_agreement_recipient_beside_the_agency_is_passed_over(openssl, smime_pki, tmp_path, request_file):
+    envelope = _envelope(openssl, smime_pki, request_file, "-aes256", recipients=(_ec_certificate(openssl, tmp_path), "agency"))
+    assert _open(smime_pki, _p7m_message(envelope)).attachment == request_file.read_bytes()
+
+
+@pytest.mark.parametrize("recipients", [("gent", "antwerpen"), ("ec",)], ids=["two-others", "ec-only"])
+def test_message_for_other_recipients_only_is_refused(openssl, smime_pki, tmp_path, request_file, recipients):
+    named = tuple(_ec_certificate(openssl, tmp_path) if r == "ec" else r for r in recipients)
+    envelope = _envelope(openssl, smime_pki, request_file, "-aes256", recipients=named)
+    error = _refused(smime_pki, _p7m_message(envelope), "unknown_certificate")
+    assert "not encrypted for the agency" in str(error)
+
+
+@pytest.mark.parametrize(
+    "options, named",
+    [([], "3DES (OpenSSL's default)"), (["-aes192"], "aes-192-cbc"), (["-camellia256"], "1.2.392.200011.61.1.1.1.4")],
+    ids=["cms-default-3des", "aes192", "camellia"],
+)
+def test_ciphers_cryptography_cannot_decrypt_are_refused_with_the_aes_instruction(openssl, smime_pki, request_file, options, named):
+    error = _refused(smime_pki, _p7m_message(_envelope(openssl, smime_pki, request_file, *options)), "unsupported_cipher")
+    assert named in str(error) and "-aes256" in str(error)
+
+
+def test_envelope_without_smime_type_is_recognised_from_its_asn1(openssl, smime_pki, tmp_path, request_file):
+    """Some clients label the .p7m application/octet-stream, or leave out smime-type, inside and out."""
+    inner = tmp_path / "inner.eml"
+    inner.write_bytes(_mime_request((REQUEST_NAME, request_file.read_bytes())))
+    signed = openssl(
+        "smime", "-sign", "-nodetach", "-in", str(inner), "-signer", str(smime_pki.gent.certificate_path),
+        "-inkey", str(smime_pki.gent.key_path),
+    )
+    assert b"smime-type=signed-data;" in signed
+    signed_file = tmp_path / "signed.eml"
+    signed_file.write_bytes(signed.replace(b"smime-type=signed-data;", b""))
+    envelope = _envelope(openssl, smime_pki, signed_file, "-aes256")
+    opened = _open(smime_pki, _p7m_message(envelope, "application/octet-stream; name=smime.p7m"), require_signature=True)
+    assert opened.attachments == [(REQUEST_NAME, request_file.read_bytes())]
+    assert opened.signed_by == smime_pki.gent.certificate
+
+
+def test_padding_after_the_envelope_is_allowed_other_trailing_bytes_are_not(openssl, smime_pki, request_file):
+    envelope = _envelope(openssl, smime_pki, request_file, "-aes256")
+    assert smime.inspect_envelope(envelope + b"\r\n\x00 ", smime_pki.agency.certificate).cipher == "aes-256-cbc"
+    _refused(smime_pki, _p7m_message(envelope + b"\x30\x00"), "not_smime")
+
+
+ENVELOPED_DATA_WITHOUT_CONTENT = bytes.fromhex("300b06092a864886f70d010703")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\x30\x80" * 5000, b"\x30\x03\x06\x01\x00", b"not asn.1 at all", ENVELOPED_DATA_WITHOUT_CONTENT],
+    ids=["empty", "deep", "short", "text", "no-content"],
+)
+def test_what_is_no_envelope_is_refused_as_not_smime(smime_pki, payload):
+    error = _refused(smime_pki, _p7m_message(payload), "not_smime")
+    assert "ask the municipality" in str(error)
+
+
+AES256_IV = bytes.fromhex("060960864801650304012a") + b"\x04\x10"
+RSA_ENCRYPTION = bytes.fromhex("06092a864886f70d010101")
+
+
+def test_damaged_parts_are_refused_as_a_damaged_envelope(openssl, smime_pki, request_file):
+    """A recipient or an algorithm parameter that does not parse is damage, not a wrong certificate."""
+    envelope = _envelope(openssl, smime_pki, request_file, "-aes256")
+    assert envelope.count(RSA_ENCRYPTION) == 1 and envelope.count(AES256_IV) == 1
+    unreadable_recipient = envelope.replace(RSA_ENCRYPTION, b"\x04" + RSA_ENCRYPTION[1:])
+    assert "malformed" in str(_refused(smime_pki, _p7m_message(unreadable_recipient), "not_smime"))
+    iv_of_another_type = envelope.replace(AES256_IV, AES256_IV[:-2] + b"\x02\x10")
+    assert "malformed" in str(_refused(smime_pki, _p7m_message(iv_of_another_type), "not_smime"))
+
+
+@pytest.fixture(scope="module")
+def openssl_envelopes(openssl, smime_pki, tmp_path_factory):
+    """One DER and one BER (streamed, key identifier) envelope of a small request."""
+    source = tmp_path_factory.mktemp("envelopes") / "request.bin"
+    source.write_bytes(b"PK\x03\x04" + bytes(range(256)) * 2)
+    return [
+        _envelope(openssl, smime_pki, source, "-aes256"),
+        _envelope(openssl, smime_pki, source, "-aes256", "-stream", "-keyid", recipients=("gent", "agency")),
+    ]
+
+
+@hypothesis.settings(max_examples=150, deadline=None, database=None, derandomize=True)
+@hypothesis.given(
+    which=st.integers(0, 1),
+    cut=st.floats(0, 1),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), max_size=3),
+)
+def test_a_damaged_envelope_gets_a_clear_refusal_never_a_traceback(smime_pki, openssl_envelopes, which, cut, flips):
+    """Truncated or garbled: a refusal with a code and an instruction, or (damage in the ciphertext) a result."""
+    damaged = bytearray(openssl_envelopes[which])
+    for where, xor in flips:
+        damaged[int(where * (len(damaged) - 1))] ^= xor
+    damaged = damaged[: max(1, int(cut * len(damaged)))] if cut < 0.5 else damaged
+    try:
+        _open(smime_pki, _p7m_message(bytes(damaged)))
+    except smime.SmimeError as error:
+        text = str(error)
+        assert error.code in {"not_smime", "unknown_certificate", "unsupported_cipher", "decrypt_failed", "no_attachment"}
+        assert "ask the municipality" in text
+        assert not any(word in text for word in ("Traceback", "asn1crypto", "parsing", "Error"))
