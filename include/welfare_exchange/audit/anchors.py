@@ -256,6 +256,8 @@ def _check(session: Session, chain: VerifyResult, store: pathlib.Path, anchoring
         return
     required = settings.audit_anchor_auth
     certs, key = _verification_material(required)
+    named = sorted({line.last_id for line in lines if chain.first_id <= line.last_id <= chain.last_id})
+    held = dict(session.execute(sa.select(AuditRecord.id, AuditRecord.record_hash).where(AuditRecord.id.in_(named))).all())
     checked: list[CheckedAnchor] = []
     prev = GENESIS
     for index, line in enumerate(lines, 1):
@@ -271,8 +273,7 @@ def _check(session: Session, chain: VerifyResult, store: pathlib.Path, anchoring
                 f"anchor {line.seq} names record {line.last_id}, beyond the chain's head (record {chain.last_id}): records were removed"
             )
         if line.last_id >= chain.first_id:
-            stored = session.scalar(sa.select(AuditRecord.record_hash).where(AuditRecord.id == line.last_id))
-            if stored != line.last_hash:
+            if held.get(line.last_id) != line.last_hash:
                 raise _Broken(
                     f"record {line.last_id} no longer has the hash anchored in anchor {line.seq} ({line.fields['anchored_at']}): "
                     "the trail was rewritten from that record on or before"
@@ -343,9 +344,12 @@ class AnchoringRefused(RuntimeError):
 
 @contextlib.contextmanager
 def _locked(store: pathlib.Path) -> Iterator[None]:
-    """One anchoring at a time: two would both take the same sequence number."""
+    """One anchoring at a time: two would both take the same sequence number. The lock file lives
+    in the runtime folder, not beside the store (WORM storage takes appends, not lock files)."""
     store.parent.mkdir(parents=True, exist_ok=True)
-    with open(store.with_name(store.name + ".lock"), "a") as lock:
+    home = get_settings().home
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "audit-anchoring.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
