@@ -409,15 +409,14 @@ def anchor_head(*, actor: Actor, path: pathlib.Path | None = None) -> dict[str, 
             fields["sig"] = auth.sign(_canonical(fields).encode("ascii"))
         line = AnchorLine(len(lines) + 1, _canonical(fields), fields)
         _append(store, line.raw)
-    with session_scope() as session:
-        _record_anchoring(
-            session, line, actor,
-            f"chain head (record {line.last_id}) anchored outside the project database as anchor {line.seq} "
-            f"of {store.name}, authenticated by {' and '.join(methods)}",
-        )
-    summary = {"sequence": line.seq, "last_id": line.last_id, "last_hash": line.last_hash, "digest": line.digest, "methods": methods}
-    log.info("audit anchor %(sequence)s: record %(last_id)s, hash %(last_hash)s, line digest %(digest)s", summary)
-    return summary
+        log.info("audit anchor %d appended to %s (a second copy, ids and hashes only): %s", line.seq, store, line.raw)
+        with session_scope() as session:
+            _record_anchoring(
+                session, line, actor,
+                f"chain head (record {line.last_id}) anchored outside the project database as anchor {line.seq} "
+                f"of {store.name}, authenticated by {' and '.join(methods)}",
+            )
+    return {"sequence": line.seq, "last_id": line.last_id, "last_hash": line.last_hash, "digest": line.digest, "methods": methods}
 
 
 def _record_anchoring(session: Session, line: AnchorLine, actor: Actor, message: str) -> None:

@@ -42,7 +42,7 @@ class IntegrityReport:
     def checked_lines(self) -> list[str]:
         """What was checked, one line each (for the CLI)."""
         chain, out = self.chain, []
-        span = f"records {chain.first_id}..{chain.last_id}" if chain.ok and chain.last_id else "records"
+        span = f"records {chain.first_id}..{chain.last_id}" if chain.ok and chain.last_id else "up to the first break"
         out.append(f"records: {chain.checked} verified ({span}: hashes, order, chain head)")
         out.append(f"subject references: {chain.subjects_checked} verified against their records' digests")
         if chain.ok and chain.first_id > 1:
