@@ -15,11 +15,13 @@ export AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="${AIRFLOW__DAG_PROCESS
 export PATH="$here/.venv/bin:$PATH"
 mkdir -p "$WELFARE_EXCHANGE_HOME"
 secrets="$WELFARE_EXCHANGE_HOME/secrets.env"
-if [ ! -f "$secrets" ]; then
-  umask 077
-  {
-    echo "WELFARE_EXCHANGE_AUDIT_HMAC_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-    echo "WELFARE_EXCHANGE_STAGING_KEY=$(python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())')"
-  } > "$secrets"
-fi
+# Each secret is generated once, on first use; one added later is appended to an existing file.
+_secret() {  # NAME COMMAND
+  if ! grep -qs "^$1=" "$secrets"; then (umask 077; echo "$1=$(python3 -c "$2")" >> "$secrets"); fi
+}
+_secret WELFARE_EXCHANGE_AUDIT_HMAC_KEY 'import secrets; print(secrets.token_hex(32))'
+_secret WELFARE_EXCHANGE_STAGING_KEY 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'
+# The Ed25519 key that signs the audit trail's anchors (any 32 random bytes, in hex).
+_secret WELFARE_EXCHANGE_AUDIT_SIGNING_KEY 'import secrets; print(secrets.token_hex(32))'
+unset -f _secret
 set -a; . "$secrets"; set +a

@@ -20,6 +20,7 @@ os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(_ROOT / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
 os.environ.setdefault("WELFARE_EXCHANGE_AUDIT_HMAC_KEY", secrets.token_hex(32))
+os.environ.setdefault("WELFARE_EXCHANGE_AUDIT_SIGNING_KEY", secrets.token_hex(32))  # any 32 bytes: an Ed25519 key
 
 pytest_plugins = ["pytester"] + sorted(
     f"tests.fixtures.{path.stem}"

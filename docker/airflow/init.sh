@@ -14,6 +14,7 @@ fail() { echo "airflow-init: $*" >&2; exit 1; }
 # Refuse to start with a missing secret or with the placeholder of .env.example.
 for name in AIRFLOW__CORE__FERNET_KEY AIRFLOW__API_AUTH__JWT_SECRET AIRFLOW__API__SECRET_KEY \
             AIRFLOW_ADMIN_PASSWORD WELFARE_EXCHANGE_AUDIT_HMAC_KEY WELFARE_EXCHANGE_STAGING_KEY \
+            WELFARE_EXCHANGE_AUDIT_SIGNING_KEY \
             WELFARE_EXCHANGE_DB_URL AIRFLOW__DATABASE__SQL_ALCHEMY_CONN; do
   value="${!name:-}"
   [ -n "$value" ] || fail "$name is not set: copy .env.example to .env and fill it in"

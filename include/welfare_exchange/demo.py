@@ -14,7 +14,8 @@ What it does, on the embedded defaults (SQLite, LocalExecutor, OpenSSH on loopba
 6. Airflow started (:class:`~welfare_exchange.devtools.airflow_server.AirflowServer`), the
    exchange DAG unpaused and triggered through the REST API, followed to the end;
 7. the result downloaded from Gent's outbox, decrypted with the password and summarised —
-   counts, file name, SHA-256, the validation report, ``welfare-exchange audit verify``;
+   counts, file name, SHA-256, the validation report; the audit trail anchored (signed) and
+   verified (``welfare-exchange audit anchor``, ``audit verify``);
 8. everything it started stopped again, also on Ctrl-C or an error; exit 1 on failure.
 
 Privacy: the only place an INSZ number exists outside the project DB is the encrypted
@@ -115,6 +116,7 @@ def _settings_env(workspace: Path) -> dict[str, str]:
     for name, make in (
         ("WELFARE_EXCHANGE_AUDIT_HMAC_KEY", lambda: secrets.token_hex(32)),
         ("WELFARE_EXCHANGE_STAGING_KEY", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()),
+        ("WELFARE_EXCHANGE_AUDIT_SIGNING_KEY", lambda: secrets.token_hex(32)),
     ):
         env[name] = os.environ.get(name) or make()
     return env
@@ -331,8 +333,10 @@ def run_demo(args: argparse.Namespace) -> int:
                             f"or the Airflow UI")
         # 7. What the municipality received.
         summarise_result(prepared, say)
-        verify = subprocess.run([str(Path(sys.executable).with_name("welfare-exchange")), "audit", "verify"],
-                                env=os.environ.copy(), capture_output=True, text=True, check=False)
+        cli = str(Path(sys.executable).with_name("welfare-exchange"))
+        anchor = subprocess.run([cli, "audit", "anchor"], env=os.environ.copy(), capture_output=True, text=True, check=False)
+        say(f"welfare-exchange audit anchor: {(anchor.stdout or anchor.stderr).strip()}")
+        verify = subprocess.run([cli, "audit", "verify"], env=os.environ.copy(), capture_output=True, text=True, check=False)
         say(f"welfare-exchange audit verify: {(verify.stdout or verify.stderr).strip()}")
         if verify.returncode != 0:
             raise DemoError("the audit chain did not verify")

@@ -4,7 +4,7 @@ Settings are read from the environment each time :func:`get_settings` is called 
 tests and the CLI can change them without reloading modules. Nothing here touches a database
 or the network: DAG files may import it at parse time.
 
-Secrets (the audit HMAC key, the staging encryption key) come from the environment, which
+Secrets (the audit HMAC key, the staging encryption key, the anchor signing key) come from the environment, which
 ``make`` fills from the git-ignored ``var/secrets.env`` it generates on first install; in a
 production deployment they come from the secrets backend via the same variables.
 """
@@ -33,6 +33,20 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"setting {name} must be an integer, got {value!r}") from exc
 
 
+#: The ways an audit anchor can be authenticated outside the project database.
+ANCHOR_AUTH_METHODS = ("timestamp", "signature")
+
+
+def _anchor_auth(name: str, default: str) -> frozenset[str]:
+    words = frozenset(w.strip() for w in (os.environ.get(name) or default).replace(",", " ").split())
+    if not words or words - set(ANCHOR_AUTH_METHODS):
+        raise ValueError(
+            f"setting {name} must name one or both of {', '.join(ANCHOR_AUTH_METHODS)} "
+            f"(comma-separated), got {os.environ.get(name)!r}"
+        )
+    return words
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed view of the environment.
@@ -49,6 +63,22 @@ class Settings:
     :param staging_key: Fernet key that encrypts intermediates at rest
         (``WELFARE_EXCHANGE_STAGING_KEY``).
     :param audit_retention_days: legal term of the audit trail (default 10 years).
+    :param audit_anchor_file: the anchor store, where the anchoring task appends the chain's head
+        each day (``WELFARE_EXCHANGE_AUDIT_ANCHOR_FILE``); in production on storage the
+        database's users cannot write (WORM bucket, log shipper).
+    :param audit_anchor_auth: which authentication EVERY anchor must carry and ``audit verify``
+        requires (``WELFARE_EXCHANGE_AUDIT_ANCHOR_AUTH``: ``timestamp``, ``signature`` or both,
+        comma-separated; default ``signature``; production: ``timestamp,signature``). A method
+        configured but not required is applied and checked too.
+    :param audit_tsa_url: the RFC 3161 time-stamping authority the anchoring task asks
+        (``WELFARE_EXCHANGE_AUDIT_TSA_URL``).
+    :param audit_tsa_cert: PEM file of the TSA certificate(s) trusted as roots of the
+        time-stamp tokens' signing chain (``WELFARE_EXCHANGE_AUDIT_TSA_CERT``).
+    :param audit_signing_key: Ed25519 private key (64 hex digits) that signs anchors
+        (``WELFARE_EXCHANGE_AUDIT_SIGNING_KEY``; secret; only where the anchoring task runs,
+        never in the project database).
+    :param audit_signing_public_key: its public key (64 hex digits), all ``audit verify`` needs
+        (``WELFARE_EXCHANGE_AUDIT_SIGNING_PUBLIC_KEY``; derived from the private key when unset).
     :param max_retention_days: legal maximum no protocol's retention may exceed.
     """
 
@@ -60,6 +90,12 @@ class Settings:
     staging_key: str | None
     audit_retention_days: int
     max_retention_days: int
+    audit_anchor_file: Path
+    audit_anchor_auth: frozenset[str]
+    audit_tsa_url: str | None
+    audit_tsa_cert: Path | None
+    audit_signing_key: str | None
+    audit_signing_public_key: str | None
 
 
 def get_settings() -> Settings:
@@ -73,4 +109,10 @@ def get_settings() -> Settings:
         staging_key=os.environ.get("WELFARE_EXCHANGE_STAGING_KEY") or None,
         audit_retention_days=_int("WELFARE_EXCHANGE_AUDIT_RETENTION_DAYS", 3653),
         max_retention_days=_int("WELFARE_EXCHANGE_MAX_RETENTION_DAYS", 365),
+        audit_anchor_file=_path("WELFARE_EXCHANGE_AUDIT_ANCHOR_FILE", home / "audit-anchors.jsonl"),
+        audit_anchor_auth=_anchor_auth("WELFARE_EXCHANGE_AUDIT_ANCHOR_AUTH", "signature"),
+        audit_tsa_url=os.environ.get("WELFARE_EXCHANGE_AUDIT_TSA_URL") or None,
+        audit_tsa_cert=Path(os.environ["WELFARE_EXCHANGE_AUDIT_TSA_CERT"]) if os.environ.get("WELFARE_EXCHANGE_AUDIT_TSA_CERT") else None,
+        audit_signing_key=os.environ.get("WELFARE_EXCHANGE_AUDIT_SIGNING_KEY") or None,
+        audit_signing_public_key=os.environ.get("WELFARE_EXCHANGE_AUDIT_SIGNING_PUBLIC_KEY") or None,
     )

@@ -252,7 +252,7 @@ def test_no_secret_values_in_the_compose_file(compose_raw):
     for name, service in compose_raw["services"].items():
         for key, value in (service.get("environment") or {}).items():
             value = str(value)
-            if re.search(r"PASSWORD|SECRET|FERNET|HMAC|STAGING_KEY", key) and not key.endswith("_FILE"):
+            if re.search(r"PASSWORD|SECRET|FERNET|HMAC|STAGING_KEY|SIGNING_KEY", key) and not key.endswith("_FILE"):
                 assert VAR_REF.match(value), f"{name}.{key} must be a ${{VAR}} reference, not a value"
                 assert ":-" not in value or value.endswith(":-}"), f"{name}.{key}: no default secret"
                 checked += 1
@@ -274,7 +274,7 @@ def test_no_secret_values_in_the_compose_file(compose_raw):
 
 def test_env_example_has_placeholders_only():
     values = parse_env_file(ENV_EXAMPLE)
-    secrets = {k: v for k, v in values.items() if re.search(r"PASSWORD|SECRET|FERNET|HMAC|STAGING_KEY", k)}
+    secrets = {k: v for k, v in values.items() if re.search(r"PASSWORD|SECRET|FERNET|HMAC|STAGING_KEY|SIGNING_KEY", k)}
     assert len(secrets) >= 10
     for key, value in secrets.items():
         assert value == "change-me", f".env.example: {key} must be the placeholder change-me"

@@ -336,6 +336,7 @@ def _init_env(names, tmp_path: Path, **overrides: str) -> dict[str, str]:
         WELFARE_EXCHANGE_STAGING_DIR=str(tmp_path / "staging"),
         WELFARE_EXCHANGE_AUDIT_HMAC_KEY=secrets.token_hex(32),
         WELFARE_EXCHANGE_STAGING_KEY=Fernet.generate_key().decode(),
+        WELFARE_EXCHANGE_AUDIT_SIGNING_KEY=secrets.token_hex(32),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=_url(names, "airflow") if names else "postgresql+psycopg2://x:y@127.0.0.1:1/x",
         WELFARE_EXCHANGE_DB_URL=_url(names, "project") if names else "postgresql+psycopg2://x:y@127.0.0.1:1/x",
     )

@@ -29,24 +29,32 @@ def test_nothing_is_pruned_within_the_legal_term(project_db):
     assert _count() == before
 
 
-def test_pruning_past_the_term_keeps_audit_verify_passing(project_db, monkeypatch, capsys):
-    monkeypatch.setenv("WELFARE_EXCHANGE_AUDIT_RETENTION_DAYS", "3653")
+def test_pruning_past_the_term_keeps_audit_verify_passing(project_db, anchoring, monkeypatch, capsys):
+    """Pruned records are those an anchor older than the term covers; verify passes after the
+    next anchoring covers the pruning (the term is shrunk to a day so the test need not wait)."""
+    monkeypatch.setenv("WELFARE_EXCHANGE_AUDIT_RETENTION_DAYS", "0")
+    later = TODAY + dt.timedelta(days=1)  # every record so far is past its term that day
     signed_protocol()
-    first_batch = _count()
-    later = TODAY + dt.timedelta(days=3653 + 1)  # every record so far is past its term that day
+    anchored = runner.anchor_audit(actor=ACTOR)["last_id"]
 
     out = runner.prune_audit(later, actor=ACTOR)
 
-    assert out["records_pruned"] == first_batch
+    assert out["records_pruned"] == anchored
     assert [r.action for r in records("audit.pruned")] == ["audit.pruned"]
-    assert verify()
+    assert verify()  # the chain starts where the chained pruning fact says
+    assert main(["audit", "verify"]) == 1  # ... but no anchor covers that fact yet
+    assert "is not covered by any anchor" in capsys.readouterr().out
+    runner.anchor_audit(actor=ACTOR)
     assert main(["audit", "verify"]) == 0 and "audit chain intact" in capsys.readouterr().out
     # Records written after the prune chain on; a second prune carries the head over again.
     signed_protocol(nis="99904")
+    runner.anchor_audit(actor=ACTOR)
     assert runner.prune_audit(later, actor=ACTOR)["records_pruned"] >= 1
+    runner.anchor_audit(actor=ACTOR)
     with session_scope() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(AuditAnchor)) == 2
     assert verify()
+    assert main(["audit", "verify"]) == 0, capsys.readouterr().out
 
 
 def test_a_broken_chain_is_never_pruned_away(project_db):

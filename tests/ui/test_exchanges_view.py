@@ -137,28 +137,35 @@ def test_page_shows_the_row_links_and_no_personal_data(client, seeded):
 
 
 def test_a_broken_audit_chain_is_shown(client, seeded, monkeypatch):
-    monkeypatch.setattr(queries.audit, "verify", lambda session: audit.VerifyResult(False, 3, 4, "record 4 was altered (hash mismatch)"))
+    from welfare_exchange.audit import integrity
+
+    broken = integrity.IntegrityReport(audit.VerifyResult(False, 3, 4, "record 4 was altered (hash mismatch)"), None)
+    monkeypatch.setattr(queries.integrity, "check", lambda session: broken)
     client.cookies.set(auth.COOKIE_NAME, GOOD_TOKEN)
     html = client.get("/").text
     assert "Audit chain <strong>BROKEN</strong> at record 4: record 4 was altered" in html
     assert client.get("/api/exchanges", headers=_bearer()).json()["audit"]["ok"] is False
 
 
-def test_a_chain_that_no_longer_matches_its_anchor_is_shown_rewritten(client, seeded, monkeypatch):
-    """The chain checks out in itself, but a head anchored outside the database contradicts it."""
-    from welfare_exchange.audit import anchors
+def test_a_chain_that_no_longer_matches_its_anchor_is_shown_broken(client, seeded, monkeypatch):
+    """The chain checks out in itself, but a (signed, authentic) anchor contradicts it."""
+    import json
 
-    anchors.anchor_file().write_text('{"anchored_at": "2026-11-01T00:00:00+00:00", "last_id": 1, "last_hash": "00"}\n')
+    from welfare_exchange.audit import anchors, authentication
+
+    line = {"seq": 1, "prev": "0" * 64, "anchored_at": "2026-11-01T00:00:00+00:00", "last_id": 1, "last_hash": "00" * 32}
+    line["sig"] = authentication.sign(json.dumps(line, sort_keys=True, separators=(",", ":")).encode())
+    anchors.anchor_file().write_text(json.dumps(line, sort_keys=True, separators=(",", ":")) + "\n")
     client.cookies.set(auth.COOKIE_NAME, GOOD_TOKEN)
     html = client.get("/").text
-    assert "Audit chain <strong>REWRITTEN</strong>: record 1 no longer has the hash anchored on line 1" in html
+    assert "Audit chain <strong>BROKEN</strong> against its anchors: record 1 no longer has the hash anchored in anchor 1" in html
     assert "The audit chain is broken" in html
 
 
 def test_audit_verification_is_reused_for_a_minute(seeded, monkeypatch):
     calls = []
-    real = audit.verify
-    monkeypatch.setattr(queries.audit, "verify", lambda session: calls.append(1) or real(session))
+    real = queries.integrity.check
+    monkeypatch.setattr(queries.integrity, "check", lambda session: calls.append(1) or real(session))
     with session_scope() as session:
         queries.overview(session)
         queries.overview(session)

@@ -4,13 +4,16 @@ Every step of every exchange records who did what, about whom (a keyed HMAC of t
 the number itself), why (protocol and legal basis), when, with file hashes and counts.
 
 * :func:`record` appends one fact (idempotently, when it has a ``fact_key``);
-* :func:`verify` proves the chain is intact;
+* :func:`verify` proves the chain in the database intact;
+  :func:`welfare_exchange.audit.integrity.check` adds the authenticated anchors kept outside it
+  (:mod:`welfare_exchange.audit.anchors`) — what ``welfare-exchange audit verify`` runs;
 * :func:`export_rows` gives the register view for a DPO or an auditor;
-* :func:`prune` removes records past their legal term, carrying the chain head over.
+* :func:`prune` removes records past their legal term as a chained, anchored fact.
 """
 
 from welfare_exchange.audit.trail import (
     Actor,
+    PruneVoucher,
     VerifyResult,
     canonical_encoding,
     export_rows,
@@ -23,6 +26,7 @@ from welfare_exchange.audit.trail import (
 
 __all__ = [
     "Actor",
+    "PruneVoucher",
     "VerifyResult",
     "canonical_encoding",
     "export_rows",

@@ -266,28 +266,163 @@ def _subject_digests(session: Session) -> dict[int, tuple[int, str]]:
     return {audit_id: (count, digest.hexdigest()) for audit_id, (digest, count) in running.items()}
 
 
+#: The chained fact pruning appends, and the one anchoring appends (see ``audit/anchors.py``).
+PRUNED_ACTION = "audit.pruned"
+ANCHORED_ACTION = "audit.anchored"
+
+
+@dataclass(frozen=True)
+class PruningFact:
+    """A chained ``audit.pruned`` fact: which records went, and the hash carried over from them.
+
+    ``anchor_sequence`` / ``anchor_digest`` name the anchor (kept outside the database) that
+    proved the pruned records were past their legal term when they were pruned.
+    """
+
+    record_id: int
+    from_id: int
+    through_id: int
+    carried_hash: str | None
+    anchor_sequence: int | None
+    anchor_digest: str | None
+
+
+@dataclass(frozen=True)
+class AnchoringFact:
+    """A chained ``audit.anchored`` fact: anchor number ``sequence`` was written with ``digest``."""
+
+    record_id: int
+    sequence: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class PruneVoucher:
+    """The anchor that proves records up to ``last_id`` are past their legal term."""
+
+    sequence: int
+    digest: str
+    last_id: int
+
+
 @dataclass(frozen=True)
 class VerifyResult:
-    """Outcome of :func:`verify`: ``ok``, how many records were checked, and the first break."""
+    """Outcome of :func:`verify`: ``ok``, how many records were checked, and the first break.
+
+    Also what the anchor check needs: where the chain starts and ends, the pruning and
+    anchoring facts it holds, and how many subject references were checked.
+    """
 
     ok: bool
     checked: int
     broken_id: int | None = None
     reason: str | None = None
+    first_id: int = 1
+    last_id: int = 0
+    last_hash: str = GENESIS
+    subjects_checked: int = 0
+    prunings: tuple[PruningFact, ...] = ()
+    anchorings: tuple[AnchoringFact, ...] = ()
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _pruning_fact(row: AuditRecord) -> PruningFact:
+    counts, hashes = row.counts or {}, row.file_hashes or {}
+    return PruningFact(
+        record_id=row.id,
+        from_id=_int_or_none(counts.get("from_id")) or 0,
+        through_id=_int_or_none(counts.get("through_id")) or 0,
+        carried_hash=hashes.get("carried_over_hash"),
+        anchor_sequence=_int_or_none(counts.get("anchor_sequence")),
+        anchor_digest=hashes.get("anchor_line"),
+    )
+
+
+def _anchoring_fact(row: AuditRecord) -> AnchoringFact | None:
+    sequence, digest = _int_or_none((row.counts or {}).get("sequence")), (row.file_hashes or {}).get("anchor_line")
+    return AnchoringFact(row.id, sequence, digest) if sequence and digest else None
+
+
+def _start_problem(session: Session, first: AuditRecord | None, prunings: list[PruningFact]) -> str | None:
+    """Why the trail may not start where it does, or ``None`` when a pruning fact vouches for it.
+
+    The trail starts at record 1 on the genesis hash, or right after the records the latest
+    chained ``audit.pruned`` fact removed, on the hash that fact carried over. The pruning
+    markers (``audit_anchor`` rows) and prune permits are only cross-checked: a database user
+    can write those, so they prove nothing and a forged one is named.
+    """
+    if session.scalar(sa.select(sa.func.count()).select_from(AuditPrunePermit)):
+        return "a prune permit row is present outside a pruning transaction: deletions were let through the guard"
+    previous = None
+    for fact in prunings:
+        expected_from = previous.through_id + 1 if previous else fact.from_id
+        if not (1 <= fact.from_id == expected_from <= fact.through_id < fact.record_id) or not fact.carried_hash:
+            return f"the pruning fact in record {fact.record_id} does not name a consistent range of pruned records"
+        if fact.anchor_sequence is None or not fact.anchor_digest:
+            return f"the pruning fact in record {fact.record_id} names no anchor that vouched for the pruning"
+        previous = fact
+    latest = prunings[-1] if prunings else None
+    start = first.id if first is not None else 1
+    if latest is not None and start <= latest.through_id:
+        return f"the pruning fact in record {latest.record_id} says records ..{latest.through_id} were pruned, yet record {start} is still there"
+    if start > 1 and (latest is None or latest.through_id != start - 1 or latest.carried_hash != first.prev_hash):
+        gone = latest.through_id + 1 if latest is not None and latest.through_id < start - 1 else 1
+        forged = session.scalar(sa.select(AuditAnchor.id).where(AuditAnchor.through_id == start - 1).limit(1))
+        return (
+            f"records {gone}..{start - 1} are missing: the trail starts at record {start} and no chained "
+            f"{PRUNED_ACTION} fact vouches for that start"
+            + (f"; pruning marker audit_anchor #{forged} is forged (no chained fact backs it)" if forged else "")
+        )
+    return _marker_problem(session, prunings)
+
+
+def _marker_problem(session: Session, prunings: list[PruningFact]) -> str | None:
+    """Every pruning marker row must follow the one before it and be backed by a chained fact,
+    unless it lies before the oldest pruning fact still held (that fact was pruned in turn)."""
+    backed = {(f.through_id, f.carried_hash) for f in prunings}
+    oldest_from = prunings[0].from_id if prunings else None
+    through = 0
+    for marker in session.scalars(sa.select(AuditAnchor).order_by(AuditAnchor.id)):
+        in_sequence = marker.through_id > through and marker.records_pruned == marker.through_id - through
+        historic = oldest_from is not None and marker.through_id < oldest_from
+        if not in_sequence or not ((marker.through_id, marker.head_hash) in backed or historic):
+            return (
+                f"pruning marker audit_anchor #{marker.id} (records ..{marker.through_id}) is forged: "
+                f"no chained {PRUNED_ACTION} fact backs it"
+            )
+        through = marker.through_id
+    return None
 
 
 def verify(session: Session) -> VerifyResult:
-    """Walk the chain from its anchor (or genesis) to its head and report the first break.
+    """Walk the chain from where it starts to its head and report the first break.
 
     Detects an edited record (its hash no longer matches), a removed or inserted record (the
     ids are no longer contiguous or the next ``prev_hash`` does not match), reordered records
-    (ids are hashed), edited subject references (their digest is hashed) and records cut off
-    the end (the head row no longer matches the last record).
+    (ids are hashed), removed or edited subject references (their digest is hashed), records
+    cut off the end (the head row no longer matches the last record), records cut off the
+    start (no chained pruning fact vouches for the start) and forged pruning markers.
+
+    This is the database's own evidence only; :func:`welfare_exchange.audit.integrity.check`
+    adds the anchors kept outside the database (a chain rewritten whole, a pruning fact no
+    anchor covers).
     """
-    anchor = session.scalars(sa.select(AuditAnchor).order_by(AuditAnchor.id.desc()).limit(1)).first()
-    expected_id = anchor.through_id + 1 if anchor else 1
-    expected_prev = anchor.head_hash if anchor else GENESIS
-    checked = 0
+    facts = session.scalars(
+        sa.select(AuditRecord).where(AuditRecord.action.in_((PRUNED_ACTION, ANCHORED_ACTION))).order_by(AuditRecord.id)
+    ).all()
+    prunings = [_pruning_fact(r) for r in facts if r.action == PRUNED_ACTION]
+    anchorings = tuple(a for a in (_anchoring_fact(r) for r in facts if r.action == ANCHORED_ACTION) if a)
+    first = session.scalars(sa.select(AuditRecord).order_by(AuditRecord.id).limit(1)).first()
+    problem = _start_problem(session, first, prunings)
+    if problem:
+        return VerifyResult(False, 0, 1, problem)
+    expected_id = first.id if first is not None else 1
+    expected_prev = GENESIS if expected_id == 1 else first.prev_hash
+    start_id = expected_id
+    checked = references = 0
     subjects = _subject_digests(session)
     rows = session.execute(sa.select(AuditRecord).order_by(AuditRecord.id).execution_options(yield_per=2000))
     for row in rows.scalars():
@@ -302,7 +437,12 @@ def verify(session: Session) -> VerifyResult:
         if row.subjects_count is None and held[0]:
             return VerifyResult(False, checked, row.id, f"record {row.id}: subject references were added to it")
         if row.subjects_count is not None and held != (row.subjects_count, row.subjects_digest):
-            return VerifyResult(False, checked, row.id, f"record {row.id}: its subject references were altered")
+            what = (
+                f"{row.subjects_count - held[0]} of its {row.subjects_count} subject references were removed"
+                if held[0] < row.subjects_count else "its subject references were altered"
+            )
+            return VerifyResult(False, checked, row.id, f"record {row.id}: {what}")
+        references += held[0]
         expected_prev = row.record_hash
         expected_id += 1
         checked += 1
@@ -316,7 +456,10 @@ def verify(session: Session) -> VerifyResult:
         if last_id > head_id:
             return VerifyResult(False, checked, head_id + 1, f"record {head_id + 1} was added after the chain head")
         return VerifyResult(False, checked, head_id, f"record {head_id} was removed from the end of the chain")
-    return VerifyResult(True, checked)
+    return VerifyResult(
+        True, checked, first_id=start_id, last_id=last_id, last_hash=expected_prev, subjects_checked=references,
+        prunings=tuple(prunings), anchorings=anchorings,
+    )
 
 
 EXPORT_COLUMNS = (
@@ -346,22 +489,27 @@ def export_rows(session: Session, since: dt.date | None = None) -> Iterator[dict
         yield out
 
 
-def prune(session: Session, before: dt.datetime, *, actor: Actor) -> int:
+def prune(session: Session, before: dt.datetime, *, actor: Actor, voucher: PruneVoucher) -> int:
     """Delete records older than ``before`` (their legal term is over), keeping the chain provable.
 
-    The hash of the last pruned record is carried over into an :class:`AuditAnchor`, from which
-    :func:`verify` starts; the pruning itself is recorded as a new fact. Returns how many
-    records were removed.
+    Only records the ``voucher`` anchor covers go: an anchor authenticated outside the database
+    and itself older than the legal term proves they were. The pruning is then appended to the
+    chain as an ``audit.pruned`` fact naming the range, the hash carried over (from which
+    :func:`verify` starts) and the voucher; the next anchor covers that fact. The
+    ``audit_anchor`` row written beside it is an index, cross-checked by :func:`verify`.
+    Returns how many records were removed.
     """
     cutoff = before.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
     last = session.scalars(
-        sa.select(AuditRecord).where(AuditRecord.recorded_at < cutoff).order_by(AuditRecord.id.desc()).limit(1)
+        sa.select(AuditRecord)
+        .where(AuditRecord.recorded_at < cutoff, AuditRecord.id <= voucher.last_id)
+        .order_by(AuditRecord.id.desc())
+        .limit(1)
     ).first()
     if last is None:
         return 0
-    through_id, head_hash = last.id, last.record_hash
-    anchor = session.scalars(sa.select(AuditAnchor).order_by(AuditAnchor.id.desc()).limit(1)).first()
-    first_id = anchor.through_id + 1 if anchor else 1
+    through_id, carried = last.id, last.record_hash
+    first_id = session.scalar(sa.select(sa.func.min(AuditRecord.id)))
     count = through_id - first_id + 1
     permit = AuditPrunePermit(through_id=through_id)
     session.add(permit)
@@ -369,20 +517,25 @@ def prune(session: Session, before: dt.datetime, *, actor: Actor) -> int:
     session.execute(sa.delete(AuditSubject).where(AuditSubject.audit_id <= through_id))
     session.execute(sa.delete(AuditRecord).where(AuditRecord.id <= through_id))
     session.delete(permit)
+    previous = session.scalar(sa.select(sa.func.max(AuditAnchor.through_id))) or 0
     session.add(
         AuditAnchor(
             through_id=through_id,
-            head_hash=head_hash,
+            head_hash=carried,
             pruned_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
-            records_pruned=count,
+            records_pruned=through_id - previous,
         )
     )
     session.flush()
     record(
         session,
-        "audit.pruned",
+        PRUNED_ACTION,
         actor=actor,
-        counts={"records": count, "through_id": through_id},
-        message=f"audit records 1..{through_id} past their legal term were pruned; chain head carried over",
+        counts={"records": count, "from_id": first_id, "through_id": through_id, "anchor_sequence": voucher.sequence},
+        file_hashes={"carried_over_hash": carried, "anchor_line": voucher.digest},
+        message=(
+            f"audit records {first_id}..{through_id} recorded before {before.date().isoformat()} were pruned past their "
+            f"legal term; anchor {voucher.sequence} vouched for their age; chain hash carried over"
+        ),
     )
     return count

@@ -283,7 +283,8 @@ class AuditHead(Base):
 
 
 class AuditAnchor(Base):
-    """Where pruning cut the trail: the last pruned record's hash, carried over (X-Road style)."""
+    """Where pruning cut the trail (an index only): the chained ``audit.pruned`` fact is the evidence;
+    ``audit verify`` names a row that no such fact backs as a forged pruning marker."""
 
     __tablename__ = "audit_anchor"
 

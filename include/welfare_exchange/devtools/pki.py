@@ -177,6 +177,7 @@ class TestCertificateAuthority:
         not_before: dt.datetime | None = None,
         not_after: dt.datetime | None = None,
         file_stem: str | None = None,
+        time_stamping: bool = False,
     ) -> IssuedCertificate:
         """Issue an S/MIME certificate for ``email`` and write it and its key.
 
@@ -191,6 +192,8 @@ class TestCertificateAuthority:
         :param not_after: explicit end of validity (timezone-aware UTC).
         :param file_stem: file names ``<stem>.pem`` / ``<stem>.key``; derived from ``email``
             by default.
+        :param time_stamping: a time-stamping authority's certificate instead (RFC 3161: extended
+            key usage ``timeStamping`` only, critical) — the loopback TSA of ``devtools/tsa.py``.
         """
         now = _now()
         not_before = not_before or now - dt.timedelta(days=1)
@@ -219,7 +222,7 @@ class TestCertificateAuthority:
                 x509.KeyUsage(
                     digital_signature=True,
                     content_commitment=True,
-                    key_encipherment=True,
+                    key_encipherment=not time_stamping,
                     data_encipherment=False,
                     key_agreement=False,
                     key_cert_sign=False,
@@ -229,7 +232,10 @@ class TestCertificateAuthority:
                 ),
                 critical=True,
             )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING if time_stamping else ExtendedKeyUsageOID.EMAIL_PROTECTION]),
+                critical=time_stamping,
+            )
             .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(

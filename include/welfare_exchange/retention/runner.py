@@ -364,22 +364,31 @@ def audit_cutoff(as_of: dt.date, days: int | None = None) -> dt.datetime:
 def prune_audit(as_of: dt.date, *, actor: audit.Actor) -> dict[str, Any]:
     """Prune audit records past their legal term; ``audit verify`` still proves the rest.
 
-    The chain is verified first: a break inside the part to be pruned is evidence of tampering,
-    and pruning would destroy it — so nothing is pruned and the task fails instead.
+    The trail is verified first, anchors included: a break inside the part to be pruned is
+    evidence of tampering, and pruning would destroy it — so nothing is pruned and the task
+    fails instead. Only records an anchor older than the legal term covers are pruned (that
+    anchor vouches for their age); the next anchoring covers the pruning fact itself.
     """
+    from welfare_exchange.audit import integrity
+
     cutoff = audit_cutoff(as_of)
     stamp = cutoff.isoformat(timespec="microseconds")
+    now = dt.datetime.now(dt.timezone.utc)
     with session_scope() as session:
         if session.scalar(sa.select(sa.func.count()).select_from(AuditRecord).where(AuditRecord.recorded_at < stamp)) == 0:
             return {"cutoff": cutoff.isoformat(), "records_pruned": 0}
-        result = audit.verify(session)
-        if not result.ok:
+        report = integrity.check(session, anchoring_at=now)
+        if not report.ok:
             raise RetentionIncomplete(
-                f"the audit chain does not verify ({result.reason}): nothing is pruned, so the evidence is kept. "
+                f"the audit trail does not verify ({report.reason}): nothing is pruned, so the evidence is kept. "
                 "Run `welfare-exchange audit verify` and follow the runbook step 'The audit chain is broken'."
             )
-        pruned = audit.prune(session, cutoff, actor=actor)
-    log.info("audit records before %s pruned: %d", cutoff.date().isoformat(), pruned)
+        voucher = report.anchors.voucher(min(cutoff, now - dt.timedelta(days=get_settings().audit_retention_days)))
+        if voucher is None:
+            log.info("audit records before %s are past their term, but no anchor that old vouches for them yet", cutoff.date())
+            return {"cutoff": cutoff.isoformat(), "records_pruned": 0, "waiting_for": "an anchor older than the legal term"}
+        pruned = audit.prune(session, cutoff, actor=actor, voucher=voucher)
+    log.info("audit records before %s pruned: %d (vouched for by anchor %d)", cutoff.date().isoformat(), pruned, voucher.sequence)
     return {"cutoff": cutoff.isoformat(), "records_pruned": pruned}
 
 
@@ -387,19 +396,10 @@ def prune_audit(as_of: dt.date, *, actor: audit.Actor) -> dict[str, Any]:
 
 
 def anchor_audit(*, actor: audit.Actor) -> dict[str, Any]:
-    """Record the day's anchoring, then append the chain's head (that record included) to the
-    anchor file outside the database (:mod:`welfare_exchange.audit.anchors`)."""
+    """Verify the trail and anchor its head outside the database (:mod:`welfare_exchange.audit.anchors`)."""
     from welfare_exchange.audit import anchors
 
-    with session_scope() as session:
-        audit.record(
-            session, "audit.anchored", actor=actor,
-            message=f"chain head appended to the anchor file {anchors.anchor_file().name} (kept outside the project database)",
-        )
-    with session_scope() as session:
-        line = anchors.write_anchor(session)
-    log.info("audit anchor: record %s, hash %s", line["last_id"], line["last_hash"])  # a second copy, in the task log
-    return line
+    return anchors.anchor_head(actor=actor)
 
 
 def end_protocols(as_of: dt.date, *, actor: audit.Actor) -> dict[str, Any]:

@@ -14,6 +14,10 @@ A person's data appears as one of three roles:
   number; the agency checked it);
 * ``result_child`` — a requested child with a *sociale toeslag*, in the result returned;
 * ``result_beneficiary`` — the *begunstigde* (the parent who is paid) of such a child.
+
+Once the trail has been pruned after its legal term, the answer says from when on it is
+complete: exchanges before that can no longer be reported (their records, and so the
+references of the people in them, are gone) — never a bare "no exchange".
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from welfare_exchange import audit
-from welfare_exchange.audit.trail import subject_key
+from welfare_exchange.audit.trail import PRUNED_ACTION, subject_key
 from welfare_exchange.db.models import AuditRecord, AuditSubject, Exchange, Protocol
+from welfare_exchange.settings import get_settings
 
 #: The audit actions that name an exchange's subjects: the children of the request, and the
 #: people in the result. (``request.validated`` and ``entitlements.matched`` carried them in
@@ -67,9 +72,23 @@ class PersonReport:
 
     line: int
     exchanges: list[ExchangeDisclosure] = field(default_factory=list)
+    #: When the trail was pruned: the moment (UTC, ISO) from which on it is complete; exchanges
+    #: before it can no longer be reported. ``None``: never pruned, the answer covers everything.
+    reportable_from: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "exchanges": [asdict(e) for e in self.exchanges]}
+        return {"line": self.line, "exchanges": [asdict(e) for e in self.exchanges], "reportable_from": self.reportable_from}
+
+
+def reportable_from(session: Session) -> str | None:
+    """The time of the oldest record the trail still holds, when a chained pruning fact says the
+    records before it were pruned; ``None`` when the trail was never pruned."""
+    pruning = session.scalars(
+        sa.select(AuditRecord).where(AuditRecord.action == PRUNED_ACTION).order_by(AuditRecord.id.desc()).limit(1)
+    ).first()
+    if pruning is None:
+        return None
+    return session.scalar(sa.select(AuditRecord.recorded_at).order_by(AuditRecord.id).limit(1))
 
 
 def exchanges_of(session: Session, number: str) -> list[ExchangeDisclosure]:
@@ -129,13 +148,31 @@ def subject_access(session: Session, numbers: list[str], *, actor: audit.Actor) 
     The audit record names the people only by their keyed HMAC and carries no exchange id, so
     it never shows up as an "exchange" in a later access request.
     """
-    reports = [PersonReport(line=index, exchanges=exchanges_of(session, number)) for index, number in enumerate(numbers, 1)]
+    since = reportable_from(session)
+    reports = [
+        PersonReport(line=index, exchanges=exchanges_of(session, number), reportable_from=since)
+        for index, number in enumerate(numbers, 1)
+    ]
     audit.record(
         session, "subject.access_request", actor=actor, subjects=numbers,
         counts={"persons": len(numbers), "exchanges_found": sum(len(r.exchanges) for r in reports)},
-        message=f"access request (art. 15 GDPR) answered for {len(numbers)} person(s) on {dt.date.today().isoformat()}",
+        message=f"access request (art. 15 GDPR) answered for {len(numbers)} person(s) on {dt.date.today().isoformat()}"
+        + (f"; exchanges before {_shown(since)} could not be reported (audit trail pruned after its legal term)" if since else ""),
     )
     return reports
+
+
+def _shown(moment: str) -> str:
+    """A record time as the answer shows it: to the minute, UTC."""
+    return dt.datetime.fromisoformat(moment).astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _pruned_text(since: str) -> str:
+    years = round(get_settings().audit_retention_days / 365.25)
+    return (
+        f"exchanges before {_shown(since)} can no longer be reported: the audit trail was pruned after its "
+        f"legal term ({years} years), and with it the records of those exchanges."
+    )
 
 
 def render_text(reports: list[PersonReport]) -> str:
@@ -143,8 +180,12 @@ def render_text(reports: list[PersonReport]) -> str:
     lines = []
     for report in reports:
         lines.append(f"Person on line {report.line} of the INSZ file:")
-        if not report.exchanges:
+        if not report.exchanges and report.reportable_from:
+            lines.append(f"  no exchange from {_shown(report.reportable_from)} on included this person's data;")
+        elif not report.exchanges:
             lines.append("  no exchange in this system included this person's data.")
+        if report.reportable_from:
+            lines.append(f"  {_pruned_text(report.reportable_from)}")
         for e in report.exchanges:
             lines.append(
                 f"  exchange {e.exchange_id} · {e.exchange_date or '-'} · {e.municipality} (NIS {e.nis_code}) · "

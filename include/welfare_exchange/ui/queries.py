@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from welfare_exchange import audit
+from welfare_exchange.audit import integrity
 from welfare_exchange.db.models import Exchange, Protocol, RetentionItem
 from welfare_exchange.protocols.registry import check_gate
 
@@ -94,7 +94,7 @@ class ProtocolRow:
 
 @dataclass
 class AuditStatus:
-    """The audit chain's verification (see :func:`welfare_exchange.audit.verify`)."""
+    """The audit trail's verification (see :func:`welfare_exchange.audit.integrity.check`)."""
 
     ok: bool
     checked: int
@@ -167,18 +167,13 @@ class _AuditCache:
             entry = self._entries.get(key)
             if entry is not None and time.monotonic() - entry[0] < max_age:
                 return entry[1]
-            result = audit.verify(session)
-            ok, reason = result.ok, result.reason
-            if ok:  # consistent in itself: does it still match the heads anchored outside the database?
-                from welfare_exchange.audit import anchors
-
-                anchored = anchors.check_anchors(session)
-                ok, reason = anchored.ok, anchored.mismatch
+            # The same check as `welfare-exchange audit verify`: the chain, then its anchors.
+            report = integrity.check(session)
             status = AuditStatus(
-                ok=ok,
-                checked=result.checked,
-                broken_id=result.broken_id,
-                reason=reason,
+                ok=report.ok,
+                checked=report.chain.checked,
+                broken_id=report.broken_id,
+                reason=report.reason,
                 verified_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             )
             self._entries[key] = (time.monotonic(), status)
