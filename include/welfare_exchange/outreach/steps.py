@@ -104,13 +104,13 @@ class OutreachSettings:
 # ------------------------------------------------------------------------------ helpers
 
 
-def _campaign(session, exchange_id: int) -> tuple[Exchange, Protocol, dict[str, Any]]:
+def load_campaign(session, exchange_id: int) -> tuple[Exchange, Protocol, dict[str, Any]]:
     exchange = ledger.get_exchange(session, exchange_id)
     protocol = get(session, exchange.protocol_id)
     return exchange, protocol, validate_offer(protocol.offer)
 
 
-def _gate(protocol: Protocol, offer: dict[str, Any], on: dt.date) -> tuple[bool, str]:
+def offer_gate(protocol: Protocol, offer: dict[str, Any], on: dt.date) -> tuple[bool, str]:
     """The protocol gate, and the offer's own window: a closed offer is not advertised."""
     decision = check_gate(protocol, on, kind="method2")
     if not decision.is_open:
@@ -123,11 +123,11 @@ def _gate(protocol: Protocol, offer: dict[str, Any], on: dt.date) -> tuple[bool,
     return True, decision.reason
 
 
-def _families(protocol_id: int, exchange_id: int) -> list[selection.Family]:
+def staged_families(protocol_id: int, exchange_id: int) -> list[selection.Family]:
     return selection.deserialise(Staging(protocol_id, exchange_id).read_encrypted("families"))
 
 
-def _campaign_texts(exchange: Exchange, protocol: Protocol, offer: dict[str, Any]) -> Campaign:
+def campaign_texts(exchange: Exchange, protocol: Protocol, offer: dict[str, Any]) -> Campaign:
     # The first run's date stays the campaign's date: re-runs render identical messages.
     return Campaign(exchange.id, protocol.municipality, offer, exchange.exchange_date)
 
@@ -153,7 +153,7 @@ def open_campaign(protocol_id: int, run: RunInfo, *, wave: int = 1) -> int:
         if protocol.kind != "method2":
             raise ProtocolError(f"protocol {protocol_id} is a {protocol.kind} protocol, not method2")
         offer = validate_offer(protocol.offer)
-        is_open, reason = _gate(protocol, offer, run.exchange_date)
+        is_open, reason = offer_gate(protocol, offer, run.exchange_date)
         if not is_open:
             raise ProtocolError(f"campaign not started: {reason}. Nothing was read or sent.")
         key = campaign_key(protocol, offer, wave)
@@ -190,12 +190,12 @@ def select_families(exchange_id: int, run: RunInfo) -> dict[str, int]:
     """
     fact = f"campaign:{exchange_id}:selected"
     with session_scope() as session:
-        exchange, protocol, offer = _campaign(session, exchange_id)
+        exchange, protocol, offer = load_campaign(session, exchange_id)
         staging = Staging(protocol.id, exchange.id)
         if staging.has("families") and audit_fact_exists(session, fact):
             log.info("families of campaign %s already selected; the frozen list is reused", exchange_id)
             return {k: exchange.counts[k] for k in ("selected", "email", "letter", "unreachable")}
-        is_open, reason = _gate(protocol, offer, exchange.exchange_date)
+        is_open, reason = offer_gate(protocol, offer, exchange.exchange_date)
         if not is_open:
             raise ProtocolError(f"campaign {exchange_id}: {reason}. Nothing was read.")
         families = selection.select_families(
@@ -207,7 +207,7 @@ def select_families(exchange_id: int, run: RunInfo) -> dict[str, int]:
     for channel in (selection.EMAIL, selection.LETTER, selection.UNREACHABLE):
         counts[channel] = sum(1 for f in families if f.channel == channel)
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         ledger.update_exchange(session, exchange, state="matched", counts=counts)
         _schedule_staging_deletion(session, exchange, protocol)
         audit.record(
@@ -243,14 +243,14 @@ def render_letters(exchange_id: int, run: RunInfo, *, settings: OutreachSettings
     """
     settings = settings or OutreachSettings.from_env()
     with session_scope() as session:
-        exchange, protocol, offer = _campaign(session, exchange_id)
+        exchange, protocol, offer = load_campaign(session, exchange_id)
         per_pdf = int((exchange.counts or {}).get("letters_per_pdf") or settings.letters_per_pdf)
         if "letters_per_pdf" not in (exchange.counts or {}):
             # Batches are fixed at the first rendering: a changed setting must not reshuffle them.
             ledger.update_exchange(session, exchange, counts={"letters_per_pdf": per_pdf})
-    campaign = _campaign_texts(exchange, protocol, offer)
+    campaign = campaign_texts(exchange, protocol, offer)
     staging = Staging(protocol.id, exchange.id)
-    families = [f for f in _families(protocol.id, exchange.id) if f.channel == selection.LETTER]
+    families = [f for f in staged_families(protocol.id, exchange.id) if f.channel == selection.LETTER]
     hashes: dict[str, str] = {}
     for number, batch in enumerate(letters_lib.batches(families, per_pdf), start=1):
         name = _batch_name(number)
@@ -271,7 +271,7 @@ def render_letters(exchange_id: int, run: RunInfo, *, settings: OutreachSettings
         hashes[name] = digest
     counts = {"letters": len(families), "pdfs": len(hashes)}
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         ledger.update_exchange(session, exchange, state="built", counts={"letter_pdfs": len(hashes)})
         audit.record(
             session, "letters.rendered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
@@ -289,8 +289,8 @@ def render_letters(exchange_id: int, run: RunInfo, *, settings: OutreachSettings
 def recheck_gate(exchange_id: int, run: RunInfo) -> str:
     """The protocol gate once more, right before anything reaches a family or the municipality."""
     with session_scope() as session:
-        exchange, protocol, offer = _campaign(session, exchange_id)
-        is_open, reason = _gate(protocol, offer, exchange.exchange_date)
+        exchange, protocol, offer = load_campaign(session, exchange_id)
+        is_open, reason = offer_gate(protocol, offer, exchange.exchange_date)
         if not is_open:
             ledger.update_exchange(session, exchange, state="failed", failure_code="protocol_closed")
             audit.record(
@@ -312,13 +312,13 @@ def release_letters(exchange_id: int, run: RunInfo) -> int:
     """
     released = 0
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         per_pdf = int(exchange.counts["letters_per_pdf"])
-    families = [f for f in _families(protocol.id, exchange.id) if f.channel == selection.LETTER]
+    families = [f for f in staged_families(protocol.id, exchange.id) if f.channel == selection.LETTER]
     for number, batch in enumerate(letters_lib.batches(families, per_pdf), start=1):
         name = _batch_name(number)
         with session_scope() as session:
-            exchange, protocol, _ = _campaign(session, exchange_id)
+            exchange, protocol, _ = load_campaign(session, exchange_id)
             if not ledger.is_done(session, f"campaign:{exchange_id}:{name}"):
                 raise ProtocolError(f"campaign {exchange_id}: {name} was not rendered; clear the render_letters task first")
             new = set(outbox.bulk_settle_letters(session, exchange_id, [f.beneficiary_id for f in batch], batch=name))
@@ -348,7 +348,7 @@ def _settle(exchange_id: int, family: selection.Family, key: str, outcome: str, 
         "it is not sent again (at most once)",
     }[outcome]
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         outbox.settle(session, key, outcome, code=code, sha256=sha256)
         audit.record(
             session, action, result, actor=run.actor, protocol=protocol, exchange_id=exchange_id,
@@ -371,10 +371,10 @@ def send_messages(exchange_id: int, run: RunInfo, *, settings: OutreachSettings 
     recheck_gate(exchange_id, run)
     release_letters(exchange_id, run)
     with session_scope() as session:
-        exchange, protocol, offer = _campaign(session, exchange_id)
+        exchange, protocol, offer = load_campaign(session, exchange_id)
         entries = outbox.entries(session, exchange_id)
-    campaign = _campaign_texts(exchange, protocol, offer)
-    families = [f for f in _families(protocol.id, exchange.id) if f.channel == selection.EMAIL]
+    campaign = campaign_texts(exchange, protocol, offer)
+    families = [f for f in staged_families(protocol.id, exchange.id) if f.channel == selection.EMAIL]
     by_key = {message_key(exchange_id, f.beneficiary_id): f for f in families}
 
     stranded = [e for e in entries.values() if e.in_flight and e.key in by_key]
@@ -419,7 +419,7 @@ def send_messages(exchange_id: int, run: RunInfo, *, settings: OutreachSettings 
                     )
                 deferred += 1  # this recipient's server said "later" (4xx): the retry tries again
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         counts = outbox.outcome_counts(session, exchange_id)
         ledger.update_exchange(session, exchange, counts={f"outbox_{k}": v for k, v in counts.items()})
     if deferred:
@@ -438,7 +438,7 @@ def report_to_municipality(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     recheck_gate(exchange_id, run)
     key = f"campaign:{exchange_id}:report"
     with session_scope() as session:
-        exchange, protocol, offer = _campaign(session, exchange_id)
+        exchange, protocol, offer = load_campaign(session, exchange_id)
         outcomes = outbox.outcome_counts(session, exchange_id)
         if outcomes["pending"]:
             raise RuntimeError(
@@ -465,7 +465,7 @@ def report_to_municipality(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     where = deliver_report(protocol, exchange_id, name, data)
     digest = hashlib.sha256(data).hexdigest()
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         ledger.complete_side_effect(session, key, sha256=digest, detail={"where": where})
         ledger.update_exchange(session, exchange, state="delivered", counts={"report": shown})
         if where.startswith("sftp:"):
@@ -538,7 +538,7 @@ def _schedule_staging_deletion(session, exchange, protocol) -> dt.date:
 def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
     """Record when the campaign's staged family list, letters and report are deleted."""
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         deadline = _schedule_staging_deletion(session, exchange, protocol)  # for campaigns selected before it moved
         audit.record(
             session, "retention.scheduled", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
