@@ -48,8 +48,12 @@ def uncertain(project_db, smtp_sink, outreach_env, request):
     seconds a worker process costs.
     """
     stage = getattr(request, "param", None)
-    protocol_id = make_protocol(NIS, offer=LASTING_OFFER)
-    store = build_store(NIS, families=24, seed=5)
+    return _campaign_with_one_uncertain(NIS, stage)
+
+
+def _campaign_with_one_uncertain(nis: str, stage: str | None, families: int = 24):
+    protocol_id = make_protocol(nis, offer=LASTING_OFFER)
+    store = build_store(nis, families=families, seed=5)
     run = RunInfo(exchange_date=EXCHANGE_DATE, dag_id="method2_resolution_test", run_id="r", task_id="t", try_number=1)
     exchange_id = steps.open_campaign(protocol_id, run)
     steps.select_families(exchange_id, run)
@@ -279,3 +283,44 @@ def test_a_listed_message_parses_back_to_the_sent_message(uncertain, smtp_sink):
     resolution.resolve(exchange_id, "resend", actor=OPERATOR, reason="x", every=True, on=EXCHANGE_DATE)
     raw = smtp_sink.messages[-1][1]
     assert email.message_from_bytes(raw, policy=email.policy.default)["Message-ID"] == message.message_id
+
+
+def test_the_municipality_gets_an_updated_report_once_uncertain_messages_are_resolved(
+    project_db, sftp_municipality, smtp_sink, outreach_env
+):
+    store, exchange_id, message, _ = _campaign_with_one_uncertain(sftp_municipality.nis, None, families=40)
+    run = RunInfo(exchange_date=EXCHANGE_DATE, dag_id="method2_resolution_test", run_id="r", task_id="report",
+                  try_number=1)
+    first = steps.report_to_municipality(exchange_id, run)
+    assert steps.update_report(exchange_id, actor=OPERATOR, on=EXCHANGE_DATE) == {"revision": 1, "unchanged": True}
+    resolution.resolve(exchange_id, "sent", actor=OPERATOR, reason="in the log", every=True)
+
+    updated = subprocess.run([sys.executable, "-m", "welfare_exchange.cli", "outreach", "report", str(exchange_id)],
+                             capture_output=True, text=True, timeout=60)
+    assert updated.returncode == 0, updated.stderr
+    name = report.report_name(sftp_municipality.nis, steps_protocol_id(exchange_id), exchange_id, 2)
+    assert "report version 2 delivered" in updated.stdout and name in updated.stdout
+    files = sftp_municipality.read_outbox()
+    assert sorted(files) == sorted([first["name"], name]), "version 1 stays; version 2 is added"
+    text = files[name].decode()
+    def shown(category: str) -> str:
+        [row] = [row for row in text.splitlines() if row.startswith(f"  {report.CATEGORIES[category]} ")]
+        return row.split()[-1]
+
+    assert "Versie 2: vervangt versie 1" in text
+    assert shown("uncertain") == "0" and shown("email_resolved") == report.PRIMARY
+    assert sum(secret in text for secret in store.personal_strings()) == 0
+
+    again = steps.update_report(exchange_id, actor=OPERATOR, on=EXCHANGE_DATE)
+    assert again == {"revision": 2, "unchanged": True}
+    assert sorted(sftp_municipality.read_outbox()) == sorted([first["name"], name])
+    with session_scope() as session:
+        delivered = session.scalars(sa.select(AuditRecord).where(AuditRecord.action == "report.delivered")
+                                    .order_by(AuditRecord.id)).all()
+        assert [r.actor_type for r in delivered] == ["system", "user"] and "version 2" in delivered[1].message
+        assert audit.verify(session).ok
+
+
+def steps_protocol_id(exchange_id: int) -> int:
+    with session_scope() as session:
+        return steps.load_campaign(session, exchange_id)[1].id

@@ -12,7 +12,7 @@ import pathlib
 from welfare_exchange import audit, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.errors import InputError
-from welfare_exchange.outreach import outbox, resolution
+from welfare_exchange.outreach import outbox, resolution, steps
 from welfare_exchange.transport.mail import MailTransportError
 from welfare_exchange.protocols import get
 from welfare_exchange.staging import Staging
@@ -30,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status = commands.add_parser("status", help="a campaign's counts: selected, sent, letters, bounced, uncertain")
     status.add_argument("campaign", type=int)
     status.set_defaults(handler=_status)
+
+    report = commands.add_parser(
+        "report", help="deliver the municipality an updated report (next version) when resolutions changed its figures"
+    )
+    report.add_argument("campaign", type=int)
+    report.set_defaults(handler=_report)
 
     uncertain = commands.add_parser(
         "uncertain", help="messages whose delivery a crash left uncertain: list them, resolve them (audited)"
@@ -93,6 +99,15 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    done = steps.update_report(args.campaign, actor=audit.Actor.current_user())
+    if done.get("unchanged"):
+        print(f"campaign {args.campaign}: the report's figures are unchanged since version {done['revision']}; nothing sent")
+    else:
+        print(f"campaign {args.campaign}: report version {done['revision']} delivered ({done['name']})")
+    return 0
+
+
 def _uncertain_list(args: argparse.Namespace) -> int:
     with session_scope() as session:
         ledger.get_exchange(session, args.campaign)
@@ -121,6 +136,9 @@ def _uncertain_resolve(args: argparse.Namespace) -> int:
         print(f"outbox {item.outbox_id} {item.message_id or '-'}: {item.note}")
     if not done:
         print(f"campaign {args.campaign}: no unresolved uncertain message")
+    elif any(item.changed for item in done):
+        print(f"when the campaign's uncertain messages are resolved: `welfare-exchange outreach report {args.campaign}` "
+              "gives the municipality its updated figures")
     not_taken = [item for item in done if item.not_taken]
     if not_taken:
         raise MailTransportError(

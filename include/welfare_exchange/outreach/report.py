@@ -66,8 +66,9 @@ def render(
     campaign_date: dt.date,
     offer_title: str,
     counts: dict[str, int],
+    revision: int = 1,
 ) -> tuple[bytes, dict[str, str]]:
-    """The report as UTF-8 text, and the suppressed figures it shows."""
+    """The report as UTF-8 text, and the suppressed figures it shows (``revision`` > 1: an update)."""
     shown = suppress({key: int(counts.get(key, 0)) for key in CATEGORIES})
     width = max(len(label) for label in CATEGORIES.values())
     lines = [
@@ -79,6 +80,10 @@ def render(
         f"Aanbod: {offer_title}",
         f"Referentiedatum (sociale toeslag en domicilie): {reference_date.isoformat()}",
         f"Datum campagne: {campaign_date.isoformat()}",
+        *(
+            [f"Versie {revision}: vervangt versie {revision - 1} van dit rapport; onzekere e-mails werden intussen nagegaan."]
+            if revision > 1 else []
+        ),
         "",
         "Aantal gezinnen (begunstigden):",
         *(f"  {label:<{width}}  {shown[key]:>11}" for key, label in CATEGORIES.items()),
@@ -91,8 +96,9 @@ def render(
     return ("\n".join(lines) + "\n").encode("utf-8"), shown
 
 
-def report_name(nis_code: str, protocol_id: int, exchange_id: int) -> str:
-    return f"methode2-{nis_code}-p{protocol_id}-campagne-{exchange_id}-rapport.txt"
+def report_name(nis_code: str, protocol_id: int, exchange_id: int, revision: int = 1) -> str:
+    version = f"-versie-{revision}" if revision > 1 else ""
+    return f"methode2-{nis_code}-p{protocol_id}-campagne-{exchange_id}-rapport{version}.txt"
 
 
 def report_counts(outcomes: dict[str, Any], unreachable: int) -> dict[str, int]:
