@@ -324,3 +324,40 @@ def test_the_municipality_gets_an_updated_report_once_uncertain_messages_are_res
 def steps_protocol_id(exchange_id: int) -> int:
     with session_scope() as session:
         return steps.load_campaign(session, exchange_id)[1].id
+
+
+def test_two_operators_resending_at_once_send_one_message(uncertain, smtp_sink, monkeypatch):
+    """Operator A's resend is at the SMTP server when operator B resolves the same message: B sends nothing."""
+    import threading
+
+    from welfare_exchange.outreach import smtp
+
+    _, exchange_id, message, _ = uncertain
+    at_server, go_on = threading.Event(), threading.Event()
+    original = smtp.SmtpSession.send
+
+    def slow_send(self, *args, **kwargs):
+        at_server.set()
+        assert go_on.wait(timeout=30)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(smtp.SmtpSession, "send", slow_send)
+    total, results = smtp_sink.count(), {}
+    operator_a = audit.Actor(type="user", name="operator-a")
+    thread = threading.Thread(target=lambda: results.update(a=resolution.resolve(
+        exchange_id, "resend", actor=operator_a, reason="a", every=True, on=EXCHANGE_DATE)))
+    thread.start()
+    assert at_server.wait(timeout=30)
+    [b] = resolution.resolve(exchange_id, "resend", actor=audit.Actor(type="user", name="operator-b"), reason="b",
+                             outbox_ids=[message.outbox_id], on=EXCHANGE_DATE)
+    go_on.set()
+    thread.join(timeout=30)
+    assert b.status == outbox.RESEND_UNCERTAIN and "not sent again" in b.note
+    [a] = results["a"]
+    assert a.status == outbox.RESENT, "what A heard from the server settles it"
+    assert smtp_sink.count() == total + 1 and _with_message_id(smtp_sink, message.message_id) == 1
+    assert [(f.action, f.actor) for f in _facts(exchange_id)] == [
+        ("message.resend_requested", "operator-a"), ("message.resend_uncertain", "operator-b"),
+        ("message.resent", "operator-a")]
+    with session_scope() as session:
+        assert audit.verify(session).ok
