@@ -152,10 +152,10 @@ def _current(session: Session, key: str) -> tuple[SideEffect | None, str]:
 
 
 class _Resolver:
-    """One resolution command: the campaign's texts, family list and SMTP session, loaded once."""
+    """One resolution command: the campaign's texts, gate and family list, loaded once."""
 
-    def __init__(self, exchange_id: int, decision: str, actor: audit.Actor, reason: str, on: dt.date) -> None:
-        self.exchange_id, self.decision, self.actor, self.reason, self.on = exchange_id, decision, actor, reason, on
+    def __init__(self, exchange_id: int, actor: audit.Actor, reason: str, on: dt.date) -> None:
+        self.exchange_id, self.actor, self.reason = exchange_id, actor, reason
         with session_scope() as session:
             exchange, protocol, offer = steps.load_campaign(session, exchange_id)
             self.protocol_id = protocol.id
@@ -325,7 +325,7 @@ def resolve(
         targets = _targets(uncertain_messages(session, exchange_id), exchange_id, outbox_ids, message_ids, every)
     if not targets:
         return []
-    resolver = _Resolver(exchange_id, decision, actor, reason, on or dt.date.today())
+    resolver = _Resolver(exchange_id, actor, reason, on or dt.date.today())
     if decision == "sent":
         return [resolver.confirm(m) for m in targets]
     is_open, why = resolver.gate
