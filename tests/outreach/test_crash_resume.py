@@ -7,14 +7,14 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.outreach.builders import build_store
 from tests.outreach.conftest import EXCHANGE_DATE, make_protocol
+from tests.outreach.crash import worker as start_worker
+from tests.outreach.crash import worker_killing_itself
 from welfare_exchange import audit, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.exchange.context import RunInfo
@@ -22,34 +22,6 @@ from welfare_exchange.outreach import outbox, steps
 from welfare_exchange.outreach.templates import message_key
 
 NIS = "99501"
-
-#: Runs the send step as a worker would. ``mode`` decides where it dies: ``none`` (the test
-#: kills it from outside), ``after_accept`` (the n-th message was accepted by the server, the
-#: outbox not yet told), ``before_send`` (the n-th message was begun, never handed over).
-WORKER = r"""
-import datetime as dt, os, signal, sys
-from welfare_exchange.exchange.context import RunInfo
-from welfare_exchange.outreach import smtp, steps
-
-mode, n, exchange_id, day = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-original = smtp.SmtpSession.send
-calls = {"n": 0}
-
-def send(self, *args, **kwargs):
-    if kwargs["recipient"].endswith("@bounce.invalid"):  # count only messages the server will take
-        return original(self, *args, **kwargs)
-    calls["n"] += 1
-    if mode == "before_send" and calls["n"] == n:
-        os.kill(os.getpid(), signal.SIGKILL)
-    result = original(self, *args, **kwargs)
-    if mode == "after_accept" and calls["n"] == n:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return result
-
-smtp.SmtpSession.send = send
-run = RunInfo(exchange_date=dt.date.fromisoformat(day), dag_id="method2_crash_test", run_id="crash", task_id="send_messages", try_number=1)
-steps.send_messages(exchange_id, run)
-"""
 
 
 @pytest.fixture
@@ -61,21 +33,6 @@ def campaign(sqlite_db, smtp_sink, outreach_env):
     steps.select_families(exchange_id, run)
     steps.render_letters(exchange_id, run)
     return store, exchange_id, run
-
-
-def _worker(mode: str, n: int, exchange_id: int, rate: str) -> subprocess.Popen:
-    env = {**os.environ, "WELFARE_EXCHANGE_OUTREACH_RATE": rate}
-    return subprocess.Popen(
-        [sys.executable, "-c", WORKER, mode, str(n), str(exchange_id), EXCHANGE_DATE.isoformat()],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-
-
-def _worker_killing_itself(stage: str, n: int, exchange_id: int) -> None:
-    """A worker that sends flat out and kills itself at ``stage`` of its ``n``-th message."""
-    worker = _worker(stage, n, exchange_id, rate="0")
-    worker.communicate(timeout=60)
-    assert worker.returncode == -signal.SIGKILL
 
 
 def _deliverable(store) -> set[str]:
@@ -101,7 +58,7 @@ def test_worker_killed_from_outside_mid_batch_then_resumed(campaign, smtp_sink):
     store, exchange_id, run = campaign
     deliverable = _deliverable(store)
     assert len(deliverable) >= 25
-    worker = _worker("none", 0, exchange_id, rate="40")
+    worker = start_worker("none", 0, exchange_id, rate="40")
     deadline = time.monotonic() + 60
     while smtp_sink.count() < 10 and time.monotonic() < deadline and worker.poll() is None:
         time.sleep(0.005)
@@ -129,7 +86,7 @@ def test_worker_killed_from_outside_mid_batch_then_resumed(campaign, smtp_sink):
 def test_killed_after_the_server_accepted_but_before_the_outbox_knew(campaign, smtp_sink):
     store, exchange_id, run = campaign
     deliverable = _deliverable(store)
-    _worker_killing_itself("after_accept", 7, exchange_id)
+    worker_killing_itself("after_accept", 7, exchange_id)
     assert smtp_sink.count() == 7
 
     _finish(exchange_id, run)
@@ -148,7 +105,7 @@ def test_killed_after_begin_before_handing_over_is_not_resent_blindly(campaign, 
     """At most once: the family whose message was begun but never handed over gets none."""
     store, exchange_id, run = campaign
     deliverable = _deliverable(store)
-    _worker_killing_itself("before_send", 4, exchange_id)
+    worker_killing_itself("before_send", 4, exchange_id)
     assert smtp_sink.count() == 3
 
     _finish(exchange_id, run)

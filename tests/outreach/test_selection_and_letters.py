@@ -67,3 +67,31 @@ def test_email_is_deterministic_and_says_the_same_as_the_letter():
     parsed = email_lib.message_from_bytes(first[1], policy=email.policy.default)
     assert parsed.get_body(("plain",)).get_content().replace("\r\n", "\n") == plain_text(campaign)
     assert parsed["Subject"] == f"Testgemeente: {OFFER['title']}"
+
+
+def _footers(pdf: bytes) -> list[str]:
+    """Each page's footer line, read back from the PDF."""
+    reader = PdfReader(io.BytesIO(pdf))
+    out = []
+    for page in reader.pages:
+        [line] = [line for line in page.extract_text().splitlines() if " - brief " in line]
+        out.append(line.strip())
+    return out
+
+
+def test_each_page_footer_names_its_own_letter():
+    """fpdf2 draws a page's footer when the next page begins: the number must be the page's own letter."""
+    pdf = letters.render_batch(_campaign(), _families(4))
+    assert _footers(pdf) == [f"Groeipakket - campagne 12 - brief {n}" for n in (1, 2, 3, 4)]
+
+
+def test_a_letter_spanning_two_pages_carries_its_number_on_both():
+    long_offer = validate_offer({**OFFER, "what": "Een lang aanbod, in detail beschreven. " * 50,
+                                 "how_to_apply": "Zo vraagt u het aan, stap voor stap. " * 40})
+    campaign = Campaign(exchange_id=12, municipality="Testgemeente", offer=long_offer, campaign_date=dt.date(2026, 11, 2))
+    pdf = letters.render_batch(campaign, _families(3))
+    assert _footers(pdf) == [
+        "Groeipakket - campagne 12 - brief 1", "Groeipakket - campagne 12 - brief 1, blad 2",
+        "Groeipakket - campagne 12 - brief 2", "Groeipakket - campagne 12 - brief 2, blad 2",
+        "Groeipakket - campagne 12 - brief 3", "Groeipakket - campagne 12 - brief 3, blad 2",
+    ]

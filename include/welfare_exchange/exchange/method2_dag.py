@@ -39,7 +39,7 @@ to apply.
 | 4 | `render_letters` | PDF letters in batches for the mail room, encrypted at rest, rendered once |
 | 5 | `protocol_gate_before_delivery` | the gate and the offer's validity once more |
 | 6 | `send_messages` | the idempotent outbox: at most one message per family, throttled, resumable; a message interrupted mid-send is *uncertain* and not sent again |
-| 7 | `report_to_municipality` | counts only (e-mail, letter, bounced, uncertain, unreachable), under 10 suppressed; over `{channel}` |
+| 7 | `report_to_municipality` | counts only (e-mail, e-mail after a check, letter, bounced, uncertain, unreachable), under 10 suppressed; over `{channel}`; later versions with `welfare-exchange outreach report` |
 | 8 | `record_retention` | deletion deadline of the family list, letters and report |
 
 Param `wave`: 1 for the campaign; 2, 3, … only for a deliberate reminder to the same families.

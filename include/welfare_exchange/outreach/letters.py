@@ -4,7 +4,8 @@ One A4 letter per family, the address in the position of a right-hand window env
 (C5/6 and DL alike), the same text as the e-mail (:mod:`~welfare_exchange.outreach.templates`).
 Letters are batched — ``letters_per_pdf`` each — so the mail room prints a few files, not
 thousands. Every letter starts on a new page; the footer carries the campaign and the letter's
-number in the batch, so a page that falls out of the printer finds its place again.
+number in the batch (and, on a letter's second page, the page), so a page that falls out of
+the printer finds its place again.
 
 The PDFs hold names of places and addresses: they are written encrypted at rest by the
 caller (the staging area), never as plaintext files.
@@ -34,10 +35,19 @@ def printable(text: str) -> str:
 
 
 class _LetterPdf(FPDF):
+    """The batch's PDF; each page remembers which letter it belongs to.
+
+    fpdf2 draws a page's footer only when the next page is added (or the document closes), by
+    which time the next letter has begun: so the footer reads the number recorded when its own
+    page began, never the current letter's.
+    """
+
     def __init__(self, campaign: Campaign) -> None:
         super().__init__(orientation="P", unit="mm", format="A4")
         self.campaign = campaign
         self.letter_number = 0
+        #: page number → (letter number, page of that letter)
+        self.page_letter: dict[int, tuple[int, int]] = {}
         self.core_fonts_encoding = ENCODING
         self.set_auto_page_break(auto=True, margin=22)
         self.set_margins(22, 20, 20)
@@ -47,16 +57,35 @@ class _LetterPdf(FPDF):
         self.set_author(AGENCY)
         self.set_producer("welfare-exchange")
 
+    def start_letter(self) -> None:
+        self.letter_number += 1
+        self.add_page()
+
+    def add_page(self, *args, **kwargs) -> None:
+        # Called by start_letter and by fpdf2's automatic page break inside a long letter.
+        previous = self.page_letter.get(self.page)
+        super().add_page(*args, **kwargs)
+        if previous is not None and previous[0] == self.letter_number:
+            self.page_letter[self.page] = (self.letter_number, previous[1] + 1)
+        else:
+            self.page_letter[self.page] = (self.letter_number, 1)
+
     def footer(self) -> None:
+        letter, page = self.page_letter[self.page]
         self.set_y(-15)
         self.set_font("helvetica", size=8)
-        self.cell(0, 5, printable(f"{AGENCY} - {self.campaign.reference} - brief {self.letter_number}"), align="C")
+        self.cell(0, 5, printable(footer_text(self.campaign, letter, page)), align="C")
+
+
+def footer_text(campaign: Campaign, letter: int, page: int = 1) -> str:
+    """The footer of a letter's page: campaign, letter number in the batch, and its page after the first."""
+    text = f"{AGENCY} - {campaign.reference} - brief {letter}"
+    return text if page == 1 else f"{text}, blad {page}"
 
 
 def _letter(pdf: _LetterPdf, family: Family) -> None:
     campaign = pdf.campaign
-    pdf.letter_number += 1
-    pdf.add_page()
+    pdf.start_letter()
     pdf.set_font("helvetica", "B", 14)
     pdf.cell(0, 8, printable(AGENCY), new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("helvetica", size=9)

@@ -15,10 +15,15 @@ channel. Its life:
 **A crash between 1 and 2** leaves a ``pending`` row without ``not_sent``: the message may or
 may not have been accepted. Asking the server is impossible (SMTP has no "did you get
 Message-ID X?"), so the outbox chooses **at most once**: the next run settles such a row as
-``uncertain``, audits it, counts it in the report, and never sends it again. An operator who
-prefers a second message to a missed one can see the uncertain families' count in the report
-and the audit trail; the deterministic Message-ID means a deliberate re-send would reach the
-recipient as the same message, which most mail clients show once.
+``uncertain``, audits it, counts it apart, and never sends it again by itself.
+
+**An operator resolves** an uncertain message (:mod:`~welfare_exchange.outreach.resolution`)
+after looking its Message-ID up in the SMTP server's log or queue: as *sent* (delivery
+confirmed) or *resend* (once more, the very same message and Message-ID). The decision is a
+second row, ``<key>:resolution`` (kind ``outreach_resolution``), with the same life as a
+message: a resend is begun (``pending``) before it is handed over and settled after; a crash
+in between makes it uncertain for good (it can then only be confirmed). A message is resent
+at most once.
 
 A letter has no such window: it is begun and settled in the same database transaction as its
 batch's release.
@@ -42,6 +47,16 @@ from welfare_exchange.outreach.templates import message_key
 KIND = "outreach_message"
 EMAIL, LETTER, BOUNCED, UNCERTAIN = "email", "letter", "bounced", "uncertain"
 OUTCOMES = (EMAIL, LETTER, BOUNCED, UNCERTAIN)
+
+RESOLUTION_KIND = "outreach_resolution"
+#: An uncertain message's resolution: not yet looked at, a resend the server did not take (it
+#: may be tried again), a resend begun and never settled, a resend whose own fate is uncertain
+#: (it can only be confirmed), and the three resolved ones.
+OPEN, RESEND_NOT_SENT, RESEND_IN_FLIGHT, RESEND_UNCERTAIN = "open", "resend_not_sent", "resend_in_flight", "resend_uncertain"
+CONFIRMED, RESENT, RESEND_BOUNCED = "confirmed", "resent", "resend_bounced"
+UNRESOLVED = (OPEN, RESEND_NOT_SENT, RESEND_IN_FLIGHT, RESEND_UNCERTAIN)
+#: Resolved statuses → their outcome count (:func:`outcome_counts`).
+RESOLVED_COUNTS = {CONFIRMED: "resolved_sent", RESENT: "resolved_resent", RESEND_BOUNCED: "resolved_bounced"}
 
 
 @dataclass(frozen=True)
@@ -126,14 +141,50 @@ def bulk_settle_letters(session: Session, exchange_id: int, beneficiary_ids: Ite
     return new
 
 
+def resolution_key(key: str) -> str:
+    """The key of the operator's resolution of the uncertain message ``key``."""
+    return f"{key}:resolution"
+
+
+def resolution_status(state: str | None, detail: dict[str, Any] | None) -> str:
+    """An uncertain message's resolution from its resolution row (``None``: there is none)."""
+    if state is None:
+        return OPEN
+    detail = detail or {}
+    if state != "done":
+        return RESEND_NOT_SENT if detail.get("not_sent") else RESEND_IN_FLIGHT
+    if detail.get("decision") == "sent":
+        return CONFIRMED
+    return {EMAIL: RESENT, BOUNCED: RESEND_BOUNCED}.get(detail.get("outcome"), RESEND_UNCERTAIN)
+
+
+def resolutions(session: Session, exchange_id: int) -> dict[str, str]:
+    """The resolution status of every resolved-or-being-resolved message of a campaign, by message key."""
+    rows = session.execute(
+        sa.select(SideEffect.idempotency_key, SideEffect.state, SideEffect.detail).where(
+            SideEffect.exchange_id == exchange_id, SideEffect.kind == RESOLUTION_KIND
+        )
+    )
+    suffix = resolution_key("")
+    return {key.removesuffix(suffix): resolution_status(state, detail) for key, state, detail in rows}
+
+
 def outcome_counts(session: Session, exchange_id: int) -> dict[str, Any]:
-    """How many families ended in each outcome, plus those still pending."""
-    counts = {outcome: 0 for outcome in OUTCOMES} | {"pending": 0}
+    """How many families ended in each outcome, plus those still pending.
+
+    ``uncertain`` counts the uncertain messages nobody has resolved yet; the resolved ones are
+    counted apart: ``resolved_sent`` (delivery confirmed by an operator), ``resolved_resent``
+    (sent once more and accepted), ``resolved_bounced`` (sent once more and refused).
+    """
+    counts = {outcome: 0 for outcome in OUTCOMES} | {"pending": 0} | dict.fromkeys(RESOLVED_COUNTS.values(), 0)
+    resolved = resolutions(session, exchange_id)
     for entry in entries(session, exchange_id).values():
-        if entry.settled and entry.outcome in counts:
-            counts[entry.outcome] += 1
-        else:
+        if not entry.settled or entry.outcome not in OUTCOMES:
             counts["pending"] += 1
+        elif entry.outcome == UNCERTAIN:
+            counts[RESOLVED_COUNTS.get(resolved.get(entry.key, OPEN), UNCERTAIN)] += 1
+        else:
+            counts[entry.outcome] += 1
     return counts
 
 

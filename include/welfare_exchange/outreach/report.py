@@ -11,6 +11,13 @@ too: "2 families in this village were reached by letter" points at people. Rules
 
 The report names the municipality, the protocol, the campaign, the reference date and the
 offer's title: nothing about any family.
+
+An e-mail whose delivery a crash left uncertain is counted apart, and apart again once an
+operator resolved it (delivery confirmed in the SMTP log, or sent once more and accepted):
+both are family counts, suppressed like every other. The agency's operator sees the exact
+numbers (``outreach status``, ``outreach uncertain list``): they are the agency's own
+operational figures about its outbox, which it holds message by message anyway; only the
+municipality, which must learn nothing about single families, gets them suppressed.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ PRIMARY, SECONDARY = "<10", "afgeschermd"
 #: Report categories, in the order they are shown: key → Dutch label.
 CATEGORIES = {
     "email": "Bereikt per e-mail",
+    "email_resolved": "Bereikt per e-mail na controle van een onzekere verzending",
     "letter": "Bereikt per brief",
     "bounced": "E-mail onbestelbaar (bounced)",
-    "uncertain": "E-mail verstuurd, aflevering onzeker",
+    "uncertain": "E-mail verstuurd, aflevering onzeker (nog na te gaan)",
     "unreachable": "Geen e-mail- of postadres gekend",
 }
 
@@ -58,8 +66,9 @@ def render(
     campaign_date: dt.date,
     offer_title: str,
     counts: dict[str, int],
+    revision: int = 1,
 ) -> tuple[bytes, dict[str, str]]:
-    """The report as UTF-8 text, and the suppressed figures it shows."""
+    """The report as UTF-8 text, and the suppressed figures it shows (``revision`` > 1: an update)."""
     shown = suppress({key: int(counts.get(key, 0)) for key in CATEGORIES})
     width = max(len(label) for label in CATEGORIES.values())
     lines = [
@@ -71,6 +80,10 @@ def render(
         f"Aanbod: {offer_title}",
         f"Referentiedatum (sociale toeslag en domicilie): {reference_date.isoformat()}",
         f"Datum campagne: {campaign_date.isoformat()}",
+        *(
+            [f"Versie {revision}: vervangt versie {revision - 1} van dit rapport; onzekere e-mails werden intussen nagegaan."]
+            if revision > 1 else []
+        ),
         "",
         "Aantal gezinnen (begunstigden):",
         *(f"  {label:<{width}}  {shown[key]:>11}" for key, label in CATEGORIES.items()),
@@ -83,16 +96,26 @@ def render(
     return ("\n".join(lines) + "\n").encode("utf-8"), shown
 
 
-def report_name(nis_code: str, protocol_id: int, exchange_id: int) -> str:
-    return f"methode2-{nis_code}-p{protocol_id}-campagne-{exchange_id}-rapport.txt"
+def report_name(nis_code: str, protocol_id: int, exchange_id: int, revision: int = 1) -> str:
+    version = f"-versie-{revision}" if revision > 1 else ""
+    return f"methode2-{nis_code}-p{protocol_id}-campagne-{exchange_id}-rapport{version}.txt"
 
 
 def report_counts(outcomes: dict[str, Any], unreachable: int) -> dict[str, int]:
-    """The report's categories from the outbox's outcome counts."""
+    """The report's categories from the outbox's outcome counts (:func:`~welfare_exchange.outreach.outbox.outcome_counts`).
+
+    A resolved uncertain message counts as reached after the check when it was confirmed or
+    sent again and accepted, as bounced when the second sending was refused.
+    """
+
+    def count(*keys: str) -> int:
+        return sum(int(outcomes.get(key, 0)) for key in keys)
+
     return {
-        "email": int(outcomes.get("email", 0)),
-        "letter": int(outcomes.get("letter", 0)),
-        "bounced": int(outcomes.get("bounced", 0)),
-        "uncertain": int(outcomes.get("uncertain", 0)),
+        "email": count("email"),
+        "email_resolved": count("resolved_sent", "resolved_resent"),
+        "letter": count("letter"),
+        "bounced": count("bounced", "resolved_bounced"),
+        "uncertain": count("uncertain"),
         "unreachable": int(unreachable),
     }

@@ -104,13 +104,13 @@ class OutreachSettings:
 # ------------------------------------------------------------------------------ helpers
 
 
-def _campaign(session, exchange_id: int) -> tuple[Exchange, Protocol, dict[str, Any]]:
+def load_campaign(session, exchange_id: int) -> tuple[Exchange, Protocol, dict[str, Any]]:
     exchange = ledger.get_exchange(session, exchange_id)
     protocol = get(session, exchange.protocol_id)
     return exchange, protocol, validate_offer(protocol.offer)
 
 
-def _gate(protocol: Protocol, offer: dict[str, Any], on: dt.date) -> tuple[bool, str]:
+def offer_gate(protocol: Protocol, offer: dict[str, Any], on: dt.date) -> tuple[bool, str]:
     """The protocol gate, and the offer's own window: a closed offer is not advertised."""
     decision = check_gate(protocol, on, kind="method2")
     if not decision.is_open:
@@ -123,11 +123,11 @@ def _gate(protocol: Protocol, offer: dict[str, Any], on: dt.date) -> tuple[bool,
     return True, decision.reason
 
 
-def _families(protocol_id: int, exchange_id: int) -> list[selection.Family]:
+def staged_families(protocol_id: int, exchange_id: int) -> list[selection.Family]:
     return selection.deserialise(Staging(protocol_id, exchange_id).read_encrypted("families"))
 
 
-def _campaign_texts(exchange: Exchange, protocol: Protocol, offer: dict[str, Any]) -> Campaign:
+def campaign_texts(exchange: Exchange, protocol: Protocol, offer: dict[str, Any]) -> Campaign:
     # The first run's date stays the campaign's date: re-runs render identical messages.
     return Campaign(exchange.id, protocol.municipality, offer, exchange.exchange_date)
 
@@ -153,7 +153,7 @@ def open_campaign(protocol_id: int, run: RunInfo, *, wave: int = 1) -> int:
         if protocol.kind != "method2":
             raise ProtocolError(f"protocol {protocol_id} is a {protocol.kind} protocol, not method2")
         offer = validate_offer(protocol.offer)
-        is_open, reason = _gate(protocol, offer, run.exchange_date)
+        is_open, reason = offer_gate(protocol, offer, run.exchange_date)
         if not is_open:
             raise ProtocolError(f"campaign not started: {reason}. Nothing was read or sent.")
         key = campaign_key(protocol, offer, wave)
@@ -190,12 +190,12 @@ def select_families(exchange_id: int, run: RunInfo) -> dict[str, int]:
     """
     fact = f"campaign:{exchange_id}:selected"
     with session_scope() as session:
-        exchange, protocol, offer = _campaign(session, exchange_id)
+        exchange, protocol, offer = load_campaign(session, exchange_id)
         staging = Staging(protocol.id, exchange.id)
         if staging.has("families") and audit_fact_exists(session, fact):
             log.info("families of campaign %s already selected; the frozen list is reused", exchange_id)
             return {k: exchange.counts[k] for k in ("selected", "email", "letter", "unreachable")}
-        is_open, reason = _gate(protocol, offer, exchange.exchange_date)
+        is_open, reason = offer_gate(protocol, offer, exchange.exchange_date)
         if not is_open:
             raise ProtocolError(f"campaign {exchange_id}: {reason}. Nothing was read.")
         families = selection.select_families(
@@ -207,7 +207,7 @@ def select_families(exchange_id: int, run: RunInfo) -> dict[str, int]:
     for channel in (selection.EMAIL, selection.LETTER, selection.UNREACHABLE):
         counts[channel] = sum(1 for f in families if f.channel == channel)
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         ledger.update_exchange(session, exchange, state="matched", counts=counts)
         _schedule_staging_deletion(session, exchange, protocol)
         audit.record(
@@ -243,14 +243,14 @@ def render_letters(exchange_id: int, run: RunInfo, *, settings: OutreachSettings
     """
     settings = settings or OutreachSettings.from_env()
     with session_scope() as session:
-        exchange, protocol, offer = _campaign(session, exchange_id)
+        exchange, protocol, offer = load_campaign(session, exchange_id)
         per_pdf = int((exchange.counts or {}).get("letters_per_pdf") or settings.letters_per_pdf)
         if "letters_per_pdf" not in (exchange.counts or {}):
             # Batches are fixed at the first rendering: a changed setting must not reshuffle them.
             ledger.update_exchange(session, exchange, counts={"letters_per_pdf": per_pdf})
-    campaign = _campaign_texts(exchange, protocol, offer)
+    campaign = campaign_texts(exchange, protocol, offer)
     staging = Staging(protocol.id, exchange.id)
-    families = [f for f in _families(protocol.id, exchange.id) if f.channel == selection.LETTER]
+    families = [f for f in staged_families(protocol.id, exchange.id) if f.channel == selection.LETTER]
     hashes: dict[str, str] = {}
     for number, batch in enumerate(letters_lib.batches(families, per_pdf), start=1):
         name = _batch_name(number)
@@ -271,7 +271,7 @@ def render_letters(exchange_id: int, run: RunInfo, *, settings: OutreachSettings
         hashes[name] = digest
     counts = {"letters": len(families), "pdfs": len(hashes)}
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         ledger.update_exchange(session, exchange, state="built", counts={"letter_pdfs": len(hashes)})
         audit.record(
             session, "letters.rendered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
@@ -289,8 +289,8 @@ def render_letters(exchange_id: int, run: RunInfo, *, settings: OutreachSettings
 def recheck_gate(exchange_id: int, run: RunInfo) -> str:
     """The protocol gate once more, right before anything reaches a family or the municipality."""
     with session_scope() as session:
-        exchange, protocol, offer = _campaign(session, exchange_id)
-        is_open, reason = _gate(protocol, offer, exchange.exchange_date)
+        exchange, protocol, offer = load_campaign(session, exchange_id)
+        is_open, reason = offer_gate(protocol, offer, exchange.exchange_date)
         if not is_open:
             ledger.update_exchange(session, exchange, state="failed", failure_code="protocol_closed")
             audit.record(
@@ -312,13 +312,13 @@ def release_letters(exchange_id: int, run: RunInfo) -> int:
     """
     released = 0
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         per_pdf = int(exchange.counts["letters_per_pdf"])
-    families = [f for f in _families(protocol.id, exchange.id) if f.channel == selection.LETTER]
+    families = [f for f in staged_families(protocol.id, exchange.id) if f.channel == selection.LETTER]
     for number, batch in enumerate(letters_lib.batches(families, per_pdf), start=1):
         name = _batch_name(number)
         with session_scope() as session:
-            exchange, protocol, _ = _campaign(session, exchange_id)
+            exchange, protocol, _ = load_campaign(session, exchange_id)
             if not ledger.is_done(session, f"campaign:{exchange_id}:{name}"):
                 raise ProtocolError(f"campaign {exchange_id}: {name} was not rendered; clear the render_letters task first")
             new = set(outbox.bulk_settle_letters(session, exchange_id, [f.beneficiary_id for f in batch], batch=name))
@@ -348,7 +348,7 @@ def _settle(exchange_id: int, family: selection.Family, key: str, outcome: str, 
         "it is not sent again (at most once)",
     }[outcome]
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         outbox.settle(session, key, outcome, code=code, sha256=sha256)
         audit.record(
             session, action, result, actor=run.actor, protocol=protocol, exchange_id=exchange_id,
@@ -371,10 +371,10 @@ def send_messages(exchange_id: int, run: RunInfo, *, settings: OutreachSettings 
     recheck_gate(exchange_id, run)
     release_letters(exchange_id, run)
     with session_scope() as session:
-        exchange, protocol, offer = _campaign(session, exchange_id)
+        exchange, protocol, offer = load_campaign(session, exchange_id)
         entries = outbox.entries(session, exchange_id)
-    campaign = _campaign_texts(exchange, protocol, offer)
-    families = [f for f in _families(protocol.id, exchange.id) if f.channel == selection.EMAIL]
+    campaign = campaign_texts(exchange, protocol, offer)
+    families = [f for f in staged_families(protocol.id, exchange.id) if f.channel == selection.EMAIL]
     by_key = {message_key(exchange_id, f.beneficiary_id): f for f in families}
 
     stranded = [e for e in entries.values() if e.in_flight and e.key in by_key]
@@ -419,7 +419,7 @@ def send_messages(exchange_id: int, run: RunInfo, *, settings: OutreachSettings 
                     )
                 deferred += 1  # this recipient's server said "later" (4xx): the retry tries again
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         counts = outbox.outcome_counts(session, exchange_id)
         ledger.update_exchange(session, exchange, counts={f"outbox_{k}": v for k, v in counts.items()})
     if deferred:
@@ -433,41 +433,83 @@ def send_messages(exchange_id: int, run: RunInfo, *, settings: OutreachSettings 
 # ----------------------------------------------------------------------- 6. report
 
 
+def _report_key(exchange_id: int, revision: int) -> str:
+    return f"campaign:{exchange_id}:report" + (f":v{revision}" if revision > 1 else "")
+
+
+def _report_counts(session, exchange: Exchange) -> dict[str, int]:
+    outcomes = outbox.outcome_counts(session, exchange.id)
+    if outcomes["pending"]:
+        raise RuntimeError(
+            f"campaign {exchange.id}: {outcomes['pending']} message(s) are not settled yet; the report "
+            "waits until send_messages has finished (clear send_messages to continue sending)"
+        )
+    return report_lib.report_counts(outcomes, exchange.counts.get("unreachable", 0))
+
+
 def report_to_municipality(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     """Build the counts-only report and deliver it through the protocol's channel — once."""
     recheck_gate(exchange_id, run)
-    key = f"campaign:{exchange_id}:report"
+    key = _report_key(exchange_id, 1)
     with session_scope() as session:
-        exchange, protocol, offer = _campaign(session, exchange_id)
-        outcomes = outbox.outcome_counts(session, exchange_id)
-        if outcomes["pending"]:
-            raise RuntimeError(
-                f"campaign {exchange_id}: {outcomes['pending']} message(s) are not settled yet; the report "
-                "waits until send_messages has finished (clear send_messages to continue sending)"
-            )
-        counts = report_lib.report_counts(outcomes, exchange.counts.get("unreachable", 0))
+        exchange, _, _ = load_campaign(session, exchange_id)
+        counts = _report_counts(session, exchange)
         effect = ledger.find_side_effect(session, key)
         if effect is not None and effect.state == "done":
             log.info("report of campaign %s was already delivered; nothing sent again", exchange_id)
             return {"name": effect.target, "sha256": effect.sha256, "already_delivered": True}
+    return _deliver_report_revision(exchange_id, 1, counts, run.actor)
+
+
+def update_report(exchange_id: int, *, actor: audit.Actor, on: dt.date | None = None) -> dict[str, Any]:
+    """Deliver the report again, as its next version, when what it shows has changed since the last.
+
+    After an operator resolved uncertain messages (:mod:`~welfare_exchange.outreach.resolution`)
+    the municipality's figures change; the report it holds does not. Running this again without
+    a change sends nothing. A version begun and not finished (a crash) is finished first.
+    """
+    with session_scope() as session:
+        exchange, protocol, _ = load_campaign(session, exchange_id)
+        if not ledger.is_done(session, _report_key(exchange_id, 1)):
+            raise ProtocolError(
+                f"campaign {exchange_id} has not delivered its first report yet: let the DAG's report_to_municipality "
+                "task finish first"
+            )
+        decision = check_gate(protocol, on or dt.date.today(), kind="method2")
+        if not decision.is_open:
+            raise ProtocolError(f"campaign {exchange_id}: no updated report: {decision.reason}")
+        counts = _report_counts(session, exchange)
+        revision = int(exchange.counts.get("report_revision", 1))
+        unfinished = ledger.find_side_effect(session, _report_key(exchange_id, revision + 1)) is not None
+        shown_before = exchange.counts.get("report")
+    if not unfinished and report_lib.suppress(counts) == shown_before:
+        return {"revision": revision, "unchanged": True}
+    return _deliver_report_revision(exchange_id, revision + 1, counts, actor)
+
+
+def _deliver_report_revision(exchange_id: int, revision: int, counts: dict[str, int], actor: audit.Actor) -> dict[str, Any]:
+    """Render version ``revision`` of the report and deliver it: begun before, done after."""
+    key = _report_key(exchange_id, revision)
+    with session_scope() as session:
+        exchange, protocol, offer = load_campaign(session, exchange_id)
     data, shown = report_lib.render(
         municipality=protocol.municipality, nis_code=protocol.nis_code, protocol_id=protocol.id,
         exchange_id=exchange_id, reference_date=protocol.reference_date, campaign_date=exchange.exchange_date,
-        offer_title=offer["title"], counts=counts,
+        offer_title=offer["title"], counts=counts, revision=revision,
     )
-    name = report_lib.report_name(protocol.nis_code, protocol.id, exchange_id)
+    name = report_lib.report_name(protocol.nis_code, protocol.id, exchange_id, revision)
     Staging(protocol.id, exchange.id).folder.mkdir(parents=True, exist_ok=True)
     from welfare_exchange.staging import atomic_write
 
     atomic_write(Staging(protocol.id, exchange.id).path(name), data)  # counts only: no personal data
     with session_scope() as session:
         ledger.begin_side_effect(session, key, kind="report_delivered", exchange_id=exchange_id, target=name)
-    where = deliver_report(protocol, exchange_id, name, data)
+    where = deliver_report(protocol, exchange_id, name, data, message_key=key)
     digest = hashlib.sha256(data).hexdigest()
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         ledger.complete_side_effect(session, key, sha256=digest, detail={"where": where})
-        ledger.update_exchange(session, exchange, state="delivered", counts={"report": shown})
+        ledger.update_exchange(session, exchange, state="delivered", counts={"report": shown, "report_revision": revision})
         if where.startswith("sftp:"):
             ledger.schedule_deletion(
                 session, protocol_id=protocol.id, exchange_id=exchange_id, kind="report", where="sftp",
@@ -476,17 +518,18 @@ def report_to_municipality(exchange_id: int, run: RunInfo) -> dict[str, Any]:
                 rule=f"report: {protocol.result_retention_days} days after the campaign (protocol {protocol.id})",
                 sha256=digest,
             )
+        version = f" (version {revision}, replaces version {revision - 1})" if revision > 1 else ""
         audit.record(
-            session, "report.delivered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
+            session, "report.delivered", actor=actor, protocol=protocol, exchange_id=exchange_id,
             file_hashes={"report": digest}, counts={"shown": shown},
-            message=f"counts-only campaign report {name!r} delivered ({where.split(':', 1)[0]}); "
+            message=f"counts-only campaign report {name!r}{version} delivered ({where.split(':', 1)[0]}); "
             "counts under 10 suppressed",
             fact_key=f"{key}:delivered",
         )
-    return {"name": name, "sha256": digest, "already_delivered": False}
+    return {"name": name, "sha256": digest, "already_delivered": False, "revision": revision}
 
 
-def deliver_report(protocol: Protocol, exchange_id: int, name: str, data: bytes) -> str:
+def deliver_report(protocol: Protocol, exchange_id: int, name: str, data: bytes, *, message_key: str | None = None) -> str:
     """Put the report where the protocol's channel says; returns where it went.
 
     SFTP: the municipality's ``outbox/`` (``.part`` then rename, verified). S/MIME: an
@@ -510,7 +553,7 @@ def deliver_report(protocol: Protocol, exchange_id: int, name: str, data: bytes)
         message = smime.encrypt(
             data, smime.load_certificate(protocol.sender_certificates[0]), filename=name,
             subject=f"Groeipakket: rapport campagne {exchange_id}", sender=sender, to=protocol.sender_address,
-            message_id=mail.make_message_id(f"campaign:{exchange_id}:report", sender.rsplit("@", 1)[-1]),
+            message_id=mail.make_message_id(message_key or _report_key(exchange_id, 1), sender.rsplit("@", 1)[-1]),
             body_text="Het rapport van de campagne (enkel aantallen) zit in de bijlage.\r\n", content_type="text/plain",
         )
         mail.send(settings.smtp_conn_id, message, sender=sender, to=protocol.sender_address)
@@ -538,7 +581,7 @@ def _schedule_staging_deletion(session, exchange, protocol) -> dt.date:
 def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
     """Record when the campaign's staged family list, letters and report are deleted."""
     with session_scope() as session:
-        exchange, protocol, _ = _campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         deadline = _schedule_staging_deletion(session, exchange, protocol)  # for campaigns selected before it moved
         audit.record(
             session, "retention.scheduled", actor=run.actor, protocol=protocol, exchange_id=exchange_id,

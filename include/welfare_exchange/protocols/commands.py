@@ -10,12 +10,12 @@ from welfare_exchange import audit
 from welfare_exchange.cliutil import iso_date
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
-from welfare_exchange.errors import IllegalTransition, InputError
+from welfare_exchange.errors import IllegalTransition, InputError, ProtocolError
 from welfare_exchange.protocols import registry
 
 _LIFECYCLE_HELP = {
     "submit": "the municipality submits the completed protocol",
-    "return": "send a submitted protocol back to draft for changes",
+    "return": "send a submitted or advised protocol back to draft for corrections (--reason required)",
     "advise": "the agency's DPO advises on the protocol",
     "sign": "sign: data may flow from the validity start",
     "suspend": "stop all exchanges until resumed",
@@ -31,45 +31,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     create = commands.add_parser("create", help="register a new protocol (draft); prints its id")
     create.add_argument("--nis", required=True, help="5-digit NIS code of the municipality")
-    create.add_argument("--municipality", help="name (default: looked up from the NIS code)")
     create.add_argument("--kind", required=True, choices=registry.KINDS)
     create.add_argument("--channel", required=True, choices=registry.CHANNELS)
-    create.add_argument("--key-connection", required=True, help="Airflow connection holding the file password")
-    create.add_argument("--channel-connection", help="Airflow connection of the channel (default sftp_<NIS>/smime_<NIS>)")
-    create.add_argument("--legal-basis")
-    create.add_argument("--purpose")
-    create.add_argument("--fields", help=f"comma-separated result fields, among {','.join(registry.ALLOWED_RESULT_FIELDS)}")
-    create.add_argument("--reference-date", type=iso_date, default=registry.DEFAULT_REFERENCE_DATE)
-    create.add_argument("--supplements", default="sociale_toeslag", help="comma-separated supplements in scope")
-    create.add_argument("--age-min", type=int, default=0)
-    create.add_argument("--age-max", type=int, default=25)
-    create.add_argument("--request-retention-days", type=int, default=30)
-    create.add_argument("--result-retention-days", type=int, default=90)
-    create.add_argument("--delete-request-after-match", action="store_true")
-    create.add_argument("--valid-from", type=iso_date)
-    create.add_argument("--valid-until", type=iso_date)
-    create.add_argument("--college-decision-ref")
-    create.add_argument("--college-decision-date", type=iso_date)
-    create.add_argument("--dpo-advice-date", type=iso_date)
-    create.add_argument("--sender-address", help="e-mail address the municipality sends from (smime)")
-    create.add_argument(
-        "--sender-certificate", type=pathlib.Path, action="append", default=[], metavar="FILE",
-        help="the municipality's S/MIME certificate (PEM or DER) exchanged between the DPOs (smime); "
-        "repeat for a renewal kept next to the old one",
-    )
-    create.add_argument(
-        "--require-signature", action="store_true",
-        help="refuse request e-mails that are not S/MIME-signed with a registered certificate (smime)",
-    )
-    create.add_argument("--schedule", help="cron or preset for the exchange DAG (default: manual)")
-    create.add_argument("--offer-file", type=pathlib.Path, help="JSON file with the municipality's offer (method2)")
+    _field_options(create, amend=False)
     create.set_defaults(handler=_create)
 
     for action, text in _LIFECYCLE_HELP.items():
         sub = commands.add_parser(action, help=text)
         sub.add_argument("id", type=int)
-        sub.add_argument("--reason")
+        sub.add_argument("--reason", required=action == "return", help="why (audited; never personal data)")
         sub.set_defaults(handler=_transition, action=action)
+
+    amend = commands.add_parser(
+        "amend", help="correct fields of a draft protocol (return it to draft first); audited by field name"
+    )
+    amend.add_argument("id", type=int)
+    _field_options(amend, amend=True)
+    amend.set_defaults(handler=_amend)
 
     show = commands.add_parser("show", help="one protocol and its history")
     show.add_argument("id", type=int)
@@ -80,6 +58,56 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--status", choices=registry.STATUSES)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_list)
+
+
+def _field_options(parser: argparse.ArgumentParser, *, amend: bool) -> None:
+    """The protocol's fields as options, shared by ``create`` and ``amend``.
+
+    For ``amend`` no option has a default: only the options given appear in the arguments,
+    and only those fields change.
+    """
+
+    def default(value):
+        return argparse.SUPPRESS if amend else value
+
+    parser.add_argument("--municipality", default=default(None), help="name (default: looked up from the NIS code)")
+    parser.add_argument("--key-connection", required=not amend, default=default(None),
+                        help="Airflow connection holding the file password")
+    parser.add_argument("--channel-connection", default=default(None),
+                        help="Airflow connection of the channel (default sftp_<NIS>/smime_<NIS>)")
+    parser.add_argument("--legal-basis", default=default(None))
+    parser.add_argument("--purpose", default=default(None))
+    parser.add_argument("--fields", default=default(None),
+                        help=f"comma-separated result fields, among {','.join(registry.ALLOWED_RESULT_FIELDS)}")
+    parser.add_argument("--reference-date", type=iso_date, default=default(registry.DEFAULT_REFERENCE_DATE))
+    parser.add_argument("--supplements", default=default("sociale_toeslag"), help="comma-separated supplements in scope")
+    parser.add_argument("--age-min", type=int, default=default(0))
+    parser.add_argument("--age-max", type=int, default=default(25))
+    parser.add_argument("--request-retention-days", type=int, default=default(30))
+    parser.add_argument("--result-retention-days", type=int, default=default(90))
+    parser.add_argument("--delete-request-after-match", action=argparse.BooleanOptionalAction, default=default(False))
+    parser.add_argument("--valid-from", type=iso_date, default=default(None))
+    parser.add_argument("--valid-until", type=iso_date, default=default(None))
+    parser.add_argument("--college-decision-ref", default=default(None))
+    parser.add_argument("--college-decision-date", type=iso_date, default=default(None))
+    parser.add_argument("--dpo-advice-date", type=iso_date, default=default(None))
+    parser.add_argument("--sender-address", default=default(None), help="e-mail address the municipality sends from (smime)")
+    parser.add_argument(
+        "--sender-certificate", type=pathlib.Path, action="append", default=default([]), metavar="FILE",
+        help="the municipality's S/MIME certificate (PEM or DER) exchanged between the DPOs (smime); "
+        "repeat for a renewal kept next to the old one" + ("; replaces the registered ones" if amend else ""),
+    )
+    parser.add_argument(
+        "--require-signature", action=argparse.BooleanOptionalAction, default=default(False),
+        help="refuse request e-mails that are not S/MIME-signed with a registered certificate (smime)",
+    )
+    parser.add_argument("--schedule", default=default(None), help="cron or preset for the exchange DAG (default: manual)")
+    parser.add_argument("--offer-file", type=pathlib.Path, default=default(None),
+                        help="JSON file with the municipality's offer (method2)")
+
+
+#: ``amend`` option (argparse destination) → protocol attribute, where they differ.
+_OPTION_FIELDS = {"fields": "allowed_fields", "sender_certificate": "sender_certificates", "offer_file": "offer"}
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -114,13 +142,17 @@ def _certificate_pem(path: pathlib.Path) -> str:
     return certificate.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
+def _offer(path: pathlib.Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the offer file {path}: {exc}") from None
+
+
 def _create(args: argparse.Namespace) -> int:
-    offer = None
-    if args.offer_file is not None:
-        try:
-            offer = json.loads(args.offer_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read the offer file {args.offer_file}: {exc}") from None
+    offer = _offer(args.offer_file)
     certificates = [_certificate_pem(path) for path in args.sender_certificate]
     if args.channel == "smime" and (not args.sender_address or not certificates):
         raise InputError(
@@ -171,11 +203,40 @@ def _transition(args: argparse.Namespace) -> int:
             protocol = registry.transition(session, args.id, args.action, actor=actor, reason=args.reason)
             registry.write_snapshot(session)
             print(f"protocol {protocol.id}: {protocol.status}")
-    except IllegalTransition as exc:
+    except ProtocolError as exc:  # an illegal transition, or a signature without its references
         # The refusal is a fact too; it is recorded outside the rolled-back transaction.
         with session_scope() as session:
             audit.record(session, f"protocol.{args.action}", "refused", actor=actor, protocol_id=args.id, message=str(exc))
         raise
+    return 0
+
+
+def _amend(args: argparse.Namespace) -> int:
+    changes = {}
+    for option, value in vars(args).items():
+        if option in ("command", "protocol_command", "handler", "id"):
+            continue
+        if option in ("fields", "supplements"):
+            value = _csv(value) or []
+        elif option == "sender_certificate":
+            value = [_certificate_pem(path) for path in value]
+        elif option == "offer_file":
+            value = _offer(value)
+        elif isinstance(value, str):
+            value = value.strip() or None  # an empty text clears an optional field (e.g. --schedule "")
+        changes[_OPTION_FIELDS.get(option, option)] = value
+    if not changes:
+        raise InputError(f"nothing to amend on protocol {args.id}: give the fields to correct (see `protocol amend --help`)")
+    actor = audit.Actor.current_user()
+    try:
+        with session_scope() as session:
+            changed = registry.amend(session, args.id, changes, actor=actor)
+            registry.write_snapshot(session)
+    except IllegalTransition as exc:
+        with session_scope() as session:
+            audit.record(session, "protocol.amend", "refused", actor=actor, protocol_id=args.id, message=str(exc))
+        raise
+    print(f"protocol {args.id}: " + (f"amended ({', '.join(changed)})" if changed else "unchanged (the values were already so)"))
     return 0
 
 
@@ -221,8 +282,10 @@ def _list(args: argparse.Namespace) -> int:
         ]
     if args.json:
         print(json.dumps(rows, indent=2))
-    else:
-        for r in rows:
-            print(f"{r['id']:>5}  {r['nis_code']}  {r['municipality']:<28} {r['kind']:<10} {r['channel']:<5} {r['status']:<9} "
-                  f"{r['valid_from'] or '-'} .. {r['valid_until'] or '-'}")
+        return 0
+    line = "{:>5}  {:<5}  {:<28} {:<10} {:<7} {:<9} {}"
+    print(line.format("id", "nis", "municipality", "kind", "channel", "status", "valid"))
+    for r in rows:
+        print(line.format(r["id"], r["nis_code"], r["municipality"], r["kind"], r["channel"], r["status"],
+                          f"{r['valid_from'] or '-'} .. {r['valid_until'] or '-'}"))
     return 0

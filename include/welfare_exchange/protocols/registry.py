@@ -3,13 +3,15 @@
 Lifecycle (every transition timestamped in ``protocol_transition`` and audited)::
 
     draft ──submit──▶ submitted ──advise──▶ advised ──sign──▶ signed
-      ▲                   │                                  │  ▲
-      └────return─────────┘                          suspend │  │ resume
-                                                             ▼  │
+      ▲ │                 │                    │             │  ▲
+      │ amend             │                    │     suspend │  │ resume
+      └─┘◀────return──────┴────────return──────┘             ▼  │
                                                           suspended
     revoke: from any non-final status → revoked;  expire: signed/suspended → expired
 
-``revoked`` and ``expired`` are final.
+Only a ``draft`` can be amended (:func:`amend`): a protocol the agency has advised on is
+returned to draft first, and then submitted and advised again, so nobody signs a text other
+than the one advised. ``revoked`` and ``expired`` are final.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ DEFAULT_RESULT_FIELDS = ("child_insz", "beneficiary_insz", "period_start", "peri
 #: action → (allowed from-statuses, to-status)
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "submit": (("draft",), "submitted"),
-    "return": (("submitted",), "draft"),
+    "return": (("submitted", "advised"), "draft"),
     "advise": (("submitted",), "advised"),
     "sign": (("advised",), "signed"),
     "suspend": (("signed",), "suspended"),
@@ -56,6 +58,21 @@ TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "revoke": (("draft", "submitted", "advised", "signed", "suspended"), "revoked"),
     "expire": (("signed", "suspended"), "expired"),
 }
+
+#: The attributes a protocol is created with (``status`` and its dates aside).
+PROTOCOL_FIELDS = (
+    "nis_code", "municipality", "kind", "channel", "channel_connection", "key_connection", "legal_basis",
+    "purpose", "allowed_fields", "reference_date", "supplements", "age_min", "age_max", "request_retention_days",
+    "result_retention_days", "delete_request_after_match", "valid_from", "valid_until", "college_decision_ref",
+    "college_decision_date", "dpo_advice_date", "sender_address", "sender_certificates", "require_signature",
+    "schedule", "offer",
+)
+#: What an amendment may not change: they make the protocol what it is (its DAG, its directories,
+#: its channel). Such a change is a new protocol (revoke the draft, create another).
+FIXED_FIELDS = ("nis_code", "kind", "channel")
+AMENDABLE_FIELDS = tuple(name for name in PROTOCOL_FIELDS if name not in FIXED_FIELDS)
+#: The statuses in which a protocol's text may still change.
+AMENDABLE_STATUSES = ("draft",)
 
 DEFAULT_LEGAL_BASIS = (
     "Decreet van 27 april 2018 tot regeling van de toelagen in het kader van het gezinsbeleid "
@@ -108,70 +125,35 @@ def create(
     offer: dict[str, Any] | None = None,
 ) -> Protocol:
     """Register a new protocol in ``draft``; every argument is checked with a clear error."""
-    if not (len(nis_code) == 5 and nis_code.isdigit()):
-        raise InputError(f"NIS code must be 5 digits, got {nis_code!r}")
-    if kind not in KINDS:
-        raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if channel not in CHANNELS:
-        raise InputError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
-    fields = list(allowed_fields) if allowed_fields is not None else list(DEFAULT_RESULT_FIELDS)
-    unknown = sorted(set(fields) - set(ALLOWED_RESULT_FIELDS))
-    if unknown:
-        raise InputError(f"unknown result field(s) {', '.join(unknown)}; allowed: {', '.join(ALLOWED_RESULT_FIELDS)}")
-    supplements = list(supplements) if supplements is not None else ["sociale_toeslag"]
-    if set(supplements) - set(SUPPLEMENTS):
-        raise InputError(f"supplements must be among {', '.join(SUPPLEMENTS)}")
-    if not 0 <= age_min <= age_max <= 120:
-        raise InputError("age window must satisfy 0 <= min <= max")
-    max_days = get_settings().max_retention_days
-    for name, days in (("request", request_retention_days), ("result", result_retention_days)):
-        if not 0 <= days <= max_days:
-            raise InputError(
-                f"{name} retention of {days} days exceeds the legal maximum of {max_days} days "
-                "(WELFARE_EXCHANGE_MAX_RETENTION_DAYS)"
-            )
-    if valid_from and valid_until and valid_until < valid_from:
-        raise InputError("valid-until lies before valid-from")
-    # An e-mail protocol without address or certificate can be drafted; the exchange refuses
-    # to run until both are registered (the CLI asks for them up front).
-    certificates = _check_certificates(sender_certificates or [])
-    if kind == "method2":
-        # The offer is what the families receive: checked now, not when the campaign runs.
-        offer = validate_offer(offer)
-        offer_reference = dt.date.fromisoformat(offer["reference_date"])
-        if reference_date not in (DEFAULT_REFERENCE_DATE, offer_reference):
-            raise InputError("a method2 protocol takes its reference date from its offer; leave --reference-date out")
-        reference_date = offer_reference
-    protocol = Protocol(
-        nis_code=nis_code,
-        municipality=municipality,
-        kind=kind,
-        channel=channel,
-        channel_connection=channel_connection or f"{channel}_{nis_code}",
-        key_connection=key_connection,
-        legal_basis=legal_basis or DEFAULT_LEGAL_BASIS,
-        purpose=purpose or DEFAULT_PURPOSE[kind],
-        allowed_fields=fields,
-        reference_date=reference_date,
-        supplements=supplements,
-        age_min=age_min,
-        age_max=age_max,
-        request_retention_days=request_retention_days,
-        result_retention_days=result_retention_days,
-        delete_request_after_match=delete_request_after_match,
-        valid_from=valid_from,
-        valid_until=valid_until,
-        college_decision_ref=college_decision_ref,
-        college_decision_date=college_decision_date,
-        dpo_advice_date=dpo_advice_date,
-        sender_address=sender_address.strip().lower() if sender_address else None,
-        sender_certificates=certificates or None,
-        require_signature=require_signature,
-        schedule=schedule,
-        offer=offer,
-        status="draft",
-        status_changed_at=dt.datetime.now(dt.timezone.utc),
-    )
+    values = _validated({
+        "nis_code": nis_code,
+        "municipality": municipality,
+        "kind": kind,
+        "channel": channel,
+        "channel_connection": channel_connection or f"{channel}_{nis_code}",
+        "key_connection": key_connection,
+        "legal_basis": legal_basis or DEFAULT_LEGAL_BASIS,
+        "purpose": purpose or DEFAULT_PURPOSE.get(kind),
+        "allowed_fields": list(allowed_fields) if allowed_fields is not None else list(DEFAULT_RESULT_FIELDS),
+        "reference_date": reference_date,
+        "supplements": list(supplements) if supplements is not None else ["sociale_toeslag"],
+        "age_min": age_min,
+        "age_max": age_max,
+        "request_retention_days": request_retention_days,
+        "result_retention_days": result_retention_days,
+        "delete_request_after_match": delete_request_after_match,
+        "valid_from": valid_from,
+        "valid_until": valid_until,
+        "college_decision_ref": college_decision_ref,
+        "college_decision_date": college_decision_date,
+        "dpo_advice_date": dpo_advice_date,
+        "sender_address": sender_address,
+        "sender_certificates": sender_certificates,
+        "require_signature": require_signature,
+        "schedule": schedule,
+        "offer": offer,
+    })
+    protocol = Protocol(**values, status="draft", status_changed_at=dt.datetime.now(dt.timezone.utc))
     session.add(protocol)
     session.flush()
     session.add(ProtocolTransition(protocol_id=protocol.id, from_status=None, to_status="draft", actor=actor.name))
@@ -183,6 +165,54 @@ def create(
         message=f"protocol {protocol.id} ({kind}, {channel}) created for {municipality} ({nis_code})",
     )
     return protocol
+
+
+def _validated(values: dict[str, Any]) -> dict[str, Any]:
+    """A protocol's attributes checked together (each with a clear error) and normalised as stored.
+
+    Shared by :func:`create` and :func:`amend`, so an amended draft obeys the same rules as a
+    new one. ``values`` holds every attribute of :data:`PROTOCOL_FIELDS`.
+    """
+    values = dict(values)
+    nis_code, kind, channel = values["nis_code"], values["kind"], values["channel"]
+    if not (isinstance(nis_code, str) and len(nis_code) == 5 and nis_code.isdigit()):
+        raise InputError(f"NIS code must be 5 digits, got {nis_code!r}")
+    if kind not in KINDS:
+        raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if channel not in CHANNELS:
+        raise InputError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
+    for name in ("municipality", "channel_connection", "key_connection", "legal_basis", "purpose"):
+        if not (values[name] or "").strip():
+            raise InputError(f"the protocol's {name.replace('_', ' ')} must not be empty")
+    unknown = sorted(set(values["allowed_fields"]) - set(ALLOWED_RESULT_FIELDS))
+    if unknown:
+        raise InputError(f"unknown result field(s) {', '.join(unknown)}; allowed: {', '.join(ALLOWED_RESULT_FIELDS)}")
+    if not values["supplements"] or set(values["supplements"]) - set(SUPPLEMENTS):
+        raise InputError(f"supplements must be among {', '.join(SUPPLEMENTS)}")
+    if not 0 <= values["age_min"] <= values["age_max"] <= 120:
+        raise InputError("age window must satisfy 0 <= min <= max")
+    max_days = get_settings().max_retention_days
+    for name in ("request", "result"):
+        days = values[f"{name}_retention_days"]
+        if not 0 <= days <= max_days:
+            raise InputError(
+                f"{name} retention of {days} days exceeds the legal maximum of {max_days} days "
+                "(WELFARE_EXCHANGE_MAX_RETENTION_DAYS)"
+            )
+    if values["valid_from"] and values["valid_until"] and values["valid_until"] < values["valid_from"]:
+        raise InputError("valid-until lies before valid-from")
+    # An e-mail protocol without address or certificate can be drafted; the exchange refuses
+    # to run until both are registered (the CLI asks for them up front).
+    values["sender_address"] = values["sender_address"].strip().lower() if values["sender_address"] else None
+    values["sender_certificates"] = _check_certificates(values["sender_certificates"] or []) or None
+    if kind == "method2":
+        # The offer is what the families receive: checked now, not when the campaign runs.
+        values["offer"] = validate_offer(values["offer"])
+        offer_reference = dt.date.fromisoformat(values["offer"]["reference_date"])
+        if values["reference_date"] not in (DEFAULT_REFERENCE_DATE, offer_reference):
+            raise InputError("a method2 protocol takes its reference date from its offer; leave --reference-date out")
+        values["reference_date"] = offer_reference
+    return values
 
 
 def _check_certificates(pems: list[str]) -> list[str]:
@@ -224,6 +254,8 @@ def transition(
             f"cannot {action} protocol {protocol.id}: it is {protocol.status}, "
             f"and {action} is only allowed from {' or '.join(allowed_from)}"
         )
+    if action == "return" and not (reason or "").strip():
+        raise InputError(f"returning protocol {protocol.id} to draft needs a reason (--reason): say what must be corrected")
     today = on or dt.date.today()
     if action == "sign":
         missing = [
@@ -254,6 +286,60 @@ def transition(
     )
     session.flush()
     return protocol
+
+
+def amend(session: Session, protocol_id: int, changes: dict[str, Any], *, actor: audit.Actor) -> list[str]:
+    """Correct fields of a ``draft`` protocol; returns the names of the fields that changed.
+
+    The amended protocol is checked as a whole by the rules of :func:`create`. A protocol past
+    draft is refused (:class:`IllegalTransition`): return it first. The audit fact and the
+    protocol's history name the changed fields, never their values: some are personal (a DPO's
+    address) or confidential (a college decision not yet public), and one rule for every field
+    is one an auditor can check. The current values are in the registry (``protocol show``).
+    Changing nothing records nothing.
+    """
+    fixed = sorted(set(changes) & set(FIXED_FIELDS))
+    if fixed:
+        raise InputError(
+            f"{', '.join(fixed)} of protocol {protocol_id} cannot be amended: they make it what it is (its DAG and "
+            "directories); revoke this draft and create a new protocol"
+        )
+    unknown = sorted(set(changes) - set(AMENDABLE_FIELDS))
+    if unknown:
+        raise InputError(f"unknown protocol field(s) {', '.join(unknown)}; amendable: {', '.join(AMENDABLE_FIELDS)}")
+    protocol = get(session, protocol_id)
+    if protocol.status not in AMENDABLE_STATUSES:
+        hint = (
+            f"return it to draft first (`welfare-exchange protocol return {protocol.id} --reason …`), then amend, "
+            "submit and advise it again"
+            if protocol.status in TRANSITIONS["return"][0]
+            else "it can no longer change; a new agreement is a new protocol"
+        )
+        raise IllegalTransition(f"cannot amend protocol {protocol.id}: it is {protocol.status}, only a draft can be amended; {hint}")
+    current = {name: getattr(protocol, name) for name in PROTOCOL_FIELDS}
+    merged = {**current, **changes}
+    if protocol.kind == "method2" and "reference_date" not in changes:
+        merged["reference_date"] = DEFAULT_REFERENCE_DATE  # follows the (possibly amended) offer
+    checked = _validated(merged)
+    changed = [name for name in AMENDABLE_FIELDS if checked[name] != current[name]]
+    if not changed:
+        return []
+    for name in changed:
+        setattr(protocol, name, checked[name])
+    names = ", ".join(changed)
+    session.add(
+        ProtocolTransition(protocol_id=protocol.id, from_status=protocol.status, to_status=protocol.status,
+                           actor=actor.name, reason=f"amended: {names}")
+    )
+    audit.record(
+        session,
+        "protocol.amend",
+        actor=actor,
+        protocol=protocol,
+        message=f"protocol {protocol.id} amended while {protocol.status}: {names} changed (values are in the registry)",
+    )
+    session.flush()
+    return changed
 
 
 @dataclass(frozen=True)
