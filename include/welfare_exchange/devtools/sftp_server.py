@@ -8,18 +8,42 @@ public-key authentication, host-key pinning — is what the tests exercise.
 Account model
 -------------
 The agency runs the SFTP server; each municipality (identified by its 5-digit NIS code)
-gets **one system account** ``wx_<nis>`` confined to its own directory:
+gets **two system accounts**, both confined to the municipality's directory:
 
-* ``Match User wx_<nis>`` → ``ChrootDirectory <root>/municipalities/<nis>`` and
-  ``ForceCommand internal-sftp``: no shell, no port forwarding, no way out of the chroot.
-  The chroot directory is root-owned 755 (sshd requires it); inside it ``inbox/`` (the
-  municipality uploads requests here), ``outbox/`` (the agency delivers results here) and
-  ``quarantine/`` (files that could not be processed) are owned by the account.
-* **Two key pairs per municipality**, both in that account's ``authorized_keys``: the
-  *agency* key (used by Airflow through the ``sftp_<nis>`` connection) and the *municipality*
-  key (handed to the municipality). The agency therefore never holds one key that opens
-  every municipality's directory: a leaked Gent connection cannot touch Antwerp's files.
-  Either key can be revoked on its own by removing its line.
+* ``wx_<nis>``, the **municipality's** login (its key only), and ``wxa_<nis>``, the
+  **agency's** login for that municipality (used by Airflow through the ``sftp_<nis>``
+  connection; its key only). The agency never holds one key that opens every municipality's
+  directory: a leaked Gent connection cannot touch Antwerp's files; either key can be revoked
+  on its own.
+* ``Match User`` → ``ChrootDirectory <root>/municipalities/<nis>`` and ``ForceCommand
+  internal-sftp``: no shell, no forwarding, no way out of the chroot. The chroot directory
+  is root-owned 755 (sshd requires it).
+
+**Rights per directory**, as a managed-file-transfer server gives them, by ownership and mode
+(the agency's account owns the folders; the municipality's account is in their group only
+where it needs to be):
+
+=============== ============================== ===========================================
+directory       municipality (``wx_<nis>``)    agency (``wxa_<nis>``)
+=============== ============================== ===========================================
+``inbox/``      upload, rename, list, delete   list, read, move out (``wxa:wx 2770``)
+``outbox/``     list, read, delete             upload, rename, read, delete (``wxa:wx 2770``)
+``received/``   nothing                        everything (``wxa:wxa 0700``)
+``quarantine/`` nothing                        everything (``wxa:wxa 0700``)
+=============== ============================== ===========================================
+
+Both sessions run with umask 027 (files 640), so the agency reads what the municipality
+uploads and the municipality reads results (the group bit, set-gid folders). The
+municipality's session may not make directories, symlinks or hard links (``-P``). POSIX
+gives one right, "write on the folder", for both creating and deleting files: a
+municipality that may delete results in ``outbox/`` could also create files there; see
+:meth:`SftpServer.start`'s ``outbox_uploads`` for how that is closed.
+
+**Concurrency.** 285 municipalities and the agency's workers connect at the same time;
+OpenSSH's defaults (``MaxStartups 10:30:100``) drop new connections from the tenth
+unauthenticated one on. The server allows :data:`MAX_STARTUPS` and :data:`MAX_SESSIONS`;
+the agency's client also retries a refused handshake
+(:func:`welfare_exchange.transport.sftp.handshake_refused`).
 
 Layout under the server root (keep it in a git-ignored folder such as ``var/``; its path and
 every parent must be root-owned and not group/world-writable, which rules out ``/tmp``,
@@ -27,7 +51,7 @@ because sshd refuses a chroot below such a directory)::
 
     sshd_config, sshd.pid, sshd.log
     host_keys/ssh_host_ed25519_key(.pub)
-    authorized_keys/wx_<nis>              (one file per account, read by sshd as the user)
+    authorized_keys/wx_<nis>, wxa_<nis>   (one file per account, read by sshd as the user)
     keys/<nis>/agency_ed25519(.pub)       (mode 600)
     keys/<nis>/municipality_ed25519(.pub) (mode 600)
     municipalities/<nis>/{inbox,received,outbox,quarantine}
@@ -47,6 +71,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import grp
 import os
 import posixpath
 import pwd
@@ -70,7 +95,25 @@ from welfare_exchange.transport.sftp import conn_id_for
 SSHD = "/usr/sbin/sshd"
 HOST = "127.0.0.1"
 ACCOUNT_PREFIX = "wx_"
+AGENCY_ACCOUNT_PREFIX = "wxa_"
 REMOTE_DIRS = ("inbox", "received", "outbox", "quarantine")
+#: sshd's limit on unauthenticated connections, ``start:rate:full``: random early drop from 300
+#: at once, every new one dropped at 600 — room for all 285 municipalities and the workers
+#: connecting together (OpenSSH's default, 10:30:100, refuses from the tenth).
+MAX_STARTUPS = "300:30:600"
+#: Channels per connection (OpenSSH's default 10): clients open one SFTP session per connection.
+MAX_SESSIONS = 10
+#: Directory → (owner is the agency, group is the municipality's, mode). See the module doc.
+DIRECTORY_RIGHTS = {
+    "inbox": ("agency", "municipality", 0o2770),
+    "outbox": ("agency", "municipality", 0o2770),
+    "received": ("agency", "agency", 0o700),
+    "quarantine": ("agency", "agency", 0o700),
+}
+#: internal-sftp of a session: start at the chroot's top ("inbox" is a valid path), umask 027.
+AGENCY_SFTP = "internal-sftp -d / -u 0027"
+#: The municipality's session also may not make directories or links.
+MUNICIPALITY_SFTP = "internal-sftp -d / -u 0027 -P mkdir,rmdir,symlink,hardlink"
 _NIS = re.compile(r"^[0-9]{5}$")
 
 
@@ -118,15 +161,17 @@ class Account:
     """One municipality's confined account on the server.
 
     :param nis: the municipality's NIS code.
-    :param username: the system account, ``wx_<nis>``.
+    :param username: the municipality's system account, ``wx_<nis>``.
+    :param agency_username: the agency's system account for it, ``wxa_<nis>``.
     :param agency_key: private key the agency (Airflow) logs in with.
     :param municipality_key: private key the municipality logs in with.
-    :param chroot: the account's chroot directory on the server's disk.
+    :param chroot: the accounts' chroot directory on the server's disk.
     :param conn_id: Airflow connection id of the agency side.
     """
 
     nis: str
     username: str
+    agency_username: str
     agency_key: Path
     municipality_key: Path
     chroot: Path
@@ -135,6 +180,7 @@ class Account:
     #: Remote paths as seen by the account (relative to its chroot, where a session starts).
     inbox: str = "inbox"
     outbox: str = "outbox"
+    received: str = "received"
     quarantine: str = "quarantine"
 
     def local_dir(self, remote_dir: str) -> Path:
@@ -147,11 +193,18 @@ class SftpServer:
 
     :param root: folder for config, keys, logs and the municipalities' directories.
     :param port: TCP port; a free one is picked at the first start when ``None``.
+    :param max_startups: sshd's ``MaxStartups`` (tests lower it to provoke refused handshakes).
+    :param max_sessions: sshd's ``MaxSessions``.
     """
 
-    def __init__(self, root: Path | str, port: int | None = None) -> None:
+    def __init__(self, root: Path | str, port: int | None = None, *, max_startups: str = MAX_STARTUPS,
+                 max_sessions: int = MAX_SESSIONS) -> None:
+        if not re.fullmatch(r"[0-9]+(:[0-9]+:[0-9]+)?", max_startups):
+            raise ValueError(f"MaxStartups is 'N' or 'start:rate:full', got {max_startups!r}")
         self.root = Path(root).resolve()
         self.port = port
+        self.max_startups = max_startups
+        self.max_sessions = int(max_sessions)
         self._proc: subprocess.Popen | None = None
         self._accounts: dict[str, Account] = {}
         self._log_fh = None
@@ -254,56 +307,66 @@ class SftpServer:
 
     # ---------------------------------------------------------- municipalities
     def add_municipality(self, nis: str) -> Account:
-        """Create (idempotently) a municipality's account, keys and directories.
+        """Create (idempotently) a municipality's two accounts, keys and directories.
 
-        When the server is running it reloads its config (SIGHUP) so the account can log in
+        When the server is running it reloads its config (SIGHUP) so the accounts can log in
         at once; the call returns when sshd listens again.
 
         :param nis: the municipality's 5-digit NIS code.
         """
-        nis = _check_nis(nis)
-        if nis in self._accounts:
-            return self._accounts[nis]
+        return self.add_municipalities([nis])[0]
+
+    def add_municipalities(self, nis_codes: list[str]) -> list[Account]:
+        """:meth:`add_municipality` for several, with one reload of a running server."""
+        accounts, added = [], False
+        for nis in nis_codes:
+            nis = _check_nis(nis)
+            if nis not in self._accounts:
+                self._accounts[nis] = self._create_accounts(nis)
+                added = True
+            accounts.append(self._accounts[nis])
+        if added and self.running:
+            self._reload()
+        return accounts
+
+    def _create_accounts(self, nis: str) -> Account:
         self._prepare_root()
-        username = ACCOUNT_PREFIX + nis
-        user = _ensure_system_account(username)
+        username, agency_username = ACCOUNT_PREFIX + nis, AGENCY_ACCOUNT_PREFIX + nis
+        municipality = _ensure_system_account(username)
+        agency = _ensure_system_account(agency_username, member_of=username)
+        owners = {"agency": agency.pw_uid, "municipality": municipality.pw_uid}
+        groups = {"agency": agency.pw_gid, "municipality": grp.getgrnam(username).gr_gid}
         chroot = self.root / "municipalities" / nis
         # sshd requires the chroot itself to be root-owned and not writable by anyone else;
-        # the account writes only in the folders inside it.
+        # the accounts write only in the folders inside it, each with its own rights.
         chroot.mkdir(parents=True, exist_ok=True)
         os.chown(chroot, 0, 0)
         os.chmod(chroot, 0o755)
-        for name in REMOTE_DIRS:
+        for name, (owner, group, mode) in DIRECTORY_RIGHTS.items():
             folder = chroot / name
             folder.mkdir(exist_ok=True)
-            os.chown(folder, user.pw_uid, user.pw_gid)
-            os.chmod(folder, 0o750)
+            os.chown(folder, owners[owner], groups[group])
+            os.chmod(folder, mode)
         keys_dir = self.root / "keys" / nis
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(keys_dir, 0o700)
-        public_lines = []
-        for role in ("agency", "municipality"):
+        for role, account in (("agency", agency_username), ("municipality", username)):
             key = keys_dir / f"{role}_ed25519"
             if not key.exists():
                 _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{role}@{nis}", "-f", str(key)])
             os.chmod(key, 0o600)
             os.chmod(key.with_suffix(".pub"), 0o600)
-            public_lines.append(key.with_suffix(".pub").read_text().strip())
-        auth_file = self.root / "authorized_keys" / username
-        # sshd reads this file as the account (temporarily dropping to its uid): world-readable,
-        # root-owned so the account cannot add keys of its own.
-        auth_file.write_text("\n".join(public_lines) + "\n")
-        os.chown(auth_file, 0, 0)
-        os.chmod(auth_file, 0o644)
-        account = Account(
-            nis=nis, username=username,
+            auth_file = self.root / "authorized_keys" / account
+            # sshd reads this file as the account (temporarily dropping to its uid): world-readable,
+            # root-owned so the account cannot add keys of its own. One key: its own.
+            auth_file.write_text(key.with_suffix(".pub").read_text().strip() + "\n")
+            os.chown(auth_file, 0, 0)
+            os.chmod(auth_file, 0o644)
+        return Account(
+            nis=nis, username=username, agency_username=agency_username,
             agency_key=keys_dir / "agency_ed25519", municipality_key=keys_dir / "municipality_ed25519",
             chroot=chroot, conn_id=conn_id_for(nis),
         )
-        self._accounts[nis] = account
-        if self.running:
-            self._reload()
-        return account
 
     def account(self, nis: str) -> Account:
         """The account registered for a municipality.
@@ -332,7 +395,7 @@ class SftpServer:
             "conn_type": "sftp",
             "host": HOST,
             "port": self.port,
-            "login": account.username,
+            "login": account.agency_username,
             "extra": {
                 "key_file": str(account.agency_key),
                 "host_key": self.host_key_line,
@@ -452,7 +515,7 @@ class SftpServer:
                                       "authorized_keys as the municipality's account")
 
     def _write_config(self) -> None:
-        users = sorted(a.username for a in self._accounts.values())
+        users = sorted(u for a in self._accounts.values() for u in (a.username, a.agency_username))
         lines = [
             "# Generated by welfare_exchange.devtools.sftp_server: edits are overwritten.",
             f"ListenAddress {HOST}",
@@ -477,6 +540,8 @@ class SftpServer:
             "PermitUserRC no",
             "PrintMotd no",
             "LoginGraceTime 30",
+            f"MaxStartups {self.max_startups}",
+            f"MaxSessions {self.max_sessions}",
             "ClientAliveInterval 15",
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
@@ -485,12 +550,8 @@ class SftpServer:
             "ForceCommand internal-sftp",
         ]
         for account in sorted(self._accounts.values(), key=lambda a: a.nis):
-            lines += [
-                f"Match User {account.username}",
-                f"    ChrootDirectory {account.chroot}",
-                # -d /: every session starts at the chroot's top, so "inbox" is a valid path.
-                "    ForceCommand internal-sftp -d /",
-            ]
+            for user, command in ((account.username, MUNICIPALITY_SFTP), (account.agency_username, AGENCY_SFTP)):
+                lines += [f"Match User {user}", f"    ChrootDirectory {account.chroot}", f"    ForceCommand {command}"]
         tmp = self.config_path.with_suffix(".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         os.chmod(tmp, 0o644)
@@ -570,8 +631,13 @@ def _tool(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
-def _ensure_system_account(username: str) -> pwd.struct_passwd:
-    """Create the no-shell system account if missing; make sure sshd does not see it as locked."""
+def _ensure_system_account(username: str, *, member_of: str | None = None) -> pwd.struct_passwd:
+    """Create the no-shell system account if missing; make sure sshd does not see it as locked.
+
+    :param member_of: a group the account must also be in (the agency's account joins the
+        municipality's group, to read what the municipality uploads).
+    """
+    extra = ["--groups", member_of] if member_of else []
     for attempt in range(10):
         try:
             user = pwd.getpwnam(username)
@@ -581,10 +647,11 @@ def _ensure_system_account(username: str) -> pwd.struct_passwd:
         # Password "*": no password login, but not "!"-locked (sshd without PAM refuses
         # locked accounts even for public-key logins).
         result = subprocess.run([_tool("useradd"), "--system", "--no-create-home", "--home-dir", "/",
-                                 "--shell", "/usr/sbin/nologin", "--password", "*", username],
+                                 "--shell", "/usr/sbin/nologin", "--password", "*", *extra, username],
                                 capture_output=True, text=True)
         if result.returncode == 0:
-            return pwd.getpwnam(username)
+            user = pwd.getpwnam(username)
+            break
         # Another test session may be creating the same account or holding the passwd lock.
         time.sleep(0.2 * (attempt + 1))
     else:
@@ -593,6 +660,8 @@ def _ensure_system_account(username: str) -> pwd.struct_passwd:
     fields = shadow.split(":")
     if len(fields) > 1 and fields[1].startswith("!"):
         _run([_tool("usermod"), "--password", "*", username])
+    if member_of and username not in grp.getgrnam(member_of).gr_mem:
+        _run([_tool("usermod"), "--append", "--groups", member_of, username])
     return user
 
 
