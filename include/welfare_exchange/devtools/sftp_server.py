@@ -35,9 +35,11 @@ directory       municipality (``wx_<nis>``)    agency (``wxa_<nis>``)
 Both sessions run with umask 027 (files 640), so the agency reads what the municipality
 uploads and the municipality reads results (the group bit, set-gid folders). The
 municipality's session may not make directories, symlinks or hard links (``-P``). POSIX
-gives one right, "write on the folder", for both creating and deleting files: a
-municipality that may delete results in ``outbox/`` could also create files there; see
-:meth:`SftpServer.start`'s ``outbox_uploads`` for how that is closed.
+gives one right, "write on the folder", for both creating and deleting files, so a
+municipality that may delete results in ``outbox/`` could also create files there: the
+municipalities log in on a listener of their own whose sshd runs in a Landlock domain where
+files can be created only in an ``inbox/`` (see :class:`SftpServer`). The agency's accounts
+log in on the other listener, as before.
 
 **Concurrency.** 285 municipalities and the agency's workers connect at the same time;
 OpenSSH's defaults (``MaxStartups 10:30:100``) drop new connections from the tenth
@@ -70,8 +72,9 @@ import argparse
 import base64
 import contextlib
 import hashlib
-import json
 import grp
+import json
+import logging
 import os
 import posixpath
 import pwd
@@ -90,9 +93,14 @@ from pathlib import Path
 
 import paramiko
 
+from welfare_exchange.settings import REPO_ROOT
 from welfare_exchange.transport.sftp import conn_id_for
 
+log = logging.getLogger(__name__)
+
 SSHD = "/usr/sbin/sshd"
+#: The launcher that runs the municipalities' sshd under Landlock (shared with the compose service).
+LANDLOCK_EXEC = REPO_ROOT / "docker" / "sftp" / "landlock_exec.py"
 HOST = "127.0.0.1"
 ACCOUNT_PREFIX = "wx_"
 AGENCY_ACCOUNT_PREFIX = "wxa_"
@@ -188,39 +196,158 @@ class Account:
         return self.chroot / remote_dir.strip("/")
 
 
+class _Listener:
+    """One sshd process of the server: its config, pid file, log and process."""
+
+    def __init__(self, name: str, config_path: Path, pid_path: Path, log_path: Path) -> None:
+        self.name = name
+        self.config_path, self.pid_path, self.log_path = config_path, pid_path, log_path
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self._log_fh = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def write_config(self, lines: list[str]) -> None:
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.config_path)
+        result = subprocess.run([SSHD, "-t", "-f", str(self.config_path)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SftpServerError(f"sshd rejects {self.config_path}: {result.stderr.strip()}")
+
+    def spawn(self, prefix: list[str]) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
+        self._log_fh = open(self.log_path, "ab")
+        # -D: stay in the foreground so the Popen pid is the listener; -e: log to our file.
+        self.proc = subprocess.Popen(
+            [*prefix, SSHD, "-D", "-e", "-f", str(self.config_path)],
+            stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=self._log_fh, start_new_session=True,
+        )
+        self.wait_ready()
+
+    def reload(self) -> None:
+        # On SIGHUP sshd re-executes itself and writes its pid file again once it listens:
+        # remove the file first so its reappearance tells us the new config is live.
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
+        os.kill(self.proc.pid, signal.SIGHUP)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SftpServerError(f"sshd ({self.name}) exited with code {self.proc.returncode}: {self.log_tail()}")
+            if self.pid_path.exists() and _banner(self.port):
+                return
+            time.sleep(0.05)
+        raise SftpServerError(f"sshd ({self.name}) did not listen on {HOST}:{self.port} within {timeout:.0f} s: "
+                              f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def signal_all(self, sig: int, grace: float, *, sessions: bool = True) -> None:
+        """Signal the listener (and, with ``sessions``, every session it serves); wait for it to go."""
+        if self.proc is None:
+            return
+        procs = _descendants(self.proc.pid) if sessions and self.proc.poll() is None else []
+        # Session processes call setsid(), so a process-group kill would miss them: signal the
+        # listener and every descendant found before it dies (they are then re-parented).
+        for pid in [self.proc.pid, *procs]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=grace)
+        deadline = time.monotonic() + grace
+        for pid in procs:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.proc = None
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+        # Wait until the port is free again so an immediate restart can bind it.
+        deadline = time.monotonic() + grace
+        while self.port and _banner(self.port, timeout=0.2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 class SftpServer:
-    """An OpenSSH sshd on 127.0.0.1 serving chrooted SFTP accounts, one per municipality.
+    """OpenSSH on 127.0.0.1 serving chrooted SFTP accounts, two per municipality.
+
+    Two sshd processes share the host key and the directories: the **agency's** listener
+    (:attr:`port`; only the ``wxa_<nis>`` accounts may log in — in production the internal
+    interface the workers use) and the **municipalities'** listener
+    (:attr:`municipality_port`; only ``wx_<nis>``). The municipalities' sshd runs in a Landlock
+    domain (``docker/sftp/landlock_exec.py``, the same launcher as the compose service) in
+    which no file can be created except in an ``inbox/``: a municipality deletes results in
+    its ``outbox/`` but cannot upload there. On a kernel without Landlock it runs without that
+    restriction and :attr:`outbox_uploads_refused` is ``False`` (a warning is logged).
 
     :param root: folder for config, keys, logs and the municipalities' directories.
-    :param port: TCP port; a free one is picked at the first start when ``None``.
+    :param port: the agency listener's TCP port; a free one is picked at the first start when ``None``.
+    :param municipality_port: the municipalities' listener's port; likewise.
     :param max_startups: sshd's ``MaxStartups`` (tests lower it to provoke refused handshakes).
     :param max_sessions: sshd's ``MaxSessions``.
     """
 
-    def __init__(self, root: Path | str, port: int | None = None, *, max_startups: str = MAX_STARTUPS,
-                 max_sessions: int = MAX_SESSIONS) -> None:
+    def __init__(self, root: Path | str, port: int | None = None, *, municipality_port: int | None = None,
+                 max_startups: str = MAX_STARTUPS, max_sessions: int = MAX_SESSIONS) -> None:
         if not re.fullmatch(r"[0-9]+(:[0-9]+:[0-9]+)?", max_startups):
             raise ValueError(f"MaxStartups is 'N' or 'start:rate:full', got {max_startups!r}")
         self.root = Path(root).resolve()
-        self.port = port
         self.max_startups = max_startups
         self.max_sessions = int(max_sessions)
-        self._proc: subprocess.Popen | None = None
         self._accounts: dict[str, Account] = {}
-        self._log_fh = None
+        self._agency = _Listener("agency", self.root / "sshd_config", self.root / "sshd.pid", self.root / "sshd.log")
+        self._municipal = _Listener("municipalities", self.root / "sshd_config.municipalities",
+                                    self.root / "run" / "sshd.pid", self.root / "sshd.municipalities.log")
+        self._agency.port, self._municipal.port = port, municipality_port
+        self.outbox_uploads_refused = False
 
     # ------------------------------------------------------------------ paths
     @property
+    def port(self) -> int | None:
+        """The agency's listener (the Airflow connections)."""
+        return self._agency.port
+
+    @property
+    def municipality_port(self) -> int | None:
+        """The municipalities' listener."""
+        return self._municipal.port
+
+    @property
     def config_path(self) -> Path:
-        return self.root / "sshd_config"
+        return self._agency.config_path
 
     @property
     def pid_path(self) -> Path:
-        return self.root / "sshd.pid"
+        return self._agency.pid_path
 
     @property
     def log_path(self) -> Path:
-        return self.root / "sshd.log"
+        """The agency listener's log (its sessions: the Airflow side)."""
+        return self._agency.log_path
+
+    @property
+    def municipality_log_path(self) -> Path:
+        return self._municipal.log_path
 
     @property
     def host_key_path(self) -> Path:
@@ -234,12 +361,12 @@ class SftpServer:
 
     @property
     def pid(self) -> int | None:
-        """Process id of the listening sshd, or ``None`` when not running."""
-        return self._proc.pid if self.running else None
+        """Process id of the agency's listening sshd, or ``None`` when not running."""
+        return self._agency.proc.pid if self.running else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._agency.running and self._municipal.running
 
     @property
     def accounts(self) -> dict[str, Account]:
@@ -247,10 +374,10 @@ class SftpServer:
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> SftpServer:
-        """Write the config, generate missing keys and start sshd; returns once it accepts.
+        """Write the configs, generate missing keys and start both listeners; returns once they accept.
 
         :raises SftpServerError: sshd is missing, the root is unsafe for a chroot, or sshd
-            did not come up (the error carries the tail of ``sshd.log``).
+            did not come up (the error carries the tail of its log).
         """
         if self.running:
             return self
@@ -267,35 +394,43 @@ class SftpServer:
             self.host_key_path.parent.mkdir(mode=0o700, exist_ok=True)
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "welfare-exchange-dev-host",
                   "-f", str(self.host_key_path)])
-        if self.port is None:
-            self.port = _free_port()
+        for listener in (self._agency, self._municipal):
+            if listener.port is None:
+                listener.port = _free_port()
         self._write_config()
-        self._check_config()
-        with contextlib.suppress(FileNotFoundError):
-            self.pid_path.unlink()
-        self._log_fh = open(self.log_path, "ab")
-        # -D: stay in the foreground so the Popen pid is the listener; -e: log to our file.
-        self._proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(self.config_path)],
-            stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=self._log_fh,
-            start_new_session=True,
-        )
-        self._wait_ready()
+        if not self._agency.running:
+            self._agency.spawn([])
+        if not self._municipal.running:
+            self._spawn_municipal()
         return self
 
+    def _spawn_municipal(self) -> None:
+        # Landlock rules are fixed when the domain is made: a new inbox needs a new listener.
+        folders = [self._municipal.pid_path.parent, *(a.local_dir(a.inbox) for a in self._accounts.values())]
+        self.outbox_uploads_refused = landlock_available()
+        if not self.outbox_uploads_refused:
+            log.warning("this kernel has no Landlock: the municipalities' sshd runs without it, so a municipality "
+                        "could create files in its outbox/ (deleting there is allowed either way)")
+        prefix = [sys.executable, str(LANDLOCK_EXEC), "--best-effort"]
+        for folder in folders:
+            prefix += ["--create-in", str(folder)]
+        self._municipal.spawn([*prefix, "--"])
+
     def stop(self) -> None:
-        """Stop sshd and the sessions it serves (SIGTERM, then SIGKILL after 5 s)."""
-        self._signal_all(signal.SIGTERM, grace=5.0)
+        """Stop both listeners and the sessions they serve (SIGTERM, then SIGKILL after 5 s)."""
+        for listener in (self._municipal, self._agency):
+            listener.signal_all(signal.SIGTERM, grace=5.0)
 
     def kill(self) -> None:
-        """Kill sshd and every session process with SIGKILL, as a crash would.
+        """Kill both listeners and every session process with SIGKILL, as a crash would.
 
         Open transfers break mid-stream; files being written stay as they were.
         """
-        self._signal_all(signal.SIGKILL, grace=5.0)
+        for listener in (self._municipal, self._agency):
+            listener.signal_all(signal.SIGKILL, grace=5.0)
 
     def restart(self) -> SftpServer:
-        """Stop (if running) and start again on the same port with the same host key."""
+        """Stop (if running) and start again on the same ports with the same host key."""
         self.stop()
         return self.start()
 
@@ -443,14 +578,19 @@ class SftpServer:
         finally:
             client.close()
 
-    def ssh_client(self, username: str, key: Path) -> paramiko.SSHClient:
-        """A connected paramiko client that verifies the pinned host key and uses only ``key``."""
+    def ssh_client(self, username: str, key: Path, *, port: int | None = None) -> paramiko.SSHClient:
+        """A connected paramiko client that verifies the pinned host key and uses only ``key``.
+
+        :param port: default the listener of the account's kind: the municipalities' one for
+            ``wx_<nis>``, the agency's for ``wxa_<nis>``.
+        """
+        if port is None:
+            port = self.port if username.startswith(AGENCY_ACCOUNT_PREFIX) else self.municipality_port
         client = paramiko.SSHClient()
         host_type, host_b64 = self.host_key_line.split()
-        client.get_host_keys().add(f"[{HOST}]:{self.port}", host_type,
-                                   paramiko.Ed25519Key(data=base64.b64decode(host_b64)))
+        client.get_host_keys().add(f"[{HOST}]:{port}", host_type, paramiko.Ed25519Key(data=base64.b64decode(host_b64)))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(HOST, port=self.port, username=username, key_filename=str(key),
+        client.connect(HOST, port=port, username=username, key_filename=str(key),
                        look_for_keys=False, allow_agent=False, timeout=10, banner_timeout=10, auth_timeout=10)
         return client
 
@@ -496,7 +636,7 @@ class SftpServer:
     def _prepare_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
-        for name in ("municipalities", "authorized_keys"):
+        for name in ("municipalities", "authorized_keys", "run"):
             (self.root / name).mkdir(exist_ok=True, mode=0o755)
             os.chmod(self.root / name, 0o755)
         (self.root / "keys").mkdir(exist_ok=True, mode=0o700)
@@ -514,14 +654,11 @@ class SftpServer:
                 raise SftpServerError(f"{folder} must be traversable by others (o+x): sshd reads "
                                       "authorized_keys as the municipality's account")
 
-    def _write_config(self) -> None:
-        users = sorted(u for a in self._accounts.values() for u in (a.username, a.agency_username))
-        lines = [
+    def _common_config(self) -> list[str]:
+        return [
             "# Generated by welfare_exchange.devtools.sftp_server: edits are overwritten.",
             f"ListenAddress {HOST}",
-            f"Port {self.port}",
             f"HostKey {self.host_key_path}",
-            f"PidFile {self.pid_path}",
             f"AuthorizedKeysFile {self.root / 'authorized_keys'}/%u",
             "UsePAM no",
             # The root lives in the checkout, not in a home directory sshd knows.
@@ -545,82 +682,37 @@ class SftpServer:
             "ClientAliveInterval 15",
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
-            # Only the registered municipalities may log in, and only to SFTP.
-            f"AllowUsers {' '.join(users)}" if users else "DenyUsers *",
             "ForceCommand internal-sftp",
         ]
-        for account in sorted(self._accounts.values(), key=lambda a: a.nis):
-            for user, command in ((account.username, MUNICIPALITY_SFTP), (account.agency_username, AGENCY_SFTP)):
-                lines += [f"Match User {user}", f"    ChrootDirectory {account.chroot}", f"    ForceCommand {command}"]
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.config_path)
 
-    def _check_config(self) -> None:
-        result = subprocess.run([SSHD, "-t", "-f", str(self.config_path)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SftpServerError(f"sshd rejects {self.config_path}: {result.stderr.strip()}")
+    def _write_config(self) -> None:
+        accounts = sorted(self._accounts.values(), key=lambda a: a.nis)
+        for listener, kind in ((self._agency, "agency"), (self._municipal, "municipality")):
+            users = [a.agency_username if kind == "agency" else a.username for a in accounts]
+            command = AGENCY_SFTP if kind == "agency" else MUNICIPALITY_SFTP
+            lines = [*self._common_config(), f"Port {listener.port}", f"PidFile {listener.pid_path}",
+                     # Only the registered accounts of this listener's kind may log in, and only to SFTP.
+                     f"AllowUsers {' '.join(users)}" if users else "DenyUsers *"]
+            for account, user in zip(accounts, users):
+                lines += [f"Match User {user}", f"    ChrootDirectory {account.chroot}", f"    ForceCommand {command}"]
+            listener.write_config(lines)
 
     def _reload(self) -> None:
         self._write_config()
-        self._check_config()
-        # On SIGHUP sshd re-executes itself and writes its pid file again once it listens:
-        # remove the file first so its reappearance tells us the new config is live.
-        with contextlib.suppress(FileNotFoundError):
-            self.pid_path.unlink()
-        os.kill(self._proc.pid, signal.SIGHUP)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise SftpServerError(f"sshd exited with code {self._proc.returncode}: {self._log_tail()}")
-            if self.pid_path.exists() and _banner(self.port):
-                return
-            time.sleep(0.05)
-        raise SftpServerError(f"sshd did not listen on {HOST}:{self.port} within {timeout:.0f} s: {self._log_tail()}")
-
-    def _log_tail(self, lines: int = 15) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no sshd.log)"
-
-    def _signal_all(self, sig: int, grace: float) -> None:
-        if self._proc is None:
-            return
-        procs = _descendants(self._proc.pid) if self._proc.poll() is None else []
-        # Session processes call setsid(), so a process-group kill would miss them: signal the
-        # listener and every descendant found before it dies (they are then re-parented).
-        for pid in [self._proc.pid, *procs]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        try:
-            self._proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._proc.pid, signal.SIGKILL)
-            self._proc.wait(timeout=grace)
-        deadline = time.monotonic() + grace
-        for pid in procs:
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        self._proc = None
-        if self._log_fh is not None:
-            self._log_fh.close()
-            self._log_fh = None
-        # Wait until the port is free again so an immediate restart can bind it.
-        deadline = time.monotonic() + grace
-        while self.port and _banner(self.port, timeout=0.2) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self._agency.reload()
+        # The municipalities' Landlock rules name every inbox: a new one needs a new listener.
+        # Its sessions live on (only the listener goes), so nobody's transfer breaks.
+        self._municipal.signal_all(signal.SIGTERM, grace=5.0, sessions=False)
+        self._spawn_municipal()
 
 
 # ------------------------------------------------------------------ helpers
+def landlock_available() -> bool:
+    """Whether this kernel lets the launcher restrict a process (Landlock, Linux 5.13+)."""
+    probe = subprocess.run([sys.executable, str(LANDLOCK_EXEC), "--", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
 def _run(cmd: list[str]) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -720,11 +812,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description="OpenSSH SFTP server on 127.0.0.1, one chroot per municipality")
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("WELFARE_EXCHANGE_HOME", "var")) / "sftp")
     parser.add_argument("--nis", action="append", default=[], help="municipality NIS code (repeatable)")
-    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--port", type=int, default=None, help="the agency's listener")
+    parser.add_argument("--municipality-port", type=int, default=None, help="the municipalities' listener")
     parser.add_argument("--env-file", type=Path, default=None,
                         help="also write the AIRFLOW_CONN_SFTP_<NIS> lines to this file (mode 600)")
     args = parser.parse_args(argv)
-    server = SftpServer(args.root, port=args.port)
+    server = SftpServer(args.root, port=args.port, municipality_port=args.municipality_port)
     try:
         for nis in args.nis:
             server.add_municipality(nis)
@@ -738,7 +831,8 @@ def main(argv: list[str] | None = None) -> int:
         fd = os.open(args.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write("\n".join(lines) + "\n")
-    print(f"SFTP server on {HOST}:{server.port} (pid {server.pid}), root {server.root}", flush=True)
+    print(f"SFTP server on {HOST}: agency port {server.port}, municipalities' port {server.municipality_port} "
+          f"(pid {server.pid}), root {server.root}", flush=True)
     print(f"host key: {server.host_key_line}", flush=True)
     for line in lines:
         print(f"export {line}", flush=True)
