@@ -572,7 +572,19 @@ class SftpServer:
             to test confinement).
         """
         account = self.account(nis)
-        client = self.ssh_client(account.username, key or account.municipality_key)
+        with self._sftp_session(account.username, key or account.municipality_key) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def agency_sftp(self, nis: str) -> Iterator[paramiko.SFTPClient]:
+        """An SFTP session as the agency's account for a municipality (its key, host key pinned)."""
+        account = self.account(nis)
+        with self._sftp_session(account.agency_username, account.agency_key) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _sftp_session(self, username: str, key: Path) -> Iterator[paramiko.SFTPClient]:
+        client = self.ssh_client(username, key)
         try:
             yield client.open_sftp()
         finally:
