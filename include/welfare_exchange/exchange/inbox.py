@@ -139,7 +139,8 @@ def answer(
     """Quarantine, report and audit every unanswered file of ``survey`` (each once); returns how many.
 
     Idempotent per file (its handle, size and mtime): a retry after a crash completes what an
-    earlier try began; a file the municipality removed meanwhile is left at that.
+    earlier try began; a file the municipality removed meanwhile is left at that; a file that
+    comes back after it was answered is answered again.
     """
     answered = 0
     for f in survey.unanswered:
@@ -151,11 +152,8 @@ def answer(
 
 def _answer_one(protocol_id: int, f: sftp.RemoteFile, reason: str, hook: SFTPHook, *, actor: audit.Actor,
                 on: dt.date, max_bytes: int, stale_after: float) -> bool:
-    key = f"inbox:p{protocol_id}:{sftp.name_handle(f.name)}:{f.size}:{f.mtime}:answered"
     with session_scope() as session:
-        earlier = ledger.find_side_effect(session, key)
-        if earlier is not None and earlier.state == "done":
-            return False
+        key, earlier = _occurrence(session, protocol_id, f)
         ledger.begin_side_effect(session, key, kind="inbox_answered", exchange_id=None, target=QUARANTINE)
         protocol = get(session, protocol_id)
     try:
@@ -191,6 +189,22 @@ def _answer_one(protocol_id: int, f: sftp.RemoteFile, reason: str, hook: SFTPHoo
         )
     log.info("%s (%s) moved to quarantine; report %s in outbox", sftp.shown(f.name), reason, name)
     return True
+
+
+def _occurrence(session, protocol_id: int, f: sftp.RemoteFile):
+    """The ledger key of this file's presence in the inbox, and its side effect if one was begun.
+
+    Keyed on the file's handle, size and mtime, and numbered: a file answered before that is
+    back (uploaded again with its timestamps kept) is a new occurrence, answered again — the
+    sensor would otherwise wake up for it for ever.
+    """
+    base = f"inbox:p{protocol_id}:{sftp.name_handle(f.name)}:{f.size}:{f.mtime}:answered"
+    for n in range(1, 1000):
+        key = base if n == 1 else f"{base}:{n}"
+        effect = ledger.find_side_effect(session, key)
+        if effect is None or effect.state != "done":
+            return key, effect
+    raise RuntimeError(f"{sftp.shown(f.name)} was answered 1000 times: remove it from the inbox by hand")
 
 
 def advice_for_refusal(code: str) -> Sequence[str]:

@@ -7,17 +7,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.bases.operator import TriggerFailureReason
 from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowSkipException
 
 from welfare_exchange import audit
 from welfare_exchange.db.models import Exchange
 from welfare_exchange.hooks.project_db import ProjectDbHook
+from welfare_exchange.sensors.arrival_window import ArrivalWindow, Window, now
 from welfare_exchange.transport import sftp
 
 
-class RequestArrivalSensor(BaseSensorOperator):
+class RequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
     """Wait until a request file is complete in ``inbox/``; push the oldest one to XCom.
 
     A file is taken only when it has a request's name (not hidden, not a temporary upload such
@@ -54,6 +53,7 @@ class RequestArrivalSensor(BaseSensorOperator):
     """
 
     template_fields = ("sftp_conn_id", "directory")
+    awaited_in = "the SFTP inbox"
 
     def __init__(
         self,
@@ -93,7 +93,7 @@ class RequestArrivalSensor(BaseSensorOperator):
         return float(self.stale_after) if self.stale_after is not None else inbox.stale_upload_seconds()
 
     # ------------------------------------------------------------------ looking
-    def _look(self, context, window: tuple[dt.datetime, dt.datetime], previous: sftp.Look | None = None) -> dict | None:
+    def _look(self, context, window: Window, previous: sftp.Look | None = None) -> dict | None:
         """One look: answer what must be answered, return the oldest complete request's handle,
         or end the run skipped when the window closed with none."""
         taken = self._already_taken(context["ti"].run_id)
@@ -119,36 +119,29 @@ class RequestArrivalSensor(BaseSensorOperator):
             # XCom never carries the file name (a municipality may put a number in it): a handle.
             return {"name_sha256": sftp.name_handle(first.name), "size": first.size, "mtime": first.mtime,
                     "directory": self.directory}
-        if dt.datetime.now(dt.timezone.utc) >= window[1]:
-            self._none_arrived(context, *window)
+        self.window_closed(context, window)
         self.log.info("no complete request file in %s yet (%d file(s) still changing)", self.directory, survey.waiting)
         return None
 
     def poke(self, context) -> PokeReturnValue | bool:
-        found = self._look(context, self._reschedule_window(context))
+        found = self._look(context, self.reschedule_window(context))
         return PokeReturnValue(is_done=True, xcom_value=found) if found is not None else False
-
-    def _reschedule_window(self, context) -> tuple[dt.datetime, dt.datetime]:
-        # The same start as BaseSensorOperator's own timeout: the first reschedule of this try.
-        first = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
-        start = first or dt.datetime.now(dt.timezone.utc)
-        return start, start + dt.timedelta(seconds=self.timeout)
 
     # ------------------------------------------------------------------ deferrable
     def execute(self, context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        start = dt.datetime.now(dt.timezone.utc)
+        start = now()
         window = (start, start + dt.timedelta(seconds=self.timeout))
         found = self._look(context, window)  # the usual case — already there — needs no deferral
         if found is not None:
             return found
         self._defer(window)
 
-    def _defer(self, window: tuple[dt.datetime, dt.datetime]) -> None:
+    def _defer(self, window: Window) -> None:
         from welfare_exchange.triggers.request_arrival import RequestArrivalTrigger
 
-        left = max((window[1] - dt.datetime.now(dt.timezone.utc)).total_seconds(), 0.0)
+        left = max((window[1] - now()).total_seconds(), 0.0)
         # Only a backstop: the trigger itself fires "timeout" at the deadline, so the audit says why.
         grace = max(60.0, 2 * self.poke_interval + self.settle_seconds)
         self.defer(
@@ -166,50 +159,14 @@ class RequestArrivalSensor(BaseSensorOperator):
         window = (dt.datetime.fromisoformat(event["window_start"]), dt.datetime.fromisoformat(event["deadline"]))
         status = event.get("status")
         if status == "timeout":
-            self._none_arrived(context, *window)
+            self.none_arrived(context, *window)
         if status != "actionable":
-            # Not an AirflowException: soft_fail must not turn "could not look" into a quiet skip.
-            raise sftp.SftpTransportError(
-                f"waiting for a request in {self.directory}/ failed: {event.get('reason', 'no event')}. The task "
-                "retries; see the runbook, 'SFTP or e-mail is unreachable'."
-            )
+            raise self.wait_failed(f"{event.get('reason', 'no event')}; see the runbook, 'SFTP or e-mail is unreachable'")
         look = {k: (int(v[0]), int(v[1])) for k, v in (event.get("look") or {}).items()}
         found = self._look(context, window, previous=look)
         if found is not None:
             return found
         self._defer(window)  # nothing left to take (only files answered, or the file went away): wait on
-
-    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context):
-        # BaseSensorOperator would turn every AirflowException of the resumed method into a
-        # skip (soft_fail) and rename it: our own outcomes pass as they are.
-        if next_method == "execute_complete":
-            return self.execute_complete(context, **(next_kwargs or {}))
-        if next_method == "__fail__" and (next_kwargs or {}).get("error") == TriggerFailureReason.TRIGGER_TIMEOUT:
-            # The deferral's backstop timeout fired before the trigger's own "timeout" event.
-            end = dt.datetime.now(dt.timezone.utc)
-            self._none_arrived(context, end - dt.timedelta(seconds=self.timeout), end)
-        if next_method == "__fail__":
-            raise sftp.SftpTransportError(
-                f"waiting for a request in {self.directory}/ failed in the triggerer "
-                f"({(next_kwargs or {}).get('error', 'unknown')}); the task retries. See the triggerer's log."
-            )
-        return super().resume_execution(next_method, next_kwargs, context)
-
-    # ------------------------------------------------------------------ outcome
-    def _none_arrived(self, context, start: dt.datetime, end: dt.datetime) -> None:
-        message = self._record_none_arrived(context, start, end)
-        raise AirflowSkipException(f"{message}: this run ends skipped")
-
-    def _record_none_arrived(self, context, start: dt.datetime, end: dt.datetime) -> str:
-        ti = context["ti"]
-        message = (f"no request arrived in the SFTP inbox between {start:%Y-%m-%d %H:%M:%S} and "
-                   f"{end:%Y-%m-%d %H:%M:%S} UTC; nothing to do")
-        with ProjectDbHook().session() as session:
-            audit.record(session, "request.none_arrived", "skipped", actor=audit.Actor.from_context(context),
-                         protocol_id=int(self.protocol_id), message=message,
-                         fact_key=f"none_arrived:{ti.dag_id}:{ti.run_id}:{start.isoformat()}")
-        self.log.info("%s", message)
-        return message
 
     def _already_taken(self, run_id: str) -> dict | None:
         with ProjectDbHook().session() as session:

@@ -175,10 +175,9 @@ def name_handle(name: str) -> str:
 
 def find_by_handle(hook: SFTPHook, directory: str, handle: str) -> str | None:
     """The name of the file in ``directory`` whose :func:`name_handle` is ``handle``, if any."""
-    for name in hook.list_directory(directory):
-        if name_handle(name) == handle:
-            return name
-    return None
+    with _session(hook, "listing", directory) as sftp:
+        names = sftp.listdir(directory)
+    return next((name for name in names if name_handle(name) == handle), None)
 
 
 def conn_id_for(nis: str) -> str:
