@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import shutil
-import socket
 import subprocess
 import threading
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
-from welfare_exchange.devtools.sftp_server import HOST, SftpServer, chroot_capable_root
+from tests.fixtures.sftp import hold_startup, own_sftp_server, release_when_logged
 from welfare_exchange.transport import sftp as transport
 
 pytestmark = pytest.mark.sftp
@@ -72,49 +67,13 @@ def test_fifty_municipalities_uploading_at_the_same_moment_are_all_taken(sftp_mu
         assert (m.local_dir("inbox") / "aanvraag.xlsx").read_bytes() == data
 
 
-@contextlib.contextmanager
-def _server(max_startups: str):
-    """A server of its own (its own sshd_config) with one municipality."""
-    home = chroot_capable_root(Path(__file__).resolve().parents[2] / "var" / "test-sftp")
-    server = SftpServer(home / f"retry-{uuid.uuid4().hex[:8]}", max_startups=max_startups)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.root, ignore_errors=True)
-
-
-def _held_startup(server: SftpServer) -> socket.socket:
-    """An unauthenticated connection that sshd counts against MaxStartups until it closes."""
-    deadline = time.monotonic() + 15
-    while True:  # the server's own readiness probe may still hold the one slot for a moment
-        held = socket.create_connection((HOST, server.port), timeout=10)
-        if held.recv(64).startswith(b"SSH-"):
-            return held
-        held.close()
-        assert time.monotonic() < deadline, "sshd kept refusing the first connection"
-        time.sleep(0.05)
-
-
-def _close_when_logged(server: SftpServer, held: socket.socket, text: str, deadline: float) -> threading.Thread:
-    def watch() -> None:
-        while time.monotonic() < deadline and text not in server.log_path.read_text(errors="replace"):
-            time.sleep(0.02)
-        held.close()
-
-    thread = threading.Thread(target=watch)
-    thread.start()
-    return thread
-
-
 def test_a_handshake_refused_at_max_startups_is_retried_with_backoff(sftp_municipality_factory, monkeypatch, transport_log):
-    with _server(max_startups="1") as server:
+    with own_sftp_server(max_startups="1") as server:
         account = server.add_municipality(sftp_municipality_factory().nis)
         monkeypatch.setenv(*server.env_var(account.nis))
-        held = _held_startup(server)
+        held = hold_startup(server)
         # sshd drops our first attempt ("past MaxStartups"); the held connection goes once that is logged.
-        watcher = _close_when_logged(server, held, "past MaxStartups", time.monotonic() + 30)
+        watcher = release_when_logged(server, held, "past MaxStartups", time.monotonic() + 30)
         try:
             survey = transport.survey_inbox(transport.sftp_hook(account.conn_id), settle_seconds=0)
         finally:

@@ -6,9 +6,11 @@ import asyncio
 import datetime as dt
 import json
 import subprocess
+import time
 
 import pytest
 
+from tests.fixtures.sftp import hold_startup, own_sftp_server, release_when_logged
 from welfare_exchange.transport import sftp as transport
 from welfare_exchange.triggers.request_arrival import RequestArrivalTrigger
 
@@ -86,3 +88,22 @@ def test_a_host_key_that_does_not_match_fires_an_error_at_once(sftp_municipality
     event = _first_event(_trigger(m.conn_id), timeout=20)
 
     assert event["status"] == "error" and m.conn_id in event["reason"] and "1 time(s)" in event["reason"]
+
+
+def test_a_handshake_refused_at_max_startups_is_looked_at_again_after_a_backoff(sftp_municipality_factory, monkeypatch):
+    with own_sftp_server(max_startups="1") as server:
+        account = server.add_municipality(sftp_municipality_factory().nis)
+        monkeypatch.setenv(*server.env_var(account.nis))
+        # Through the agency's retrying client: this server refuses every second handshake at once.
+        transport.upload_bytes(transport.sftp_hook(account.conn_id), b"request", "inbox", "aanvraag.xlsx")
+        held = hold_startup(server)
+        watcher = release_when_logged(server, held, "past MaxStartups", time.monotonic() + 30)
+        try:
+            event = _first_event(_trigger(account.conn_id))
+        finally:
+            watcher.join(timeout=40)
+            held.close()
+        dropped = server.log_path.read_text(errors="replace").count("past MaxStartups")
+
+    assert dropped >= 1, "the server never refused the trigger's first look: nothing was tested"
+    assert event["status"] == "actionable" and event["ready"] == 1
