@@ -105,6 +105,86 @@ def test_sftp_config_without_municipalities_lets_nobody_in(tmp_path):
     assert subprocess.run([SSHD, "-t", "-f", str(tmp_path / "sshd_config")]).returncode == 0
 
 
+def test_sftp_agency_config_admits_only_the_agency_accounts_and_both_allow_the_crowd(tmp_path):
+    _need(SSHD, "openssh-server")
+    assert _render_sshd(tmp_path, "44021 11002").returncode == 0
+    env = clean_env(SFTP_MUNICIPALITIES="44021 11002", SFTP_HOST_KEY=str(tmp_path / "ssh_host_ed25519_key"),
+                    SFTP_AGENCY_PORT=str(_free_port()), SFTP_AGENCY_PID_FILE=str(tmp_path / "agency.pid"))
+    agency = tmp_path / "sshd_config.agency"
+    subprocess.run([str(DOCKER_DIR / "sftp" / "render-sshd-config.sh"), str(DOCKER_DIR / "sftp" / "sshd_config.template"),
+                    str(agency), "agency"], env=env, check=True)
+    assert subprocess.run([SSHD, "-t", "-f", str(agency)]).returncode == 0
+    text = agency.read_text()
+    assert "AllowUsers wxa_44021 wxa_11002" in text and "Match User wx_" not in text
+    municipalities = (tmp_path / "sshd_config").read_text()
+    assert "-P mkdir,rmdir,symlink,hardlink" in municipalities and "-P " not in text
+    for config in (text, municipalities):
+        assert "MaxStartups 300:30:600" in config and "MaxSessions 10" in config and "-u 0027" in config
+
+
+def test_the_sftp_image_runs_the_municipalities_sshd_under_landlock():
+    dockerfile = (DOCKER_DIR / "sftp" / "Dockerfile").read_text()
+    assert "python3" in dockerfile and "landlock_exec.py" in dockerfile and "EXPOSE 22 2022" in dockerfile
+    entrypoint = (DOCKER_DIR / "sftp" / "entrypoint.sh").read_text()
+    assert 'landlock_exec.py" --best-effort "${create_in[@]}" -- /usr/sbin/sshd' in entrypoint
+    assert '-m 2770 "$chroot_base/$nis/$dir"' in entrypoint and '-m 0700 "$chroot_base/$nis/$dir"' in entrypoint
+
+
+def test_the_rendered_sftp_configs_enforce_the_rights_per_directory(tmp_path, sftp_municipality):
+    """Both rendered configs, run by Debian's sshd on loopback over a municipality's folders
+    (made by the dev server the same way as the entrypoint makes them): the municipality
+    uploads in inbox/ and deletes in outbox/ but cannot upload there; the agency delivers."""
+    import paramiko
+
+    server, account = sftp_municipality.server, sftp_municipality.account
+    ports = {"municipalities": _free_port(), "agency": _free_port()}
+    procs = []
+    try:
+        for role in ports:
+            (tmp_path / role).mkdir()
+            os.chmod(tmp_path / role, 0o755)
+            env = clean_env(SFTP_MUNICIPALITIES=account.nis, SFTP_HOST_KEY=str(server.host_key_path),
+                            SFTP_LISTEN_ADDRESS="127.0.0.1", SFTP_PORT=str(ports["municipalities"]),
+                            SFTP_AGENCY_PORT=str(ports["agency"]), SFTP_PID_FILE=str(tmp_path / role / "sshd.pid"),
+                            SFTP_AGENCY_PID_FILE=str(tmp_path / role / "sshd.pid"),
+                            SFTP_AUTHORIZED_KEYS_DIR=str(server.root / "authorized_keys"),
+                            SFTP_CHROOT_BASE=str(account.chroot.parent))
+            config = tmp_path / f"sshd_config.{role}"
+            subprocess.run([str(DOCKER_DIR / "sftp" / "render-sshd-config.sh"),
+                            str(DOCKER_DIR / "sftp" / "sshd_config.template"), str(config), role], env=env, check=True)
+            launcher = [sys.executable, str(DOCKER_DIR / "sftp" / "landlock_exec.py"), "--create-in",
+                        str(tmp_path / role), "--create-in", str(account.local_dir("inbox")), "--"]
+            procs.append(subprocess.Popen([*(launcher if role == "municipalities" else []), SSHD, "-D", "-e", "-f",
+                                           str(config)], stderr=subprocess.DEVNULL, start_new_session=True))
+            deadline = time.monotonic() + 15
+            while not (tmp_path / role / "sshd.pid").exists():
+                assert time.monotonic() < deadline and procs[-1].poll() is None, f"sshd ({role}) did not start"
+                time.sleep(0.05)
+
+        def session(user, key, port):
+            return server.ssh_client(user, key, port=port).open_sftp()
+
+        municipality = session(account.username, account.municipality_key, ports["municipalities"])
+        agency = session(account.agency_username, account.agency_key, ports["agency"])
+        with municipality.open("inbox/aanvraag.xlsx", "wb") as fh:
+            fh.write(b"request")
+        with agency.open("outbox/groeipakket_resultaat.xlsx", "wb") as fh:
+            fh.write(b"result")
+        assert agency.open("inbox/aanvraag.xlsx").read() == b"request"
+        with pytest.raises(PermissionError):
+            municipality.open("outbox/nep.xlsx", "wb")
+        with pytest.raises(PermissionError):
+            municipality.listdir("received")
+        municipality.remove("outbox/groeipakket_resultaat.xlsx")
+        with pytest.raises(paramiko.AuthenticationException):
+            server.ssh_client(account.username, account.municipality_key, port=ports["agency"])
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+            proc.wait(timeout=10)
+
+
 @pytest.mark.parametrize("bad", ["4402", "44021;rm", "../44021", "4402x"])
 def test_sftp_config_refuses_a_bad_nis_code(tmp_path, bad):
     result = _render_sshd(tmp_path, bad)

@@ -53,7 +53,7 @@ def test_sftp_killed_during_delivery_then_restarted_delivers_exactly_once(method
         calls.append(name)
         if len(calls) == 1:
             # Half a file lands as name.part, then the server dies mid-transfer.
-            with method1.municipality.sftp() as client, client.open(f"{remote_dir}/{name}.part", "wb") as remote:
+            with method1.municipality.agency_sftp() as client, client.open(f"{remote_dir}/{name}.part", "wb") as remote:
                 remote.write(open(local_path, "rb").read()[:1000])
             server.kill()
             # Down longer than the hook's own connection retries: this try fails, Airflow retries.

@@ -60,3 +60,41 @@ def test_clearing_every_task_after_success_delivers_once(method1, airflow_server
         assert len(facts) == 1
         assert audit.verify(session).ok
     assert assert_no_insz_in_files(airflow.task_log_dir()) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.sftp
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "reschedule"])
+def test_an_empty_inbox_ends_skipped_run_after_run_under_the_scheduler(method1, airflow_server_factory, monkeypatch,
+                                                                       deferrable):
+    """Three runs in a row, a 20 s window and 2 s looks: each ends with wait_for_request and
+    everything after it skipped, the audit says "no request arrived", no try fails."""
+    import os
+
+    for name, value in {"WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS": "20", "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "2",
+                        "WELFARE_EXCHANGE_SETTLE_SECONDS": "1", "WELFARE_EXCHANGE_TASK_RETRIES": "2"}.items():
+        monkeypatch.setenv(name, value)
+    with session_scope() as session:
+        registry.write_snapshot(session)
+        entry = next(p for p in registry.snapshot(session) if p["id"] == method1.protocol_id)
+    dag_id = method1_dag_id(entry)
+    env = {k: v for k, v in os.environ.items() if k.startswith(("WELFARE_EXCHANGE_", "AIRFLOW_CONN_"))}
+    env["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] = str(deferrable)
+    airflow = airflow_server_factory(dags_folder=REPO_ROOT / "dags", env=env)
+    airflow.wait_for_dag(dag_id, timeout=180)
+    airflow.unpause(dag_id)
+
+    for day in (2, 3, 4):
+        run_id = airflow.trigger(dag_id, logical_date=dt.datetime(2026, 11, day, 9, tzinfo=dt.timezone.utc))
+        assert airflow.wait_for_run(dag_id, run_id, timeout=180) == "success"
+        states = airflow.task_states(dag_id, run_id)
+        assert states.pop("protocol_gate") == "success", states
+        assert set(states.values()) == {"skipped"}, states
+
+    with session_scope() as session:
+        facts = session.scalars(sa.select(AuditRecord).where(AuditRecord.action == "request.none_arrived")).all()
+        assert len(facts) == 3 and {f.outcome for f in facts} == {"skipped"}
+        assert all(f.message.startswith("no request arrived in the SFTP inbox between ") for f in facts)
+        assert not session.scalars(sa.select(AuditRecord).where(AuditRecord.action == "task.failed")).all()
+        assert session.scalar(sa.select(sa.func.count()).select_from(Exchange)) == 0
+        assert audit.verify(session).ok

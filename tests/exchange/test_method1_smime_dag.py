@@ -250,3 +250,15 @@ def test_deferrable_trigger_finds_the_senders_message_and_serialises(method1_mai
     assert event.payload["status"] == "found"
     assert event.payload["message"]["message_id"] == "<req-1@gent.test>"
     assert len(m.mailbox("agency")) == 1, "looking changes nothing"
+
+
+def test_an_empty_mailbox_ends_the_run_skipped_and_the_audit_says_why(method1_mail, monkeypatch):
+    monkeypatch.setenv("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", "3")
+
+    run = method1_mail.run(mail_logical_date())
+
+    states = task_states(run)
+    assert states["wait_for_request"] == "skipped" and states["fetch_request"] == "skipped", states
+    [message] = _audit_messages("request.none_arrived")
+    assert message.startswith("no request arrived in the agency's mailbox (from the protocol's sender) between ")
+    assert message.endswith("UTC; nothing to do")

@@ -25,8 +25,8 @@ def test_list_ready_skips_part_files_dotfiles_other_patterns_and_directories(sft
     m = sftp_municipality
     for name in ("a.xlsx", "B.XLS", "c.xlsx.part", ".hidden.xlsx", "notes.txt"):
         _put(m, name, b"x" * 10)
-    with m.sftp() as sftp:
-        sftp.mkdir("inbox/folder.xlsx")
+    # The municipality may not make directories (-P mkdir): one made on the server's side.
+    (m.local_dir("inbox") / "folder.xlsx").mkdir()
 
     ready = transport.list_ready_requests(m.hook(), settle_seconds=0.2)
 

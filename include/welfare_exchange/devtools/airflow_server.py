@@ -153,6 +153,9 @@ class AirflowServer:
                 # shorter makes trigger → first task and task → next task quicker.
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
                 "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+                # Sensors that can wait in the triggerer do (the SFTP arrival wait): no task
+                # process per look, no try used up by waiting.
+                "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": env.get("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE") or "True",
             }
         )
         if self._own_home:

@@ -8,18 +8,44 @@ public-key authentication, host-key pinning — is what the tests exercise.
 Account model
 -------------
 The agency runs the SFTP server; each municipality (identified by its 5-digit NIS code)
-gets **one system account** ``wx_<nis>`` confined to its own directory:
+gets **two system accounts**, both confined to the municipality's directory:
 
-* ``Match User wx_<nis>`` → ``ChrootDirectory <root>/municipalities/<nis>`` and
-  ``ForceCommand internal-sftp``: no shell, no port forwarding, no way out of the chroot.
-  The chroot directory is root-owned 755 (sshd requires it); inside it ``inbox/`` (the
-  municipality uploads requests here), ``outbox/`` (the agency delivers results here) and
-  ``quarantine/`` (files that could not be processed) are owned by the account.
-* **Two key pairs per municipality**, both in that account's ``authorized_keys``: the
-  *agency* key (used by Airflow through the ``sftp_<nis>`` connection) and the *municipality*
-  key (handed to the municipality). The agency therefore never holds one key that opens
-  every municipality's directory: a leaked Gent connection cannot touch Antwerp's files.
-  Either key can be revoked on its own by removing its line.
+* ``wx_<nis>``, the **municipality's** login (its key only), and ``wxa_<nis>``, the
+  **agency's** login for that municipality (used by Airflow through the ``sftp_<nis>``
+  connection; its key only). The agency never holds one key that opens every municipality's
+  directory: a leaked Gent connection cannot touch Antwerp's files; either key can be revoked
+  on its own.
+* ``Match User`` → ``ChrootDirectory <root>/municipalities/<nis>`` and ``ForceCommand
+  internal-sftp``: no shell, no forwarding, no way out of the chroot. The chroot directory
+  is root-owned 755 (sshd requires it).
+
+**Rights per directory**, as a managed-file-transfer server gives them, by ownership and mode
+(the agency's account owns the folders; the municipality's account is in their group only
+where it needs to be):
+
+=============== ============================== ===========================================
+directory       municipality (``wx_<nis>``)    agency (``wxa_<nis>``)
+=============== ============================== ===========================================
+``inbox/``      upload, rename, list, delete   list, read, move out (``wxa:wx 2770``)
+``outbox/``     list, read, delete             upload, rename, read, delete (``wxa:wx 2770``)
+``received/``   nothing                        everything (``wxa:wxa 0700``)
+``quarantine/`` nothing                        everything (``wxa:wxa 0700``)
+=============== ============================== ===========================================
+
+Both sessions run with umask 027 (files 640), so the agency reads what the municipality
+uploads and the municipality reads results (the group bit, set-gid folders). The
+municipality's session may not make directories, symlinks or hard links (``-P``). POSIX
+gives one right, "write on the folder", for both creating and deleting files, so a
+municipality that may delete results in ``outbox/`` could also create files there: the
+municipalities log in on a listener of their own whose sshd runs in a Landlock domain where
+files can be created only in an ``inbox/`` (see :class:`SftpServer`). The agency's accounts
+log in on the other listener, as before.
+
+**Concurrency.** 285 municipalities and the agency's workers connect at the same time;
+OpenSSH's defaults (``MaxStartups 10:30:100``) drop new connections from the tenth
+unauthenticated one on. The server allows :data:`MAX_STARTUPS` and :data:`MAX_SESSIONS`;
+the agency's client also retries a refused handshake
+(:func:`welfare_exchange.transport.sftp.handshake_refused`).
 
 Layout under the server root (keep it in a git-ignored folder such as ``var/``; its path and
 every parent must be root-owned and not group/world-writable, which rules out ``/tmp``,
@@ -27,7 +53,7 @@ because sshd refuses a chroot below such a directory)::
 
     sshd_config, sshd.pid, sshd.log
     host_keys/ssh_host_ed25519_key(.pub)
-    authorized_keys/wx_<nis>              (one file per account, read by sshd as the user)
+    authorized_keys/wx_<nis>, wxa_<nis>   (one file per account, read by sshd as the user)
     keys/<nis>/agency_ed25519(.pub)       (mode 600)
     keys/<nis>/municipality_ed25519(.pub) (mode 600)
     municipalities/<nis>/{inbox,received,outbox,quarantine}
@@ -46,7 +72,9 @@ import argparse
 import base64
 import contextlib
 import hashlib
+import grp
 import json
+import logging
 import os
 import posixpath
 import pwd
@@ -65,12 +93,35 @@ from pathlib import Path
 
 import paramiko
 
+from welfare_exchange.settings import REPO_ROOT
 from welfare_exchange.transport.sftp import conn_id_for
 
+log = logging.getLogger(__name__)
+
 SSHD = "/usr/sbin/sshd"
+#: The launcher that runs the municipalities' sshd under Landlock (shared with the compose service).
+LANDLOCK_EXEC = REPO_ROOT / "docker" / "sftp" / "landlock_exec.py"
 HOST = "127.0.0.1"
 ACCOUNT_PREFIX = "wx_"
+AGENCY_ACCOUNT_PREFIX = "wxa_"
 REMOTE_DIRS = ("inbox", "received", "outbox", "quarantine")
+#: sshd's limit on unauthenticated connections, ``start:rate:full``: random early drop from 300
+#: at once, every new one dropped at 600 — room for all 285 municipalities and the workers
+#: connecting together (OpenSSH's default, 10:30:100, refuses from the tenth).
+MAX_STARTUPS = "300:30:600"
+#: Channels per connection (OpenSSH's default 10): clients open one SFTP session per connection.
+MAX_SESSIONS = 10
+#: Directory → (owner is the agency, group is the municipality's, mode). See the module doc.
+DIRECTORY_RIGHTS = {
+    "inbox": ("agency", "municipality", 0o2770),
+    "outbox": ("agency", "municipality", 0o2770),
+    "received": ("agency", "agency", 0o700),
+    "quarantine": ("agency", "agency", 0o700),
+}
+#: internal-sftp of a session: start at the chroot's top ("inbox" is a valid path), umask 027.
+AGENCY_SFTP = "internal-sftp -d / -u 0027"
+#: The municipality's session also may not make directories or links.
+MUNICIPALITY_SFTP = "internal-sftp -d / -u 0027 -P mkdir,rmdir,symlink,hardlink"
 _NIS = re.compile(r"^[0-9]{5}$")
 
 
@@ -118,15 +169,17 @@ class Account:
     """One municipality's confined account on the server.
 
     :param nis: the municipality's NIS code.
-    :param username: the system account, ``wx_<nis>``.
+    :param username: the municipality's system account, ``wx_<nis>``.
+    :param agency_username: the agency's system account for it, ``wxa_<nis>``.
     :param agency_key: private key the agency (Airflow) logs in with.
     :param municipality_key: private key the municipality logs in with.
-    :param chroot: the account's chroot directory on the server's disk.
+    :param chroot: the accounts' chroot directory on the server's disk.
     :param conn_id: Airflow connection id of the agency side.
     """
 
     nis: str
     username: str
+    agency_username: str
     agency_key: Path
     municipality_key: Path
     chroot: Path
@@ -135,6 +188,7 @@ class Account:
     #: Remote paths as seen by the account (relative to its chroot, where a session starts).
     inbox: str = "inbox"
     outbox: str = "outbox"
+    received: str = "received"
     quarantine: str = "quarantine"
 
     def local_dir(self, remote_dir: str) -> Path:
@@ -142,32 +196,158 @@ class Account:
         return self.chroot / remote_dir.strip("/")
 
 
+class _Listener:
+    """One sshd process of the server: its config, pid file, log and process."""
+
+    def __init__(self, name: str, config_path: Path, pid_path: Path, log_path: Path) -> None:
+        self.name = name
+        self.config_path, self.pid_path, self.log_path = config_path, pid_path, log_path
+        self.port: int | None = None
+        self.proc: subprocess.Popen | None = None
+        self._log_fh = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def write_config(self, lines: list[str]) -> None:
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.config_path)
+        result = subprocess.run([SSHD, "-t", "-f", str(self.config_path)], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SftpServerError(f"sshd rejects {self.config_path}: {result.stderr.strip()}")
+
+    def spawn(self, prefix: list[str]) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
+        self._log_fh = open(self.log_path, "ab")
+        # -D: stay in the foreground so the Popen pid is the listener; -e: log to our file.
+        self.proc = subprocess.Popen(
+            [*prefix, SSHD, "-D", "-e", "-f", str(self.config_path)],
+            stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=self._log_fh, start_new_session=True,
+        )
+        self.wait_ready()
+
+    def reload(self) -> None:
+        # On SIGHUP sshd re-executes itself and writes its pid file again once it listens:
+        # remove the file first so its reappearance tells us the new config is live.
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
+        os.kill(self.proc.pid, signal.SIGHUP)
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SftpServerError(f"sshd ({self.name}) exited with code {self.proc.returncode}: {self.log_tail()}")
+            if self.pid_path.exists() and _banner(self.port):
+                return
+            time.sleep(0.05)
+        raise SftpServerError(f"sshd ({self.name}) did not listen on {HOST}:{self.port} within {timeout:.0f} s: "
+                              f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def signal_all(self, sig: int, grace: float, *, sessions: bool = True) -> None:
+        """Signal the listener (and, with ``sessions``, every session it serves); wait for it to go."""
+        if self.proc is None:
+            return
+        procs = _descendants(self.proc.pid) if sessions and self.proc.poll() is None else []
+        # Session processes call setsid(), so a process-group kill would miss them: signal the
+        # listener and every descendant found before it dies (they are then re-parented).
+        for pid in [self.proc.pid, *procs]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        try:
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=grace)
+        deadline = time.monotonic() + grace
+        for pid in procs:
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self.proc = None
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+        # Wait until the port is free again so an immediate restart can bind it.
+        deadline = time.monotonic() + grace
+        while self.port and _banner(self.port, timeout=0.2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 class SftpServer:
-    """An OpenSSH sshd on 127.0.0.1 serving chrooted SFTP accounts, one per municipality.
+    """OpenSSH on 127.0.0.1 serving chrooted SFTP accounts, two per municipality.
+
+    Two sshd processes share the host key and the directories: the **agency's** listener
+    (:attr:`port`; only the ``wxa_<nis>`` accounts may log in — in production the internal
+    interface the workers use) and the **municipalities'** listener
+    (:attr:`municipality_port`; only ``wx_<nis>``). The municipalities' sshd runs in a Landlock
+    domain (``docker/sftp/landlock_exec.py``, the same launcher as the compose service) in
+    which no file can be created except in an ``inbox/``: a municipality deletes results in
+    its ``outbox/`` but cannot upload there. On a kernel without Landlock it runs without that
+    restriction and :attr:`outbox_uploads_refused` is ``False`` (a warning is logged).
 
     :param root: folder for config, keys, logs and the municipalities' directories.
-    :param port: TCP port; a free one is picked at the first start when ``None``.
+    :param port: the agency listener's TCP port; a free one is picked at the first start when ``None``.
+    :param municipality_port: the municipalities' listener's port; likewise.
+    :param max_startups: sshd's ``MaxStartups`` (tests lower it to provoke refused handshakes).
+    :param max_sessions: sshd's ``MaxSessions``.
     """
 
-    def __init__(self, root: Path | str, port: int | None = None) -> None:
+    def __init__(self, root: Path | str, port: int | None = None, *, municipality_port: int | None = None,
+                 max_startups: str = MAX_STARTUPS, max_sessions: int = MAX_SESSIONS) -> None:
+        if not re.fullmatch(r"[0-9]+(:[0-9]+:[0-9]+)?", max_startups):
+            raise ValueError(f"MaxStartups is 'N' or 'start:rate:full', got {max_startups!r}")
         self.root = Path(root).resolve()
-        self.port = port
-        self._proc: subprocess.Popen | None = None
+        self.max_startups = max_startups
+        self.max_sessions = int(max_sessions)
         self._accounts: dict[str, Account] = {}
-        self._log_fh = None
+        self._agency = _Listener("agency", self.root / "sshd_config", self.root / "sshd.pid", self.root / "sshd.log")
+        self._municipal = _Listener("municipalities", self.root / "sshd_config.municipalities",
+                                    self.root / "run" / "sshd.pid", self.root / "sshd.municipalities.log")
+        self._agency.port, self._municipal.port = port, municipality_port
+        self.outbox_uploads_refused = False
 
     # ------------------------------------------------------------------ paths
     @property
+    def port(self) -> int | None:
+        """The agency's listener (the Airflow connections)."""
+        return self._agency.port
+
+    @property
+    def municipality_port(self) -> int | None:
+        """The municipalities' listener."""
+        return self._municipal.port
+
+    @property
     def config_path(self) -> Path:
-        return self.root / "sshd_config"
+        return self._agency.config_path
 
     @property
     def pid_path(self) -> Path:
-        return self.root / "sshd.pid"
+        return self._agency.pid_path
 
     @property
     def log_path(self) -> Path:
-        return self.root / "sshd.log"
+        """The agency listener's log (its sessions: the Airflow side)."""
+        return self._agency.log_path
+
+    @property
+    def municipality_log_path(self) -> Path:
+        return self._municipal.log_path
 
     @property
     def host_key_path(self) -> Path:
@@ -181,12 +361,12 @@ class SftpServer:
 
     @property
     def pid(self) -> int | None:
-        """Process id of the listening sshd, or ``None`` when not running."""
-        return self._proc.pid if self.running else None
+        """Process id of the agency's listening sshd, or ``None`` when not running."""
+        return self._agency.proc.pid if self.running else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._agency.running and self._municipal.running
 
     @property
     def accounts(self) -> dict[str, Account]:
@@ -194,10 +374,10 @@ class SftpServer:
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> SftpServer:
-        """Write the config, generate missing keys and start sshd; returns once it accepts.
+        """Write the configs, generate missing keys and start both listeners; returns once they accept.
 
         :raises SftpServerError: sshd is missing, the root is unsafe for a chroot, or sshd
-            did not come up (the error carries the tail of ``sshd.log``).
+            did not come up (the error carries the tail of its log).
         """
         if self.running:
             return self
@@ -214,35 +394,43 @@ class SftpServer:
             self.host_key_path.parent.mkdir(mode=0o700, exist_ok=True)
             _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "welfare-exchange-dev-host",
                   "-f", str(self.host_key_path)])
-        if self.port is None:
-            self.port = _free_port()
+        for listener in (self._agency, self._municipal):
+            if listener.port is None:
+                listener.port = _free_port()
         self._write_config()
-        self._check_config()
-        with contextlib.suppress(FileNotFoundError):
-            self.pid_path.unlink()
-        self._log_fh = open(self.log_path, "ab")
-        # -D: stay in the foreground so the Popen pid is the listener; -e: log to our file.
-        self._proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(self.config_path)],
-            stdin=subprocess.DEVNULL, stdout=self._log_fh, stderr=self._log_fh,
-            start_new_session=True,
-        )
-        self._wait_ready()
+        if not self._agency.running:
+            self._agency.spawn([])
+        if not self._municipal.running:
+            self._spawn_municipal()
         return self
 
+    def _spawn_municipal(self) -> None:
+        # Landlock rules are fixed when the domain is made: a new inbox needs a new listener.
+        folders = [self._municipal.pid_path.parent, *(a.local_dir(a.inbox) for a in self._accounts.values())]
+        self.outbox_uploads_refused = landlock_available()
+        if not self.outbox_uploads_refused:
+            log.warning("this kernel has no Landlock: the municipalities' sshd runs without it, so a municipality "
+                        "could create files in its outbox/ (deleting there is allowed either way)")
+        prefix = [sys.executable, str(LANDLOCK_EXEC), "--best-effort"]
+        for folder in folders:
+            prefix += ["--create-in", str(folder)]
+        self._municipal.spawn([*prefix, "--"])
+
     def stop(self) -> None:
-        """Stop sshd and the sessions it serves (SIGTERM, then SIGKILL after 5 s)."""
-        self._signal_all(signal.SIGTERM, grace=5.0)
+        """Stop both listeners and the sessions they serve (SIGTERM, then SIGKILL after 5 s)."""
+        for listener in (self._municipal, self._agency):
+            listener.signal_all(signal.SIGTERM, grace=5.0)
 
     def kill(self) -> None:
-        """Kill sshd and every session process with SIGKILL, as a crash would.
+        """Kill both listeners and every session process with SIGKILL, as a crash would.
 
         Open transfers break mid-stream; files being written stay as they were.
         """
-        self._signal_all(signal.SIGKILL, grace=5.0)
+        for listener in (self._municipal, self._agency):
+            listener.signal_all(signal.SIGKILL, grace=5.0)
 
     def restart(self) -> SftpServer:
-        """Stop (if running) and start again on the same port with the same host key."""
+        """Stop (if running) and start again on the same ports with the same host key."""
         self.stop()
         return self.start()
 
@@ -254,56 +442,66 @@ class SftpServer:
 
     # ---------------------------------------------------------- municipalities
     def add_municipality(self, nis: str) -> Account:
-        """Create (idempotently) a municipality's account, keys and directories.
+        """Create (idempotently) a municipality's two accounts, keys and directories.
 
-        When the server is running it reloads its config (SIGHUP) so the account can log in
+        When the server is running it reloads its config (SIGHUP) so the accounts can log in
         at once; the call returns when sshd listens again.
 
         :param nis: the municipality's 5-digit NIS code.
         """
-        nis = _check_nis(nis)
-        if nis in self._accounts:
-            return self._accounts[nis]
+        return self.add_municipalities([nis])[0]
+
+    def add_municipalities(self, nis_codes: list[str]) -> list[Account]:
+        """:meth:`add_municipality` for several, with one reload of a running server."""
+        accounts, added = [], False
+        for nis in nis_codes:
+            nis = _check_nis(nis)
+            if nis not in self._accounts:
+                self._accounts[nis] = self._create_accounts(nis)
+                added = True
+            accounts.append(self._accounts[nis])
+        if added and self.running:
+            self._reload()
+        return accounts
+
+    def _create_accounts(self, nis: str) -> Account:
         self._prepare_root()
-        username = ACCOUNT_PREFIX + nis
-        user = _ensure_system_account(username)
+        username, agency_username = ACCOUNT_PREFIX + nis, AGENCY_ACCOUNT_PREFIX + nis
+        municipality = _ensure_system_account(username)
+        agency = _ensure_system_account(agency_username, member_of=username)
+        owners = {"agency": agency.pw_uid, "municipality": municipality.pw_uid}
+        groups = {"agency": agency.pw_gid, "municipality": grp.getgrnam(username).gr_gid}
         chroot = self.root / "municipalities" / nis
         # sshd requires the chroot itself to be root-owned and not writable by anyone else;
-        # the account writes only in the folders inside it.
+        # the accounts write only in the folders inside it, each with its own rights.
         chroot.mkdir(parents=True, exist_ok=True)
         os.chown(chroot, 0, 0)
         os.chmod(chroot, 0o755)
-        for name in REMOTE_DIRS:
+        for name, (owner, group, mode) in DIRECTORY_RIGHTS.items():
             folder = chroot / name
             folder.mkdir(exist_ok=True)
-            os.chown(folder, user.pw_uid, user.pw_gid)
-            os.chmod(folder, 0o750)
+            os.chown(folder, owners[owner], groups[group])
+            os.chmod(folder, mode)
         keys_dir = self.root / "keys" / nis
         keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(keys_dir, 0o700)
-        public_lines = []
-        for role in ("agency", "municipality"):
+        for role, account in (("agency", agency_username), ("municipality", username)):
             key = keys_dir / f"{role}_ed25519"
             if not key.exists():
                 _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{role}@{nis}", "-f", str(key)])
             os.chmod(key, 0o600)
             os.chmod(key.with_suffix(".pub"), 0o600)
-            public_lines.append(key.with_suffix(".pub").read_text().strip())
-        auth_file = self.root / "authorized_keys" / username
-        # sshd reads this file as the account (temporarily dropping to its uid): world-readable,
-        # root-owned so the account cannot add keys of its own.
-        auth_file.write_text("\n".join(public_lines) + "\n")
-        os.chown(auth_file, 0, 0)
-        os.chmod(auth_file, 0o644)
-        account = Account(
-            nis=nis, username=username,
+            auth_file = self.root / "authorized_keys" / account
+            # sshd reads this file as the account (temporarily dropping to its uid): world-readable,
+            # root-owned so the account cannot add keys of its own. One key: its own.
+            auth_file.write_text(key.with_suffix(".pub").read_text().strip() + "\n")
+            os.chown(auth_file, 0, 0)
+            os.chmod(auth_file, 0o644)
+        return Account(
+            nis=nis, username=username, agency_username=agency_username,
             agency_key=keys_dir / "agency_ed25519", municipality_key=keys_dir / "municipality_ed25519",
             chroot=chroot, conn_id=conn_id_for(nis),
         )
-        self._accounts[nis] = account
-        if self.running:
-            self._reload()
-        return account
 
     def account(self, nis: str) -> Account:
         """The account registered for a municipality.
@@ -332,7 +530,7 @@ class SftpServer:
             "conn_type": "sftp",
             "host": HOST,
             "port": self.port,
-            "login": account.username,
+            "login": account.agency_username,
             "extra": {
                 "key_file": str(account.agency_key),
                 "host_key": self.host_key_line,
@@ -374,20 +572,37 @@ class SftpServer:
             to test confinement).
         """
         account = self.account(nis)
-        client = self.ssh_client(account.username, key or account.municipality_key)
+        with self._sftp_session(account.username, key or account.municipality_key) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def agency_sftp(self, nis: str) -> Iterator[paramiko.SFTPClient]:
+        """An SFTP session as the agency's account for a municipality (its key, host key pinned)."""
+        account = self.account(nis)
+        with self._sftp_session(account.agency_username, account.agency_key) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _sftp_session(self, username: str, key: Path) -> Iterator[paramiko.SFTPClient]:
+        client = self.ssh_client(username, key)
         try:
             yield client.open_sftp()
         finally:
             client.close()
 
-    def ssh_client(self, username: str, key: Path) -> paramiko.SSHClient:
-        """A connected paramiko client that verifies the pinned host key and uses only ``key``."""
+    def ssh_client(self, username: str, key: Path, *, port: int | None = None) -> paramiko.SSHClient:
+        """A connected paramiko client that verifies the pinned host key and uses only ``key``.
+
+        :param port: default the listener of the account's kind: the municipalities' one for
+            ``wx_<nis>``, the agency's for ``wxa_<nis>``.
+        """
+        if port is None:
+            port = self.port if username.startswith(AGENCY_ACCOUNT_PREFIX) else self.municipality_port
         client = paramiko.SSHClient()
         host_type, host_b64 = self.host_key_line.split()
-        client.get_host_keys().add(f"[{HOST}]:{self.port}", host_type,
-                                   paramiko.Ed25519Key(data=base64.b64decode(host_b64)))
+        client.get_host_keys().add(f"[{HOST}]:{port}", host_type, paramiko.Ed25519Key(data=base64.b64decode(host_b64)))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(HOST, port=self.port, username=username, key_filename=str(key),
+        client.connect(HOST, port=port, username=username, key_filename=str(key),
                        look_for_keys=False, allow_agent=False, timeout=10, banner_timeout=10, auth_timeout=10)
         return client
 
@@ -433,7 +648,7 @@ class SftpServer:
     def _prepare_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o755)
-        for name in ("municipalities", "authorized_keys"):
+        for name in ("municipalities", "authorized_keys", "run"):
             (self.root / name).mkdir(exist_ok=True, mode=0o755)
             os.chmod(self.root / name, 0o755)
         (self.root / "keys").mkdir(exist_ok=True, mode=0o700)
@@ -451,14 +666,11 @@ class SftpServer:
                 raise SftpServerError(f"{folder} must be traversable by others (o+x): sshd reads "
                                       "authorized_keys as the municipality's account")
 
-    def _write_config(self) -> None:
-        users = sorted(a.username for a in self._accounts.values())
-        lines = [
+    def _common_config(self) -> list[str]:
+        return [
             "# Generated by welfare_exchange.devtools.sftp_server: edits are overwritten.",
             f"ListenAddress {HOST}",
-            f"Port {self.port}",
             f"HostKey {self.host_key_path}",
-            f"PidFile {self.pid_path}",
             f"AuthorizedKeysFile {self.root / 'authorized_keys'}/%u",
             "UsePAM no",
             # The root lives in the checkout, not in a home directory sshd knows.
@@ -477,89 +689,42 @@ class SftpServer:
             "PermitUserRC no",
             "PrintMotd no",
             "LoginGraceTime 30",
+            f"MaxStartups {self.max_startups}",
+            f"MaxSessions {self.max_sessions}",
             "ClientAliveInterval 15",
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
-            # Only the registered municipalities may log in, and only to SFTP.
-            f"AllowUsers {' '.join(users)}" if users else "DenyUsers *",
             "ForceCommand internal-sftp",
         ]
-        for account in sorted(self._accounts.values(), key=lambda a: a.nis):
-            lines += [
-                f"Match User {account.username}",
-                f"    ChrootDirectory {account.chroot}",
-                # -d /: every session starts at the chroot's top, so "inbox" is a valid path.
-                "    ForceCommand internal-sftp -d /",
-            ]
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, self.config_path)
 
-    def _check_config(self) -> None:
-        result = subprocess.run([SSHD, "-t", "-f", str(self.config_path)], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SftpServerError(f"sshd rejects {self.config_path}: {result.stderr.strip()}")
+    def _write_config(self) -> None:
+        accounts = sorted(self._accounts.values(), key=lambda a: a.nis)
+        for listener, kind in ((self._agency, "agency"), (self._municipal, "municipality")):
+            users = [a.agency_username if kind == "agency" else a.username for a in accounts]
+            command = AGENCY_SFTP if kind == "agency" else MUNICIPALITY_SFTP
+            lines = [*self._common_config(), f"Port {listener.port}", f"PidFile {listener.pid_path}",
+                     # Only the registered accounts of this listener's kind may log in, and only to SFTP.
+                     f"AllowUsers {' '.join(users)}" if users else "DenyUsers *"]
+            for account, user in zip(accounts, users):
+                lines += [f"Match User {user}", f"    ChrootDirectory {account.chroot}", f"    ForceCommand {command}"]
+            listener.write_config(lines)
 
     def _reload(self) -> None:
         self._write_config()
-        self._check_config()
-        # On SIGHUP sshd re-executes itself and writes its pid file again once it listens:
-        # remove the file first so its reappearance tells us the new config is live.
-        with contextlib.suppress(FileNotFoundError):
-            self.pid_path.unlink()
-        os.kill(self._proc.pid, signal.SIGHUP)
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise SftpServerError(f"sshd exited with code {self._proc.returncode}: {self._log_tail()}")
-            if self.pid_path.exists() and _banner(self.port):
-                return
-            time.sleep(0.05)
-        raise SftpServerError(f"sshd did not listen on {HOST}:{self.port} within {timeout:.0f} s: {self._log_tail()}")
-
-    def _log_tail(self, lines: int = 15) -> str:
-        try:
-            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no sshd.log)"
-
-    def _signal_all(self, sig: int, grace: float) -> None:
-        if self._proc is None:
-            return
-        procs = _descendants(self._proc.pid) if self._proc.poll() is None else []
-        # Session processes call setsid(), so a process-group kill would miss them: signal the
-        # listener and every descendant found before it dies (they are then re-parented).
-        for pid in [self._proc.pid, *procs]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        try:
-            self._proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._proc.pid, signal.SIGKILL)
-            self._proc.wait(timeout=grace)
-        deadline = time.monotonic() + grace
-        for pid in procs:
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if _alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        self._proc = None
-        if self._log_fh is not None:
-            self._log_fh.close()
-            self._log_fh = None
-        # Wait until the port is free again so an immediate restart can bind it.
-        deadline = time.monotonic() + grace
-        while self.port and _banner(self.port, timeout=0.2) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        self._agency.reload()
+        # The municipalities' Landlock rules name every inbox: a new one needs a new listener.
+        # Its sessions live on (only the listener goes), so nobody's transfer breaks.
+        self._municipal.signal_all(signal.SIGTERM, grace=5.0, sessions=False)
+        self._spawn_municipal()
 
 
 # ------------------------------------------------------------------ helpers
+def landlock_available() -> bool:
+    """Whether this kernel lets the launcher restrict a process (Landlock, Linux 5.13+)."""
+    probe = subprocess.run([sys.executable, str(LANDLOCK_EXEC), "--", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
 def _run(cmd: list[str]) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -570,8 +735,13 @@ def _tool(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
-def _ensure_system_account(username: str) -> pwd.struct_passwd:
-    """Create the no-shell system account if missing; make sure sshd does not see it as locked."""
+def _ensure_system_account(username: str, *, member_of: str | None = None) -> pwd.struct_passwd:
+    """Create the no-shell system account if missing; make sure sshd does not see it as locked.
+
+    :param member_of: a group the account must also be in (the agency's account joins the
+        municipality's group, to read what the municipality uploads).
+    """
+    extra = ["--groups", member_of] if member_of else []
     for attempt in range(10):
         try:
             user = pwd.getpwnam(username)
@@ -581,10 +751,11 @@ def _ensure_system_account(username: str) -> pwd.struct_passwd:
         # Password "*": no password login, but not "!"-locked (sshd without PAM refuses
         # locked accounts even for public-key logins).
         result = subprocess.run([_tool("useradd"), "--system", "--no-create-home", "--home-dir", "/",
-                                 "--shell", "/usr/sbin/nologin", "--password", "*", username],
+                                 "--shell", "/usr/sbin/nologin", "--password", "*", *extra, username],
                                 capture_output=True, text=True)
         if result.returncode == 0:
-            return pwd.getpwnam(username)
+            user = pwd.getpwnam(username)
+            break
         # Another test session may be creating the same account or holding the passwd lock.
         time.sleep(0.2 * (attempt + 1))
     else:
@@ -593,6 +764,8 @@ def _ensure_system_account(username: str) -> pwd.struct_passwd:
     fields = shadow.split(":")
     if len(fields) > 1 and fields[1].startswith("!"):
         _run([_tool("usermod"), "--password", "*", username])
+    if member_of and username not in grp.getgrnam(member_of).gr_mem:
+        _run([_tool("usermod"), "--append", "--groups", member_of, username])
     return user
 
 
@@ -651,11 +824,12 @@ def main(argv: list[str] | None = None) -> int:
                                      description="OpenSSH SFTP server on 127.0.0.1, one chroot per municipality")
     parser.add_argument("--root", type=Path, default=Path(os.environ.get("WELFARE_EXCHANGE_HOME", "var")) / "sftp")
     parser.add_argument("--nis", action="append", default=[], help="municipality NIS code (repeatable)")
-    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--port", type=int, default=None, help="the agency's listener")
+    parser.add_argument("--municipality-port", type=int, default=None, help="the municipalities' listener")
     parser.add_argument("--env-file", type=Path, default=None,
                         help="also write the AIRFLOW_CONN_SFTP_<NIS> lines to this file (mode 600)")
     args = parser.parse_args(argv)
-    server = SftpServer(args.root, port=args.port)
+    server = SftpServer(args.root, port=args.port, municipality_port=args.municipality_port)
     try:
         for nis in args.nis:
             server.add_municipality(nis)
@@ -669,7 +843,8 @@ def main(argv: list[str] | None = None) -> int:
         fd = os.open(args.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write("\n".join(lines) + "\n")
-    print(f"SFTP server on {HOST}:{server.port} (pid {server.pid}), root {server.root}", flush=True)
+    print(f"SFTP server on {HOST}: agency port {server.port}, municipalities' port {server.municipality_port} "
+          f"(pid {server.pid}), root {server.root}", flush=True)
     print(f"host key: {server.host_key_line}", flush=True)
     for line in lines:
         print(f"export {line}", flush=True)

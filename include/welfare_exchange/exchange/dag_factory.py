@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk import DAG, TriggerRule, chain, get_current_context, get_parsing_context, task
+from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from welfare_exchange.errors import InputError, ProtocolError
@@ -149,8 +150,12 @@ def _arrival_sensor(entry: dict[str, Any], poke: float):
         sftp_conn_id=entry["channel_connection"],
         settle_seconds=_seconds("WELFARE_EXCHANGE_SETTLE_SECONDS", 10),
         poke_interval=poke,
+        # The arrival window: no request within it ends the run skipped (audited as
+        # request.none_arrived), whatever the mode; waiting is not a try, so no retry is used up.
         timeout=timeout,
-        soft_fail=True,  # no file today: the run ends skipped, not failed
+        soft_fail=True,
+        # Read when the DAG is built, as the SFTP provider's sensor does (no project variable).
+        deferrable=conf.getboolean("operators", "default_deferrable", fallback=False),
     )
 
 

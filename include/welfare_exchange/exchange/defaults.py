@@ -50,6 +50,13 @@ RUNBOOK_STEPS = {
 }
 
 
+#: What the audit says of a try that ended without an exception of its own.
+NO_EXCEPTION = (
+    "the task ended without an error of its own: Airflow stopped it (the scheduler or executor lost or killed "
+    "its process, e.g. a missed heartbeat or an overloaded worker); see the scheduler's log for this try"
+)
+
+
 def _seconds(name: str, default: float) -> dt.timedelta:
     return dt.timedelta(seconds=float(os.environ.get(name, default)))
 
@@ -97,7 +104,7 @@ def on_task_failure(context: Any) -> None:
     """
     ti = context["ti"]
     error = context.get("exception")
-    text = f"{type(error).__name__}: {error}" if error is not None else "unknown error"
+    text = f"{type(error).__name__}: {error}" if error is not None else NO_EXCEPTION
     if insz.find_insz_shaped(text):
         text = f"{type(error).__name__}: [message withheld: it contained personal data]"
     params = context.get("params") or {}

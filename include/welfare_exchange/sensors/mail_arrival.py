@@ -9,9 +9,10 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from welfare_exchange.db.models import Exchange
 from welfare_exchange.hooks.project_db import ProjectDbHook
+from welfare_exchange.sensors.arrival_window import ArrivalWindow
 
 
-class MailRequestArrivalSensor(BaseSensorOperator):
+class MailRequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
     """Wait until a message from the protocol's sender is in the agency's INBOX; push the oldest to XCom.
 
     Only headers are read (From, Message-ID, size): nothing is downloaded and nothing changes
@@ -24,6 +25,9 @@ class MailRequestArrivalSensor(BaseSensorOperator):
     Idempotent: when this run already took a message (the task was cleared after the
     exchange started), it returns that same message at once.
 
+    ``timeout`` is the arrival window: when it closes with no message, the audit records
+    ``request.none_arrived`` and the run ends skipped (:class:`~welfare_exchange.sensors.arrival_window.ArrivalWindow`).
+
     The XCom value names where the message is (UID, UIDVALIDITY, Message-ID, size): no
     address, no content.
 
@@ -34,6 +38,7 @@ class MailRequestArrivalSensor(BaseSensorOperator):
     """
 
     template_fields = ("sender_address", "imap_conn_id")
+    awaited_in = "the agency's mailbox (from the protocol's sender)"
 
     def __init__(
         self,
@@ -63,6 +68,7 @@ class MailRequestArrivalSensor(BaseSensorOperator):
             return PokeReturnValue(is_done=True, xcom_value=taken)
         found = self._look()
         if found is None:
+            self.window_closed(context, self.reschedule_window(context))
             self.log.info("no request message from the protocol's sender in the agency's INBOX yet")
             return False
         self.log.info("a request message (%d bytes) is waiting", found["size"])

@@ -7,11 +7,20 @@ already holds one (``with hook.get_managed_conn():`` around several calls reuses
 
 Guarantees the exchange relies on:
 
-* **Never half a file.** :func:`list_ready_requests` skips ``*.part`` files and dotfiles, and
-  lists a file only when its size and mtime did not change between two looks
-  ``settle_seconds`` apart. Municipalities are asked to upload as ``name.part`` and rename;
-  the settle window covers those that do not (a writer that stalls longer than the window
-  defeats it: pick the window above the longest expected stall).
+* **Never half a file.** :func:`survey_inbox` (and :func:`list_ready_requests`) take a file
+  only when its size and mtime did not change between two looks ``settle_seconds`` apart, and
+  never one under a temporary upload name (``.part``, WinSCP's ``.filepart``, …).
+  Municipalities are asked to upload under such a name and rename; the settle window covers
+  those that do not (a writer that stalls longer than the window defeats it, and the refusal
+  report then tells the municipality to upload under a temporary name).
+* **Every file in the inbox is answered.** :func:`survey_inbox` also names what is not a
+  request (a dotfile, another extension), a file over the size limit (by its listed size:
+  never downloaded) and a temporary upload left unchanged for a long time, so the caller can
+  quarantine and report them instead of ignoring them forever.
+* **A refused handshake is retried.** An SFTP server at its ``MaxStartups`` limit (or
+  restarting) drops new connections; opening a session retries that with exponential backoff
+  and jitter, a bounded number of times (:data:`CONNECT_ATTEMPTS`). A refused login or a
+  wrong host key is never retried.
 * **Atomic on both sides.** :func:`fetch` streams into ``<local>.tmp``, hashes while writing,
   fsyncs and renames. :func:`deliver` uploads as ``<name>.part`` and renames: the SFTP v3
   rename (``SSH_FXP_RENAME``) refuses to replace an existing file, so a final name appears
@@ -35,6 +44,7 @@ import io
 import logging
 import os
 import posixpath
+import random
 import re
 import stat
 import time
@@ -54,6 +64,15 @@ log = logging.getLogger(__name__)
 CHUNK_SIZE = 1024 * 1024
 PART_SUFFIX = ".part"
 DEFAULT_REQUEST_PATTERNS = ("*.xlsx", "*.xls")
+#: Names SFTP clients and office programs give a file while it is being written: never a
+#: request, left alone while they change, reported when left unchanged for long. ``.part``
+#: (ours, many clients), ``.filepart`` (WinSCP), ``.partial``, ``.tmp``, ``.cyberducktmp``,
+#: ``~$…`` (an open Office document's owner file), ``.~lock.…#`` (LibreOffice's lock file).
+TEMPORARY_UPLOAD_PATTERNS = ("*.part", "*.filepart", "*.partial", "*.tmp", "*.cyberducktmp", "~$*", ".~lock.*#")
+#: Opening a session: attempts when the server refuses the handshake, first pause, longest pause.
+CONNECT_ATTEMPTS = 6
+CONNECT_FIRST_DELAY = 0.5
+CONNECT_MAX_DELAY = 8.0
 _NIS = re.compile(r"^[0-9]{5}$")
 
 
@@ -90,6 +109,12 @@ class LocalFileError(WelfareExchangeError):
     """
 
     code = "local_io"
+
+
+class RemoteFileTooLarge(SftpTransportError):
+    """The remote file is larger than accepted; it was not downloaded."""
+
+    code = "too_large"
 
 
 class DeliveryVerificationError(SftpTransportError):
@@ -150,10 +175,9 @@ def name_handle(name: str) -> str:
 
 def find_by_handle(hook: SFTPHook, directory: str, handle: str) -> str | None:
     """The name of the file in ``directory`` whose :func:`name_handle` is ``handle``, if any."""
-    for name in hook.list_directory(directory):
-        if name_handle(name) == handle:
-            return name
-    return None
+    with _session(hook, "listing", directory) as sftp:
+        names = sftp.listdir(directory)
+    return next((name for name in names if name_handle(name) == handle), None)
 
 
 def conn_id_for(nis: str) -> str:
@@ -171,10 +195,13 @@ def sftp_hook(conn_id: str, **kwargs) -> SFTPHook:
 
     :param conn_id: Airflow connection id (e.g. ``sftp_44021``); its extras should pin the
         server's ``host_key``.
-    :param kwargs: passed to ``SFTPHook`` (e.g. ``conn_retry_attempts=1``).
+    :param kwargs: passed to ``SFTPHook``. ``conn_retry_attempts`` defaults to 1: the
+        provider's own retry repeats every failure (a refused login too) at a fixed 3–5 s;
+        :func:`_session` retries only a refused handshake, with backoff.
     """
     from airflow.providers.sftp.hooks.sftp import SFTPHook
 
+    kwargs.setdefault("conn_retry_attempts", 1)
     return SFTPHook(ssh_conn_id=conn_id, **kwargs)
 
 
@@ -219,6 +246,57 @@ def _conn_name(hook: SFTPHook) -> str:
     return getattr(hook, "ssh_conn_id", None) or "(no connection id)"
 
 
+def handshake_refused(exc: BaseException) -> bool:
+    """True when opening a connection failed before login in a way a later attempt can cure.
+
+    sshd at its ``MaxStartups`` limit closes a new connection before sending its banner
+    (paramiko: "Error reading SSH protocol banner", a reset or EOF); a restarting server
+    refuses the TCP connection; an overloaded one times out. A refused login, a host key that
+    does not match the pinned one, or an unknown host are never transient.
+    """
+    import paramiko
+
+    if isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException)):
+        return False
+    if isinstance(exc, (FileNotFoundError, PermissionError)):  # the local key file: configuration
+        return False
+    if isinstance(exc, (OSError, EOFError)):  # refused, reset, timed out, no route right now
+        return True
+    if isinstance(exc, paramiko.SSHException):
+        cause = exc.__cause__ or exc.__context__
+        return "banner" in str(exc).lower() or isinstance(cause, (OSError, EOFError))
+    return False
+
+
+def connect_delay(attempt: int) -> float:
+    """Pause before attempt ``attempt + 1``: doubling from :data:`CONNECT_FIRST_DELAY`, capped, with jitter.
+
+    The jitter (up to half the pause) spreads out clients that were refused together, so they
+    do not all come back at the same instant and hit the limit again.
+    """
+    base = min(CONNECT_MAX_DELAY, CONNECT_FIRST_DELAY * 2 ** (attempt - 1))
+    return base / 2 + random.uniform(0, base / 2)
+
+
+@contextlib.contextmanager
+def _connected(hook: SFTPHook, action: str) -> Iterator[paramiko.SFTPClient]:
+    """The hook's managed SFTP client, opened with retries of a refused handshake (logged, no names)."""
+    with contextlib.ExitStack() as stack:
+        for attempt in range(1, CONNECT_ATTEMPTS + 1):
+            try:
+                sftp = stack.enter_context(hook.get_managed_conn())
+                break
+            except Exception as exc:
+                if attempt == CONNECT_ATTEMPTS or not handshake_refused(exc):
+                    raise
+                delay = connect_delay(attempt)
+                log.warning("SFTP %s on connection %r: the server refused the connection (%s), attempt %d of %d; "
+                            "trying again in %.1f s", action, _conn_name(hook), type(exc).__name__, attempt,
+                            CONNECT_ATTEMPTS, delay)
+                time.sleep(delay)
+        yield sftp
+
+
 @contextlib.contextmanager
 def _session(hook: SFTPHook, action: str, remote_dir: str) -> Iterator[paramiko.SFTPClient]:
     """The hook's managed SFTP client; low-level failures become actionable errors."""
@@ -227,7 +305,7 @@ def _session(hook: SFTPHook, action: str, remote_dir: str) -> Iterator[paramiko.
     conn = _conn_name(hook)
     where = f"on connection {conn!r}, remote directory {remote_dir!r}"
     try:
-        with hook.get_managed_conn() as sftp:
+        with _connected(hook, action) as sftp:
             yield sftp
     except SftpTransportError:
         raise
@@ -304,21 +382,158 @@ def _check_name(name: str, remote_dir: str) -> None:
 
 
 # ---------------------------------------------------------------------------- receiving
-def _candidates(sftp: paramiko.SFTPClient, directory: str, patterns: Sequence[str]) -> dict[str, RemoteFile]:
-    lowered = [p.lower() for p in patterns]
-    found = {}
-    for entry in sftp.listdir_attr(directory):
-        name = entry.filename
-        if name.startswith(".") or name.lower().endswith(PART_SUFFIX):
-            continue
-        if entry.st_mode is None or not stat.S_ISREG(entry.st_mode):
-            continue
-        # Case-insensitive: "REQUEST.XLSX" from a Windows desktop is still a request.
-        if not any(fnmatch.fnmatchcase(name.lower(), p) for p in lowered):
-            continue
-        found[name] = RemoteFile(name=name, size=entry.st_size or 0, mtime=int(entry.st_mtime or 0),
-                                 directory=directory)
-    return found
+def is_temporary_upload(name: str) -> bool:
+    """True for a name a client gives a file while writing it (:data:`TEMPORARY_UPLOAD_PATTERNS`)."""
+    lowered = name.lower()
+    return any(fnmatch.fnmatchcase(lowered, p) for p in TEMPORARY_UPLOAD_PATTERNS)
+
+
+def is_request_name(name: str, patterns: Sequence[str] = DEFAULT_REQUEST_PATTERNS) -> bool:
+    """True for a name a request may have: a pattern matches (case-insensitively), not hidden, not temporary.
+
+    Case-insensitive: "REQUEST.XLSX" from a Windows desktop is still a request.
+    """
+    lowered = name.lower()
+    return (not name.startswith(".") and not is_temporary_upload(name)
+            and any(fnmatch.fnmatchcase(lowered, p.lower()) for p in patterns))
+
+
+def remote_file(name: str, size: int | None, mtime: float | None, mode: int | None, directory: str) -> RemoteFile | None:
+    """A listed entry as a :class:`RemoteFile`, or ``None`` when it is not a regular file."""
+    if mode is None or not stat.S_ISREG(mode):
+        return None
+    return RemoteFile(name=name, size=int(size or 0), mtime=int(mtime or 0), directory=directory)
+
+
+def _listing(sftp: paramiko.SFTPClient, directory: str) -> list[RemoteFile]:
+    files = (remote_file(e.filename, e.st_size, e.st_mtime, e.st_mode, directory) for e in sftp.listdir_attr(directory))
+    return [f for f in files if f is not None]
+
+
+#: What one look at a file tells: its size and mtime, keyed by the name's handle (never the name).
+Look = dict[str, tuple[int, int]]
+
+
+def look_of(files: Sequence[RemoteFile]) -> Look:
+    """A listing as a :data:`Look` (safe for a trigger event: handles, sizes and times only)."""
+    return {name_handle(f.name): (f.size, f.mtime) for f in files}
+
+
+@dataclasses.dataclass(frozen=True)
+class InboxSurvey:
+    """What is in an inbox, by what is to be done with it; each list oldest first.
+
+    :param ready: complete request files (settled, a request's name, within the size limit).
+    :param oversized: complete request files over the size limit: refuse without downloading.
+    :param strays: settled files that are no request — a dotfile, another extension.
+    :param stale_uploads: temporary upload names (``.part``, ``.filepart``, …) unchanged for
+        ``stale_after`` seconds: an upload that was abandoned.
+    :param waiting: files still changing, or temporary uploads still fresh: looked at again later.
+    """
+
+    ready: list[RemoteFile]
+    oversized: list[RemoteFile]
+    strays: list[RemoteFile]
+    stale_uploads: list[RemoteFile]
+    waiting: int = 0
+
+    @property
+    def unanswered(self) -> list[RemoteFile]:
+        """Everything that is no request to take but gets a word to the municipality."""
+        return sorted([*self.oversized, *self.strays, *self.stale_uploads], key=_age_order)
+
+    @property
+    def actionable(self) -> bool:
+        """True when a request can be taken or a file must be answered."""
+        return bool(self.ready or self.unanswered)
+
+
+def _age_order(f: RemoteFile) -> tuple[int, str]:
+    return f.mtime, f.name
+
+
+def classify_inbox(
+    first: Look,
+    second: Sequence[RemoteFile],
+    *,
+    patterns: Sequence[str] = DEFAULT_REQUEST_PATTERNS,
+    max_bytes: int | None = None,
+    stale_after: float = 86400.0,
+    now: float | None = None,
+) -> InboxSurvey:
+    """Sort the files of a second look by what to do, using the first look to see what settled.
+
+    A file is settled when its size and mtime are those of the first look. Pure: the sync
+    sensor and the async trigger list the inbox their own way and decide here alike.
+
+    :param first: the earlier look (:func:`look_of`).
+    :param second: the files listed now.
+    :param patterns: request file-name patterns.
+    :param max_bytes: largest request accepted (``None``: no limit).
+    :param stale_after: seconds after which an unchanged temporary upload counts as abandoned.
+    :param now: the current time (epoch seconds), for the age of temporary uploads.
+    """
+    now = time.time() if now is None else now
+    ready, oversized, strays, stale, waiting = [], [], [], [], 0
+    for f in second:
+        settled = first.get(name_handle(f.name)) == (f.size, f.mtime)
+        if is_temporary_upload(f.name):
+            if settled and now - f.mtime >= stale_after:
+                stale.append(f)
+            else:
+                waiting += 1
+        elif not settled:
+            waiting += 1
+        elif not is_request_name(f.name, patterns):
+            strays.append(f)
+        elif max_bytes is not None and f.size > max_bytes:
+            oversized.append(f)
+        else:
+            ready.append(f)
+    return InboxSurvey(*(sorted(group, key=_age_order) for group in (ready, oversized, strays, stale)), waiting=waiting)
+
+
+def needs_second_look(files: Sequence[RemoteFile], *, stale_after: float = 86400.0, now: float | None = None) -> bool:
+    """Whether a first look holds anything that a second look could settle (else nothing to wait for)."""
+    now = time.time() if now is None else now
+    return any(not is_temporary_upload(f.name) or now - f.mtime >= stale_after for f in files)
+
+
+def survey_inbox(
+    hook: SFTPHook,
+    directory: str = "inbox",
+    patterns: Sequence[str] = DEFAULT_REQUEST_PATTERNS,
+    settle_seconds: float = 2.0,
+    *,
+    max_bytes: int | None = None,
+    stale_after: float = 86400.0,
+    previous: Look | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> InboxSurvey:
+    """Look at ``directory`` (twice, ``settle_seconds`` apart, when needed) and sort what is there.
+
+    Only listings: nothing is read, moved or changed. Directories and links are ignored.
+
+    :param hook: SFTP hook of the municipality's connection.
+    :param directory: remote directory to look in.
+    :param patterns: shell patterns of request file names, matched case-insensitively.
+    :param settle_seconds: pause between the two looks.
+    :param max_bytes: largest request accepted, judged on the listed size.
+    :param stale_after: seconds after which an unchanged temporary upload is reported.
+    :param previous: an earlier look (e.g. the trigger's, at least ``settle_seconds`` ago):
+        then one listing now is enough.
+    :param sleep: the pause function (tests may replace it).
+    """
+    with _session(hook, "listing of the inbox", directory) as sftp:
+        current = _listing(sftp, directory)
+        if previous is None:
+            if not needs_second_look(current, stale_after=stale_after):
+                return classify_inbox(look_of(current), current, patterns=patterns, max_bytes=max_bytes,
+                                      stale_after=stale_after)
+            previous = look_of(current)
+            sleep(settle_seconds)
+            current = _listing(sftp, directory)
+    return classify_inbox(previous, current, patterns=patterns, max_bytes=max_bytes, stale_after=stale_after)
 
 
 def list_ready_requests(
@@ -329,11 +544,11 @@ def list_ready_requests(
     *,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[RemoteFile]:
-    """Files in ``directory`` that are complete and ready to fetch, oldest first.
+    """Request files in ``directory`` that are complete and ready to fetch, oldest first.
 
-    Never ``*.part`` files, dotfiles, directories or links. A file is ready only when its size
-    and mtime are the same in two listings ``settle_seconds`` apart (a file still being
-    uploaded grows in between). Without any candidate in the first listing it returns at once.
+    Never temporary uploads (``*.part``, …), dotfiles, directories or links. A file is ready
+    only when its size and mtime are the same in two listings ``settle_seconds`` apart (a file
+    still being uploaded grows in between). With nothing to settle it returns at once.
 
     :param hook: SFTP hook of the municipality's connection.
     :param directory: remote directory to look in.
@@ -342,17 +557,20 @@ def list_ready_requests(
     :param sleep: the pause function (tests may replace it).
     :return: ready files sorted by (mtime, name).
     """
-    with _session(hook, "listing of requests", directory) as sftp:
-        first = _candidates(sftp, directory, patterns)
-        if not first:
-            return []
-        sleep(settle_seconds)
-        second = _candidates(sftp, directory, patterns)
-    ready = [f for name, f in second.items() if first.get(name) == f]
-    return sorted(ready, key=lambda f: (f.mtime, f.name))
+    survey = survey_inbox(hook, directory, patterns, settle_seconds, sleep=sleep)
+    return survey.ready
 
 
-def fetch(hook: SFTPHook, remote_path: str, local_path: str | os.PathLike) -> tuple[str, int]:
+def remote_size(hook: SFTPHook, path: str) -> int:
+    """Size in bytes of a remote file, from ``stat`` (nothing is read).
+
+    :raises RemoteFileMissing: the file is not there.
+    """
+    with _session(hook, "stat", posixpath.dirname(path) or ".") as sftp:
+        return int(sftp.stat(path).st_size or 0)
+
+
+def fetch(hook: SFTPHook, remote_path: str, local_path: str | os.PathLike, *, max_bytes: int | None = None) -> tuple[str, int]:
     """Download a remote file atomically, hashing it on the way.
 
     Streams into ``<local_path>.tmp`` (mode 600) while computing SHA-256, fsyncs, then renames
@@ -362,6 +580,8 @@ def fetch(hook: SFTPHook, remote_path: str, local_path: str | os.PathLike) -> tu
     :param hook: SFTP hook of the municipality's connection.
     :param remote_path: remote file, e.g. ``inbox/request.xlsx``.
     :param local_path: destination; its folder is created if needed.
+    :param max_bytes: refuse (:class:`RemoteFileTooLarge`) a file whose ``stat`` size is larger,
+        before a byte is read.
     :return: ``(sha256_hex, size)`` of the bytes written.
     """
     local = Path(local_path)
@@ -375,6 +595,12 @@ def fetch(hook: SFTPHook, remote_path: str, local_path: str | os.PathLike) -> tu
             sink = _HashingWriter(fh)
             with _session(hook, "fetch", remote_dir) as sftp:
                 expected = sftp.stat(remote_path).st_size
+                if max_bytes is not None and (expected or 0) > max_bytes:
+                    raise RemoteFileTooLarge(
+                        f"fetch of {shown(posixpath.basename(remote_path))!r} on connection {_conn_name(hook)!r}, remote "
+                        f"directory {remote_dir!r}: the file has {expected} bytes, more than the {max_bytes} accepted; "
+                        "it was not downloaded"
+                    )
                 sftp.getfo(remote_path, sink)
             fh.flush()
             os.fsync(fh.fileno())
@@ -567,19 +793,24 @@ __all__ = [
     "DEFAULT_REQUEST_PATTERNS",
     "DeliveryConflict",
     "DeliveryVerificationError",
+    "InboxSurvey",
     "LocalFileError",
     "PART_SUFFIX",
     "RemoteFile",
     "RemoteFileMissing",
+    "RemoteFileTooLarge",
+    "TEMPORARY_UPLOAD_PATTERNS",
     "SftpHostKeyError",
     "SftpTransportError",
     "conn_id_for",
     "delete",
     "deliver",
     "fetch",
+    "classify_inbox",
     "list_ready_requests",
     "move",
     "remote_sha256",
     "sftp_hook",
+    "survey_inbox",
     "upload_bytes",
 ]

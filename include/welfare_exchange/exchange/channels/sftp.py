@@ -27,7 +27,9 @@ from welfare_exchange.exchange.common import (
     require_gate,
 )
 from welfare_exchange.exchange.context import RunInfo
-from welfare_exchange.intake import IntakeError
+from welfare_exchange.errors import InputError
+from welfare_exchange.exchange import inbox
+from welfare_exchange.intake import IntakeError, IntakeLimits
 from welfare_exchange.protocols import get
 from welfare_exchange.staging import Staging
 from welfare_exchange.transport import sftp
@@ -71,7 +73,11 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
     incoming = Staging(protocol_id, 0).folder.parent / "incoming"
     incoming.mkdir(parents=True, exist_ok=True)
     local = incoming / f"{hashlib.sha256((run.run_id or name).encode()).hexdigest()[:16]}.request"
-    digest, size = sftp.fetch(hook, posixpath.join(INBOX, name), local)
+    try:
+        # The sensor judged the listed size; stat again here: a file over the limit is never downloaded.
+        digest, size = sftp.fetch(hook, posixpath.join(INBOX, name), local, max_bytes=IntakeLimits.from_env().max_file_bytes)
+    except sftp.RemoteFileTooLarge as err:
+        raise InputError(f"{err}. The next run's wait_for_request quarantines it and reports to the municipality.") from None
 
     with session_scope() as session:
         protocol = get(session, protocol_id)
@@ -157,7 +163,9 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
             ledger.begin_side_effect(session, report_key, kind="report_delivered", exchange_id=exchange_id,
                                      target=posixpath.join(OUTBOX, report_name))
     if not report_done:
-        digest, _ = sftp.upload_bytes(hook, report_text(protocol, exchange, err), OUTBOX, report_name)
+        advice = inbox.advice_for_refusal(err.code)  # a file taken half-written: how to upload safely
+        report = report_text(protocol, exchange, err) + "".join(f"\n{line}" for line in advice).encode("utf-8")
+        digest, _ = sftp.upload_bytes(hook, report + (b"\n" if advice else b""), OUTBOX, report_name)
         with session_scope() as session:
             ledger.complete_side_effect(session, report_key, sha256=digest)
     with session_scope() as session:
