@@ -56,8 +56,9 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
     """
     with session_scope() as session:
         protocol = get(session, protocol_id)
-        require_gate(protocol, run.exchange_date)
         already = session.query(Exchange).filter_by(protocol_id=protocol_id, run_id=run.run_id).one_or_none()
+        if already is None or run.run_id is None:  # the ledger first: a request already taken needs no gate
+            require_gate(protocol, run.exchange_date)
     if already is not None and run.run_id is not None:
         return _finish_fetch(protocol_id, already.id, already.request_name, run)  # a retry of this task
 
