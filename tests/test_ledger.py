@@ -137,7 +137,7 @@ def test_an_erasure_withdraws_a_built_result_the_one_step_back(protocol_id):
 _FORWARD = ("received", "validated", "matched", "built", "delivered")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.lists(st.sampled_from(ledger.EXCHANGE_STATES), max_size=12))
 def test_no_sequence_of_reported_states_moves_an_exchange_back(targets):
     """Whatever states steps report, in any order: the furthest state reached never drops, a

@@ -8,7 +8,9 @@ No scheduler: each task is the plain step function the DAG wires, called with a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,8 +76,11 @@ class StepRun:
         return RunInfo(exchange_date=self.exchange_date, dag_id=f"method1_p{self.protocol_id}", run_id=self.run_id,
                        task_id=task, try_number=self.tries.get(task, 0))
 
-    def clear(self, *tasks: str) -> dict[str, str]:
-        """Clear ``tasks`` and run them in DAG order, each as Airflow would; returns their new states."""
+    def clear(self, *tasks: str, around: dict[str, Callable[[], contextlib.AbstractContextManager]] | None = None) -> dict[str, str]:
+        """Clear ``tasks`` and run them in DAG order, each as Airflow would; returns their new states.
+
+        :param around: per task, a context to run it in (a crash injected, the protocol revoked just before).
+        """
         for task in TASKS:
             if task not in tasks:
                 continue
@@ -86,7 +91,8 @@ class StepRun:
                 continue
             self.tries[task] = self.tries.get(task, 0) + 1
             try:
-                self.states[task] = self._run(task)
+                with (around or {}).get(task, contextlib.nullcontext)():
+                    self.states[task] = self._run(task)
             except Exception as exc:  # a task failure, whatever its cause
                 self.states[task] = "failed"
                 self.errors.append((task, exc))

@@ -20,6 +20,7 @@ from welfare_exchange.errors import ProtocolError
 from welfare_exchange.exchange import steps
 from welfare_exchange.intake import IntakeError
 from welfare_exchange.protocols import transition
+from welfare_exchange.transport import sftp as transport
 
 pytestmark = [pytest.mark.sftp]
 
@@ -124,3 +125,31 @@ def test_a_delivered_exchange_is_never_quarantined_afterwards(stepped):
     assert sorted(p.name for p in stepped.municipality.local_dir("outbox").iterdir()) == outbox_before
     assert sorted(p.name for p in stepped.municipality.local_dir("quarantine").iterdir()) == []
     assert run.exchange().state == "delivered" and "request.quarantined" not in stepped.actions()
+
+
+def test_a_delivery_uploaded_but_not_recorded_is_confirmed_from_the_server_not_blocked_by_a_later_revocation(
+    stepped, monkeypatch
+):
+    """The try died between the upload and the ledger; the protocol is revoked before the retry."""
+    run = stepped.run
+    run.clear(*downstream("protocol_gate")[:-2])  # everything before deliver_result and record_retention
+    original = transport.deliver
+
+    def upload_then_die(*args, **kwargs):
+        original(*args, **kwargs)
+        raise ConnectionResetError("worker killed after the upload")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transport, "deliver", upload_then_die)
+        assert run.clear("deliver_result") == {"deliver_result": "failed"}
+    assert run.exchange().state == "built" and len(stepped.results()) == 1
+    stepped.protocol("revoke")
+
+    assert run.clear(*downstream("protocol_gate_before_delivery")) == dict.fromkeys(
+        ("protocol_gate_before_delivery", "deliver_result", "record_retention"), "success"), run.errors[-1:]
+
+    exchange = run.exchange()
+    assert (exchange.state, exchange.failure_code) == ("delivered", None)
+    assert stepped.actions().count("result.delivered") == 1 and "result.delivery_blocked" not in stepped.actions()
+    [effect] = run.side_effects("delivered")
+    assert effect.state == "done" and effect.sha256 == exchange.result_sha256 and len(stepped.results()) == 1

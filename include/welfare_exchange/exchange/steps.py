@@ -316,15 +316,18 @@ def record_data_subjects(exchange_id: int, run: RunInfo) -> dict[str, int]:
 def recheck_gate(exchange_id: int, run: RunInfo) -> str:
     """The protocol gate once more, right before anything leaves the agency.
 
-    The ledger speaks first: a result already delivered is not the gate's to block, so a
-    protocol revoked after the delivery neither fails the exchange nor adds a "blocked" fact.
+    The ledger speaks first (and the far side, for a delivery begun but not recorded): a result
+    already delivered is not the gate's to block, so a protocol revoked after the delivery
+    neither fails the exchange nor adds a "blocked" fact.
     A closed gate marks a not-yet-delivered exchange ``failed`` and raises
     :class:`ProtocolError` with the reason, for the operator.
     """
     with session_scope() as session:
+        _, protocol = _exchange(session, exchange_id)
+    if _channel(protocol).confirm_delivery(exchange_id, run):
+        return f"exchange {exchange_id} was already delivered; nothing more leaves the agency"
+    with session_scope() as session:
         exchange, protocol = _exchange(session, exchange_id)
-        if delivered(session, exchange_id):
-            return f"exchange {exchange_id} was already delivered; nothing more leaves the agency"
         decision = check_gate(protocol, exchange.exchange_date, kind="method1", channel=protocol.channel)
         if not decision.is_open:
             ledger.update_exchange(session, exchange, state="failed", failure_code="protocol_closed")

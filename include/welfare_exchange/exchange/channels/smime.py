@@ -635,6 +635,16 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     return {"name": name, "sha256": digest, "message_id": sent["message_id"], "already_delivered": sent["already_sent"]}
 
 
+def confirm_delivery(exchange_id: int, run: RunInfo) -> bool:
+    """Whether the ledger records the result as sent.
+
+    A send begun but not recorded cannot be confirmed from here (the municipality's mailbox is
+    not ours to read): :func:`send_once` sends it again with the same Message-ID, gate permitting.
+    """
+    with session_scope() as session:
+        return ledger.is_done(session, f"exchange:{exchange_id}:delivered")
+
+
 # ----------------------------------------------------------------------------- retention
 
 
