@@ -114,7 +114,10 @@ class Scenario:
     def start(self, request: str, delete_after_match: bool) -> StepRun:
         for folder in ("inbox", "received", "quarantine", "outbox"):
             for path in self.municipality.local_dir(folder).iterdir():
-                path.unlink() if path.is_file() else shutil.rmtree(path)
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
         protocol_id = sign_protocol(self.municipality.nis, self.key_connection, municipality="Testgemeente",
                                     channel="sftp", delete_request_after_match=delete_after_match)
         self.municipality.upload_request(self.requests[request], "aanvraag.xlsx")
@@ -204,7 +207,7 @@ class Watch:
             assert check.ok, check
 
 
-@settings(max_examples=45, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(
     request=st.sampled_from(("valid", "valid", "valid", "wrong_password")),
     delete_after_match=st.booleans(),

@@ -6,12 +6,13 @@ children (0–25) domiciled in it; the agency returns, encrypted, which of them 
 on, and who their *begunstigde* (beneficiary, the parent who is paid) is.
 
 Every step is idempotent — the ledger says what was already done, audit facts carry a
-``fact_key``; the exchange's state only moves forward (:mod:`welfare_exchange.exchange_state`);
-a step whose work is already done (the result delivered, the request quarantined) answers from
-the ledger before it asks the protocol gate — and writes its audit record (hashes, counts, keyed subject references; never an
-INSZ). Steps raise :class:`~welfare_exchange.errors.InputError` or
-:class:`~welfare_exchange.errors.ProtocolError` for what no retry can fix (the DAG fails the task
-at once) and let transport and database errors through (the DAG retries those with backoff).
+``fact_key`` — and writes its audit record (hashes, counts, keyed subject references; never an
+INSZ). A step whose work is already done (the result delivered, the request quarantined)
+answers from the ledger before it asks the protocol gate, and an exchange's state only moves
+forward (:mod:`welfare_exchange.exchange_state`). Steps raise
+:class:`~welfare_exchange.errors.InputError` or :class:`~welfare_exchange.errors.ProtocolError`
+for what no retry can fix (the DAG fails the task at once) and let transport and database
+errors through (the DAG retries those with backoff).
 
 The steps do not care how the request came in or how the result leaves: receiving,
 quarantining, delivering and the channel's own retention are in
