@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from welfare_exchange.errors import WelfareExchangeError
+from welfare_exchange.errors import InputError
 
 #: The forward path, in order.
 FORWARD = ("received", "validated", "matched", "built", "delivered")
@@ -46,8 +46,11 @@ EXCHANGE_STATES = ("received", "duplicate", "validated", "quarantined", "matched
 _LAST_BEFORE = {"quarantined": "validated", "duplicate": "received"}
 
 
-class ExchangeStateError(WelfareExchangeError):
-    """A move the exchange state table does not allow (what was asked contradicts the ledger)."""
+class ExchangeStateError(InputError):
+    """A move the exchange state table does not allow: what was asked contradicts the ledger.
+
+    An :class:`InputError`, so a task fails at once (no retry makes the ledger agree).
+    """
 
     code = "illegal_exchange_state"
 
