@@ -6,10 +6,14 @@ import datetime as dt
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from welfare_exchange import audit, ledger
-from welfare_exchange.db import session_scope
-from welfare_exchange.db.models import Protocol, RetentionItem
+from welfare_exchange import audit, exchange_state, ledger
+from welfare_exchange.db import get_engine, session_scope
+from welfare_exchange.db.engine import alembic_config, dispose_engines, upgrade
+from welfare_exchange.db.models import Exchange, Protocol, RetentionItem
 from welfare_exchange.protocols import create
 
 
@@ -50,3 +54,138 @@ def test_schedule_deletion_is_idempotent(protocol_id):
             ledger.schedule_deletion(session, protocol_id=protocol_id, exchange_id=None, kind="result_file", where="sftp",
                                      location="outbox/r.xlsx", deadline=dt.date(2027, 2, 26), rule="result: 90 days")
         assert session.scalar(sa.select(sa.func.count()).select_from(RetentionItem)) == 1
+
+
+# --------------------------------------------------------------------------- exchange states
+
+
+def _exchange(session, protocol_id, sha="e"):
+    protocol = session.get(Protocol, protocol_id)
+    exchange, _ = ledger.open_exchange(session, protocol, request_sha256=sha * 64, request_name=None, request_size=None,
+                                       dag_id="d", run_id="r", exchange_date=dt.date(2026, 11, 28))
+    return exchange
+
+
+def test_a_rerun_reporting_an_earlier_state_leaves_the_exchange_where_it_is(protocol_id):
+    with session_scope() as session:
+        exchange = _exchange(session, protocol_id)
+        for state in ("validated", "matched", "built", "delivered"):
+            ledger.update_exchange(session, exchange, state=state)
+        for earlier in ("received", "validated", "matched", "built", "delivered"):
+            ledger.update_exchange(session, exchange, state=earlier, counts={"rows": 3})
+            assert (exchange.state, exchange.progress) == ("delivered", "delivered")
+        assert exchange.counts == {"rows": 3}
+
+
+def test_a_delivered_exchange_never_fails_is_never_refused_and_keeps_its_result_hash(protocol_id):
+    with session_scope() as session:
+        exchange = _exchange(session, protocol_id)
+        ledger.update_exchange(session, exchange, state="built", result_sha256="a" * 64)
+        ledger.update_exchange(session, exchange, state="delivered")
+        for state in ("failed", "quarantined", "duplicate"):
+            with pytest.raises(ledger.ExchangeStateError, match=rf"exchange {exchange.id} cannot move from 'delivered' to '{state}'"):
+                ledger.update_exchange(session, exchange, state=state, failure_code="protocol_closed")
+        with pytest.raises(ledger.ExchangeStateError, match="hash of its delivered result cannot change"):
+            ledger.update_exchange(session, exchange, state="built", result_sha256="b" * 64)
+        with pytest.raises(ledger.ExchangeStateError, match="cannot be withdrawn"):
+            ledger.withdraw_result(session, exchange)
+        assert (exchange.state, exchange.failure_code, exchange.result_sha256) == ("delivered", None, "a" * 64)
+
+
+def test_a_failed_exchange_recovers_where_it_had_got_to_and_loses_its_failure_code(protocol_id):
+    with session_scope() as session:
+        exchange = _exchange(session, protocol_id)
+        ledger.update_exchange(session, exchange, state="built")
+        ledger.update_exchange(session, exchange, state="failed", failure_code="protocol_closed")
+        assert (exchange.state, exchange.progress, exchange.failure_code) == ("failed", "built", "protocol_closed")
+        ledger.update_exchange(session, exchange, state="failed", failure_code="protocol_revoked")  # blocked again
+        assert (exchange.state, exchange.failure_code) == ("failed", "protocol_revoked")
+        with pytest.raises(ledger.ExchangeStateError, match="already taken past 'validated'"):
+            ledger.update_exchange(session, exchange, state="quarantined", failure_code="wrong_password")
+        ledger.update_exchange(session, exchange, state="validated")  # a re-run of an earlier step, protocol resumed
+        assert (exchange.state, exchange.progress, exchange.failure_code) == ("built", "built", None)
+        ledger.update_exchange(session, exchange, state="delivered")
+        assert (exchange.state, exchange.progress) == ("delivered", "delivered")
+
+
+def test_quarantined_and_duplicate_are_final(protocol_id):
+    with session_scope() as session:
+        refused, duplicate = _exchange(session, protocol_id, "q"), _exchange(session, protocol_id, "d")
+        ledger.update_exchange(session, refused, state="quarantined", failure_code="wrong_password")
+        ledger.update_exchange(session, duplicate, state="duplicate")
+        for exchange in (refused, duplicate):
+            before = exchange.state
+            ledger.update_exchange(session, exchange, state=before)
+            for state in ("validated", "delivered", "failed", "duplicate" if before == "quarantined" else "quarantined"):
+                with pytest.raises(ledger.ExchangeStateError, match=f"'{before}' is final"):
+                    ledger.update_exchange(session, exchange, state=state)
+            assert exchange.state == before
+        with pytest.raises(ValueError, match="unknown exchange state 'sent'"):
+            ledger.update_exchange(session, refused, state="sent")
+
+
+def test_an_erasure_withdraws_a_built_result_the_one_step_back(protocol_id):
+    with session_scope() as session:
+        exchange = _exchange(session, protocol_id)
+        ledger.update_exchange(session, exchange, state="built", result_sha256="a" * 64)
+        ledger.withdraw_result(session, exchange)
+        assert (exchange.state, exchange.progress, exchange.result_sha256) == ("matched", "matched", None)
+        ledger.update_exchange(session, exchange, state="built", result_sha256="c" * 64)
+        assert exchange.state == "built"
+
+
+_FORWARD = ("received", "validated", "matched", "built", "delivered")
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.lists(st.sampled_from(ledger.EXCHANGE_STATES), max_size=12))
+def test_no_sequence_of_reported_states_moves_an_exchange_back(targets):
+    """Whatever states steps report, in any order: the furthest state reached never drops, a
+    final state is never left, a delivered exchange never fails, and an illegal move changes nothing."""
+    state, progress, furthest = "received", "received", 0
+    for target in targets:
+        try:
+            step = exchange_state.move(state, target, progress)
+        except exchange_state.ExchangeStateError:
+            assert state in ("delivered", "duplicate", "quarantined") or target in ("duplicate", "quarantined")
+            continue
+        if state in ("delivered", "duplicate", "quarantined"):
+            assert step.state == state
+        if state != "failed" and step.state == "failed":
+            assert state != "delivered"
+        if step.state in _FORWARD:
+            assert _FORWARD.index(step.state) >= furthest
+        state, progress = step.state, step.progress
+        furthest = max(furthest, _FORWARD.index(progress))
+        assert _FORWARD.index(progress) == furthest
+
+
+def test_migration_0007_gives_existing_exchanges_their_progress_and_round_trips(project_db, protocol_id):
+    command.downgrade(alembic_config(project_db), "0004")
+    dispose_engines()
+    rows = [("matched", None), ("delivered", "a" * 64), ("failed", "b" * 64), ("failed", None), ("quarantined", None)]
+    with get_engine(project_db).begin() as conn:
+        for n, (state, result) in enumerate(rows):
+            conn.execute(
+                sa.text("INSERT INTO exchange (protocol_id, request_sha256, state, result_sha256, created_at, updated_at) "
+                        "VALUES (:p, :sha, :state, :result, :now, :now)"),
+                {"p": protocol_id, "sha": f"{n:064d}", "state": state, "result": result, "now": dt.datetime(2026, 11, 1)},
+            )
+    dispose_engines()
+
+    upgrade(project_db)
+    dispose_engines()
+    with session_scope() as session:
+        got = [(e.state, e.progress) for e in session.scalars(sa.select(Exchange).order_by(Exchange.id))]
+        assert got == [("matched", "matched"), ("delivered", "delivered"), ("failed", "built"), ("failed", None),
+                       ("quarantined", None)]
+        failed = session.scalars(sa.select(Exchange).where(Exchange.state == "failed").order_by(Exchange.id)).first()
+        ledger.update_exchange(session, failed, state="validated")  # recovers where it had got to
+        assert failed.state == "built"
+
+    command.downgrade(alembic_config(project_db), "0004")
+    dispose_engines()
+    upgrade(project_db)
+    dispose_engines()
+    with session_scope() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Exchange)) == len(rows)

@@ -3,6 +3,9 @@
 Tasks ask the ledger before they act. A side effect (a delivery, a message, a deletion) has an
 idempotency key; it is recorded as ``pending`` before the act and ``done`` after it, so a task
 that crashed in between knows, on its retry, to check the far side instead of acting again.
+
+An exchange's state changes only through :func:`update_exchange`, which applies the table of
+:mod:`welfare_exchange.exchange_state`: forward only, a re-run's earlier state is a no-op.
 """
 
 from __future__ import annotations
@@ -15,11 +18,7 @@ from sqlalchemy.orm import Session
 
 from welfare_exchange.db.models import Exchange, Protocol, RetentionItem, SideEffect
 from welfare_exchange.errors import InputError
-
-#: States an exchange moves through. ``duplicate`` and ``quarantined`` are final.
-EXCHANGE_STATES = (
-    "received", "duplicate", "validated", "quarantined", "matched", "built", "delivered", "failed",
-)
+from welfare_exchange.exchange_state import EXCHANGE_STATES, ExchangeStateError, move  # noqa: F401 (re-exported)
 
 
 def get_exchange(session: Session, exchange_id: int) -> Exchange:
@@ -60,6 +59,7 @@ def open_exchange(
         run_id=run_id,
         exchange_date=exchange_date,
         state="received",
+        progress="received",
     )
     session.add(exchange)
     session.flush()
@@ -67,16 +67,55 @@ def open_exchange(
 
 
 def update_exchange(session: Session, exchange: Exchange, *, state: str | None = None, **fields: Any) -> Exchange:
-    """Move an exchange to ``state`` and set other columns (counts merged, not replaced)."""
+    """Move an exchange towards ``state`` and set other columns (counts merged, not replaced).
+
+    The move follows :func:`welfare_exchange.exchange_state.move`: a state the exchange already
+    passed leaves it where it is; an exchange leaving ``failed`` loses its stale failure code.
+
+    :raises ExchangeStateError: the move is illegal, or the delivered result's hash would change
+        (before any column is changed).
+    """
+    if exchange.state == "delivered" and fields.get("result_sha256", exchange.result_sha256) != exchange.result_sha256:
+        raise ExchangeStateError(
+            f"exchange {exchange.id} was delivered: the hash of its delivered result cannot change. Nothing was changed."
+        )
     if state is not None:
-        if state not in EXCHANGE_STATES:
-            raise ValueError(f"unknown exchange state {state!r}")
-        exchange.state = state
+        step = move(exchange.state, state, exchange.progress, exchange_id=exchange.id)
+        exchange.state, exchange.progress = step.state, step.progress
+        if step.recovers:
+            exchange.failure_code = None
     counts = fields.pop("counts", None)
     if counts:
         exchange.counts = {**(exchange.counts or {}), **counts}
     for name, value in fields.items():
         setattr(exchange, name, value)
+    session.flush()
+    return exchange
+
+
+def require_move(exchange: Exchange, state: str) -> None:
+    """Raise :class:`ExchangeStateError` unless ``exchange`` may move to ``state`` — before acting on it."""
+    move(exchange.state, state, exchange.progress, exchange_id=exchange.id)
+
+
+def withdraw_result(session: Session, exchange: Exchange) -> Exchange:
+    """The one step back: a result built but not delivered is withdrawn (an erasure request).
+
+    The exchange returns to ``matched`` (its result must be built again); a delivered result
+    cannot be withdrawn — the municipality holds it.
+
+    :raises ExchangeStateError: the result was delivered.
+    """
+    if exchange.state == "delivered":
+        raise ExchangeStateError(
+            f"exchange {exchange.id}: its result was delivered and cannot be withdrawn; the municipality "
+            "handles the request for its copy"
+        )
+    if exchange.state == "built":
+        exchange.state = "matched"
+    if exchange.progress == "built":
+        exchange.progress = "matched"
+    exchange.result_sha256 = None
     session.flush()
     return exchange
 

@@ -95,15 +95,20 @@ def _signed_protocol(monkeypatch, nis: str, **fields) -> tuple[int, str]:
         "WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS": "20",
     }.items():
         monkeypatch.setenv(name, value)
+    return sign_protocol(nis, key_conn, **fields), password
+
+
+def sign_protocol(nis: str, key_connection: str, **fields) -> int:
+    """A Method 1 protocol created, submitted, advised and signed (valid from 2026-10-01); its id."""
     user = audit.Actor.current_user()
     with session_scope() as session:
         protocol = create(
-            session, nis_code=nis, kind="method1", key_connection=key_conn, college_decision_ref="CB/2026/42",
+            session, nis_code=nis, kind="method1", key_connection=key_connection, college_decision_ref="CB/2026/42",
             college_decision_date=dt.date(2026, 9, 1), dpo_advice_date=dt.date(2026, 9, 15), actor=user, **fields,
         )
         for action in ("submit", "advise", "sign"):
             transition(session, protocol.id, action, actor=user, on=dt.date(2026, 10, 1))
-        return protocol.id, password
+        return protocol.id
 
 
 @pytest.fixture

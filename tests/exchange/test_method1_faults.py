@@ -4,8 +4,7 @@ gets the result exactly once on the retry."""
 
 from __future__ import annotations
 
-import threading
-import time
+import functools
 
 import pytest
 
@@ -17,24 +16,29 @@ pytestmark = [pytest.mark.sftp]
 
 
 def test_a_request_uploaded_in_two_chunks_is_never_read_half(method1, monkeypatch):
-    monkeypatch.setenv("WELFARE_EXCHANGE_SETTLE_SECONDS", "1.5")
     numbers = [n for n, _ in method1.world.children[:150]]
     data = encrypted_request(numbers, method1.password)
     half = len(data) // 2
+    listed = transport.list_ready_requests
+    pauses = []
 
-    def upload_slowly():
-        # No ".part" and no rename: a municipality whose client writes in place.
-        with method1.municipality.sftp() as client, client.open("inbox/aanvraag.xlsx", "wb") as remote:
-            remote.write(data[:half])
-            remote.flush()
-            time.sleep(0.7)
-            remote.write(data[half:])
+    # No ".part" and no rename: a municipality whose client writes in place. The first half is
+    # there before the sensor's first look; the rest lands in its settle pause — by construction,
+    # not by racing a sleep against the pause.
+    with method1.municipality.sftp() as client, client.open("inbox/aanvraag.xlsx", "wb") as remote:
+        remote.write(data[:half])
+        remote.flush()
 
-    writer = threading.Thread(target=upload_slowly)
-    writer.start()
-    run = method1.run()
-    writer.join()
+        def upload_goes_on(seconds):
+            pauses.append(seconds)
+            if len(pauses) == 1:
+                remote.write(data[half:])
+                remote.flush()
 
+        monkeypatch.setattr(transport, "list_ready_requests", functools.partial(listed, sleep=upload_goes_on))
+        run = method1.run()
+
+    assert len(pauses) >= 2, "the sensor should have looked again after the file grew"
     assert run.state == "success"
     [exchange] = method1.exchanges()
     assert exchange.request_size == len(data) and exchange.state == "delivered"
@@ -51,14 +55,17 @@ def test_sftp_killed_during_delivery_then_restarted_delivers_exactly_once(method
 
     def crash_first_time(hook, local_path, remote_dir, name):
         calls.append(name)
-        if len(calls) == 1:
-            # Half a file lands as name.part, then the server dies mid-transfer.
-            with method1.municipality.agency_sftp() as client, client.open(f"{remote_dir}/{name}.part", "wb") as remote:
-                remote.write(open(local_path, "rb").read()[:1000])
-            server.kill()
-            # Down longer than the hook's own connection retries: this try fails, Airflow retries.
-            threading.Timer(25, server.start).start()
-        return original(hook, local_path, remote_dir, name)
+        if len(calls) > 1:
+            return original(hook, local_path, remote_dir, name)
+        # Half a file lands as name.part, then the server dies mid-transfer.
+        with method1.municipality.agency_sftp() as client, client.open(f"{remote_dir}/{name}.part", "wb") as remote:
+            remote.write(open(local_path, "rb").read()[:1000])
+        server.kill()
+        try:
+            # Down for all of the hook's own connection retries: this try fails, Airflow retries...
+            return original(hook, local_path, remote_dir, name)
+        finally:
+            server.start()  # ...and the retry finds the server back (restarted on that condition, not a timer).
 
     monkeypatch.setattr(transport, "deliver", crash_first_time)
     run = method1.run()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import threading
 import time
 
 import pytest
@@ -58,21 +57,19 @@ def test_a_file_still_growing_is_listed_only_after_it_stopped_growing(sftp_munic
     m = sftp_municipality
     _put(m, "stable.xlsx", b"s" * 100)
     chunk = os.urandom(256 * 1024)
-    results: list = []
     with m.sftp() as sftp:
         fh = sftp.open("inbox/growing.xlsx", "wb")
         fh.write(chunk)
         fh.flush()
-        # First look sees one chunk; the second chunk lands during the settle pause.
-        looker = threading.Thread(
-            target=lambda: results.append(transport.list_ready_requests(m.hook(), settle_seconds=1.5))
-        )
-        looker.start()
-        time.sleep(0.7)
-        fh.write(chunk)
-        fh.flush()
-        looker.join(timeout=30)
-        assert [f.name for f in results[0]] == ["stable.xlsx"]
+
+        def upload_goes_on(seconds):
+            # The settle pause, in which the upload goes on: the second chunk lands between the
+            # two looks — for certain, not by racing a sleep against the pause.
+            fh.write(chunk)
+            fh.flush()
+
+        ready = transport.list_ready_requests(m.hook(), settle_seconds=1.5, sleep=upload_goes_on)
+        assert [f.name for f in ready] == ["stable.xlsx"]
         fh.close()
 
     ready = {f.name: f for f in transport.list_ready_requests(m.hook(), settle_seconds=0.3)}

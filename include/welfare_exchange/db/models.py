@@ -166,6 +166,9 @@ class Exchange(Base):
     request_name: Mapped[str | None] = mapped_column(sa.String(250))
     request_size: Mapped[int | None] = mapped_column(sa.BigInteger)
     state: Mapped[str] = mapped_column(sa.String(20), default="received", index=True)
+    #: The furthest state on the forward path it reached (kept while it is ``failed``, so that a
+    #: recovery resumes there); see :mod:`welfare_exchange.exchange_state`.
+    progress: Mapped[str | None] = mapped_column(sa.String(20))
     failure_code: Mapped[str | None] = mapped_column(sa.String(50))
     dag_id: Mapped[str | None] = mapped_column(sa.String(250))
     run_id: Mapped[str | None] = mapped_column(sa.String(250))

@@ -48,6 +48,20 @@ def require_gate(protocol: Protocol, on: dt.date) -> None:
         raise ProtocolError(f"protocol gate {decision.state}: {decision.reason}")
 
 
+def delivery_key(exchange_id: int) -> str:
+    """The ledger key of an exchange's result delivery (the same on every channel)."""
+    return f"exchange:{exchange_id}:delivered"
+
+
+def delivered(session, exchange_id: int) -> bool:
+    """Whether the ledger records the result as delivered — asked before any gate.
+
+    A side effect already done is answered from the ledger: the gate guards only what has not
+    happened yet, so a protocol revoked after the delivery neither blocks nor rewrites it.
+    """
+    return ledger.is_done(session, delivery_key(exchange_id))
+
+
 def load_exchange(session, exchange_id: int) -> tuple[Exchange, Protocol]:
     """The exchange and its protocol, in ``session``."""
     exchange = ledger.get_exchange(session, exchange_id)

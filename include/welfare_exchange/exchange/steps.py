@@ -7,9 +7,12 @@ on, and who their *begunstigde* (beneficiary, the parent who is paid) is.
 
 Every step is idempotent — the ledger says what was already done, audit facts carry a
 ``fact_key`` — and writes its audit record (hashes, counts, keyed subject references; never an
-INSZ). Steps raise :class:`~welfare_exchange.errors.InputError` or
-:class:`~welfare_exchange.errors.ProtocolError` for what no retry can fix (the DAG fails the task
-at once) and let transport and database errors through (the DAG retries those with backoff).
+INSZ). A step whose work is already done (the result delivered, the request quarantined)
+answers from the ledger before it asks the protocol gate, and an exchange's state only moves
+forward (:mod:`welfare_exchange.exchange_state`). Steps raise
+:class:`~welfare_exchange.errors.InputError` or :class:`~welfare_exchange.errors.ProtocolError`
+for what no retry can fix (the DAG fails the task at once) and let transport and database
+errors through (the DAG retries those with backoff).
 
 The steps do not care how the request came in or how the result leaves: receiving,
 quarantining, delivering and the channel's own retention are in
@@ -37,6 +40,7 @@ from welfare_exchange.exchange.common import (  # noqa: F401 (re-exported: the s
     REQUEST_CATEGORIES,
     RESULT_CATEGORIES,
     ExchangeRefused,
+    delivered,
     key_password,
     load_exchange,
     request_deadline,
@@ -120,10 +124,20 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
     """Decrypt the request in memory, validate it, and stage the valid set (encrypted).
 
     A file that cannot be processed is quarantined on its channel, the municipality gets a
-    validation report, and :class:`ExchangeRefused` says why.
+    validation report, and :class:`ExchangeRefused` says why. Re-run after the delivery, it
+    reads nothing and answers from the ledger; re-run after a refusal, it refuses again.
     """
     with session_scope() as session:
         exchange, protocol = _exchange(session, exchange_id)
+        if exchange.state == "quarantined":
+            raise ExchangeRefused(
+                f"exchange {exchange_id} ({protocol.municipality}): the request file was refused "
+                f"({exchange.failure_code}) and is not processed again. {_channel(protocol).REFUSAL_HINT} "
+                "A corrected file makes a new exchange. Runbook: 'A request was refused'."
+            )
+        if delivered(session, exchange_id):
+            log.info("exchange %s was already delivered; the request is not decrypted again", exchange_id)
+            return {k: (exchange.counts or {}).get(k) for k in ("rows", "valid", "duplicates")}
         require_gate(protocol, exchange.exchange_date)
     staging = Staging(protocol.id, exchange.id)
     data = staging.path("request.enc").read_bytes()
@@ -159,9 +173,14 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
 
 
 def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
-    """Set the refused request aside on its channel, send the municipality a report, record it (once each)."""
+    """Set the refused request aside on its channel, send the municipality a report, record it (once each).
+
+    Asked of the ledger first: a request already taken further (matched, delivered) is never
+    moved to quarantine or reported as refused — :class:`ExchangeStateError` says so.
+    """
     with session_scope() as session:
-        _, protocol = _exchange(session, exchange_id)
+        exchange, protocol = _exchange(session, exchange_id)
+        ledger.require_move(exchange, "quarantined")
     _channel(protocol).quarantine(exchange_id, err, run)
 
 
@@ -170,9 +189,15 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
 
 @_bulk_step
 def match_entitlements(exchange_id: int, run: RunInfo) -> dict[str, int]:
-    """Set-join the valid numbers against the entitlement store; stage the rows (encrypted)."""
+    """Set-join the valid numbers against the entitlement store; stage the rows (encrypted).
+
+    Re-run after the delivery, it matches nothing again and answers from the ledger.
+    """
     with session_scope() as session:
         exchange, protocol = _exchange(session, exchange_id)
+        if delivered(session, exchange_id):
+            log.info("exchange %s was already delivered; it is not matched again", exchange_id)
+            return {k: (exchange.counts or {}).get(k) for k in ("matched_rows", "matched_children", "beneficiaries")}
         require_gate(protocol, exchange.exchange_date)
     staging = Staging(protocol.id, exchange.id)
     numbers = staging.read_encrypted("valid").decode("ascii").split()
@@ -208,13 +233,17 @@ def build_result(exchange_id: int, run: RunInfo, *, out: os.PathLike | str | Non
     """Build the result workbook and encrypt it with the protocol's key (Agile, AES-256).
 
     Built once: when the staged result exists and matches the ledger's hash, it is reused, so a
-    re-run delivers exactly the same bytes. ``out`` also writes a copy there (the CLI dry run).
+    re-run delivers exactly the same bytes; once delivered, it is never built again (the ledger
+    keeps the delivered result's hash). ``out`` also writes a copy there (the CLI dry run).
     """
     with session_scope() as session:
         exchange, protocol = _exchange(session, exchange_id)
+        sent = delivered(session, exchange_id)
     staging = Staging(protocol.id, exchange.id)
     target = staging.path("result.xlsx")
-    if exchange.result_sha256 and target.exists() and _sha256(target) == exchange.result_sha256:
+    if sent:
+        log.info("exchange %s was already delivered; its result is not built again", exchange_id)
+    elif exchange.result_sha256 and target.exists() and _sha256(target) == exchange.result_sha256:
         log.info("result of exchange %s already built; reused", exchange_id)
     else:
         rows = matching.deserialise(staging.read_encrypted("matched"))
@@ -286,7 +315,18 @@ def record_data_subjects(exchange_id: int, run: RunInfo) -> dict[str, int]:
 
 
 def recheck_gate(exchange_id: int, run: RunInfo) -> str:
-    """The protocol gate once more, right before anything leaves the agency."""
+    """The protocol gate once more, right before anything leaves the agency.
+
+    The ledger speaks first (and the far side, for a delivery begun but not recorded): a result
+    already delivered is not the gate's to block, so a protocol revoked after the delivery
+    neither fails the exchange nor adds a "blocked" fact.
+    A closed gate marks a not-yet-delivered exchange ``failed`` and raises
+    :class:`ProtocolError` with the reason, for the operator.
+    """
+    with session_scope() as session:
+        _, protocol = _exchange(session, exchange_id)
+    if _channel(protocol).confirm_delivery(exchange_id, run):
+        return f"exchange {exchange_id} was already delivered; nothing more leaves the agency"
     with session_scope() as session:
         exchange, protocol = _exchange(session, exchange_id)
         decision = check_gate(protocol, exchange.exchange_date, kind="method1", channel=protocol.channel)
@@ -302,7 +342,11 @@ def recheck_gate(exchange_id: int, run: RunInfo) -> str:
 
 
 def deliver_result(exchange_id: int, run: RunInfo) -> dict[str, Any]:
-    """Send the result back over the protocol's channel — exactly once (the ledger decides)."""
+    """Send the result back over the protocol's channel — exactly once (the ledger decides).
+
+    :func:`recheck_gate` asks the ledger before the gate: re-run after the delivery, this
+    answers "already delivered" whatever the protocol's status is now.
+    """
     recheck_gate(exchange_id, run)
     with session_scope() as session:
         _, protocol = _exchange(session, exchange_id)

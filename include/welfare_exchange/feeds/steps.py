@@ -196,26 +196,29 @@ def deliver_feed(feed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     """
     interval = FeedInterval.parse(feed["interval"])
     exchange_id = feed["exchange_id"]
+    key = f"feed:{exchange_id}:delivered"
     with session_scope() as session:
         exchange = ledger.get_exchange(session, exchange_id)
         protocol = get(session, exchange.protocol_id)
-        decision = _gate(protocol, interval)
-        if not decision.is_open:
+        # The ledger first: a feed already delivered is not the gate's to block (a protocol
+        # revoked afterwards neither fails it nor adds a "blocked" fact).
+        decision = None if ledger.is_done(session, key) else _gate(protocol, interval)
+        if decision is not None and not decision.is_open:
             ledger.update_exchange(session, exchange, state="failed", failure_code="protocol_closed")
             audit.record(
                 session, "feed.delivery_blocked", "refused", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
                 message=decision.reason, fact_key=f"exchange:{exchange_id}:blocked",
             )
-    if not decision.is_open:
+    if decision is not None and not decision.is_open:
         raise ProtocolError(f"feed {interval} for {feed['label']} blocked: {decision.reason}. Nothing was sent.")
     if protocol.channel not in ("sftp", "smime"):
         raise FeedChannelUnsupported(
             f"feed {interval} for {feed['label']}: protocol {protocol.id} uses channel {protocol.channel!r}, which "
             "cannot carry structural feeds. Nothing was sent. Runbook: 'A structural feed cannot be delivered'."
         )
-    digest = build_feed(exchange_id, interval, run)
+    # Once delivered, the feed is never built again: the ledger keeps the delivered file's hash.
+    digest = exchange.result_sha256 if decision is None else build_feed(exchange_id, interval, run)
     name = workbook.feed_file_name(protocol, interval)
-    key = f"feed:{exchange_id}:delivered"
     with session_scope() as session:
         effect = ledger.find_side_effect(session, key)
         already = effect is not None and effect.state == "done"

@@ -287,9 +287,15 @@ def render_letters(exchange_id: int, run: RunInfo, *, settings: OutreachSettings
 
 
 def recheck_gate(exchange_id: int, run: RunInfo) -> str:
-    """The protocol gate once more, right before anything reaches a family or the municipality."""
+    """The protocol gate once more, right before anything reaches a family or the municipality.
+
+    The ledger first: a campaign whose report was delivered has sent everything (the report
+    waits for every message), so a protocol revoked afterwards neither fails it nor adds a fact.
+    """
     with session_scope() as session:
         exchange, protocol, offer = load_campaign(session, exchange_id)
+        if ledger.is_done(session, _report_key(exchange_id, 1)):
+            return f"campaign {exchange_id} was completed (its report was delivered); nothing more goes out"
         is_open, reason = offer_gate(protocol, offer, exchange.exchange_date)
         if not is_open:
             ledger.update_exchange(session, exchange, state="failed", failure_code="protocol_closed")

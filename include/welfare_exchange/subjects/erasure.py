@@ -150,8 +150,8 @@ def erase_subject(session: Session, numbers: list[str], reason: str, *, actor: a
             )
         else:
             _rewrite_staging(exchange, protocol, people, entry)
-            if entry.result_withdrawn and exchange.state == "built":
-                ledger.update_exchange(session, exchange, state="matched", result_sha256=None)
+            if entry.result_withdrawn:
+                ledger.withdraw_result(session, exchange)
             if entry.request_rows_removed or entry.matched_rows_removed:
                 audit.record(
                     session, "subject.erased_from_staging", actor=actor, protocol=protocol, exchange_id=exchange.id,

@@ -9,7 +9,9 @@ One module per channel a protocol can name (``Protocol.channel``):
 
 Every module offers the same functions — ``fetch_request(protocol_id, item, run)``,
 ``quarantine(exchange_id, err, run)``, ``deliver(exchange_id, run)``,
-``schedule_retention(session, protocol, exchange)`` and ``REFUSAL_HINT`` — so the steps in
+``confirm_delivery(exchange_id, run)`` (asked before the gate: was it delivered, the far side
+checked for a delivery begun but not recorded), ``schedule_retention(session, protocol,
+exchange)`` and ``REFUSAL_HINT`` — so the steps in
 :mod:`welfare_exchange.exchange.steps` stay the same for both.
 """
 

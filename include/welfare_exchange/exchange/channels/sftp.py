@@ -58,8 +58,9 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
     """
     with session_scope() as session:
         protocol = get(session, protocol_id)
-        require_gate(protocol, run.exchange_date)
         already = session.query(Exchange).filter_by(protocol_id=protocol_id, run_id=run.run_id).one_or_none()
+        if already is None or run.run_id is None:  # the ledger first: a request already taken needs no gate
+            require_gate(protocol, run.exchange_date)
     if already is not None and run.run_id is not None:
         return _finish_fetch(protocol_id, already.id, already.request_name, run)  # a retry of this task
 
@@ -208,6 +209,35 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     digest, size = sftp.deliver(_hook(protocol), staged, OUTBOX, name)
     if digest != exchange.result_sha256:
         raise RuntimeError(f"exchange {exchange_id}: the delivered file's hash differs from the built result; not recorded as delivered")
+    _record_delivery(exchange_id, name, digest, size, run)
+    return {"name": name, "sha256": digest, "already_delivered": False}
+
+
+def confirm_delivery(exchange_id: int, run: RunInfo) -> bool:
+    """Whether the result is delivered, asking the far side for a delivery begun but not recorded.
+
+    An earlier try that uploaded the result and stopped before the ledger said so left the
+    delivery ``pending``. When ``outbox/`` holds the built result whole, it was delivered: that
+    is recorded now, without uploading — and before any gate is asked, since a protocol closed
+    afterwards cannot undo it.
+    """
+    key = f"exchange:{exchange_id}:delivered"
+    with session_scope() as session:
+        exchange, protocol = load_exchange(session, exchange_id)
+        effect = ledger.find_side_effect(session, key)
+        if effect is None or effect.state == "done":
+            return effect is not None
+        name = result.result_file_name(protocol, exchange)
+    if exchange.result_sha256 is None or sftp.remote_sha256(_hook(protocol), posixpath.join(OUTBOX, name)) != exchange.result_sha256:
+        return False
+    staged = Staging(protocol.id, exchange.id).path("result.xlsx")
+    _record_delivery(exchange_id, name, exchange.result_sha256, staged.stat().st_size if staged.exists() else None, run)
+    return True
+
+
+def _record_delivery(exchange_id: int, name: str, digest: str, size: int | None, run: RunInfo) -> None:
+    """The delivery done, the exchange delivered and its audit fact: one transaction."""
+    key = f"exchange:{exchange_id}:delivered"
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
         ledger.complete_side_effect(session, key, sha256=digest, detail={"bytes": size})
@@ -218,7 +248,6 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
             message=f"encrypted result {sftp.shown(name)!r} delivered to the municipality's outbox over SFTP and verified",
             fact_key=key,
         )
-    return {"name": name, "sha256": digest, "already_delivered": False}
 
 
 # ----------------------------------------------------------------------------- retention

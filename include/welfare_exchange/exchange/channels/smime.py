@@ -357,12 +357,13 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
     """
     with session_scope() as session:
         protocol = get(session, protocol_id)
-        require_gate(protocol, run.exchange_date)
         already = session.query(Exchange).filter_by(protocol_id=protocol_id, run_id=run.run_id).one_or_none()
-        expected_sender = sender_address(protocol)
-        certificates = pinned_certificates(protocol)
         rejected = ledger.find_side_effect(session, _rejected_key(protocol_id, item))
         rejected = (rejected.state, rejected.detail) if rejected is not None else None
+        if (already is None or run.run_id is None) and (rejected is None or rejected[0] != "done"):
+            require_gate(protocol, run.exchange_date)  # the ledger first: a message already taken or refused needs no gate
+        expected_sender = sender_address(protocol)
+        certificates = pinned_certificates(protocol)
     if already is not None and run.run_id is not None:
         return _finish_fetch(protocol_id, already.id, item, run)  # a retry of this task
     if rejected is not None and rejected[0] == "done":  # a re-run of a refused message: refuse again
@@ -597,35 +598,51 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
         exchange, protocol = load_exchange(session, exchange_id)
         name = result.result_file_name(protocol, exchange)
         effect = ledger.find_side_effect(session, key)
-        if effect is not None and effect.state == "done":
+        done = effect is not None and effect.state == "done"
+        if done:
             log.info("exchange %s was already delivered at %s as %s; nothing sent again", exchange_id, effect.done_at, effect.target)
-            return {"name": name, "sha256": effect.sha256, "message_id": effect.target, "already_delivered": True}
+            # The send is recorded apart from the exchange's state and fact: a try that stopped
+            # in between is completed below (both idempotent).
+            sent = {"message_id": effect.target, "already_sent": True, **(effect.detail or {})}
+            payload_bytes, digest = None, effect.sha256
         signer = (ledger.find_side_effect(session, f"exchange:{exchange_id}:received").detail or {}).get("signed_by")
-    staged = Staging(protocol.id, exchange.id).path("result.xlsx")
-    payload = staged.read_bytes()
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != exchange.result_sha256:
-        raise RuntimeError(f"exchange {exchange_id}: the staged result's hash differs from the built result; nothing sent")
-    sent = send_once(
-        protocol, key=key, kind="delivered", exchange_id=exchange_id,
-        subject=f"Groeipakket: resultaat uitwisseling {exchange_id} / result of exchange {exchange_id}",
-        payload=payload, filename=name,
-        content_type=xlsx.CONTENT_TYPE,
-        message_key=f"exchange/{protocol.id}/{exchange.id}/{exchange.result_sha256}/result",
-        today=exchange.exchange_date, run=run, prefer_certificate=signer,
-    )
+    if not done:
+        staged = Staging(protocol.id, exchange.id).path("result.xlsx")
+        payload = staged.read_bytes()
+        payload_bytes, digest = len(payload), hashlib.sha256(payload).hexdigest()
+        if digest != exchange.result_sha256:
+            raise RuntimeError(f"exchange {exchange_id}: the staged result's hash differs from the built result; nothing sent")
+        sent = send_once(
+            protocol, key=key, kind="delivered", exchange_id=exchange_id,
+            subject=f"Groeipakket: resultaat uitwisseling {exchange_id} / result of exchange {exchange_id}",
+            payload=payload, filename=name,
+            content_type=xlsx.CONTENT_TYPE,
+            message_key=f"exchange/{protocol.id}/{exchange.id}/{exchange.result_sha256}/result",
+            today=exchange.exchange_date, run=run, prefer_certificate=signer,
+        )
+        del payload
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
         ledger.update_exchange(session, exchange, state="delivered")
         audit.record(
             session, "result.delivered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             data_categories=RESULT_CATEGORIES, file_hashes={"result": digest},
-            counts={"bytes": len(payload), "message_bytes": sent.get("bytes", 0)},
+            counts={**({"bytes": payload_bytes} if payload_bytes is not None else {}), "message_bytes": sent.get("bytes", 0)},
             message=f"encrypted result {name!r} sent by e-mail, S/MIME AES-256 to the municipality's registered "
             f"certificate SHA-256 {str(sent.get('recipient_certificate', ''))[:16]}…, Message-ID {sent['message_id']}",
             fact_key=key,
         )
     return {"name": name, "sha256": digest, "message_id": sent["message_id"], "already_delivered": sent["already_sent"]}
+
+
+def confirm_delivery(exchange_id: int, run: RunInfo) -> bool:
+    """Whether the ledger records the result as sent.
+
+    A send begun but not recorded cannot be confirmed from here (the municipality's mailbox is
+    not ours to read): :func:`send_once` sends it again with the same Message-ID, gate permitting.
+    """
+    with session_scope() as session:
+        return ledger.is_done(session, f"exchange:{exchange_id}:delivered")
 
 
 # ----------------------------------------------------------------------------- retention
