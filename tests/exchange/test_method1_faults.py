@@ -19,7 +19,7 @@ def test_a_request_uploaded_in_two_chunks_is_never_read_half(method1, monkeypatc
     numbers = [n for n, _ in method1.world.children[:150]]
     data = encrypted_request(numbers, method1.password)
     half = len(data) // 2
-    listed = transport.list_ready_requests
+    surveyed = transport.survey_inbox
     pauses = []
 
     # No ".part" and no rename: a municipality whose client writes in place. The first half is
@@ -35,7 +35,7 @@ def test_a_request_uploaded_in_two_chunks_is_never_read_half(method1, monkeypatc
                 remote.write(data[half:])
                 remote.flush()
 
-        monkeypatch.setattr(transport, "list_ready_requests", functools.partial(listed, sleep=upload_goes_on))
+        monkeypatch.setattr(transport, "survey_inbox", functools.partial(surveyed, sleep=upload_goes_on))
         run = method1.run()
 
     assert len(pauses) >= 2, "the sensor should have looked again after the file grew"
