@@ -14,7 +14,7 @@ from welfare_exchange.hooks.project_db import ProjectDbHook
 class MailRequestArrivalSensor(BaseSensorOperator):
     """Wait until a message from the protocol's sender is in the agency's INBOX; push the oldest to XCom.
 
-    Only headers are read (From, Message-ID, size): nothing is downloaded and nothing changes
+    Only headers are read (From and size): nothing is downloaded and nothing changes
     in the mailbox. The message is tied to the protocol for good — certificate, signature,
     cipher — by ``fetch_request``, which opens it. Several messages: the oldest is this run's
     exchange, the others wait for the next runs. Pokes in ``reschedule`` mode by default;
@@ -24,8 +24,8 @@ class MailRequestArrivalSensor(BaseSensorOperator):
     Idempotent: when this run already took a message (the task was cleared after the
     exchange started), it returns that same message at once.
 
-    The XCom value names where the message is (UID, UIDVALIDITY, Message-ID, size): no
-    address, no content.
+    The XCom value names where the message is (UID, UIDVALIDITY, size): no address, no
+    header, no content.
 
     :param protocol_id: the protocol the exchange runs under.
     :param sender_address: the protocol's registered sender (From) address.
@@ -101,4 +101,4 @@ class MailRequestArrivalSensor(BaseSensorOperator):
             effect = ledger.find_side_effect(session, f"exchange:{exchange.id}:received")
             detail = dict(effect.detail or {}) if effect is not None else {}
             return {"uid": detail.get("uid"), "uidvalidity": detail.get("uidvalidity"), "size": exchange.request_size,
-                    "message_id": detail.get("message_id"), "exchange_id": exchange.id}
+                    "exchange_id": exchange.id}
