@@ -10,11 +10,14 @@ Guarantees the exchange relies on:
 * **Fetching changes nothing.** :func:`fetch_unseen` reads with ``BODY.PEEK`` from a
   read-only ``EXAMINE``: a task that fails after fetching, or is cleared and re-run, sees the
   same messages again.
-* **Marking is idempotent and explicit.** Only after a request is safely staged does the
-  task call :func:`mark_processed`, which moves the message to a ``Processed`` folder (or
-  ``Rejected``, for refused ones); a message already moved is simply not found again. A
-  message stays "unseen" for this system while it is in the inbox, whatever a person's mail
-  client did to its ``\\Seen`` flag.
+* **A message is known by its content.** Only after a request is safely staged does the task
+  call :func:`move_message`, which moves it to a ``Processed`` folder (or ``Rejected``, for
+  refused ones). A message is identified by the SHA-256 of its raw bytes, taken when it was
+  downloaded: UIDs change with every move, and requests sent with the OpenSSL command line
+  carry no Message-ID. The server's ``COPYUID`` answer says where it went (a hint, checked
+  against the digest before anything is done to it). A re-run finds the message already
+  moved, by its digest. A message stays "unseen" for this system while it is in the inbox,
+  whatever a person's mail client did to its ``\\Seen`` flag.
 * **Oversized messages are never downloaded**: their size is read first.
 * **Sending once** is the ledger's job: the result message carries a Message-ID derived from
   the exchange (:func:`make_message_id`); the task asks the ledger before :func:`send` and
@@ -32,7 +35,7 @@ import hashlib
 import imaplib
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 
@@ -250,7 +253,7 @@ def fetch_unseen(
     """The messages still waiting in ``mailbox``, oldest first, without changing anything.
 
     "Unseen" means not yet processed by this system, i.e. still in the inbox (see
-    :func:`mark_processed`); the ``\\Seen`` flag is ignored because people may read the
+    :func:`move_message`); the ``\\Seen`` flag is ignored because people may read the
     mailbox too.
 
     :param imap_conn_id: Airflow connection of type ``imap`` (host, port, login, password,
@@ -299,55 +302,6 @@ def fetch_unseen(
             )
         log.info("found %d message(s) waiting in %s", len(messages), mailbox)
         return messages
-
-
-def mark_processed(
-    imap_conn_id: str | None = DEFAULT_IMAP_CONN_ID,
-    messages: Iterable[RawMessage] = (),
-    *,
-    endpoint: ImapEndpoint | None = None,
-    mailbox: str = "INBOX",
-    processed_mailbox: str = PROCESSED_MAILBOX,
-) -> int:
-    """Move handled messages out of ``mailbox`` into ``processed_mailbox``; idempotent.
-
-    Call it after the request is staged (or, with ``processed_mailbox=REJECTED_MAILBOX``,
-    after a refusal is audited). A message is found by UID while the mailbox's UIDVALIDITY
-    is unchanged, else by its Message-ID; one that is no longer there (already moved by an
-    earlier try) is skipped. Messages are flagged ``\\Seen`` so people see them as handled.
-
-    :param imap_conn_id: Airflow connection of type ``imap``.
-    :param messages: what :func:`fetch_unseen` returned (or the subset handled).
-    :param endpoint: explicit server details instead of a connection.
-    :param mailbox: where the messages are.
-    :param processed_mailbox: where they go; created when missing.
-    :returns: how many messages were moved now.
-    """
-    messages = list(messages)
-    if not messages:
-        return 0
-    with _imap_client(imap_conn_id, endpoint) as client:
-        _create(client, processed_mailbox)
-        uidvalidity = _select(client, mailbox, readonly=False)
-        uids: list[int] = []
-        for message in messages:
-            if message.uidvalidity == uidvalidity:
-                found = _check(client.uid("SEARCH", None, "UID", str(message.uid)), "search the mailbox")
-            elif message.message_id:
-                found = _check(
-                    client.uid("SEARCH", None, "HEADER", "Message-ID", f'"{message.message_id}"'),
-                    "search the mailbox",
-                )
-            else:
-                log.warning("a message without Message-ID could not be found again after UIDVALIDITY changed")
-                continue
-            uids += [int(u) for u in (found[0] or b"").split()]
-        if not uids:
-            return 0
-        uid_set = ",".join(str(u) for u in sorted(set(uids)))
-        _move_uids(client, uid_set, processed_mailbox)
-        log.info("moved %d message(s) from %s to %s", len(set(uids)), mailbox, processed_mailbox)
-        return len(set(uids))
 
 
 def _create(client: imaplib.IMAP4, mailbox: str) -> None:
