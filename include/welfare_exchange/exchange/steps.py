@@ -101,7 +101,7 @@ def _collector_paused():
 
 
 def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int | None:
-    """Take the request the arrival sensor found into staging (still encrypted); open its exchange.
+    """Take the request the arrival sensor found into staging (sealed with the staging key); open its exchange.
 
     ``item`` is what the channel's sensor pushed to XCom (a file in the SFTP inbox, or a
     message in the agency's mailbox). Returns the exchange id, or ``None`` when the request

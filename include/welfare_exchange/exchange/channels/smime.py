@@ -350,7 +350,7 @@ def _has_valid_certificate(protocol: Protocol, on: dt.date) -> bool:
 
 
 def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int | None:
-    """Download the message, open it (S/MIME), stage its attachment (still password-encrypted).
+    """Download the message, open it (S/MIME), seal its attachment into staging.
 
     The attachment — the municipality's encrypted request workbook — is what the exchange is
     keyed on (its SHA-256), so the same file sent twice, by mail or otherwise, is a
@@ -416,7 +416,7 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
                 counts={"bytes": size, "message_bytes": message.size},
                 message=f"request received by e-mail, S/MIME {opened.cipher}, "
                 + (f"signed by the registered certificate SHA-256 {signed[:16]}…" if signed else "not signed")
-                + "; the attachment (still password-encrypted) is in staging",
+                + "; the attachment is sealed in staging",
                 fact_key=f"exchange:{exchange.id}:fetched",
             )
     del attachment, opened
