@@ -202,3 +202,39 @@ def test_a_message_that_is_gone_is_reported_missing_never_certified(filled):
         assert closed.deleted_at is not None and closed.deletion_outcome == "missing"
     assert records("retention.deleted") == [] and _all_messages(servers) == left
     assert verify()
+
+
+def test_moves_interrupted_after_the_server_moved_are_finished_by_the_retry(mailroom, openssl, smime_pki, tmp_path, monkeypatch):
+    """A try killed right after the server moved a message (taken, or refused) leaves the ledger
+    pending; the retry finds the message where it went, by its digest, and records it there."""
+    room, servers = mailroom, mailroom.servers
+    real_move = channel.mail.move_message
+
+    def move_then_crash(*args, **kwargs):
+        real_move(*args, **kwargs)
+        raise ConnectionResetError("worker killed")
+
+    for n, options in enumerate((("-aes256", "-binary"), ("-binary",))):  # taken; refused (3DES)
+        attachment = encrypted_request(_numbers(n), room.passwords["gent"])
+        servers.inject("agency", _openssl_mail(openssl, smime_pki, tmp_path, attachment, GENT_ADDRESS, *options))
+        item = channel.first_waiting(GENT_ADDRESS)
+        info = RunInfo(exchange_date=room.day, dag_id="method1_gent", run_id=f"crash-{n}", task_id="fetch_request", try_number=1)
+        with monkeypatch.context() as patch:
+            patch.setattr(channel.mail, "move_message", move_then_crash)
+            with pytest.raises(ConnectionResetError):
+                steps.fetch_request(room.protocols["gent"], item, info)
+        assert servers.messages("agency", "INBOX") == []
+        try:
+            steps.fetch_request(room.protocols["gent"], item, info)
+        except ExchangeRefused:
+            assert n == 1
+    [taken] = servers.messages("agency", "Processed")
+    [refused] = servers.messages("agency", "Rejected")
+    by_kind = {i.kind: i for i in _items()}
+    assert by_kind["request_message"].sha256 == hashlib.sha256(taken).hexdigest()
+    assert by_kind["rejected_message"].sha256 == hashlib.sha256(refused).hexdigest()
+    assert len(records("request.rejected")) == 1
+    report = runner.delete_due(room.day + dt.timedelta(days=400), actor=ACTOR)
+    assert sorted(c.kind for c in report.certificates) == ["rejected_message", "request_message", "staging"]
+    assert report.missing == []
+    assert servers.messages("agency", "Processed") == servers.messages("agency", "Rejected") == []

@@ -441,6 +441,13 @@ def find_message(
     return None
 
 
+def locate(imap_conn_id: str | None, mailbox: str, *, uidvalidity: int, uid: int) -> MessageLocation | None:
+    """Where and what the message with this UID is (its digest taken on the server, in pieces);
+    ``None`` when it is not there or the folder was renumbered."""
+    with _imap_client(imap_conn_id, None) as client:
+        return find_message(client, mailbox, sha256=None, uidvalidity=uidvalidity, uid=uid)
+
+
 def move_message(
     imap_conn_id: str | None, *, mailbox: str, to: str, sha256: str | None, size: int | None = None,
     uidvalidity: int | None = None, uid: int | None = None, endpoint: ImapEndpoint | None = None,

@@ -189,6 +189,16 @@ def _located(moved: mail.MessageLocation) -> dict[str, Any]:
             "sha256": moved.sha256, "size": moved.size}
 
 
+def _digest(message: mail.RawMessage) -> str:
+    """SHA-256 of a message in the INBOX: of its bytes, or read on the server when not downloaded."""
+    if message.data is not None:
+        return hashlib.sha256(message.data).hexdigest()
+    found = mail.locate(imap_conn_id(), INBOX, uidvalidity=message.uidvalidity, uid=message.uid)
+    if found is None:
+        raise mail.MessageMissing("the message to refuse is no longer in the agency's INBOX (moved by a person?)")
+    return found.sha256
+
+
 def _move(detail: dict[str, Any], *, mailbox: str, to: str) -> mail.MessageLocation:
     """Move the message ``detail`` records (its digest, its UID as a hint) from ``mailbox`` to ``to``."""
     return mail.move_message(
@@ -370,6 +380,12 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
         return _finish_fetch(protocol_id, already.id, item, run)  # a retry of this task
     if rejected is not None and rejected[0] == "done":  # a re-run of a refused message: refuse again
         raise ExchangeRefused(_refusal_text(protocol, rejected[1]["code"], rejected[1]["reason"]))
+    if rejected is not None and (rejected[1] or {}).get("code"):  # a refusal an earlier try did not finish
+        err = smime.SmimeError(rejected[1]["reason"], code=rejected[1]["code"])
+        raw = mail.RawMessage(uid=int(item["uid"]), uidvalidity=int(item["uidvalidity"]), message_id=None,
+                              sender=expected_sender, size=int(item.get("size") or 0), data=None)
+        reject(protocol_id, raw, err, run)
+        raise ExchangeRefused(_refusal_text(protocol, err.code, str(err)))
 
     agency_certificate, agency_key, _, _ = agency_identity()
     warn_expiring(protocol, run, agency_certificate)
@@ -508,8 +524,11 @@ def reject(protocol_id: int | None, message: mail.RawMessage, err: smime.SmimeEr
         effect = ledger.begin_side_effect(session, key, kind="rejected", exchange_id=None, target=REJECTED)
         done, located = effect.state == "done", dict(effect.detail or {})
     if not done:
-        # A message too large to download is hashed in pieces on the server as it moves.
-        digest = hashlib.sha256(message.data).hexdigest() if message.data is not None else None
+        # Its digest is noted before the move, so a retry finds it in Rejected; a message too
+        # large to download is hashed in pieces on the server.
+        digest = located.get("sha256") or _digest(message)
+        with session_scope() as session:
+            ledger.find_side_effect(session, key).detail = {**item, "sha256": digest, "code": err.code, "reason": str(err)}
         located = _located(_move({**item, "sha256": digest}, mailbox=INBOX, to=REJECTED))
         with session_scope() as session:
             ledger.complete_side_effect(session, key, sha256=located["sha256"],
