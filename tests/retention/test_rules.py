@@ -72,6 +72,21 @@ def test_rerun_deletes_nothing_twice_and_a_copy_gone_is_reported_missing_never_c
     assert verify()
 
 
+def test_a_staged_request_due_with_its_folder_is_certified_before_the_folder_goes(project_db):
+    """A protocol's end makes everything due on one day: the request inside the staging folder is
+    identified and certified first, not reported missing because the folder went before it."""
+    pid = signed_protocol()
+    eid = exchange(pid)
+    staging = staging_with_files(pid, eid, "result.xlsx")
+    folder = schedule(pid, eid, "staging", "local", str(staging.folder), EXCHANGE_DATE)
+    request = schedule(pid, eid, "request_file", "local", str(staging.write_request(f"{pid}a".encode())), EXCHANGE_DATE,
+                       sha256=get_exchange(eid).request_sha256)
+
+    report = runner.delete_due(EXCHANGE_DATE, actor=ACTOR)
+
+    assert [c.item_id for c in report.certificates] == [request, folder] and report.missing == []
+
+
 def test_a_staged_file_whose_content_changed_is_not_deleted(project_db):
     pid = signed_protocol()
     eid = exchange(pid)

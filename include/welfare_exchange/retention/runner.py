@@ -51,7 +51,7 @@ from welfare_exchange import audit, insz, ledger, untrusted
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange, Protocol, RetentionItem, SideEffect
 from welfare_exchange.errors import WelfareExchangeError
-from welfare_exchange.retention import rules
+from welfare_exchange.retention import imap, rules
 from welfare_exchange.settings import get_settings
 from welfare_exchange.staging import unseal
 from welfare_exchange.transport import sftp
@@ -364,8 +364,6 @@ def _report_missing(session: Session, item: RetentionItem, as_of: dt.date, actor
 
 
 def _delete_mail(item: RetentionItem, before_delete: Callable[[str], None]) -> str | None:
-    from welfare_exchange.retention import imap
-
     if item.sha256 is None:
         return None
     return imap.delete_message(item.location, sha256=item.sha256, size=item.size, uidvalidity=item.uidvalidity,
@@ -420,6 +418,8 @@ def delete_due(
         report.swept = sweep_incoming(actor=actor)
     with session_scope() as session:
         items = [(i.id, i.where, i.location) for i in due_items(session, as_of, exchange_id=exchange_id, kinds=kinds)]
+    # A staged file before the staging folder that holds it: each is identified and certified on its own.
+    items.sort(key=lambda entry: -len(pathlib.Path(entry[2]).parts) if entry[1] == "local" else 0)
     by_connection: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for item_id, where, location in items:
         if where == "sftp":
