@@ -169,8 +169,15 @@ def schedule_deletion(
     deadline: dt.date,
     rule: str,
     sha256: str | None = None,
+    size: int | None = None,
+    uidvalidity: int | None = None,
+    uid: int | None = None,
 ) -> RetentionItem:
-    """Record (idempotently) that ``location`` must be deleted on ``deadline`` under ``rule``."""
+    """Record (idempotently) that ``location`` must be deleted on ``deadline`` under ``rule``.
+
+    ``sha256`` (and ``size``) identify the copy: the retention run deletes only a copy whose
+    content matches. ``uidvalidity``/``uid`` say where a mailbox copy was put (a hint).
+    """
     item = session.scalar(sa.select(RetentionItem).where(RetentionItem.kind == kind, RetentionItem.location == location))
     if item is None:
         item = RetentionItem(
@@ -182,10 +189,35 @@ def schedule_deletion(
             deadline=deadline,
             rule=rule,
             sha256=sha256,
+            size=size,
+            uidvalidity=uidvalidity,
+            uid=uid,
         )
         session.add(item)
     elif item.deleted_at is None:
         item.deadline, item.rule = deadline, rule
         item.sha256 = sha256 or item.sha256
+        item.size = size if size is not None else item.size
+        if uid is not None:
+            item.uidvalidity, item.uid = uidvalidity, uid
+    session.flush()
+    return item
+
+
+def move_copy(session: Session, kind: str, location: str, /, **moved: Any) -> RetentionItem | None:
+    """A copy recorded at ``location`` was moved: its pending retention item follows it.
+
+    ``moved`` sets the item's new ``kind``, ``location``, ``uidvalidity``, ``uid``, ``deadline``
+    or ``rule``. ``None`` when no pending item is at ``location`` (already moved by an earlier try).
+    """
+    item = session.scalar(
+        sa.select(RetentionItem).where(
+            RetentionItem.kind == kind, RetentionItem.location == location, RetentionItem.deleted_at.is_(None)
+        )
+    )
+    if item is None:
+        return None
+    for name, value in moved.items():
+        setattr(item, name, value)
     session.flush()
     return item

@@ -54,7 +54,7 @@ class Settings:
     :param home: folder for all runtime state (``WELFARE_EXCHANGE_HOME``, default ``var/``).
     :param db_url: SQLAlchemy URL of the project database (``WELFARE_EXCHANGE_DB_URL``);
         a SQLite file in ``home`` by default, ``postgresql+psycopg2://…`` in production.
-    :param staging_dir: where fetched (still encrypted) request files and encrypted
+    :param staging_dir: where fetched request files (sealed with the staging key) and encrypted
         intermediates live until their retention ends (``WELFARE_EXCHANGE_STAGING_DIR``).
     :param registry_snapshot: JSON snapshot of the protocol registry that DAG files read at
         parse time instead of querying the database (``WELFARE_EXCHANGE_REGISTRY_SNAPSHOT``).

@@ -2,11 +2,16 @@
 
 Each exchange has a folder ``<staging>/protocol-<id>/exchange-<id>/``. What it holds:
 
-* ``request.<ext>`` — the request file exactly as fetched: still encrypted with the password
-  agreed between the DPOs;
+* ``request.fernet`` — the request file as fetched, sealed with the staging key;
 * ``*.fernet`` — intermediates (the validated INSZ set, the matched rows, the validation report)
   encrypted at rest with the staging key (Fernet: AES-128-CBC + HMAC-SHA256);
 * ``result.xlsx`` — the result, already encrypted with the protocol's key.
+
+The request is sealed too, although a municipality encrypts it with the agreed password: what
+arrives is not always encrypted (a file saved without the password, an xls LibreOffice wrote
+plain), and such a file is refused only after it was staged. Sealing it on the way in means
+staging never holds a byte in the clear, whatever happens between fetch and refusal (a crash, a
+closed gate, a paused DAG). It costs ~0.1 s for a 6 MB request (``make bench``).
 
 Every write is a write to a temporary name followed by an atomic rename, so a crashed task
 never leaves a half-written file that a retry would take for complete.
@@ -32,6 +37,11 @@ def _fernet() -> Fernet:
             "`make install` generates one in var/secrets.env; in production it comes from the secrets backend."
         )
     return Fernet(key.encode())
+
+
+def unseal(token: bytes) -> bytes:
+    """Decrypt bytes sealed with the staging key; raises :class:`cryptography.fernet.InvalidToken`."""
+    return _fernet().decrypt(token)
 
 
 def atomic_write(path: pathlib.Path, data: bytes) -> pathlib.Path:
@@ -81,6 +91,27 @@ class Staging:
                 f"staging file {path.name} cannot be decrypted with the current staging key "
                 "(was WELFARE_EXCHANGE_STAGING_KEY rotated?)"
             ) from None
+
+    #: The staged request: sealed with the staging key (``request.fernet``). Exchanges staged
+    #: before requests were sealed kept the bytes as fetched in ``request.enc``.
+    REQUEST = "request"
+    LEGACY_REQUEST = "request.enc"
+
+    def write_request(self, data: bytes) -> pathlib.Path:
+        """Stage the request exactly as received, sealed with the staging key."""
+        return self.write_encrypted(self.REQUEST, data)
+
+    def read_request(self) -> bytes:
+        """The request exactly as received (unsealed in memory)."""
+        legacy = self.path(self.LEGACY_REQUEST)
+        if legacy.exists() and not self.path(f"{self.REQUEST}.fernet").exists():
+            return legacy.read_bytes()
+        return self.read_encrypted(self.REQUEST)
+
+    def request_path(self) -> pathlib.Path:
+        """Where the staged request is (or would be)."""
+        legacy = self.path(self.LEGACY_REQUEST)
+        return legacy if legacy.exists() else self.path(f"{self.REQUEST}.fernet")
 
     def has(self, name: str) -> bool:
         return self.path(name).exists() or self.path(f"{name}.fernet").exists()

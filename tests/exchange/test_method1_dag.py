@@ -222,10 +222,10 @@ def test_the_staged_request_goes_at_the_request_deadline_not_with_the_result(met
     deadline = exchange.exchange_date + dt.timedelta(days=request_days)
 
     runner.delete_due(deadline - dt.timedelta(days=1), actor=audit.Actor.current_user())
-    assert staging.path("request.enc").exists()
+    assert staging.request_path().exists()
     report = runner.delete_due(deadline, actor=audit.Actor.current_user())
     assert {c.kind for c in report.certificates} == {"request_file"}  # the staged copy and received/
-    assert not staging.path("request.enc").exists() and staging.path("result.xlsx").exists()
+    assert not staging.request_path().exists() and staging.path("result.xlsx").exists()
     assert method1.remote("received") == []
 
 
@@ -246,7 +246,7 @@ def test_delete_the_request_as_soon_as_matching_is_done_happens_in_the_run(metho
     [exchange] = method1.exchanges()
     assert method1.remote("received") == [] and len(method1.results()) == 1
     staging = Staging(method1.protocol_id, exchange.id)
-    assert not staging.path("request.enc").exists() and staging.path("result.xlsx").exists()
+    assert not staging.request_path().exists() and staging.path("result.xlsx").exists()
     with session_scope() as session:
         certificates = session.scalars(sa.select(AuditRecord).where(AuditRecord.action == "retention.deleted")).all()
     assert len(certificates) == 2 and all("as soon as matching is done" in c.message for c in certificates)

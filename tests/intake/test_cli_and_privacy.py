@@ -15,6 +15,7 @@ from welfare_exchange import insz
 from welfare_exchange.intake import REPORT_HEADER, IntakeError, ValidationReport, read_request
 from welfare_exchange.intake.failures import MESSAGES
 from welfare_exchange.intake.validation import Validator, compact_ranges
+from welfare_exchange.untrusted import shown
 
 
 def _cli(*args, env_extra=None):
@@ -44,7 +45,7 @@ def test_cli_json_object(request_file):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
         "rows": 12, "valid": 10, "invalid": {"not_11_digits": 1}, "duplicates": 1,
-        "encryption": "agile", "sheet": "Kinderen", "column": "INSZ",
+        "encryption": "agile", "sheet": f"sheet 1 ({shown('Kinderen')})", "column": f"column A ({shown('INSZ')})",
     }
     assert done.stderr == ""
 
@@ -114,6 +115,16 @@ def test_no_insz_anywhere_in_messages_reports_or_cli_output(agile, password, num
         texts += [done.stdout, done.stderr]
     for text in texts:
         assert not insz.find_insz_shaped(text)
+
+
+def test_sheet_and_column_names_appear_only_as_handles(agile, password, numbers):
+    """A municipality names its sheet after a child's number and heads the column with a name."""
+    sheet, header = numbers[7], "INSZ Janssens Marie"
+    for rows in ([[header]] + [[n] for n in numbers[:5]], [["Janssens Marie"]] + [[n] for n in numbers[:5]]):
+        report = read_request(agile({"Uitleg": [["lees mij"]], sheet: rows}), password, as_of=AS_OF).report
+        text = json.dumps(report.summary())
+        assert report.sheet == f"sheet 2 ({shown(sheet)})" and report.column == f"column A ({shown(rows[0][0])})"
+        assert not insz.find_insz_shaped(text) and "Janssens" not in text and "Marie" not in text
 
 
 def test_to_rows_for_the_validatierapport_sheet():

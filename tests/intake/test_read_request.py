@@ -12,6 +12,7 @@ import pytest
 from tests.intake.conftest import AS_OF, BIG_ROWS
 from welfare_exchange import insz
 from welfare_exchange.intake import IntakeError, IntakeLimits, detect_encryption, encrypt_agile, read_request
+from welfare_exchange.untrusted import shown
 
 
 def _read(data, password, **kwargs):
@@ -49,7 +50,7 @@ def test_agile_from_msoffcrypto(corpus, agile, password, numbers):
     assert_same(result.valid, numbers)
     assert result.report.summary() == {
         "rows": 50, "valid": 50, "invalid": {}, "duplicates": 0,
-        "encryption": "agile", "sheet": "Kinderen", "column": "INSZ",
+        "encryption": "agile", "sheet": f"sheet 1 ({shown('Kinderen')})", "column": f"column A ({shown('INSZ')})",
     }
 
 
@@ -61,7 +62,7 @@ def test_written_by_libreoffice(libreoffice_files, password, numbers, name, kind
     result = _read(data, password)
     assert_same(result.valid, numbers)
     assert result.report.encryption == kind
-    assert result.report.column == "INSZ"
+    assert result.report.column == f"column A ({shown('INSZ')})"
     _consistent(result.report)
 
 
@@ -217,7 +218,7 @@ def test_mixed_writing_forms(agile, password, numbers):
     ]
     result = _read(agile({"Blad1": rows}), password)
     assert_same(result.valid, [a, b, c, d, e])
-    assert result.report.column == "Rijksregister nr."
+    assert result.report.column == f"column A ({shown('Rijksregister nr.')})"
 
 
 def test_bis_numbers():
@@ -303,7 +304,7 @@ def test_reasons_duplicates_blank_rows_and_row_numbers(agile, password, numbers)
     assert report.duplicates == [8, 11]
     assert report.invalid == {"empty": [4], "checksum": [6], "not_11_digits": [7, 10]}
     _consistent(report)
-    assert report.column == "INSZ-nummer"
+    assert report.column == f"column A ({shown('INSZ-nummer')})"
 
 
 def test_unknown_birth_dates():
@@ -331,7 +332,7 @@ def test_header_variants(agile, password, numbers, header):
     rows = [["Naam", header, "Adres"]] + [[f"Kind {i}", n, "Straat"] for i, n in enumerate(numbers[:5])]
     result = _read(agile({"Blad1": rows}), password)
     assert_same(result.valid, numbers[:5])
-    assert result.report.column == header.strip()
+    assert result.report.column == f"column B ({shown(header.strip())})"
 
 
 def test_headerless_column_found_by_shape(agile, password, numbers):
@@ -349,7 +350,7 @@ def test_sheets_pick_the_one_with_the_insz_column(agile, password, numbers):
         "Adressen": [["Straat", "Nummer"], ["Laan", 4.0]],
     }
     result = _read(agile(sheets), password)
-    assert result.report.sheet == "Kinderen"
+    assert result.report.sheet == f"sheet 2 ({shown('Kinderen')})", "by position; the name only as its handle"
     assert_same(result.valid, numbers[:5])
 
 

@@ -51,7 +51,10 @@ def test_after_an_exchange_every_file_is_deleted_on_its_deadline_with_certificat
     certs = records("retention.deleted")
     assert len(certs) == 2 and all(c.outcome == "success" for c in certs)
     assert all(c.file_hashes == {"request_file": exchange.request_sha256} and "30 days after receipt" in c.message for c in certs)
-    assert sorted("received/aanvraag.xlsx" in c.message for c in certs) == [False, True]
+    # The municipality's file name only as its handle; what was checked, in full.
+    assert sorted(f"file received/{sftp.shown('aanvraag.xlsx')} on connection" in c.message for c in certs) == [False, True]
+    assert not any("aanvraag" in c.message for c in certs)
+    assert all(f"SHA-256 {exchange.request_sha256} matched" in c.message for c in certs)
 
     run = run_on(EXCHANGE_DATE + dt.timedelta(days=90))
     assert run.state == "success", task_states(run)
@@ -71,7 +74,7 @@ def test_after_an_exchange_every_file_is_deleted_on_its_deadline_with_certificat
     assert verify()
 
 
-def test_a_result_the_municipality_already_removed_is_certified_already_gone(method1):
+def test_a_result_the_municipality_already_removed_is_reported_missing_not_certified(method1):
     numbers = [n for n, _ in method1.world.children[:20]]
     method1.municipality.upload_request(encrypted_request(numbers, method1.password), "r.xlsx")
     assert method1.run().state == "success"
@@ -81,9 +84,33 @@ def test_a_result_the_municipality_already_removed_is_certified_already_gone(met
 
     report = runner.delete_due(EXCHANGE_DATE + dt.timedelta(days=90), actor=ACTOR)
 
-    outcomes = {c.kind: c.outcome for c in report.certificates}
-    assert outcomes == {"request_file": "deleted", "result_file": "already_gone", "staging": "deleted"}
-    assert [r.outcome for r in records("retention.deleted") if r.file_hashes and "result_file" in r.file_hashes] == ["already_gone"]
+    assert {c.kind: c.outcome for c in report.certificates} == {"request_file": "deleted", "staging": "deleted"}
+    assert len(report.missing) == 1 and not any(r.file_hashes and "result_file" in r.file_hashes for r in records("retention.deleted"))
+    [missing] = records("retention.missing")
+    assert missing.file_hashes == {"result_file": method1.exchanges()[0].result_sha256} and f"outbox/{name}" in missing.message
+
+
+def test_a_different_file_under_the_recorded_name_is_left_alone(sqlite_db, sftp_municipality):
+    """Someone replaced the recorded file by another with the same name: it is not ours to delete."""
+    m = sftp_municipality
+    pid = signed_protocol(nis=m.nis)
+    hook = m.hook()
+    digest, size = sftp.upload_bytes(hook, b"the request as received", "received", "aanvraag.xlsx")
+    sftp.delete(hook, "received/aanvraag.xlsx")
+    sftp.upload_bytes(hook, b"a different file, same name", "received", "aanvraag.xlsx")
+    renamed_ours = sftp.upload_bytes(hook, b"the request as received", "received", "aanvraag-1.xlsx")
+    assert renamed_ours[0] == digest
+    day = dt.date(2027, 2, 1)
+    item_id = schedule(pid, None, "request_file", "sftp", f"{m.conn_id}:received/aanvraag.xlsx", day, sha256=digest)
+    with session_scope() as session:
+        session.get(RetentionItem, item_id).size = size
+
+    report = runner.delete_due(day, actor=ACTOR)
+
+    assert [c.item_id for c in report.certificates] == [item_id]
+    assert f"received/{sftp.shown('aanvraag-1.xlsx')}" in report.certificates[0].verified
+    assert sorted(p.name for p in m.local_dir("received").iterdir()) == ["aanvraag.xlsx"]
+    assert (m.local_dir("received") / "aanvraag.xlsx").read_bytes() == b"a different file, same name"
 
 
 def test_sftp_outage_fails_the_run_items_stay_due_and_the_next_run_deletes(sqlite_db, sftp_municipality, monkeypatch):
@@ -92,13 +119,13 @@ def test_sftp_outage_fails_the_run_items_stay_due_and_the_next_run_deletes(sqlit
     pid = signed_protocol(nis=m.nis)
     hook = m.hook()
     digest, _ = sftp.upload_bytes(hook, b"encrypted result", "outbox", "resultaat.xlsx")
-    sftp.upload_bytes(hook, b"encrypted request", "received", "aanvraag.xlsx")
-    sftp.upload_bytes(hook, b"report", "quarantine", "oud.xlsx")
+    request, _ = sftp.upload_bytes(hook, b"encrypted request", "received", "aanvraag.xlsx")
+    refused, _ = sftp.upload_bytes(hook, b"report", "quarantine", "oud.xlsx")
     day = dt.date(2027, 2, 1)
     remote = [
         schedule(pid, None, "result_file", "sftp", f"{m.conn_id}:outbox/resultaat.xlsx", day, sha256=digest),
-        schedule(pid, None, "request_file", "sftp", f"{m.conn_id}:received/aanvraag.xlsx", day),
-        schedule(pid, None, "quarantine", "sftp", f"{m.conn_id}:quarantine/oud.xlsx", day),
+        schedule(pid, None, "request_file", "sftp", f"{m.conn_id}:received/aanvraag.xlsx", day, sha256=request),
+        schedule(pid, None, "quarantine", "sftp", f"{m.conn_id}:quarantine/oud.xlsx", day, sha256=refused),
     ]
     staging = staging_with_files(pid, 0, "leftover.fernet")
     local = schedule(pid, None, "staging", "local", str(staging.folder), day)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email
+import hashlib
 
 import pytest
 
@@ -53,10 +54,16 @@ def test_request_round_trip_smtp_imap_decrypt_and_mark_processed(mail_env, smime
     assert opened.attachments == [("aanvraag.xlsx", PAYLOAD)]
     assert opened.message_id == waiting[0].message_id
 
-    assert mail.mark_processed(IMAP_CONN_ID, waiting) == 1
+    [message] = waiting
+    digest = hashlib.sha256(message.data).hexdigest()
+    moved = mail.move_message(IMAP_CONN_ID, mailbox="INBOX", to=mail.PROCESSED_MAILBOX, sha256=digest,
+                              uidvalidity=message.uidvalidity, uid=message.uid)
+    assert moved.mailbox == mail.PROCESSED_MAILBOX and moved.sha256 == digest and moved.size == message.size
     assert mail.fetch_unseen(IMAP_CONN_ID) == []
-    assert mail.mark_processed(IMAP_CONN_ID, waiting) == 0  # a re-run moves nothing twice
-    assert len(mail_env.messages("agency", mail.PROCESSED_MAILBOX)) == 1
+    again = mail.move_message(IMAP_CONN_ID, mailbox="INBOX", to=mail.PROCESSED_MAILBOX, sha256=digest,
+                              uidvalidity=message.uidvalidity, uid=message.uid)
+    assert again == moved  # a re-run moves nothing twice: it finds the message where it went
+    assert mail_env.messages("agency", mail.PROCESSED_MAILBOX) == [message.data]
 
 
 def test_fetching_changes_nothing_and_lists_oldest_first(mail_env, smime_pki):
@@ -88,19 +95,40 @@ def test_oversized_message_is_listed_but_not_downloaded(mail_env, smime_pki):
     assert big.too_large and big.data is None and big.size >= len(request) - 16
     error = mail.oversized_error(big, max_bytes=len(request) // 2)
     assert error.code == "too_large"
-    assert mail.mark_processed(IMAP_CONN_ID, [big], processed_mailbox=mail.REJECTED_MAILBOX) == 1
-    assert len(mail_env.messages("agency", mail.REJECTED_MAILBOX)) == 1
+    # Moved by its UID alone (never downloaded); its digest is taken on the server, in pieces.
+    moved = mail.move_message(IMAP_CONN_ID, mailbox="INBOX", to=mail.REJECTED_MAILBOX, sha256=None,
+                              uidvalidity=big.uidvalidity, uid=big.uid)
+    [stored] = mail_env.messages("agency", mail.REJECTED_MAILBOX)
+    assert moved.sha256 == hashlib.sha256(stored).hexdigest() and moved.size == big.size
 
 
-def test_mark_processed_finds_messages_by_message_id_after_uidvalidity_changed(mail_env, smime_pki):
-    mail_env.inject("agency", _request(smime_pki, "44021/2026-03-01/request"))
-    (message,) = mail.fetch_unseen(IMAP_CONN_ID)
-    stale = mail.RawMessage(
-        uid=99999, uidvalidity=message.uidvalidity + 1, message_id=message.message_id,
-        sender=message.sender, size=message.size, data=None,
-    )
-    assert mail.mark_processed(IMAP_CONN_ID, [stale]) == 1
-    assert mail.fetch_unseen(IMAP_CONN_ID) == []
+def _openssl_style(n: int) -> bytes:
+    """A request as the OpenSSL command line writes it: From, To, Subject, no Message-ID."""
+    return (f"To: {AGENCY_ADDRESS}\r\nFrom: {GENT_ADDRESS}\r\nSubject: Aanvraag\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nciphertext {n}\r\n").encode()
+
+
+def test_messages_without_message_id_are_moved_by_their_digest_never_by_a_uid_alone(mail_env):
+    for n in range(3):
+        mail_env.inject("agency", _openssl_style(n))
+    mail_env.inject("agency", b"From: x@y.test\r\n\r\nolder\r\n", mailbox=mail.PROCESSED_MAILBOX)
+    waiting = mail.fetch_unseen(IMAP_CONN_ID)
+    assert [m.message_id for m in waiting] == [None, None, None]
+    first, second = waiting[0], waiting[1]
+
+    # The second message's digest with the first one's UID as a (wrong) hint: the digest decides,
+    # and the UID the server's COPYUID answer gives holds that message.
+    moved = mail.move_message(IMAP_CONN_ID, mailbox="INBOX", to=mail.PROCESSED_MAILBOX,
+                              sha256=hashlib.sha256(second.data).hexdigest(), size=second.size,
+                              uidvalidity=first.uidvalidity, uid=first.uid)
+
+    assert [m.data for m in mail.fetch_unseen(IMAP_CONN_ID)] == [waiting[0].data, waiting[2].data]
+    with mail_env.imap("agency") as client:
+        client.select(f'"{mail.PROCESSED_MAILBOX}"', readonly=True)
+        _, parts = client.uid("FETCH", str(moved.uid), "(BODY.PEEK[])")
+    assert next(p[1] for p in parts if isinstance(p, tuple)) == second.data
+    with pytest.raises(mail.MessageMissing):
+        mail.move_message(IMAP_CONN_ID, mailbox="INBOX", to=mail.REJECTED_MAILBOX, sha256="0" * 64)
 
 
 def test_since_filters_by_arrival_day(mail_env, smime_pki):
@@ -113,7 +141,9 @@ def test_explicit_endpoint_works_without_an_airflow_connection(mail_env, smime_p
     mail_env.inject("agency", _request(smime_pki, "44021/2026-03-01/request"))
     endpoint = _endpoint(mail_env, "agency")
     (message,) = mail.fetch_unseen(None, endpoint=endpoint)
-    assert mail.mark_processed(None, [message], endpoint=endpoint) == 1
+    moved = mail.move_message(None, mailbox="INBOX", to=mail.PROCESSED_MAILBOX,
+                              sha256=hashlib.sha256(message.data).hexdigest(), endpoint=endpoint)
+    assert moved.uid and mail.fetch_unseen(None, endpoint=endpoint) == []
 
 
 def test_wrong_imap_password_gives_an_actionable_error(mail_env):

@@ -209,9 +209,17 @@ class RetentionItem(Base):
     exchange_id: Mapped[int | None] = mapped_column(sa.ForeignKey("exchange.id"), index=True)
     protocol_id: Mapped[int] = mapped_column(sa.ForeignKey("protocol.id"), index=True)
     kind: Mapped[str] = mapped_column(sa.String(30))  # request_file | result_file | staging | quarantine | report
-    where: Mapped[str] = mapped_column(sa.String(10))  # sftp | local | db
+    where: Mapped[str] = mapped_column(sa.String(10))  # sftp | imap | local | db
+    #: Where the copy was put; internal (it may hold a municipality's file name): never shown as is.
     location: Mapped[str] = mapped_column(sa.String(500))
+    #: SHA-256 of the copy's content, recorded when it was made: what identifies it before deletion.
     sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    #: For a message in the agency's mailbox: where the server said it put it (COPYUID), a hint only.
+    uidvalidity: Mapped[int | None] = mapped_column(sa.BigInteger)
+    uid: Mapped[int | None] = mapped_column(sa.BigInteger)
+    #: The run date on which the copy was first not found (reported as missing, never certified).
+    missing_since: Mapped[dt.date | None]
     rule: Mapped[str] = mapped_column(sa.String(100))
     deadline: Mapped[dt.date] = mapped_column(index=True)
     deleted_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))

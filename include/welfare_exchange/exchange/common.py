@@ -15,6 +15,7 @@ from welfare_exchange import audit, ledger
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.protocols import check_gate, get
+from welfare_exchange.untrusted import shown
 
 REQUEST_CATEGORIES = ["INSZ kind"]
 RESULT_CATEGORIES = ["INSZ kind", "INSZ begunstigde", "recht op sociale toeslag", "periode"]
@@ -121,8 +122,8 @@ def report_text(protocol: Protocol, exchange: Exchange, err: InputError, *, file
         f"Protocol: {protocol.id}",
         f"Uitwisseling / exchange: {exchange.id}",
     ]
-    if file_name:
-        lines.append(f"Bestand / file: {exchange.request_name}")
+    if file_name:  # the name the municipality gave it may hold personal data: its handle, and the SHA-256 below
+        lines.append(f"Bestand / file: {shown(exchange.request_name)}")
     lines += [
         f"SHA-256: {exchange.request_sha256}",
         f"Datum / date: {exchange.exchange_date.isoformat()}",

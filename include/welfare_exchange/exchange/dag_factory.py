@@ -64,7 +64,7 @@ CHANNEL_DOC = {
     "sftp": {
         "how_sent": "into its SFTP `inbox/`",
         "wait": "takes only complete files (no `.part`, size stable across two looks), oldest first",
-        "fetch": "streams the still-encrypted file to staging, SHA-256, ledger entry; a file already processed is a "
+        "fetch": "downloads the file, SHA-256, seals it into staging with the staging key, ledger entry; a file already processed is a "
         "*duplicate* and skipped",
         "refuse": "a bad file goes to `quarantine/` with a report in `outbox/`",
         "deliver": "`.part` upload, rename, verified; the ledger makes it happen once",
@@ -75,7 +75,7 @@ CHANNEL_DOC = {
         "how_sent": "as the attachment of an S/MIME-encrypted e-mail to the agency's mailbox",
         "wait": "looks (headers only) for a message from the protocol's registered sender, oldest first",
         "fetch": "S/MIME-decrypts with the agency's key, checks sender, pinned certificate, signature, cipher, size "
-        "and the single attachment; stages the still password-encrypted attachment; a refused message goes to "
+        "and the single attachment; seals the attachment into staging; a refused message goes to "
         "the `Rejected` folder with a report; the same file again is a *duplicate*",
         "refuse": "a bad file's message goes to `Rejected` with a report by e-mail",
         "deliver": "S/MIME (AES-256) to the municipality's pinned certificate over SMTP, with a Message-ID derived "

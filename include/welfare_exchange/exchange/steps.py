@@ -105,7 +105,7 @@ def _collector_paused():
 
 
 def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int | None:
-    """Take the request the arrival sensor found into staging (still encrypted); open its exchange.
+    """Take the request the arrival sensor found into staging (sealed with the staging key); open its exchange.
 
     ``item`` is what the channel's sensor pushed to XCom (a file in the SFTP inbox, or a
     message in the agency's mailbox). Returns the exchange id, or ``None`` when the request
@@ -140,7 +140,7 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
             return {k: (exchange.counts or {}).get(k) for k in ("rows", "valid", "duplicates")}
         require_gate(protocol, exchange.exchange_date)
     staging = Staging(protocol.id, exchange.id)
-    data = staging.path("request.enc").read_bytes()
+    data = staging.read_request()
     try:
         outcome = read_request(
             data, key_password(protocol), as_of=exchange.exchange_date,
@@ -367,7 +367,7 @@ def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
         result_deadline_ = result_deadline(protocol, exchange)
         request_deadline_ = request_deadline(protocol, exchange)
         _channel(protocol).schedule_retention(session, protocol, exchange, result_deadline_, request_deadline_)
-        staged_request = staging.path("request.enc")
+        staged_request = staging.request_path()
         if staged_request.exists() and request_deadline_ < result_deadline_:
             # The staging folder lives as long as the result (a re-delivery sends the staged
             # file); the agency's copy of the request must go with the request's own deadline.

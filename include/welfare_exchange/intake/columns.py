@@ -16,6 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from welfare_exchange import insz
+from welfare_exchange.untrusted import shown
 
 #: Normalised headers that name the INSZ column exactly.
 EXACT_HEADERS = frozenset(
@@ -113,7 +114,8 @@ class Candidate:
     :param strength: ``"header"`` (a recognised header) or ``"shape"`` (mostly INSZ-shaped).
     :param header_row: 0-based index of the header row, or ``None`` without a header.
     :param column: 0-based column index.
-    :param label: what the report calls the column (the header text, else "column B").
+    :param label: what the report calls the column: ``"column B"``, with the header's handle
+        when it has one (``"column B (#1a2b3c4d5e6f)"``).
     :param first_data_row: 0-based index of the first row after the header.
     """
 
@@ -175,7 +177,6 @@ def _find_by_shape(rows: list[list[object]]) -> Candidate | None:
 
 
 def _safe_label(text: str, col: int) -> str:
-    # The label reaches logs and the report: never let a header cell smuggle a number in.
-    if any(ch.isdigit() for ch in text) or len(text) > 60:
-        return f"column {column_letter(col)}"
-    return text
+    """The column as XCom, logs and reports name it: its letter, and its header only as a handle
+    (the header is the municipality's text: it may hold a name or a number)."""
+    return f"column {column_letter(col)} ({shown(text)})"

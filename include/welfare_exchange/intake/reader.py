@@ -32,6 +32,7 @@ from welfare_exchange.intake.columns import AmbiguousColumn, Candidate, cell_tex
 from welfare_exchange.intake.decrypt import check_zip, decrypt, detect_encryption
 from welfare_exchange.intake.failures import IntakeError
 from welfare_exchange.intake.validation import ValidationReport, Validator
+from welfare_exchange.untrusted import shown
 
 _ENV_PREFIX = "WELFARE_EXCHANGE_INTAKE_"
 # A sheet may carry a few title or note rows above and below the data.
@@ -163,7 +164,7 @@ def _pick_sheet(plain: bytes, limits: IntakeLimits, clock: _Clock) -> tuple[str,
     header_only = False
     ambiguous_column = False
     try:
-        for meta in workbook.sheets_metadata:
+        for position, meta in enumerate(workbook.sheets_metadata, start=1):
             if meta.typ != SheetTypeEnum.WorkSheet:
                 continue  # chart and macro sheets hold no list
             try:
@@ -193,7 +194,9 @@ def _pick_sheet(plain: bytes, limits: IntakeLimits, clock: _Clock) -> tuple[str,
             if not has_data:
                 header_only = header_only or candidate.strength == "header"
                 continue
-            (by_header if candidate.strength == "header" else by_shape).append((meta.name, rows, candidate))
+            # The sheet's name is the municipality's (it may be a person's name or number): by position and handle.
+            label = f"sheet {position} ({shown(meta.name)})"
+            (by_header if candidate.strength == "header" else by_shape).append((label, rows, candidate))
     finally:
         workbook.close()
     for found in (by_header, by_shape):

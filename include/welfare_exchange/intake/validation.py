@@ -75,6 +75,7 @@ class ValidationReport:
     invalid: dict[str, list[int]] = field(default_factory=dict)
     duplicates: list[int] = field(default_factory=list)
     encryption: str | None = None
+    #: ``"sheet 2 (#…)"`` and ``"column B (#…)"``: names the municipality chose appear only as handles.
     sheet: str | None = None
     column: str | None = None
     #: rows whose number cell lost its leading zero and was restored (informative only).

@@ -1,47 +1,53 @@
-"""Delete a request message from the agency's IMAP mailbox when its retention ends.
+"""Delete a request message from the agency's IMAP mailbox when its retention ends — the right one.
 
-The S/MIME channel records messages as ``"<imap conn id>:<mailbox>:<Message-ID or uid-<hex>>"``
-(``Processed`` for taken requests, ``Rejected`` for refused ones). A message is found by its
-Message-ID (stable across UIDVALIDITY changes) or, without one, by UID; it is flagged
-``\\Deleted`` and expunged. Not found = already gone.
+The S/MIME channel records each message it keeps as ``"<imap conn id>:<mailbox>:<SHA-256>"``
+with the SHA-256 of the raw message (taken when it was downloaded) and, as a hint, the UID the
+server gave it in that folder (its ``COPYUID`` answer to the move). A message is deleted only
+after its content is hashed and matches: the recorded folder is searched first (the hinted UID,
+then every message of that size), then the channel's other folders (a person may have moved it).
+A UID alone never decides — UIDs are per folder, and requests sent with the OpenSSL command line
+carry no Message-ID — so another municipality's message is never taken for ours.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from welfare_exchange.transport import mail
 
+#: Where the channel keeps messages; a copy not in its recorded folder is looked for in the others.
+FOLDERS = (mail.PROCESSED_MAILBOX, mail.REJECTED_MAILBOX)
 
-def split_location(location: str) -> tuple[str, str, str]:
-    """``"<conn>:<mailbox>:<ref>"`` → ``(conn, mailbox, ref)``; the reference may hold colons."""
+
+def split_location(location: str) -> tuple[str, str]:
+    """``"<conn>:<mailbox>:<reference>"`` → ``(conn, mailbox)``."""
     conn_id, mailbox, ref = (location.split(":", 2) + ["", ""])[:3]
     if not conn_id or not mailbox or not ref:
-        raise ValueError(f"IMAP retention location must be '<connection id>:<mailbox>:<message ref>', got {location!r}")
-    return conn_id, mailbox, ref
+        raise ValueError("an IMAP retention location must be '<connection id>:<mailbox>:<message reference>'")
+    return conn_id, mailbox
 
 
-def delete_message(location: str) -> bool:
-    """Delete the message at ``location``; False when it is no longer there.
+def delete_message(
+    location: str, *, sha256: str, size: int | None = None, uidvalidity: int | None = None,
+    uid: int | None = None, before_delete: Callable[[str], None] | None = None,
+) -> str | None:
+    """Delete the message whose raw content has ``sha256``; what was verified, or ``None`` when
+    no folder holds it (the caller reports it missing).
 
+    :param before_delete: called with the verification text just before the expunge.
     :raises welfare_exchange.transport.mail.MailTransportError: the server is unreachable or
         refuses: the item stays due and the retention run fails (and retries).
     """
-    conn_id, mailbox, ref = split_location(location)
+    conn_id, mailbox = split_location(location)
     with mail._imap_client(conn_id, None) as client:
-        status, _ = client.select(mail._quote(mailbox), readonly=False)
-        if status != "OK":  # the folder was never created: nothing of ours is in it
-            return False
-        if ref.startswith("uid-"):
-            found = mail._check(client.uid("SEARCH", None, "UID", str(int(ref[4:], 16))), "search the mailbox")
-        else:
-            found = mail._check(client.uid("SEARCH", None, "HEADER", "Message-ID", f'"{ref}"'), "search the mailbox")
-        uids = sorted({int(u) for u in (found[0] or b"").split()})
-        if not uids:
-            return False
-        uid_set = ",".join(map(str, uids))
-        mail._check(client.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Deleted)"), "flag the message deleted")
-        capabilities = {c.upper() for c in getattr(client, "capabilities", ())}
-        if "UIDPLUS" in capabilities:
-            mail._check(client.uid("EXPUNGE", uid_set), "expunge the message")
-        else:
-            mail._check(client.expunge(), "expunge the message")
-    return True
+        for folder in (mailbox, *(f for f in FOLDERS if f != mailbox)):
+            hint = {"uidvalidity": uidvalidity, "uid": uid} if folder == mailbox else {}
+            found = mail.find_message(client, folder, sha256=sha256, size=size, readonly=False, **hint)
+            if found is None:
+                continue
+            verified = f"{found.describe()} matched (connection {conn_id!r})"
+            if before_delete is not None:
+                before_delete(verified)
+            mail.delete_found(client, found)
+            return verified
+    return None

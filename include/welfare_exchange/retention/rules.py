@@ -203,7 +203,7 @@ def request_after_match(session: Session, exchange: Exchange, protocol: Protocol
         if item.deadline > exchange.exchange_date:
             item.deadline, item.rule = exchange.exchange_date, rule
             changed += 1
-    staged = Staging(protocol.id, exchange.id).path("request.enc")
+    staged = Staging(protocol.id, exchange.id).request_path()
     if staged.exists():
         changed += _ensure_item(session, protocol.id, exchange.id, "request_file", "local", str(staged),
                                 exchange.exchange_date, rule, exchange.request_sha256)

@@ -3,19 +3,27 @@
 For every :class:`~welfare_exchange.db.models.RetentionItem` due on the run's date it deletes the
 thing — a file on the municipality's SFTP account (``received/``, ``quarantine/``, ``outbox/``),
 a request message in the agency's IMAP mailbox (S/MIME channel), a local staging folder or file, or a ledger payload in the project database — and records a
-**deletion certificate** in the audit trail: what (kind and location), which SHA-256, when (the
-record's timestamp and the run's date), under which rule.
+**deletion certificate** in the audit trail: what was verified to be the recorded copy, which
+SHA-256, when (the record's timestamp and the run's date), under which rule.
 
 Guarantees:
 
+* **Deleted means verified.** A copy is deleted only after it was identified as the recorded
+  one: its content hashed and compared with the SHA-256 recorded when it was made (an SFTP
+  file, a staged file — unsealed with the staging key —, a mailbox message wherever it was
+  moved). The certificate says what matched, never a name a municipality chose (only its
+  handle, :func:`welfare_exchange.untrusted.shown`).
+* **Missing is not deleted.** A copy that cannot be found (or whose content no longer matches)
+  is reported ``missing`` (``retention.missing`` in the audit), never certified; it is looked
+  for again on every run for :data:`MISSING_LOOK_DAYS` days, then closed as missing. The
+  runbook says what to do (*A copy to delete is missing*).
 * **Keyed on the run's date** (``as_of``, the logical date of the DAG run), never the wall
   clock: a back-filled or re-run day deletes exactly what was due that day.
 * **Idempotent.** A deleted item is marked in the ledger in the same transaction as its
-  certificate, so it is never deleted or certified twice. A thing already gone when the run
-  comes (the municipality removed its result after downloading it) is certified
-  ``already_gone``. A ledger side effect is begun before each deletion, so a deletion whose
-  run crashed before recording it is certified ``deleted`` (not "already gone") by the retry.
-* **Never silently skipped.** When an SFTP server is unreachable its items stay due, the other
+  certificate, so it is never deleted or certified twice. What identified the copy is
+  recorded in the ledger just before it is deleted, so a deletion whose run crashed before
+  certifying it is certified by the retry with what that try verified.
+* **Never silently skipped.** When an SFTP or IMAP server is unreachable its items stay due, the other
   municipalities' items are still deleted, and the run raises :class:`RetentionIncomplete` at
   the end, so the task fails and Airflow retries it with backoff.
 * **The audit trail is kept for its legal term** (``WELFARE_EXCHANGE_AUDIT_RETENTION_DAYS``) and
@@ -26,6 +34,7 @@ Guarantees:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import pathlib
 import shutil
@@ -35,21 +44,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.fernet import InvalidToken
 from sqlalchemy.orm import Session
 
-from welfare_exchange import audit, insz, ledger
+from welfare_exchange import audit, insz, ledger, untrusted
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange, Protocol, RetentionItem, SideEffect
 from welfare_exchange.errors import WelfareExchangeError
-from welfare_exchange.retention import rules
+from welfare_exchange.retention import imap, rules
 from welfare_exchange.settings import get_settings
+from welfare_exchange.staging import unseal
 from welfare_exchange.transport import sftp
 from welfare_exchange.transport.mail import MailTransportError
 
 log = logging.getLogger(__name__)
 
-DELETED, ALREADY_GONE = "deleted", "already_gone"
+DELETED, ALREADY_GONE, MISSING = "deleted", "already_gone", "missing"
 RUNBOOK_STEP = "docs/retention.md § 'When a retention run fails'"
+MISSING_STEP = "docs/RUNBOOK.md § 'A copy to delete is missing'"
+#: How long a missing copy is looked for again (one look per daily run) before it is closed as missing.
+MISSING_LOOK_DAYS = 7
 
 
 class RetentionIncomplete(WelfareExchangeError):
@@ -60,7 +74,11 @@ class RetentionIncomplete(WelfareExchangeError):
 
 @dataclass(frozen=True)
 class Certificate:
-    """One deletion, as certified in the audit trail (no personal data: paths and hashes)."""
+    """One deletion, as certified in the audit trail (no personal data: handles and hashes).
+
+    :param location: the copy's place as shown (a municipality's file name only as its handle).
+    :param verified: what identified the copy as the recorded one.
+    """
 
     item_id: int
     protocol_id: int
@@ -72,14 +90,19 @@ class Certificate:
     rule: str
     deadline: dt.date
     outcome: str
+    verified: str = ""
 
 
 @dataclass
 class RunReport:
-    """What a retention run did; :meth:`summary` (counts only) is what goes to XCom."""
+    """What a retention run did; :meth:`summary` (counts only) is what goes to XCom.
+
+    ``still_due``: items due that could not be deleted (a server down); missing copies apart.
+    """
 
     as_of: dt.date
     certificates: list[Certificate] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     still_due: int = 0
     swept: int = 0
@@ -90,22 +113,36 @@ class RunReport:
             "as_of": self.as_of.isoformat(),
             "deleted": outcomes.count(DELETED),
             "already_gone": outcomes.count(ALREADY_GONE),
+            "missing": len(self.missing),
             "failed": self.still_due,
             "interrupted_fetches_swept": self.swept,
         }
 
 
-def _shown(text: str) -> str:
-    """A location as the certificate shows it: file names come from municipalities, so an
-    INSZ-shaped one (a number typed as a file name) is withheld."""
-    return "[name withheld: it looked like an INSZ]" if insz.find_insz_shaped(text) else text
+def shown_location(item: RetentionItem) -> str:
+    """Where an item's copy is, as certificates, logs and ``retention status`` show it.
+
+    Locations are kept in the database to find the copy; a municipality may have named the
+    file, so its name appears only as a handle. Staging paths are the agency's own.
+    """
+    if item.where == "sftp":
+        conn_id, _, path = item.location.partition(":")
+        return f"{conn_id}:{untrusted.shown_path(path)}"
+    if item.where == "imap":
+        conn_id, mailbox, _ = (item.location.split(":", 2) + ["", ""])[:3]
+        return f"{conn_id}:{mailbox}"
+    if item.where == "local":
+        path = pathlib.Path(item.location)
+        root = get_settings().staging_dir
+        return str(path.relative_to(root)) if path.is_relative_to(root) else untrusted.shown_path(item.location)
+    return item.location
 
 
 def split_sftp_location(location: str) -> tuple[str, str]:
     """``"<conn id>:<remote path>"`` → ``(conn id, remote path)``."""
     conn_id, sep, path = location.partition(":")
     if not sep or not conn_id or not path:
-        raise ValueError(f"SFTP retention location must be '<connection id>:<remote path>', got {_shown(location)!r}")
+        raise ValueError("an SFTP retention location must be '<connection id>:<remote path>'")
     return conn_id, path
 
 
@@ -125,43 +162,75 @@ def due_items(
 # --------------------------------------------------------------------------- deleting one thing
 
 
-def _delete_local(location: str) -> bool:
-    """Delete a staging folder or file; False when already gone.
-
-    Refuses anything outside the staging area: a retention item must never be able to make
-    the worker delete an arbitrary path.
-    """
+def _staged_path(item: RetentionItem) -> pathlib.Path:
+    """The item's local path, refused unless it lies inside the staging area: a retention item
+    must never be able to make the worker delete an arbitrary path."""
     root = get_settings().staging_dir.resolve()
-    path = pathlib.Path(location)
+    path = pathlib.Path(item.location)
     resolved = path.resolve()
     if resolved == root or not resolved.is_relative_to(root):
         raise RetentionIncomplete(
-            f"refused to delete {_shown(location)!r}: it lies outside the staging area {root} "
+            f"refused to delete item {item.id} ({shown_location(item)}): it lies outside the staging area {root} "
             "(WELFARE_EXCHANGE_STAGING_DIR changed?). Move the folder under the staging area or delete it by "
             "hand and mark the retention item, then re-run."
         )
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-        return True
+    return path
+
+
+def _staged_identity(path: pathlib.Path, sha256: str | None) -> str | None:
+    """What identifies a staged file as the recorded copy, or ``None`` when it is not it.
+
+    A request is staged sealed with the staging key: it is unsealed in memory and the request's
+    SHA-256 compared. A file staged without a recorded digest is the agency's own file, named by
+    its exchange: its path in the staging area is its identity.
+    """
+    data = path.read_bytes()
+    if sha256 is None:
+        return f"{len(data)} bytes, identified by its path in the staging area (no digest was recorded)"
+    if hashlib.sha256(data).hexdigest() == sha256:
+        return f"{len(data)} bytes, SHA-256 {sha256} matched"
     try:
-        path.unlink()
-    except FileNotFoundError:
-        return False
-    return True
+        plain = unseal(data)
+    except (InvalidToken, RuntimeError):
+        return None
+    if hashlib.sha256(plain).hexdigest() == sha256:
+        return f"sealed with the staging key; unsealed, {len(plain)} bytes, SHA-256 {sha256} matched"
+    return None
 
 
-#: A fetch streams the request into ``staging/protocol-<id>/incoming/`` and moves it into its
-#: exchange's folder once the ledger knows the exchange. A copy still there after this long was
-#: left by a fetch that crashed in between and whose run was never retried.
+def _delete_local(item: RetentionItem, before_delete: Callable[[str], None]) -> str | None:
+    """Delete a staging folder or staged file once identified; what was verified, or ``None``."""
+    path = _staged_path(item)
+    where = shown_location(item)
+    if path.is_dir() and not path.is_symlink():
+        files = sum(1 for p in path.rglob("*") if p.is_file())
+        verified = f"staging folder {where} of exchange {item.exchange_id} ({files} file(s))"
+        before_delete(verified)
+        shutil.rmtree(path)
+        return verified
+    if not path.is_file():
+        return None
+    identity = _staged_identity(path, item.sha256)
+    if identity is None:
+        return None
+    verified = f"staged file {where}, {identity}"
+    before_delete(verified)
+    path.unlink()
+    return verified
+
+
+#: A fetch used to stream the request into ``staging/protocol-<id>/incoming/`` before moving it
+#: into its exchange's folder; requests are now sealed straight into the exchange's folder. A
+#: copy still there after this long was left by such a fetch that crashed in between.
 INCOMING_GRACE = dt.timedelta(hours=24)
 
 
 def sweep_incoming(*, actor: audit.Actor) -> int:
     """Delete the partial requests interrupted fetches left in staging; returns how many.
 
-    They are still encrypted (as the municipality sent them) and belong to no exchange, so no
-    retention item ever covers them. Files younger than :data:`INCOMING_GRACE` may belong to a fetch that is
-    running or about to be retried, and stay. One audit fact per protocol says how many went.
+    They belong to no exchange, so no retention item ever covers them. Files younger than
+    :data:`INCOMING_GRACE` may belong to a fetch that is running or about to be retried, and
+    stay. One audit fact per protocol says how many went.
     """
     cutoff = dt.datetime.now(dt.timezone.utc).timestamp() - INCOMING_GRACE.total_seconds()
     total = 0
@@ -178,7 +247,7 @@ def sweep_incoming(*, actor: audit.Actor) -> int:
             with session_scope() as session:
                 audit.record(
                     session, "retention.swept", actor=actor, protocol_id=protocol_id, counts={"files": len(stale)},
-                    message=f"{len(stale)} encrypted partial request file(s) left in staging by interrupted fetches "
+                    message=f"{len(stale)} partial request file(s) left in staging by interrupted fetches "
                     f"(older than {INCOMING_GRACE.total_seconds() / 3600:g} h) deleted",
                 )
     return total
@@ -214,48 +283,115 @@ def _delete_db(session: Session, location: str) -> bool:
 # --------------------------------------------------------------------------- certificates
 
 
-def _certify(session: Session, item: RetentionItem, outcome: str, as_of: dt.date, actor: audit.Actor, note: str = "") -> Certificate:
+def _certify(session: Session, item: RetentionItem, outcome: str, as_of: dt.date, actor: audit.Actor, verified: str) -> Certificate:
     """Mark the item deleted and record its certificate, in one transaction."""
     item.deleted_at = dt.datetime.now(dt.timezone.utc)
     item.deletion_outcome = outcome
     protocol = session.get(Protocol, item.protocol_id)
-    shown = _shown(item.location)
     what = "deleted" if outcome == DELETED else "was already gone"
     audit.record(
         session, "retention.deleted", "success" if outcome == DELETED else ALREADY_GONE, actor=actor, protocol=protocol,
         exchange_id=item.exchange_id, file_hashes={item.kind: item.sha256} if item.sha256 else None,
         counts={"item": item.id, "deadline": item.deadline.isoformat(), "run_date": as_of.isoformat()},
-        message=f"deletion certificate: {item.kind} ({item.where}) {shown} {what}{note}; rule: {item.rule}; "
+        message=f"deletion certificate: {item.kind} ({item.where}) {verified}, {what}; rule: {item.rule}; "
         f"deadline {item.deadline.isoformat()}, retention run of {as_of.isoformat()}",
         fact_key=f"retention:{item.id}:deleted",
     )
-    ledger.complete_side_effect(session, f"retention:{item.id}", sha256=item.sha256, detail={"outcome": outcome})
-    return Certificate(item.id, item.protocol_id, item.exchange_id, item.kind, item.where, shown, item.sha256,
-                       item.rule, item.deadline, outcome)
+    ledger.complete_side_effect(session, f"retention:{item.id}", sha256=item.sha256, detail={"outcome": outcome, "verified": verified})
+    return Certificate(item.id, item.protocol_id, item.exchange_id, item.kind, item.where, shown_location(item), item.sha256,
+                       item.rule, item.deadline, outcome, verified)
 
 
-def _begin(item_id: int) -> tuple[RetentionItem | None, bool]:
-    """Re-read the item and begin its deletion side effect; ``(item, an earlier try began it)``."""
+def _begin(item_id: int) -> tuple[RetentionItem | None, str | None]:
+    """Re-read the item and begin its deletion side effect; ``(item, what an earlier try verified
+    just before deleting it)``."""
     with session_scope() as session:
         item = session.get(RetentionItem, item_id)
         if item is None or item.deleted_at is not None:  # deleted by a concurrent run meanwhile
-            return None, False
-        key = f"retention:{item.id}"
-        earlier = ledger.find_side_effect(session, key) is not None
-        ledger.begin_side_effect(session, key, kind="retention_deleted", exchange_id=item.exchange_id)
+            return None, None
+        effect = ledger.begin_side_effect(session, f"retention:{item.id}", kind="retention_deleted", exchange_id=item.exchange_id)
         session.expunge(item)
-        return item, earlier
+        return item, (effect.detail or {}).get("verified")
 
 
-def _finish(item_id: int, removed: bool, earlier: bool, as_of: dt.date, actor: audit.Actor) -> Certificate:
-    if removed:
-        outcome, note = DELETED, ""
-    elif earlier:  # an earlier try deleted it and stopped before recording: it was still us
-        outcome, note = DELETED, " (by an earlier try of the retention run that stopped before recording it)"
-    else:
-        outcome, note = ALREADY_GONE, ""
+def _recorder(item_id: int) -> Callable[[str], None]:
+    """Records, before the deletion, what identified the copy (read back by a retry)."""
+
+    def record(verified: str) -> None:
+        with session_scope() as session:
+            effect = ledger.find_side_effect(session, f"retention:{item_id}")
+            effect.detail = {"verified": verified}
+
+    return record
+
+
+def _finish(item_id: int, verified: str | None, earlier: str | None, as_of: dt.date, actor: audit.Actor) -> Certificate | None:
+    """Certify a verified deletion; report the copy missing when nothing was verified."""
+    if verified is None and earlier is not None:  # an earlier try verified it, deleted it and stopped
+        verified = f"{earlier} (deleted by an earlier try of the retention run that stopped before certifying it)"
     with session_scope() as session:
-        return _certify(session, session.get(RetentionItem, item_id), outcome, as_of, actor, note)
+        item = session.get(RetentionItem, item_id)
+        if verified is not None:
+            return _certify(session, item, DELETED, as_of, actor, verified)
+        _report_missing(session, item, as_of, actor)
+        return None
+
+
+def _report_missing(session: Session, item: RetentionItem, as_of: dt.date, actor: audit.Actor) -> None:
+    """Audit a copy that was not found (once when first missed, once when closed); never certified."""
+    first = item.missing_since is None
+    if first:
+        item.missing_since = as_of
+    closing = (as_of - item.missing_since).days >= MISSING_LOOK_DAYS
+    why = ("no digest was recorded for it, so it cannot be identified" if item.sha256 is None and item.where in ("sftp", "imap")
+           else "no copy with the recorded content was found")
+    if closing:
+        item.deleted_at = dt.datetime.now(dt.timezone.utc)
+        item.deletion_outcome = MISSING
+        ledger.complete_side_effect(session, f"retention:{item.id}", sha256=item.sha256, detail={"outcome": MISSING})
+    if first or closing:
+        then = ("closed as missing: no longer looked for" if closing
+                else f"looked for again on each run for {MISSING_LOOK_DAYS} days")
+        audit.record(
+            session, "retention.missing", MISSING, actor=actor, protocol=session.get(Protocol, item.protocol_id),
+            exchange_id=item.exchange_id, file_hashes={item.kind: item.sha256} if item.sha256 else None,
+            counts={"item": item.id, "deadline": item.deadline.isoformat(), "run_date": as_of.isoformat()},
+            message=f"not deleted, not certified: {item.kind} ({item.where}) at {shown_location(item)}: {why}; "
+            f"{then}; missing since {item.missing_since.isoformat()}. Runbook: {MISSING_STEP}",
+            fact_key=f"retention:{item.id}:missing" + (":closed" if closing else ""),
+        )
+    log.warning("retention item %s (%s at %s) is missing: %s; not certified", item.id, item.kind, shown_location(item), why)
+
+
+def _delete_mail(item: RetentionItem, before_delete: Callable[[str], None]) -> str | None:
+    if item.sha256 is None:
+        return None
+    return imap.delete_message(item.location, sha256=item.sha256, size=item.size, uidvalidity=item.uidvalidity,
+                               uid=item.uid, before_delete=before_delete)
+
+
+def _sftp_deleter(hook: Any, paths: dict[int, str]) -> Callable[[RetentionItem, Callable[[str], None]], str | None]:
+    """Deletes an item's file on one SFTP account (``paths``: item id → remote path)."""
+
+    def delete(item: RetentionItem, before_delete: Callable[[str], None]) -> str | None:
+        if item.sha256 is None:
+            return None
+        return sftp.delete_verified(hook, paths[item.id], sha256=item.sha256, size=item.size, before_delete=before_delete)
+
+    return delete
+
+
+def _delete_one(item_id: int, delete: Callable[[RetentionItem, Callable[[str], None]], str | None], as_of: dt.date,
+                actor: audit.Actor, report: RunReport) -> None:
+    """Begin, locate-verify-delete, certify (or report missing) one item."""
+    item, earlier = _begin(item_id)
+    if item is None:
+        return
+    certificate = _finish(item_id, delete(item, _recorder(item_id)), earlier, as_of, actor)
+    if certificate is None:
+        report.missing.append(item_id)
+    else:
+        report.certificates.append(certificate)
 
 
 def delete_due(
@@ -272,7 +408,8 @@ def delete_due(
     :param as_of: the run's date (the DAG run's logical date).
     :param actor: who deletes (the Airflow task, or the operator from the CLI).
     :param hook_factory: builds the SFTP hook for a connection id (tests may pass options).
-    :param raise_on_failure: raise :class:`RetentionIncomplete` when any item stays due.
+    :param raise_on_failure: raise :class:`RetentionIncomplete` when any item stays due (a
+        missing copy does not: no retry finds it sooner; it is audited and flagged instead).
     :param exchange_id: only this exchange's items (an exchange deleting its own request at once).
     :param kinds: only items of these kinds.
     """
@@ -281,6 +418,8 @@ def delete_due(
         report.swept = sweep_incoming(actor=actor)
     with session_scope() as session:
         items = [(i.id, i.where, i.location) for i in due_items(session, as_of, exchange_id=exchange_id, kinds=kinds)]
+    # A staged file before the staging folder that holds it: each is identified and certified on its own.
+    items.sort(key=lambda entry: -len(pathlib.Path(entry[2]).parts) if entry[1] == "local" else 0)
     by_connection: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for item_id, where, location in items:
         if where == "sftp":
@@ -292,21 +431,18 @@ def delete_due(
             by_connection[conn_id].append((item_id, path))
             continue
         try:
-            item, earlier = _begin(item_id)
-            if item is None:
-                continue
             if where == "local":
-                removed = _delete_local(item.location)
-                report.certificates.append(_finish(item_id, removed, earlier, as_of, actor))
+                _delete_one(item_id, _delete_local, as_of, actor, report)
             elif where == "imap":
-                from welfare_exchange.retention import imap
-
-                removed = imap.delete_message(item.location)
-                report.certificates.append(_finish(item_id, removed, earlier, as_of, actor))
+                _delete_one(item_id, _delete_mail, as_of, actor, report)
             elif where == "db":
+                item, earlier = _begin(item_id)
+                if item is None:
+                    continue
                 with session_scope() as session:
                     removed = _delete_db(session, item.location)
-                    cert = _certify(session, session.get(RetentionItem, item_id), DELETED if removed or earlier else ALREADY_GONE, as_of, actor)
+                    cert = _certify(session, session.get(RetentionItem, item_id), DELETED if removed or earlier else ALREADY_GONE,
+                                    as_of, actor, f"ledger payload {item.location}")
                 report.certificates.append(cert)
             else:
                 raise RetentionIncomplete(f"unknown retention place {where!r} (sftp, imap, local or db)")
@@ -314,32 +450,28 @@ def delete_due(
             report.failures.append(f"item {item_id} ({where}): {_error_text(err)}")
 
     for conn_id, entries in sorted(by_connection.items()):
-        hook = hook_factory(conn_id)
-        for index, (item_id, path) in enumerate(entries):
+        delete_file = _sftp_deleter(hook_factory(conn_id), dict(entries))
+        for index, (item_id, _) in enumerate(entries):
             try:
-                item, earlier = _begin(item_id)
-                if item is None:
-                    continue
-                removed = sftp.delete(hook, path)
+                _delete_one(item_id, delete_file, as_of, actor, report)
             except sftp.SftpTransportError as err:
                 # The server is unreachable (or refuses): the rest of this account's items would
                 # fail the same way; they all stay due and the run fails after the others.
                 left = len(entries) - index
                 report.failures.append(f"connection {conn_id!r}: {left} item(s) not deleted: {_error_text(err)}")
                 break
-            report.certificates.append(_finish(item_id, removed, earlier, as_of, actor))
 
     with session_scope() as session:
-        report.still_due = len(due_items(session, as_of))
+        report.still_due = sum(1 for i in due_items(session, as_of) if i.missing_since is None)
     summary = report.summary()
     log.info(
-        "retention run of %s: %d deleted, %d already gone, %d still due",
-        as_of.isoformat(), summary["deleted"], summary["already_gone"], report.still_due,
+        "retention run of %s: %d deleted, %d already gone, %d missing, %d still due",
+        as_of.isoformat(), summary["deleted"], summary["already_gone"], summary["missing"], report.still_due,
     )
     if report.failures and raise_on_failure:
         raise RetentionIncomplete(
-            f"retention run of {as_of.isoformat()}: {report.still_due} item(s) could not be deleted and stay due "
-            f"({summary['deleted']} deleted, {summary['already_gone']} already gone). "
+            f"retention run of {as_of.isoformat()}: {summary['failed']} item(s) could not be deleted and stay due "
+            f"({summary['deleted']} deleted, {summary['missing']} missing). "
             + " | ".join(report.failures[:10])
             + f". The task retries with backoff; runbook: {RUNBOOK_STEP}."
         )

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from welfare_exchange.db.models import AuditRecord, Exchange, Protocol, RetentionItem
 from welfare_exchange.retention import rules
-from welfare_exchange.retention.runner import _shown, audit_cutoff
+from welfare_exchange.retention.runner import audit_cutoff, shown_location
 from welfare_exchange.settings import get_settings
 
 
@@ -44,7 +44,8 @@ def retention_status(session: Session, as_of: dt.date) -> dict[str, Any]:
                 "exchange_id": item.exchange_id,
                 "kind": item.kind,
                 "where": item.where,
-                "location": _shown(item.location),
+                "location": shown_location(item),
+                "missing_since": item.missing_since.isoformat() if item.missing_since else None,
                 "deadline": deadline.isoformat(),
                 "rule": rules.RULE_CLAMPED.format(days=settings.max_retention_days) if clamped else item.rule,
                 "clamped": clamped,
@@ -67,6 +68,7 @@ def retention_status(session: Session, as_of: dt.date) -> dict[str, Any]:
                 "delete_request_after_match": protocol.delete_request_after_match,
                 "pending": len(pending),
                 "overdue": sum(1 for i in pending if i["overdue"]),
+                "missing": sum(1 for i in pending if i["missing_since"]),
                 "next_deadline": min((i["deadline"] for i in pending), default=None),
                 "deleted": deleted.get(protocol.id, 0),
                 "items": pending,
@@ -114,4 +116,7 @@ def render_text(status: dict[str, Any]) -> str:
         for item in p["items"]:
             if item["clamped"]:
                 lines.append(f"  item {item['item']} ({item['kind']}): clamped to the {item['rule']}")
+            if item["missing_since"]:
+                lines.append(f"  MISSING item {item['item']} ({item['kind']} at {item['location']}): not found since "
+                             f"{item['missing_since']}; see the runbook, 'A copy to delete is missing'")
     return "\n".join(lines)

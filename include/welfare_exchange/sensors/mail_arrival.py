@@ -15,7 +15,7 @@ from welfare_exchange.sensors.arrival_window import ArrivalWindow
 class MailRequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
     """Wait until a message from the protocol's sender is in the agency's INBOX; push the oldest to XCom.
 
-    Only headers are read (From, Message-ID, size): nothing is downloaded and nothing changes
+    Only headers are read (From and size): nothing is downloaded and nothing changes
     in the mailbox. The message is tied to the protocol for good — certificate, signature,
     cipher — by ``fetch_request``, which opens it. Several messages: the oldest is this run's
     exchange, the others wait for the next runs. Pokes in ``reschedule`` mode by default;
@@ -28,8 +28,8 @@ class MailRequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
     ``timeout`` is the arrival window: when it closes with no message, the audit records
     ``request.none_arrived`` and the run ends skipped (:class:`~welfare_exchange.sensors.arrival_window.ArrivalWindow`).
 
-    The XCom value names where the message is (UID, UIDVALIDITY, Message-ID, size): no
-    address, no content.
+    The XCom value names where the message is (UID, UIDVALIDITY, size): no address, no
+    header, no content.
 
     :param protocol_id: the protocol the exchange runs under.
     :param sender_address: the protocol's registered sender (From) address.
@@ -107,4 +107,4 @@ class MailRequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
             effect = ledger.find_side_effect(session, f"exchange:{exchange.id}:received")
             detail = dict(effect.detail or {}) if effect is not None else {}
             return {"uid": detail.get("uid"), "uidvalidity": detail.get("uidvalidity"), "size": exchange.request_size,
-                    "message_id": detail.get("message_id"), "exchange_id": exchange.id}
+                    "exchange_id": exchange.id}

@@ -7,8 +7,8 @@ Where a person's data can still live here, and what happens to it:
   folder. They are rewritten without the person (atomic rename). A result already built but not
   delivered (``result.xlsx``, encrypted with the protocol's key) is withdrawn: the exchange goes
   back to ``matched`` so ``build_result`` rebuilds it from the rewritten rows.
-* **The request file as the municipality sent it** (``received/`` on SFTP, ``request.enc`` in
-  staging) is encrypted with the password agreed between the two DPOs and is the municipality's
+* **The request file as the municipality sent it** (``received/`` on SFTP, ``request.fernet`` in
+  staging, sealed there with the staging key) is encrypted with the password agreed between the two DPOs and is the municipality's
   own record of what it asked: it is not rewritten, and is deleted on its retention deadline
   (reported).
 * **Results already delivered** — the municipality holds its copy and is controller of it; it

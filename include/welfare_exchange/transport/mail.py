@@ -10,11 +10,14 @@ Guarantees the exchange relies on:
 * **Fetching changes nothing.** :func:`fetch_unseen` reads with ``BODY.PEEK`` from a
   read-only ``EXAMINE``: a task that fails after fetching, or is cleared and re-run, sees the
   same messages again.
-* **Marking is idempotent and explicit.** Only after a request is safely staged does the
-  task call :func:`mark_processed`, which moves the message to a ``Processed`` folder (or
-  ``Rejected``, for refused ones); a message already moved is simply not found again. A
-  message stays "unseen" for this system while it is in the inbox, whatever a person's mail
-  client did to its ``\\Seen`` flag.
+* **A message is known by its content.** Only after a request is safely staged does the task
+  call :func:`move_message`, which moves it to a ``Processed`` folder (or ``Rejected``, for
+  refused ones). A message is identified by the SHA-256 of its raw bytes, taken when it was
+  downloaded: UIDs change with every move, and requests sent with the OpenSSL command line
+  carry no Message-ID. The server's ``COPYUID`` answer says where it went (a hint, checked
+  against the digest before anything is done to it). A re-run finds the message already
+  moved, by its digest. A message stays "unseen" for this system while it is in the inbox,
+  whatever a person's mail client did to its ``\\Seen`` flag.
 * **Oversized messages are never downloaded**: their size is read first.
 * **Sending once** is the ledger's job: the result message carries a Message-ID derived from
   the exchange (:func:`make_message_id`); the task asks the ledger before :func:`send` and
@@ -32,7 +35,7 @@ import hashlib
 import imaplib
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 
@@ -191,6 +194,10 @@ def _check(status_data: tuple[str, list], action: str) -> list:
 def _select(client: imaplib.IMAP4, mailbox: str, readonly: bool) -> int:
     """Open ``mailbox`` (EXAMINE when ``readonly``) and return its UIDVALIDITY."""
     _check(client.select(_quote(mailbox), readonly=readonly), f"open the mailbox {mailbox!r}")
+    return _uidvalidity(client, mailbox)
+
+
+def _uidvalidity(client: imaplib.IMAP4, mailbox: str) -> int:
     _, values = client.response("UIDVALIDITY")
     if values and values[0]:
         return int(values[0])
@@ -246,7 +253,7 @@ def fetch_unseen(
     """The messages still waiting in ``mailbox``, oldest first, without changing anything.
 
     "Unseen" means not yet processed by this system, i.e. still in the inbox (see
-    :func:`mark_processed`); the ``\\Seen`` flag is ignored because people may read the
+    :func:`move_message`); the ``\\Seen`` flag is ignored because people may read the
     mailbox too.
 
     :param imap_conn_id: Airflow connection of type ``imap`` (host, port, login, password,
@@ -297,67 +304,188 @@ def fetch_unseen(
         return messages
 
 
-def mark_processed(
-    imap_conn_id: str | None = DEFAULT_IMAP_CONN_ID,
-    messages: Iterable[RawMessage] = (),
-    *,
-    endpoint: ImapEndpoint | None = None,
-    mailbox: str = "INBOX",
-    processed_mailbox: str = PROCESSED_MAILBOX,
-) -> int:
-    """Move handled messages out of ``mailbox`` into ``processed_mailbox``; idempotent.
+def _create(client: imaplib.IMAP4, mailbox: str) -> None:
+    status, data = client.create(_quote(mailbox))
+    if status != "OK" and b"exist" not in b" ".join(d for d in data if isinstance(d, bytes)).lower():
+        raise MailTransportError(f"the IMAP server refused to create the folder {mailbox!r}")
 
-    Call it after the request is staged (or, with ``processed_mailbox=REJECTED_MAILBOX``,
-    after a refusal is audited). A message is found by UID while the mailbox's UIDVALIDITY
-    is unchanged, else by its Message-ID; one that is no longer there (already moved by an
-    earlier try) is skipped. Messages are flagged ``\\Seen`` so people see them as handled.
 
-    :param imap_conn_id: Airflow connection of type ``imap``.
-    :param messages: what :func:`fetch_unseen` returned (or the subset handled).
-    :param endpoint: explicit server details instead of a connection.
-    :param mailbox: where the messages are.
-    :param processed_mailbox: where they go; created when missing.
-    :returns: how many messages were moved now.
+def _capabilities(client: imaplib.IMAP4) -> set[str]:
+    """What the server offers once logged in (imaplib keeps only the greeting's list, which
+    dovecot gives without MOVE and UIDPLUS)."""
+    known = getattr(client, "_after_login_capabilities", None)
+    if known is None:
+        data = _check(client.capability(), "list its capabilities")
+        known = {c.upper() for c in b" ".join(d for d in data if isinstance(d, bytes)).decode("ascii", "replace").split()}
+        client._after_login_capabilities = known  # type: ignore[attr-defined]
+    return known
+
+
+def _expunge(client: imaplib.IMAP4, uid_set: str, action: str) -> None:
+    """Flag ``uid_set`` deleted and expunge only them (UIDPLUS), never other messages when possible."""
+    _check(client.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Deleted)"), "flag messages deleted")
+    if "UIDPLUS" in _capabilities(client):
+        _check(client.uid("EXPUNGE", uid_set), action)
+    else:
+        _check(client.expunge(), action)
+
+
+_COPYUID = re.compile(rb"COPYUID (\d+) ([\d:,]+) ([\d:,]+)")
+
+
+def _move_uids(client: imaplib.IMAP4, uid_set: str, target: str) -> tuple[int, int] | None:
+    """Move ``uid_set`` of the selected mailbox to ``target``; ``(uidvalidity, uid)`` of the first
+    message there when the server says (``COPYUID``, UIDPLUS), else ``None``."""
+    client.response("COPYUID")  # forget an answer left over from an earlier command
+    _check(client.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Seen)"), "flag messages as seen")
+    if "MOVE" in _capabilities(client):
+        _check(client.uid("MOVE", uid_set, _quote(target)), f"move messages to {target!r}")
+        answers = client.response("COPYUID")[1]  # untagged before the expunges (RFC 6851)
+        answers = [b"COPYUID " + a for a in answers if isinstance(a, bytes)]
+    else:
+        # Without MOVE a crash between copy and expunge leaves a copy in both folders: the next
+        # try finds the moved copy by its digest and moves nothing again.
+        answers = _check(client.uid("COPY", uid_set, _quote(target)), f"copy messages to {target!r}")
+        _expunge(client, uid_set, "expunge moved messages")
+    for answer in answers:
+        match = _COPYUID.search(answer) if isinstance(answer, bytes) else None
+        if match and match.group(3).replace(b",", b":").split(b":")[0].isdigit():
+            return int(match.group(1)), int(match.group(3).replace(b",", b":").split(b":")[0])
+    return None
+
+
+# ----------------------------------------------------------------------- one message, by content
+
+#: Bytes read per FETCH when a message is hashed: a message is never held whole.
+DIGEST_CHUNK = 4 * 1024 * 1024
+
+
+class MessageMissing(MailTransportError):
+    """The message to move is in neither folder (moved or deleted by someone else)."""
+
+    code = "message_missing"
+
+
+@dataclass(frozen=True)
+class MessageLocation:
+    """Where one message is, and what it is.
+
+    :param mailbox: the folder.
+    :param uidvalidity: the folder's UIDVALIDITY.
+    :param uid: the message's UID there.
+    :param sha256: SHA-256 of the raw message (``BODY[]``): its identity in any folder.
+    :param size: its size as the server reports it (``RFC822.SIZE``), which ``SEARCH`` uses.
     """
-    messages = list(messages)
-    if not messages:
-        return 0
+
+    mailbox: str
+    uidvalidity: int
+    uid: int
+    sha256: str
+    size: int
+
+    def describe(self) -> str:
+        """For a deletion certificate: where it was found and what matched."""
+        return (f"message in {self.mailbox} (UIDVALIDITY {self.uidvalidity}, UID {self.uid}), "
+                f"{self.size} bytes, SHA-256 {self.sha256}")
+
+
+def _open(client: imaplib.IMAP4, mailbox: str, readonly: bool) -> int | None:
+    """Select ``mailbox``; its UIDVALIDITY, or ``None`` when there is no such folder."""
+    status, _ = client.select(_quote(mailbox), readonly=readonly)
+    return _uidvalidity(client, mailbox) if status == "OK" else None
+
+
+def message_digest(client: imaplib.IMAP4, uid: int) -> tuple[str, int] | None:
+    """``(SHA-256 of the raw message, RFC822.SIZE)`` of a message of the selected mailbox, read in
+    :data:`DIGEST_CHUNK` pieces (``BODY.PEEK``: nothing changes); ``None`` when it is not there."""
+    meta = _fetch_parts(_check(client.uid("FETCH", str(uid), "(UID RFC822.SIZE)"), "read a message's size"))
+    if "size" not in meta.get(uid, {}):
+        return None
+    digest, offset = hashlib.sha256(), 0
+    while True:
+        fetched = _fetch_parts(
+            _check(client.uid("FETCH", str(uid), f"(UID BODY.PEEK[]<{offset}.{DIGEST_CHUNK}>)"), "read a message")
+        )
+        chunk = fetched.get(uid, {}).get("body") or b""
+        digest.update(chunk)  # type: ignore[arg-type]
+        offset += len(chunk)  # type: ignore[arg-type]
+        if len(chunk) < DIGEST_CHUNK:  # type: ignore[arg-type]
+            return digest.hexdigest(), int(meta[uid]["size"])  # type: ignore[call-overload]
+
+
+def find_message(
+    client: imaplib.IMAP4, mailbox: str, *, sha256: str | None, size: int | None = None,
+    uidvalidity: int | None = None, uid: int | None = None, readonly: bool = True,
+) -> MessageLocation | None:
+    """The message of ``mailbox`` whose raw content has ``sha256``; it stays selected.
+
+    The UID hint (valid only with the folder's current UIDVALIDITY) is tried first, then every
+    message of that size. A UID alone never decides: UIDVALIDITY values are timestamps, and two
+    folders made in the same second share one, so a UID of another folder can name a stranger's
+    message here. Only with ``sha256=None`` (a message never downloaded) does the hint decide.
+    """
+    current = _open(client, mailbox, readonly)
+    if current is None:
+        return None
+    candidates: list[int] = []
+    if uid is not None and uidvalidity == current:
+        candidates.append(int(uid))
+    if sha256 is not None:
+        criteria = ["UNDELETED"] + (["LARGER", str(size - 1), "SMALLER", str(size + 1)] if size else [])
+        found = _check(client.uid("SEARCH", None, *criteria), "search the mailbox")
+        candidates += [int(u) for u in (found[0] or b"").split() if int(u) not in candidates]
+    for candidate in candidates:
+        identity = message_digest(client, candidate)
+        if identity is not None and sha256 in (None, identity[0]):
+            return MessageLocation(mailbox, current, candidate, identity[0], identity[1])
+    return None
+
+
+def locate(imap_conn_id: str | None, mailbox: str, *, uidvalidity: int, uid: int) -> MessageLocation | None:
+    """Where and what the message with this UID is (its digest taken on the server, in pieces);
+    ``None`` when it is not there or the folder was renumbered."""
+    with _imap_client(imap_conn_id, None) as client:
+        return find_message(client, mailbox, sha256=None, uidvalidity=uidvalidity, uid=uid)
+
+
+def move_message(
+    imap_conn_id: str | None, *, mailbox: str, to: str, sha256: str | None, size: int | None = None,
+    uidvalidity: int | None = None, uid: int | None = None, endpoint: ImapEndpoint | None = None,
+) -> MessageLocation:
+    """Move the one message whose content is ``sha256`` from ``mailbox`` to ``to``; where it is now.
+
+    Idempotent: a message no longer in ``mailbox`` but found in ``to`` by its digest (an earlier
+    try moved it) is returned where it is. The new UID comes from the server's ``COPYUID``
+    answer, or, without UIDPLUS, from a search of ``to`` by digest.
+
+    :raises MessageMissing: it is in neither folder.
+    """
     with _imap_client(imap_conn_id, endpoint) as client:
-        status, data = client.create(_quote(processed_mailbox))
-        if status != "OK" and b"exist" not in b" ".join(d for d in data if isinstance(d, bytes)).lower():
-            raise MailTransportError(f"the IMAP server refused to create the folder {processed_mailbox!r}")
-        uidvalidity = _select(client, mailbox, readonly=False)
-        uids: list[int] = []
-        for message in messages:
-            if message.uidvalidity == uidvalidity:
-                found = _check(client.uid("SEARCH", None, "UID", str(message.uid)), "search the mailbox")
-            elif message.message_id:
-                found = _check(
-                    client.uid("SEARCH", None, "HEADER", "Message-ID", f'"{message.message_id}"'),
-                    "search the mailbox",
-                )
-            else:
-                log.warning("a message without Message-ID could not be found again after UIDVALIDITY changed")
-                continue
-            uids += [int(u) for u in (found[0] or b"").split()]
-        if not uids:
-            return 0
-        uid_set = ",".join(str(u) for u in sorted(set(uids)))
-        _check(client.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Seen)"), "flag messages as seen")
-        capabilities = {c.upper() for c in getattr(client, "capabilities", ())}
-        if "MOVE" in capabilities:
-            _check(client.uid("MOVE", uid_set, _quote(processed_mailbox)), f"move messages to {processed_mailbox!r}")
+        _create(client, to)
+        found = find_message(client, mailbox, sha256=sha256, size=size, uidvalidity=uidvalidity, uid=uid,
+                             readonly=False)
+        if found is None:
+            there = find_message(client, to, sha256=sha256, size=size) if sha256 is not None else None
+            if there is not None:
+                return there
+            raise MessageMissing(
+                f"the message to move is no longer in {mailbox!r} nor in {to!r} of the agency's mailbox "
+                "(moved or deleted by a person?): look for it by its SHA-256 in the audit trail"
+            )
+        answer = _move_uids(client, str(found.uid), to)
+        if answer is not None:
+            moved = MessageLocation(to, answer[0], answer[1], found.sha256, found.size)
         else:
-            # Without MOVE a crash between copy and expunge leaves a copy in both folders:
-            # the next try moves it again and the ledger ignores the duplicate Message-ID.
-            _check(client.uid("COPY", uid_set, _quote(processed_mailbox)), f"copy messages to {processed_mailbox!r}")
-            _check(client.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Deleted)"), "flag messages deleted")
-            if "UIDPLUS" in capabilities:
-                _check(client.uid("EXPUNGE", uid_set), "expunge moved messages")
-            else:
-                _check(client.expunge(), "expunge moved messages")
-        log.info("moved %d message(s) from %s to %s", len(set(uids)), mailbox, processed_mailbox)
-        return len(set(uids))
+            moved = find_message(client, to, sha256=found.sha256, size=found.size)
+            if moved is None:
+                raise MailTransportError(f"the message moved to {to!r} cannot be found there: check the mailbox")
+    log.info("moved a message from %s to %s (UID %s)", mailbox, to, moved.uid)
+    return moved
+
+
+def delete_found(client: imaplib.IMAP4, found: MessageLocation) -> None:
+    """Expunge the message :func:`find_message` just found (its mailbox is still selected)."""
+    _expunge(client, str(found.uid), "expunge the message")
 
 
 # ------------------------------------------------------------------------------------ SMTP

@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from welfare_exchange import untrusted
 from welfare_exchange.errors import WelfareExchangeError
 
 if TYPE_CHECKING:  # imported when a session opens: every DAG parse imports this module, few tasks use SFTP
@@ -145,32 +146,18 @@ class RemoteFile:
         return posixpath.join(self.directory, self.name)
 
 
-#: The files the agency names (results, feeds) start with this; any other name came from a municipality.
-AGENCY_PREFIX = "groeipakket_"
-
-
 def shown(name: str) -> str:
-    """How a remote file name may appear in a log line, an exception or an audit message.
-
-    A name the agency gave its file is shown as is. A name that came from a municipality may
-    hold personal data — a request named after a child or a parent, not only an INSZ — so it
-    appears as ``#`` and the first 12 characters of its :func:`name_handle`: enough for an
-    operator who has the file to recognise it, nothing for anyone else.
-    """
-    directory, base = posixpath.split(name)
-    if base.startswith(AGENCY_PREFIX):
-        return name
-    label = f"#{name_handle(base)[:12]}"
-    return posixpath.join(directory, label) if directory else label
+    """How a remote file name (or path) appears in a log line, an exception or an audit message:
+    the municipality's part as a handle (:func:`welfare_exchange.untrusted.shown_path`)."""
+    return untrusted.shown_path(name)
 
 
 def name_handle(name: str) -> str:
-    """An opaque stand-in for a remote file name (its SHA-256), safe for XCom and logs.
+    """An opaque stand-in for a remote file name, safe for XCom (:func:`welfare_exchange.untrusted.handle`).
 
-    Municipalities name their files; a name may hold personal data, so between tasks a file
-    travels as this handle and is looked up again with :func:`find_by_handle`.
+    Between tasks a file travels as this handle and is looked up again with :func:`find_by_handle`.
     """
-    return hashlib.sha256(name.encode("utf-8")).hexdigest()
+    return untrusted.handle(name)
 
 
 def find_by_handle(hook: SFTPHook, directory: str, handle: str) -> str | None:
@@ -587,38 +574,55 @@ def fetch(hook: SFTPHook, remote_path: str, local_path: str | os.PathLike, *, ma
     local = Path(local_path)
     local.parent.mkdir(parents=True, exist_ok=True)
     tmp = local.with_name(local.name + ".tmp")
-    remote_dir = posixpath.dirname(remote_path) or "."
     try:
         # Staging copies are private to the worker's user from the first byte.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            sink = _HashingWriter(fh)
-            with _session(hook, "fetch", remote_dir) as sftp:
-                expected = sftp.stat(remote_path).st_size
-                if max_bytes is not None and (expected or 0) > max_bytes:
-                    raise RemoteFileTooLarge(
-                        f"fetch of {shown(posixpath.basename(remote_path))!r} on connection {_conn_name(hook)!r}, remote "
-                        f"directory {remote_dir!r}: the file has {expected} bytes, more than the {max_bytes} accepted; "
-                        "it was not downloaded"
-                    )
-                sftp.getfo(remote_path, sink)
+            sink = _download(hook, remote_path, fh, max_bytes=max_bytes)
             fh.flush()
             os.fsync(fh.fileno())
-        if sink.size != expected:
-            raise SftpTransportError(
-                f"fetch of {shown(posixpath.basename(remote_path))!r} on connection {_conn_name(hook)!r}, remote "
-                f"directory {remote_dir!r}: read {sink.size} bytes but the file had {expected}; it "
-                "changed while being read. Retry once the upload has finished."
-            )
         os.replace(tmp, local)
         _fsync_dir(local.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    sha = sink.digest.hexdigest()
-    log.info("fetched %s from %s (%d bytes, sha256 %s)", shown(posixpath.basename(remote_path)), _conn_name(hook), sink.size, sha)
-    return sha, sink.size
+    return sink.digest.hexdigest(), sink.size
+
+
+def fetch_bytes(hook: SFTPHook, remote_path: str, *, max_bytes: int | None = None) -> tuple[bytes, str, int]:
+    """Download a remote file into memory, hashing it on the way: ``(content, sha256_hex, size)``.
+
+    For a file that must never touch the disk as it is (a request: the caller seals it with the
+    staging key). Fails if the remote file changed size while it was read; a file over
+    ``max_bytes`` (judged by stat) is never downloaded (:class:`RemoteFileTooLarge`).
+    """
+    buffer = io.BytesIO()
+    sink = _download(hook, remote_path, buffer, max_bytes=max_bytes)
+    return buffer.getvalue(), sink.digest.hexdigest(), sink.size
+
+
+def _download(hook: SFTPHook, remote_path: str, target: IO[bytes], *, max_bytes: int | None = None) -> _HashingWriter:
+    remote_dir = posixpath.dirname(remote_path) or "."
+    sink = _HashingWriter(target)
+    with _session(hook, "fetch", remote_dir) as sftp:
+        expected = sftp.stat(remote_path).st_size
+        if max_bytes is not None and (expected or 0) > max_bytes:
+            raise RemoteFileTooLarge(
+                f"fetch of {shown(posixpath.basename(remote_path))!r} on connection {_conn_name(hook)!r}, remote "
+                f"directory {remote_dir!r}: the file has {expected} bytes, more than the {max_bytes} accepted; "
+                "it was not downloaded"
+            )
+        sftp.getfo(remote_path, sink)
+    if sink.size != expected:
+        raise SftpTransportError(
+            f"fetch of {shown(posixpath.basename(remote_path))!r} on connection {_conn_name(hook)!r}, remote "
+            f"directory {remote_dir!r}: read {sink.size} bytes but the file had {expected}; it "
+            "changed while being read. Retry once the upload has finished."
+        )
+    log.info("fetched %s from %s (%d bytes, sha256 %s)", shown(posixpath.basename(remote_path)), _conn_name(hook),
+             sink.size, sink.digest.hexdigest())
+    return sink
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -788,6 +792,47 @@ def delete(hook: SFTPHook, path: str) -> bool:
     return True
 
 
+def delete_verified(
+    hook: SFTPHook, path: str, *, sha256: str, size: int | None = None,
+    before_delete: Callable[[str], None] | None = None,
+) -> str | None:
+    """Delete the remote file whose content has ``sha256``; what was verified, or ``None``.
+
+    The file at ``path`` is hashed first; when it is not there or holds something else, the
+    other files of its folder with the same size are (a copy renamed in place keeps its
+    content). Only a file whose SHA-256 matches is removed, so a different file that took the
+    name is never deleted in its place.
+
+    :param before_delete: called with the verification text just before the removal (the
+        retention run records it, so a crash in between is certified truthfully by the retry).
+    :returns: e.g. ``"file received/#1a2b3c4d5e6f on connection 'sftp_44021', 2048 bytes,
+        SHA-256 … matched"``; ``None`` when no file matches (the caller reports it missing).
+    """
+    directory = posixpath.dirname(path)
+    with _session(hook, "delete", directory or ".") as sftp:
+        try:
+            listed = sftp.listdir_attr(directory or ".")
+        except FileNotFoundError:
+            listed = []
+        others = [
+            posixpath.join(directory, entry.filename) for entry in listed
+            if entry.st_mode is not None and stat.S_ISREG(entry.st_mode)
+            and (size is None or entry.st_size == size) and posixpath.join(directory, entry.filename) != path
+        ]
+        for candidate in [path, *others]:
+            digest = _remote_digest(sftp, candidate)
+            if digest is None or digest[0] != sha256:
+                continue
+            verified = (f"file {shown(candidate)} on connection {_conn_name(hook)!r}, {digest[1]} bytes, "
+                        f"SHA-256 {sha256} matched")
+            if before_delete is not None:
+                before_delete(verified)
+            sftp.remove(candidate)
+            log.info("deleted %s on %s after checking its SHA-256", shown(candidate), _conn_name(hook))
+            return verified
+    return None
+
+
 __all__ = [
     "CHUNK_SIZE",
     "DEFAULT_REQUEST_PATTERNS",
@@ -804,9 +849,11 @@ __all__ = [
     "SftpTransportError",
     "conn_id_for",
     "delete",
+    "delete_verified",
     "deliver",
     "fetch",
     "classify_inbox",
+    "fetch_bytes",
     "list_ready_requests",
     "move",
     "remote_sha256",

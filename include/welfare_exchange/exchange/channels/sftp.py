@@ -1,16 +1,16 @@
 """The SFTP channel of Method 1: the municipality's chrooted ``inbox/`` and ``outbox/``.
 
-A request is taken from ``inbox/`` (streamed to staging, still encrypted) and moved to
+A request is taken from ``inbox/`` (sealed into staging with the staging key) and moved to
 ``received/``; a refused one moves on to ``quarantine/`` with a validation report in
-``outbox/``; the result is uploaded to ``outbox/`` as ``.part``, renamed and verified.
+``outbox/``; the result is uploaded to ``outbox/`` as ``.part``, renamed and verified. Every
+copy left on the server is recorded for deletion with its SHA-256 and size, and follows its
+file when the file moves.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
-import os
 import posixpath
 from typing import Any
 
@@ -50,7 +50,10 @@ def _hook(protocol: Protocol):
 
 
 def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int | None:
-    """Stream the request file to staging (still encrypted), hash it and open its exchange.
+    """Download the request file, hash it, seal it into staging and open its exchange.
+
+    It is read into memory (the intake's size limit bounds it) and written only sealed with the
+    staging key: what a municipality sends is not always encrypted.
 
     The remote file then moves from ``inbox/`` to ``received/`` so it is never taken again.
     Returns the exchange id, or ``None`` when the file is a duplicate of a request already
@@ -71,12 +74,11 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
             f"the request file the sensor found is no longer in {INBOX}/ on connection {protocol.channel_connection!r} "
             "(removed by the municipality?): clear wait_for_request to take the next one"
         )
-    incoming = Staging(protocol_id, 0).folder.parent / "incoming"
-    incoming.mkdir(parents=True, exist_ok=True)
-    local = incoming / f"{hashlib.sha256((run.run_id or name).encode()).hexdigest()[:16]}.request"
     try:
         # The sensor judged the listed size; stat again here: a file over the limit is never downloaded.
-        digest, size = sftp.fetch(hook, posixpath.join(INBOX, name), local, max_bytes=IntakeLimits.from_env().max_file_bytes)
+        data, digest, size = sftp.fetch_bytes(
+            hook, posixpath.join(INBOX, name), max_bytes=IntakeLimits.from_env().max_file_bytes
+        )
     except sftp.RemoteFileTooLarge as err:
         raise InputError(f"{err}. The next run's wait_for_request quarantines it and reports to the municipality.") from None
 
@@ -86,18 +88,25 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
             session, protocol, digest=digest, name=name, size=size, run=run, source=f"request file {sftp.shown(name)!r}"
         )
         if duplicate_of is None:
-            staging = Staging(protocol_id, exchange.id)
-            staging.folder.mkdir(parents=True, exist_ok=True)
-            os.replace(local, staging.path("request.enc"))
+            Staging(protocol_id, exchange.id).write_request(data)
             audit.record(
                 session, "request.fetched", actor=run.actor, protocol=protocol, exchange_id=exchange.id,
                 data_categories=REQUEST_CATEGORIES, file_hashes={"request": digest}, counts={"bytes": size},
-                message=f"request file {sftp.shown(name)!r} fetched from the municipality's inbox into staging (still encrypted)",
+                message=f"request file {sftp.shown(name)!r} fetched from the municipality's inbox into staging "
+                "(sealed with the staging key)",
                 fact_key=f"exchange:{exchange.id}:fetched",
             )
+    del data
     if duplicate_of is not None:
-        local.unlink(missing_ok=True)
         target = sftp.move(hook, posixpath.join(INBOX, name), RECEIVED)
+        with session_scope() as session:
+            protocol = get(session, protocol_id)
+            days = protocol.request_retention_days
+            ledger.schedule_deletion(
+                session, protocol_id=protocol.id, exchange_id=duplicate_of, kind="request_file", where="sftp",
+                location=f"{protocol.channel_connection}:{target}", deadline=run.exchange_date + dt.timedelta(days=days),
+                rule=f"request: {days} days after receipt (protocol {protocol.id})", sha256=digest, size=size,
+            )
         log.info("duplicate request: same content as exchange %s; moved to %s, not processed again", duplicate_of, sftp.shown(target))
         return None
     return _finish_fetch(protocol_id, exchange.id, name, run)
@@ -124,15 +133,16 @@ def _finish_fetch(protocol_id: int, exchange_id: int, name: str, run: RunInfo) -
         target = ledger.find_side_effect(session, key).detail["remote"]
         deadline = exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days)
         rule = f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})"
-        for where, location, kind in (
-            ("sftp", target, "request_file"),
-            ("local", str(Staging(protocol.id, exchange.id).folder), "staging"),
-        ):
+        if not ledger.is_done(session, f"exchange:{exchange_id}:quarantined"):  # else the item followed the file
             ledger.schedule_deletion(
-                session, protocol_id=protocol.id, exchange_id=exchange.id, kind=kind, where=where,
-                location=f"{protocol.channel_connection}:{location}" if where == "sftp" else location,
-                deadline=deadline, rule=rule, sha256=exchange.request_sha256,
+                session, protocol_id=protocol.id, exchange_id=exchange.id, kind="request_file", where="sftp",
+                location=f"{protocol.channel_connection}:{target}", deadline=deadline, rule=rule,
+                sha256=exchange.request_sha256, size=exchange.request_size,
             )
+        ledger.schedule_deletion(
+            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
+            location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline, rule=rule,
+        )
     return exchange_id
 
 
@@ -156,7 +166,7 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
             target = posixpath.join(QUARANTINE, posixpath.basename(source))
         with session_scope() as session:
             ledger.complete_side_effect(session, f"exchange:{exchange_id}:quarantined", detail={"remote": target})
-    report_name = f"{posixpath.splitext(exchange.request_name or 'aanvraag')[0]}.validatierapport-exchange-{exchange_id}.txt"
+    report_name = validation_report_name(protocol, exchange)
     report_key = f"exchange:{exchange_id}:report"
     with session_scope() as session:
         report_done = ledger.is_done(session, report_key)
@@ -166,19 +176,29 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
     if not report_done:
         advice = inbox.advice_for_refusal(err.code)  # a file taken half-written: how to upload safely
         report = report_text(protocol, exchange, err) + "".join(f"\n{line}" for line in advice).encode("utf-8")
-        digest, _ = sftp.upload_bytes(hook, report + (b"\n" if advice else b""), OUTBOX, report_name)
+        digest, size = sftp.upload_bytes(hook, report + (b"\n" if advice else b""), OUTBOX, report_name)
         with session_scope() as session:
-            ledger.complete_side_effect(session, report_key, sha256=digest)
+            ledger.complete_side_effect(session, report_key, sha256=digest, detail={"bytes": size})
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
+        source = received.detail["remote"] if received and received.detail else None
         target = ledger.find_side_effect(session, f"exchange:{exchange_id}:quarantined").detail["remote"]
+        report = ledger.find_side_effect(session, report_key)
         ledger.update_exchange(session, exchange, state="quarantined", failure_code=err.code)
         deadline = exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days)
-        for kind, location in (("quarantine", target), ("report", posixpath.join(OUTBOX, report_name))):
+        rule = f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})"
+        conn = protocol.channel_connection
+        moved = source is not None and ledger.move_copy(
+            session, "request_file", f"{conn}:{source}", kind="quarantine", location=f"{conn}:{target}",
+            deadline=deadline, rule=rule,
+        )
+        copies = [("report", posixpath.join(OUTBOX, report_name), report.sha256, (report.detail or {}).get("bytes"))]
+        if not moved:
+            copies.append(("quarantine", target, exchange.request_sha256, exchange.request_size))
+        for kind, location, sha256, size in copies:
             ledger.schedule_deletion(
                 session, protocol_id=protocol.id, exchange_id=exchange_id, kind=kind, where="sftp",
-                location=f"{protocol.channel_connection}:{location}", deadline=deadline,
-                rule=f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
+                location=f"{conn}:{location}", deadline=deadline, rule=rule, sha256=sha256, size=size,
             )
         audit.record(
             session, "request.quarantined", "refused", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
@@ -253,14 +273,21 @@ def _record_delivery(exchange_id: int, name: str, digest: str, size: int | None,
 # ----------------------------------------------------------------------------- retention
 
 
+def validation_report_name(protocol: Protocol, exchange: Exchange) -> str:
+    """E.g. ``groeipakket_validatierapport_44021_exchange-12.txt``: never the municipality's file
+    name, which may hold personal data (the report carries the request's SHA-256 instead)."""
+    return f"groeipakket_validatierapport_{protocol.nis_code}_exchange-{exchange.id}.txt"
+
+
 def schedule_retention(session, protocol: Protocol, exchange: Exchange, result_deadline: dt.date, request_deadline: dt.date) -> None:
     """Record the deletion deadlines of what this exchange left on the SFTP server."""
     name = result.result_file_name(protocol, exchange)
+    delivered = ledger.find_side_effect(session, f"exchange:{exchange.id}:delivered")
     ledger.schedule_deletion(
         session, protocol_id=protocol.id, exchange_id=exchange.id, kind="result_file", where="sftp",
         location=f"{protocol.channel_connection}:{posixpath.join(OUTBOX, name)}", deadline=result_deadline,
         rule=f"result: {protocol.result_retention_days} days after the exchange (protocol {protocol.id})",
-        sha256=exchange.result_sha256,
+        sha256=exchange.result_sha256, size=((delivered.detail or {}).get("bytes") if delivered is not None else None),
     )
     if protocol.delete_request_after_match:  # "delete the request as soon as matching is done"
         received = ledger.find_side_effect(session, f"exchange:{exchange.id}:received")
@@ -269,4 +296,5 @@ def schedule_retention(session, protocol: Protocol, exchange: Exchange, result_d
                 session, protocol_id=protocol.id, exchange_id=exchange.id, kind="request_file", where="sftp",
                 location=f"{protocol.channel_connection}:{received.detail['remote']}", deadline=request_deadline,
                 rule=f"request: deleted as soon as matching is done (protocol {protocol.id})",
+                sha256=exchange.request_sha256, size=exchange.request_size,
             )

@@ -58,7 +58,7 @@ from welfare_exchange.exchange.common import (
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.intake import IntakeError
 from welfare_exchange.protocols import get
-from welfare_exchange.staging import Staging, atomic_write
+from welfare_exchange.staging import Staging
 from welfare_exchange.transport import mail, smime
 
 log = logging.getLogger(__name__)
@@ -172,21 +172,38 @@ def warn_expiring(protocol: Protocol, run: RunInfo, agency_certificate=None) -> 
 
 
 def _item(message: mail.RawMessage) -> dict[str, Any]:
-    """What the arrival sensor hands to ``fetch_request`` (XCom): where the message is, no content."""
-    return {"uid": message.uid, "uidvalidity": message.uidvalidity, "size": message.size,
-            "message_id": message.message_id}
+    """What the arrival sensor hands to ``fetch_request`` (XCom): where the message is in the
+    INBOX, no content and no header (a Message-ID is the sender's to choose)."""
+    return {"uid": message.uid, "uidvalidity": message.uidvalidity, "size": message.size}
 
 
 def _ref(item: dict[str, Any]) -> str:
-    """A stable name of one message in the ledger, without digit runs (hashed)."""
-    raw = f"{item.get('uidvalidity')}:{item.get('uid')}:{item.get('message_id')}"
+    """A stable name of one INBOX message in the ledger, without digit runs (hashed)."""
+    raw = f"{item.get('uidvalidity')}:{item.get('uid')}"
     return hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 
-def _raw(item: dict[str, Any], data: bytes | None = None, sender: str = "") -> mail.RawMessage:
-    return mail.RawMessage(
-        uid=int(item.get("uid") or 0), uidvalidity=int(item.get("uidvalidity") or -1),
-        message_id=item.get("message_id"), sender=sender, size=int(item.get("size") or 0), data=data,
+def _located(moved: mail.MessageLocation) -> dict[str, Any]:
+    """Where a moved message is now and what it is (the ledger keeps it to find it again)."""
+    return {"mailbox": moved.mailbox, "uidvalidity": moved.uidvalidity, "uid": moved.uid,
+            "sha256": moved.sha256, "size": moved.size}
+
+
+def _digest(message: mail.RawMessage) -> str:
+    """SHA-256 of a message in the INBOX: of its bytes, or read on the server when not downloaded."""
+    if message.data is not None:
+        return hashlib.sha256(message.data).hexdigest()
+    found = mail.locate(imap_conn_id(), INBOX, uidvalidity=message.uidvalidity, uid=message.uid)
+    if found is None:
+        raise mail.MessageMissing("the message to refuse is no longer in the agency's INBOX (moved by a person?)")
+    return found.sha256
+
+
+def _move(detail: dict[str, Any], *, mailbox: str, to: str) -> mail.MessageLocation:
+    """Move the message ``detail`` records (its digest, its UID as a hint) from ``mailbox`` to ``to``."""
+    return mail.move_message(
+        imap_conn_id(), mailbox=mailbox, to=to, sha256=detail.get("sha256"), size=detail.get("size"),
+        uidvalidity=detail.get("uidvalidity"), uid=detail.get("uid"),
     )
 
 
@@ -214,24 +231,20 @@ def first_waiting(protocol_sender: str, conn_id: str | None = None) -> dict[str,
 
 
 def fetch_message(item: dict[str, Any], *, conn_id: str | None = None, max_bytes: int | None = None) -> mail.RawMessage | None:
-    """Download the one message ``item`` names (by UID while UIDVALIDITY holds, else by Message-ID).
+    """Download the one message ``item`` names, by its INBOX UID while UIDVALIDITY holds.
 
-    Read-only (``EXAMINE``, ``BODY.PEEK``). ``None`` when it is no longer in the INBOX. A
-    message larger than ``max_bytes`` comes back with ``data=None`` (refuse it as too large).
+    Read-only (``EXAMINE``, ``BODY.PEEK``). ``None`` when it is no longer in the INBOX (or the
+    INBOX was renumbered: the sensor then finds it again under its new UID). A message larger
+    than ``max_bytes`` comes back with ``data=None`` (refuse it as too large).
     """
     limit = max_message_bytes() if max_bytes is None else max_bytes
     # transport.mail lists and moves; fetching one known message is this channel's need, so
     # it is built here from the same (tested) IMAP helpers.
     with mail._imap_client(conn_id or imap_conn_id(), None) as client:
         uidvalidity = mail._select(client, INBOX, readonly=True)
-        if uidvalidity == item.get("uidvalidity"):
-            found = mail._check(client.uid("SEARCH", None, "UID", str(item["uid"])), "search the mailbox")
-        elif item.get("message_id"):
-            found = mail._check(
-                client.uid("SEARCH", None, "HEADER", "Message-ID", f'"{item["message_id"]}"'), "search the mailbox"
-            )
-        else:
+        if uidvalidity != item.get("uidvalidity"):
             return None
+        found = mail._check(client.uid("SEARCH", None, "UID", str(item["uid"])), "search the mailbox")
         uids = sorted(int(u) for u in (found[0] or b"").split())
         if not uids:
             return None
@@ -347,7 +360,7 @@ def _has_valid_certificate(protocol: Protocol, on: dt.date) -> bool:
 
 
 def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int | None:
-    """Download the message, open it (S/MIME), stage its attachment (still password-encrypted).
+    """Download the message, open it (S/MIME), seal its attachment into staging.
 
     The attachment — the municipality's encrypted request workbook — is what the exchange is
     keyed on (its SHA-256), so the same file sent twice, by mail or otherwise, is a
@@ -368,6 +381,12 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
         return _finish_fetch(protocol_id, already.id, item, run)  # a retry of this task
     if rejected is not None and rejected[0] == "done":  # a re-run of a refused message: refuse again
         raise ExchangeRefused(_refusal_text(protocol, rejected[1]["code"], rejected[1]["reason"]))
+    if rejected is not None and (rejected[1] or {}).get("code"):  # a refusal an earlier try did not finish
+        err = smime.SmimeError(rejected[1]["reason"], code=rejected[1]["code"])
+        raw = mail.RawMessage(uid=int(item["uid"]), uidvalidity=int(item["uidvalidity"]), message_id=None,
+                              sender=expected_sender, size=int(item.get("size") or 0), data=None)
+        reject(protocol_id, raw, err, run)
+        raise ExchangeRefused(_refusal_text(protocol, err.code, str(err)))
 
     agency_certificate, agency_key, _, _ = agency_identity()
     warn_expiring(protocol, run, agency_certificate)
@@ -392,6 +411,7 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
 
     attachment = opened.attachment
     digest, size = hashlib.sha256(attachment).hexdigest(), len(attachment)
+    message_sha = hashlib.sha256(message.data).hexdigest()
     name = opened.attachments[0][0] or UNNAMED_ATTACHMENT
     signed = smime.certificate_fingerprint(opened.signed_by) if opened.signed_by is not None else None
     with session_scope() as session:
@@ -401,23 +421,29 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
             source="the request attached to an e-mail",
         )
         if duplicate_of is None:
-            atomic_write(Staging(protocol_id, exchange.id).path("request.enc"), attachment)
+            Staging(protocol_id, exchange.id).write_request(attachment)
             effect = ledger.begin_side_effect(session, f"exchange:{exchange.id}:received", kind="received", exchange_id=exchange.id)
-            # So a retry finds the message without the sensor's XCom, and the result goes to the signer's certificate.
-            effect.detail = {**_item(message), "signed_by": signed}
+            # So a retry finds the message without the sensor's XCom (by its digest), and the
+            # result goes to the signer's certificate.
+            effect.detail = {**_item(message), "sha256": message_sha, "signed_by": signed}
             audit.record(
                 session, "request.fetched", actor=run.actor, protocol=protocol, exchange_id=exchange.id,
                 data_categories=REQUEST_CATEGORIES,
-                file_hashes={"request": digest, "message": hashlib.sha256(message.data).hexdigest()},
+                file_hashes={"request": digest, "message": message_sha},
                 counts={"bytes": size, "message_bytes": message.size},
                 message=f"request received by e-mail, S/MIME {opened.cipher}, "
                 + (f"signed by the registered certificate SHA-256 {signed[:16]}…" if signed else "not signed")
-                + "; the attachment (still password-encrypted) is in staging",
+                + "; the attachment is sealed in staging",
                 fact_key=f"exchange:{exchange.id}:fetched",
             )
     del attachment, opened
     if duplicate_of is not None:
-        mail.mark_processed(imap_conn_id(), [message], mailbox=INBOX, processed_mailbox=PROCESSED)
+        moved = _move({**_item(message), "sha256": message_sha}, mailbox=INBOX, to=PROCESSED)
+        with session_scope() as session:
+            protocol = get(session, protocol_id)
+            days = protocol.request_retention_days
+            _schedule_message(session, protocol, duplicate_of, "request_message", _located(moved),
+                              run.exchange_date + dt.timedelta(days=days), f"request: {days} days after receipt (protocol {protocol.id})")
         log.info("duplicate request: same attachment as exchange %s; message moved to %s, not processed again", duplicate_of, PROCESSED)
         return None
     return _finish_fetch(protocol_id, exchange.id, _item(message), run)
@@ -430,29 +456,50 @@ def _finish_fetch(protocol_id: int, exchange_id: int, item: dict[str, Any], run:
         effect = ledger.begin_side_effect(session, key, kind="received", exchange_id=exchange_id)
         done, detail = effect.state == "done", dict(effect.detail or item)
     if not done:
-        # Already moved by a try that crashed before recording it: then nothing moves now.
-        mail.mark_processed(imap_conn_id(), [_raw(detail)], mailbox=INBOX, processed_mailbox=PROCESSED)
+        # Moved already by a try that crashed before recording it: found in Processed by its digest.
+        detail = {**detail, **_located(_move(detail, mailbox=INBOX, to=PROCESSED))}
         with session_scope() as session:
             exchange, _ = load_exchange(session, exchange_id)
-            ledger.complete_side_effect(session, key, sha256=exchange.request_sha256, detail={**detail, "mailbox": PROCESSED})
+            ledger.complete_side_effect(session, key, sha256=exchange.request_sha256, detail=detail)
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
         deadline = exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days)
         rule = f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})"
-        ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="request_message", where="imap",
-            location=_message_location(PROCESSED, detail), deadline=deadline, rule=rule, sha256=exchange.request_sha256,
-        )
+        if not ledger.is_done(session, f"exchange:{exchange_id}:quarantined"):  # else the item followed the message
+            _schedule_message(session, protocol, exchange.id, "request_message", detail, deadline, rule)
         ledger.schedule_deletion(
             session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
             location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline, rule=rule,
-            sha256=exchange.request_sha256,
         )
     return exchange_id
 
 
-def _message_location(mailbox: str, item: dict[str, Any]) -> str:
-    return f"{imap_conn_id()}:{mailbox}:{item.get('message_id') or 'uid-' + format(int(item.get('uid') or 0), 'x')}"
+def _message_location(mailbox: str, message_sha: str) -> str:
+    """A message's retention location: folder and digest (unique per message; never shown as is)."""
+    return f"{imap_conn_id()}:{mailbox}:{message_sha}"
+
+
+def _schedule_message(
+    session, protocol: Protocol, exchange_id: int | None, kind: str, located: dict[str, Any], deadline: dt.date,
+    rule: str, *, moved_from: tuple[str, str] | None = None,
+) -> None:
+    """Record when a kept message is deleted, identified by its digest (its UID as a hint).
+
+    ``moved_from`` (kind, folder): the message was moved from there, and its pending item follows it.
+    """
+    if not located.get("sha256"):
+        log.warning("protocol %s: a kept message has no recorded digest; it cannot be scheduled for deletion", protocol.id)
+        return
+    location = _message_location(located["mailbox"], located["sha256"])
+    fields = {"deadline": deadline, "rule": rule, "uidvalidity": located.get("uidvalidity"), "uid": located.get("uid")}
+    if moved_from is not None and ledger.move_copy(
+        session, moved_from[0], _message_location(moved_from[1], located["sha256"]), kind=kind, location=location, **fields
+    ):
+        return
+    ledger.schedule_deletion(
+        session, protocol_id=protocol.id, exchange_id=exchange_id, kind=kind, where="imap", location=location,
+        sha256=located["sha256"], size=located.get("size"), **fields,
+    )
 
 
 def _rejected_key(protocol_id: int | None, item: dict[str, Any]) -> str:
@@ -474,16 +521,20 @@ def reject(protocol_id: int | None, message: mail.RawMessage, err: smime.SmimeEr
     """
     item = _item(message)
     key = _rejected_key(protocol_id, item)
-    message_sha = hashlib.sha256(message.data).hexdigest() if message.data is not None else None
     with session_scope() as session:
-        done = ledger.is_done(session, key)
-        if not done:
-            ledger.begin_side_effect(session, key, kind="rejected", exchange_id=None, target=REJECTED)
+        effect = ledger.begin_side_effect(session, key, kind="rejected", exchange_id=None, target=REJECTED)
+        done, located = effect.state == "done", dict(effect.detail or {})
     if not done:
-        mail.mark_processed(imap_conn_id(), [message], mailbox=INBOX, processed_mailbox=REJECTED)
+        # Its digest is noted before the move, so a retry finds it in Rejected; a message too
+        # large to download is hashed in pieces on the server.
+        digest = located.get("sha256") or _digest(message)
         with session_scope() as session:
-            ledger.complete_side_effect(session, key, sha256=message_sha,
-                                        detail={**item, "code": err.code, "reason": str(err)})
+            ledger.find_side_effect(session, key).detail = {**item, "sha256": digest, "code": err.code, "reason": str(err)}
+        located = _located(_move({**item, "sha256": digest}, mailbox=INBOX, to=REJECTED))
+        with session_scope() as session:
+            ledger.complete_side_effect(session, key, sha256=located["sha256"],
+                                        detail={**located, "code": err.code, "reason": str(err)})
+    message_sha = located.get("sha256")
     with session_scope() as session:
         protocol = get(session, protocol_id) if protocol_id is not None else None
         audit.record(
@@ -493,11 +544,9 @@ def reject(protocol_id: int | None, message: mail.RawMessage, err: smime.SmimeEr
         )
         if protocol is not None:
             retention_days = protocol.request_retention_days
-            ledger.schedule_deletion(
-                session, protocol_id=protocol.id, exchange_id=None, kind="rejected_message", where="imap",
-                location=_message_location(REJECTED, item), deadline=run.exchange_date + dt.timedelta(days=retention_days),
-                rule=f"request: {retention_days} days after receipt (protocol {protocol.id})", sha256=message_sha,
-            )
+            _schedule_message(session, protocol, None, "rejected_message", located,
+                              run.exchange_date + dt.timedelta(days=retention_days),
+                              f"request: {retention_days} days after receipt (protocol {protocol.id})")
     log.warning("request message refused (%s): %s", err.code, err)
     if protocol is None or err.code == "unknown_sender":
         return
@@ -545,16 +594,13 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
         if not done:
             ledger.begin_side_effect(session, key, kind="quarantined", exchange_id=exchange_id, target=REJECTED)
     if not done:
-        if item.get("message_id"):
-            # UIDs change with the move to Processed: find it there by Message-ID (uidvalidity -1).
-            mail.mark_processed(imap_conn_id(), [_raw({"message_id": item["message_id"]})], mailbox=PROCESSED,
-                                processed_mailbox=REJECTED)
-            where = REJECTED
-        else:
-            log.warning("exchange %s: the request message has no Message-ID; it stays in %s", exchange_id, PROCESSED)
-            where = PROCESSED
+        if item.get("sha256"):
+            # Found in Processed by its digest (the UID the move was given is only a hint).
+            item = {**item, **_located(_move(item, mailbox=item.get("mailbox", PROCESSED), to=REJECTED))}
+        else:  # received before messages were recorded by digest: nothing identifies it safely
+            log.warning("exchange %s: the request message has no recorded digest; it stays in %s", exchange_id, PROCESSED)
         with session_scope() as session:
-            ledger.complete_side_effect(session, key, detail={**item, "mailbox": where})
+            ledger.complete_side_effect(session, key, detail=item)
     send_once(
         protocol, key=f"exchange:{exchange_id}:report", kind="report", exchange_id=exchange_id,
         subject=f"Groeipakket: validatierapport uitwisseling {exchange_id} / validation report",
@@ -564,14 +610,15 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
     )
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
-        where = ledger.find_side_effect(session, key).detail["mailbox"]
+        located = ledger.find_side_effect(session, key).detail or {}
         ledger.update_exchange(session, exchange, state="quarantined", failure_code=err.code)
-        ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange_id, kind="quarantine", where="imap",
-            location=_message_location(where, item),
-            deadline=exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days),
-            rule=f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
-        )
+        if located.get("mailbox") == REJECTED:
+            _schedule_message(
+                session, protocol, exchange_id, "quarantine", located,
+                exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days),
+                f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
+                moved_from=("request_message", PROCESSED),
+            )
         audit.record(
             session, "request.quarantined", "refused", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             file_hashes={"request": exchange.request_sha256}, message=f"{err.code}: {err}",
@@ -658,12 +705,8 @@ def schedule_retention(session, protocol: Protocol, exchange: Exchange, result_d
     if protocol.delete_request_after_match:  # "delete the request as soon as matching is done"
         received = ledger.find_side_effect(session, f"exchange:{exchange.id}:received")
         if received is not None and received.detail:
-            ledger.schedule_deletion(
-                session, protocol_id=protocol.id, exchange_id=exchange.id, kind="request_message", where="imap",
-                location=_message_location(received.detail.get("mailbox", PROCESSED), received.detail),
-                deadline=request_deadline,
-                rule=f"request: deleted as soon as matching is done (protocol {protocol.id})",
-            )
+            _schedule_message(session, protocol, exchange.id, "request_message", received.detail, request_deadline,
+                              f"request: deleted as soon as matching is done (protocol {protocol.id})")
 
 
 # ----------------------------------------------------------------------------- triage
