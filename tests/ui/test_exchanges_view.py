@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from tests.ui.role_probe_plugin import add_level_routes
 from tests.ui.seed import TODAY, seed
 from welfare_exchange import audit, insz
 from welfare_exchange.db import session_scope
@@ -111,10 +112,7 @@ def _levels_app() -> FastAPI:
             raise auth.NotAuthenticated("invalid")
         return callers[token]
 
-    app = create_app(caller_resolver=resolver)
-    for level in auth.Level:
-        app.add_api_route(f"/api/needs-{level.label}", lambda caller=Depends(auth.require(level)): caller.name)
-    return app
+    return add_level_routes(create_app(caller_resolver=resolver))
 
 
 def test_require_lets_a_level_and_every_higher_one_through():
