@@ -34,13 +34,13 @@ RUN pip install --upgrade pip \
 # Then the project itself, the way the project installs it (`pip install --no-deps -e .`):
 # the package in include/welfare_exchange, with its data files (municipalities.csv, the
 # migrations) read from the source tree. The import check fails the build if the lock breaks
-# the CeleryExecutor (the workers could not start).
+# the CeleryExecutor (the workers could not start) or the FAB auth manager (no one could log in).
 COPY pyproject.toml /opt/welfare-exchange/src/
 COPY include/ /opt/welfare-exchange/src/include/
 RUN rm -rf /opt/welfare-exchange/src/include/*.egg-info \
  && pip install --no-deps -e /opt/welfare-exchange/src \
  && welfare-exchange --help > /dev/null \
- && python -c "import airflow, asyncpg, psycopg2, redis, welfare_exchange, airflow.providers.celery.executors.celery_executor_utils"
+ && python -c "import airflow, asyncpg, psycopg2, redis, welfare_exchange, airflow.providers.celery.executors.celery_executor_utils, airflow.providers.fab.auth_manager.fab_auth_manager"
 
 # ----------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE}
@@ -73,14 +73,15 @@ COPY --from=builder /opt/welfare-exchange/src /opt/welfare-exchange/src
 COPY dags/ /opt/airflow/dags/
 COPY plugins/ /opt/airflow/plugins/
 COPY docker/airflow/ /opt/welfare-exchange/docker/
+COPY docker/require-secrets.sh /usr/local/bin/
 
 # Writable state lives in volumes mounted on these folders; creating them here gives a fresh
 # named volume the right owner and mode (staging holds personal data, even if encrypted: 0700).
-RUN mkdir -p /opt/airflow/logs /opt/airflow/auth /opt/welfare-exchange/home /opt/welfare-exchange/staging \
- && chown -R airflow:0 /opt/airflow/logs /opt/airflow/auth /opt/welfare-exchange/home /opt/welfare-exchange/staging \
+RUN mkdir -p /opt/airflow/logs /opt/welfare-exchange/home /opt/welfare-exchange/staging \
+ && chown -R airflow:0 /opt/airflow/logs /opt/welfare-exchange/home /opt/welfare-exchange/staging \
  && chmod 0750 /opt/airflow/logs /opt/welfare-exchange/home \
- && chmod 0700 /opt/airflow/auth /opt/welfare-exchange/staging \
- && chmod 0755 /opt/welfare-exchange/docker/*.sh
+ && chmod 0700 /opt/welfare-exchange/staging \
+ && chmod 0755 /opt/welfare-exchange/docker/*.sh /usr/local/bin/require-secrets.sh
 
 USER airflow
 WORKDIR /opt/airflow

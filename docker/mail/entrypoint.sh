@@ -7,6 +7,9 @@
 # the image or a volume. If dovecot or the sink stops, the container stops (and restarts).
 set -euo pipefail
 
+require-secrets.sh mail MAIL_AGENCY_PASSWORD MAIL_SINK_PASSWORD \
+  || exit 1
+
 share=/usr/local/share/welfare-exchange-mail
 users_dir=/run/dovecot-wx-users
 config=/etc/dovecot/welfare-exchange.conf
@@ -20,8 +23,7 @@ chmod 0755 /run/dovecot-wx
 for entry in "agency:MAIL_AGENCY_PASSWORD" "sink:MAIL_SINK_PASSWORD"; do
   user="${entry%%:*}"
   var="${entry#*:}"
-  password="${!var:-}"
-  [ -n "$password" ] || { echo "mail: $var is not set" >&2; exit 1; }
+  password="${!var}"
   case "$password" in *:*|*$'\n'*) echo "mail: $var may not contain ':' or a newline" >&2; exit 1;; esac
   install -d -o vmail -g vmail -m 0700 "/srv/mail/$user"
   printf '%s:{PLAIN}%s:%s:%s::/srv/mail/%s::\n' "$user" "$password" "$uid" "$gid" "$user" >> "$users_dir/users"

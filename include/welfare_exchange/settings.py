@@ -6,7 +6,7 @@ or the network: DAG files may import it at parse time.
 
 Secrets (the audit HMAC key, the staging encryption key, the anchor signing key) come from the environment, which
 ``make`` fills from the git-ignored ``var/secrets.env`` it generates on first install; in a
-production deployment they come from the secrets backend via the same variables.
+deployment the deployment's secret store fills the same variables (README, "Secrets").
 """
 
 from __future__ import annotations

@@ -227,12 +227,21 @@ def test_volumes_for_logs_staging_and_state(compose_config):
         assert "/opt/welfare-exchange/home" in targets, name
     env = services["airflow-worker"]["environment"]
     assert env["WELFARE_EXCHANGE_STAGING_DIR"] == "/opt/welfare-exchange/staging"
-    # The admin password file is mounted only where it is written and read.
-    with_auth = {
-        n for n, s in services.items()
-        if any("/opt/airflow/auth" in (v if isinstance(v, str) else v["target"]) for v in s.get("volumes", []))
-    }
-    assert with_auth == {"airflow-init", "airflow-api-server"}
+    # No service keeps a password file: FAB's users live in the metadata DB.
+    for name, service in services.items():
+        targets = [v if isinstance(v, str) else v["target"] for v in service.get("volumes", [])]
+        assert not any("/opt/airflow/auth" in t for t in targets), name
+
+
+def test_login_is_the_fab_auth_manager(compose_config):
+    services = compose_config["services"]
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+        assert not [key for key in env if "SIMPLE_AUTH_MANAGER" in key], name
+    code = "from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager"
+    result = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"the FAB auth manager does not import with constraints.txt:\n{result.stderr[-1500:]}"
 
 
 # ---------------------------------------------------------------- secrets
@@ -377,5 +386,14 @@ def test_image_paths_used_by_compose_are_those_the_dockerfile_creates(compose_co
     assert init == ["/opt/welfare-exchange/docker/init.sh"]
     assert (ROOT / "docker" / "airflow" / "init.sh").is_file()
     # Volume mount points exist in the image with the service user as owner.
-    for folder in ("/opt/airflow/logs", "/opt/airflow/auth", "/opt/welfare-exchange/home", "/opt/welfare-exchange/staging"):
+    for folder in ("/opt/airflow/logs", "/opt/welfare-exchange/home", "/opt/welfare-exchange/staging"):
         assert folder in dockerfile
+    # The secrets check every container runs: in the image, and mounted where it is not.
+    assert "COPY docker/require-secrets.sh /usr/local/bin/" in dockerfile
+    for name in ("postgres", "redis"):
+        service = compose_config["services"][name]
+        mounts = {v.split(":")[1] if isinstance(v, str) else v["target"] for v in service["volumes"]}
+        assert "/usr/local/bin/require-secrets.sh" in mounts, name
+        assert service["entrypoint"] == [f"/opt/welfare-exchange/{name}/entrypoint.sh"]
+        assert f"/opt/welfare-exchange/{name}/entrypoint.sh" in mounts
+    assert "COPY require-secrets.sh /usr/local/bin/" in (ROOT / "docker" / "mail" / "Dockerfile").read_text()

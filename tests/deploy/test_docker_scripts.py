@@ -4,14 +4,17 @@
 * the mail server's dovecot.conf renders and dovecot accepts it; the SMTP sink delivers into
   Maildirs that dovecot then serves over IMAP;
 * the PostgreSQL init script creates both databases and roles on the real server, and the
-  airflow-init script migrates both databases as those (non-superuser) roles.
+  airflow-init script migrates both databases as those (non-superuser) roles and creates the
+  first admin of the FAB auth manager;
+* every secret of .env.example left a placeholder is refused, by name and never by value, by
+  each container that uses it (postgres, redis, airflow-init, mail), with the environment
+  docker-compose gives that container; redis then keeps its password off its command line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import imaplib
-import json
 import os
 import pwd
 import re
@@ -32,7 +35,9 @@ import pytest
 import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
-from tests.deploy.helpers import DOCKER_DIR, ROOT, clean_env
+import yaml
+
+from tests.deploy.helpers import DOCKER_DIR, ENV_EXAMPLE, ROOT, clean_env, parse_env_file, run_compose
 
 SSHD = "/usr/sbin/sshd"
 DOVECOT = "/usr/sbin/dovecot"
@@ -399,19 +404,28 @@ def test_initdb_creates_two_databases_with_separate_owners(deployment_databases)
         engine.dispose()
 
 
+def _with_scripts_on_path(*folders: Path) -> str:
+    """PATH as the containers have it: the shared secrets check (and stand-ins) found by name."""
+    return ":".join([*(str(f) for f in folders), str(DOCKER_DIR), os.environ.get("PATH", "/usr/bin:/bin")])
+
+
 def _init_env(names, tmp_path: Path, **overrides: str) -> dict[str, str]:
     venv_bin = ROOT / ".venv" / "bin"
     env = clean_env(
-        PATH=f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        PATH=_with_scripts_on_path(venv_bin),
         AIRFLOW_HOME=str(tmp_path / "airflow"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
+        AIRFLOW__CORE__AUTH_MANAGER="airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
         AIRFLOW__CORE__FERNET_KEY=Fernet.generate_key().decode(),
         AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(32),
         AIRFLOW__API__SECRET_KEY=secrets.token_urlsafe(32),
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(tmp_path / "auth" / "passwords.json"),
+        AIRFLOW__CELERY__BROKER_URL="redis://:unused@127.0.0.1:1/0",
         AIRFLOW_ADMIN_USERNAME="admin",
         AIRFLOW_ADMIN_PASSWORD=secrets.token_urlsafe(16),
+        AIRFLOW_DB_PASSWORD=names["AIRFLOW_DB_PASSWORD"] if names else secrets.token_urlsafe(16),
+        WELFARE_EXCHANGE_DB_PASSWORD=names["WELFARE_EXCHANGE_DB_PASSWORD"] if names else secrets.token_urlsafe(16),
+        REDIS_PASSWORD=secrets.token_urlsafe(16),
         WELFARE_EXCHANGE_HOME=str(tmp_path / "home"),
         WELFARE_EXCHANGE_STAGING_DIR=str(tmp_path / "staging"),
         WELFARE_EXCHANGE_AUDIT_HMAC_KEY=secrets.token_hex(32),
@@ -426,15 +440,113 @@ def _init_env(names, tmp_path: Path, **overrides: str) -> dict[str, str]:
 
 def test_airflow_init_refuses_placeholders_and_missing_secrets(tmp_path):
     script = str(DOCKER_DIR / "airflow" / "init.sh")
-    env = _init_env(None, tmp_path, AIRFLOW_ADMIN_PASSWORD="change-me")
+    env = _init_env(None, tmp_path, AIRFLOW_ADMIN_PASSWORD="change-me", REDIS_PASSWORD="airflow")
     result = subprocess.run([script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "AIRFLOW_ADMIN_PASSWORD still holds the placeholder" in result.stderr
+    assert "REDIS_PASSWORD is a well-known default" in result.stderr  # every bad one, not only the first
+    assert "refusing to start" in result.stderr and "migrating" not in result.stdout
     env = _init_env(None, tmp_path)
     del env["WELFARE_EXCHANGE_STAGING_KEY"]
     result = subprocess.run([script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "WELFARE_EXCHANGE_STAGING_KEY is not set" in result.stderr
     assert env["AIRFLOW_ADMIN_PASSWORD"] not in result.stdout + result.stderr
+    env = _init_env(None, tmp_path, AIRFLOW__CORE__FERNET_KEY="short-key")
+    result = subprocess.run([script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "AIRFLOW__CORE__FERNET_KEY (AIRFLOW_FERNET_KEY in .env) is shorter than 16 characters" in result.stderr
+    assert "short-key" not in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- placeholders, per container
+#: The script each container that holds secrets starts with.
+CONTAINER_SCRIPTS = {
+    "postgres": DOCKER_DIR / "postgres" / "entrypoint.sh",
+    "redis": DOCKER_DIR / "redis" / "entrypoint.sh",
+    "airflow-init": DOCKER_DIR / "airflow" / "init.sh",
+    "mail": DOCKER_DIR / "mail" / "entrypoint.sh",
+}
+ENV_EXAMPLE_SECRETS = sorted(k for k in parse_env_file(ENV_EXAMPLE) if re.search(r"PASSWORD|SECRET|FERNET|HMAC|STAGING_KEY", k))
+
+
+def _services(tmp_path: Path, **values: str) -> dict[str, dict]:
+    """The services as docker-compose resolves them, from .env.example with every secret
+    generated except ``values``."""
+    env = {k: (secrets.token_urlsafe(24) if k in ENV_EXAMPLE_SECRETS else v) for k, v in parse_env_file(ENV_EXAMPLE).items()}
+    env.update(values)
+    env_file = tmp_path / "test.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    result = run_compose("--profile", "dev", "--profile", "cli", "config", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)["services"]
+
+
+@pytest.mark.parametrize("secret", ENV_EXAMPLE_SECRETS)
+def test_a_placeholder_secret_stops_every_container_that_holds_it(secret, tmp_path):
+    marker = secrets.token_hex(8)
+    placeholder = f"change-me-{marker}"
+    services = _services(tmp_path, **{secret: placeholder})
+    environments = {name: {k: str(v) for k, v in (svc.get("environment") or {}).items()} for name, svc in services.items()}
+    holders = {name for name, env in environments.items() if any(marker in value for value in env.values())}
+    checked = holders & set(CONTAINER_SCRIPTS)
+    assert checked, f"{secret}: no container that starts with a secrets check holds it ({sorted(holders)})"
+    # The other holders (the Airflow components) only start once airflow-init, which checks it, succeeded.
+    for name in holders - checked:
+        assert "airflow-init" in checked, (secret, name)
+        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully", name
+    for name in sorted(checked):
+        result = subprocess.run([str(CONTAINER_SCRIPTS[name])], env=clean_env(PATH=_with_scripts_on_path(), **environments[name]),
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, f"{name} started with {secret} a placeholder: {result.stderr[-500:]}"
+        assert secret in result.stderr and "still holds the placeholder" in result.stderr, (name, result.stderr)
+        assert marker not in result.stdout + result.stderr, f"{name} printed the value of {secret}"
+
+
+def _stand_in_image_entrypoint(folder: Path) -> Path:
+    # The postgres and redis images' own docker-entrypoint.sh drops to the service user and
+    # runs the command; on the host, running the command is all there is to do.
+    folder.mkdir(exist_ok=True)
+    stand_in = folder / "docker-entrypoint.sh"
+    stand_in.write_text('#!/bin/sh\necho "image entrypoint: $*" >&2\nexec "$@"\n')
+    stand_in.chmod(0o755)
+    return folder
+
+
+def test_postgres_with_real_passwords_goes_on_to_the_image_entrypoint(tmp_path):
+    good = {name: secrets.token_urlsafe(24) for name in ("POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "WELFARE_EXCHANGE_DB_PASSWORD")}
+    env = clean_env(PATH=_with_scripts_on_path(_stand_in_image_entrypoint(tmp_path / "bin")), **good)
+    result = subprocess.run([str(CONTAINER_SCRIPTS["postgres"]), "true"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "image entrypoint: true" in result.stderr
+    assert not [v for v in good.values() if v in result.stdout + result.stderr]
+
+
+def test_redis_requires_its_password_which_is_on_no_command_line(tmp_path):
+    _need("/usr/bin/redis-server", "redis-server")
+    password, port = secrets.token_urlsafe(24), _free_port()
+    env = clean_env(PATH=_with_scripts_on_path(_stand_in_image_entrypoint(tmp_path / "bin")), REDIS_PASSWORD=password,
+                    REDIS_PORT=str(port), REDIS_BIND="127.0.0.1")
+    log = open(tmp_path / "redis.log", "wb")
+    server = subprocess.Popen([str(CONTAINER_SCRIPTS["redis"])], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_port(port, server)
+        anonymous = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, timeout=10)
+        assert "NOAUTH" in anonymous.stdout + anonymous.stderr
+        authed = subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True, text=True, timeout=10,
+                                env=clean_env(REDISCLI_AUTH=password))
+        assert authed.stdout.strip() == "PONG"
+        # The script exec'd into redis-server: its command line is the server's, without the password.
+        assert password.encode() not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+        assert b"redis-server" in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+    assert password not in (tmp_path / "redis.log").read_text()
 
 
 @pytest.mark.postgres
@@ -448,9 +560,20 @@ def test_airflow_init_migrates_both_databases_as_their_roles(deployment_database
     output = result.stdout + result.stderr
     for secret in ("AIRFLOW_ADMIN_PASSWORD", "WELFARE_EXCHANGE_AUDIT_HMAC_KEY", "AIRFLOW__CORE__FERNET_KEY"):
         assert env[secret] not in output, f"init printed {secret}"
-    passwords = tmp_path / "auth" / "passwords.json"
-    assert json.loads(passwords.read_text()) == {"admin": env["AIRFLOW_ADMIN_PASSWORD"]}
-    assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
+    assert "API login 'admin' (role Admin) ready" in output and "already exists" in output  # the second run
+    # The first admin of the FAB auth manager, with the password of .env (checked as FAB does).
+    from werkzeug.security import check_password_hash
+
+    engine = sa.create_engine(_url(names, "airflow"))
+    with engine.connect() as conn:
+        [(hashed, role)] = conn.execute(sa.text(
+            "SELECT u.password, r.name FROM ab_user u JOIN ab_user_role ur ON ur.user_id = u.id"
+            " JOIN ab_role r ON r.id = ur.role_id WHERE u.username = 'admin'"
+        )).all()
+        roles = {name for (name,) in conn.execute(sa.text("SELECT name FROM ab_role"))}
+    engine.dispose()
+    assert role == "Admin" and check_password_hash(hashed, env["AIRFLOW_ADMIN_PASSWORD"])
+    assert {"Viewer", "User", "Op", "Admin"} <= roles
     for kind, table in (("airflow", "dag_run"), ("project", "alembic_version")):
         engine = sa.create_engine(_url(names, kind))
         with engine.connect() as conn:

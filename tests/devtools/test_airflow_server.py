@@ -11,7 +11,14 @@ import textwrap
 
 import pytest
 
-from welfare_exchange.devtools.airflow_server import HOST, AirflowServer, AirflowServerError, default_home
+from welfare_exchange.devtools.airflow_server import (
+    FAB_AUTH_MANAGER,
+    HOST,
+    SIMPLE_AUTH_MANAGER,
+    AirflowServer,
+    AirflowServerError,
+    default_home,
+)
 
 DAG_ID = "wx_devtools_tiny"
 
@@ -114,3 +121,15 @@ def test_extra_env_cannot_move_the_server_off_loopback(tmp_path):
     env = server.environment()
     assert env["AIRFLOW__API__HOST"] == HOST
     assert env["AIRFLOW_CONN_X"] == "{}"
+
+
+def test_the_auth_manager_is_chosen_by_name_and_not_by_extra_env(tmp_path):
+    fab = AirflowServer(home=tmp_path / "fab", auth_manager="fab", env={"AIRFLOW__CORE__AUTH_MANAGER": "elsewhere.Manager"})
+    assert fab.environment()["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER
+    assert fab.password_file == tmp_path / "fab" / "fab_passwords.json.generated"
+    simple = AirflowServer(home=tmp_path / "simple")
+    assert simple.environment()["AIRFLOW__CORE__AUTH_MANAGER"] == SIMPLE_AUTH_MANAGER
+    with pytest.raises(AirflowServerError, match="only under the FAB auth manager"):
+        simple.create_user("someone", "Viewer")
+    with pytest.raises(ValueError, match="auth_manager must be one of"):
+        AirflowServer(home=tmp_path / "x", auth_manager="ldap")

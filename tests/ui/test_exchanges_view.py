@@ -1,8 +1,9 @@
-"""The Exchanges view's app, in process: content, privacy, and Airflow's login enforced.
+"""The Exchanges view's app, in process: content, privacy, Airflow's login and the levels enforced.
 
 Two ways in: the plugin's own app with a stand-in token check (fast, every branch), and the
 real Airflow API server app (``airflow.api_fastapi.app.create_app``) with the plugin mounted
-and tokens issued and validated by Airflow's SimpleAuthManager.
+and tokens issued and validated by Airflow's SimpleAuthManager. The FAB auth manager of the
+deployment is tested on a real Airflow in ``test_roles_browser.py``.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from tests.ui.role_probe_plugin import add_level_routes
 from tests.ui.seed import TODAY, seed
 from welfare_exchange import audit, insz
 from welfare_exchange.db import session_scope
@@ -20,19 +23,11 @@ from welfare_exchange.ui import URL_PREFIX, auth, create_app, queries
 GOOD_TOKEN = "good-token"
 
 
-class User:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def get_name(self) -> str:
-        return self.name
-
-
-async def fake_resolver(token: str):
+async def fake_resolver(token: str) -> auth.Caller:
     if token == GOOD_TOKEN:
-        return User("operator")
+        return auth.Caller("data-engineer", auth.Level.VIEWER)
     if token == "no-ui-access":
-        raise auth.Forbidden("no access")
+        raise auth.Forbidden(auth.Level.VIEWER)
     raise auth.NotAuthenticated("invalid")
 
 
@@ -45,7 +40,7 @@ def seeded(sqlite_db):
 
 @pytest.fixture
 def client():
-    return TestClient(create_app(user_resolver=fake_resolver))
+    return TestClient(create_app(caller_resolver=fake_resolver))
 
 
 def _bearer(token: str = GOOD_TOKEN) -> dict[str, str]:
@@ -55,29 +50,47 @@ def _bearer(token: str = GOOD_TOKEN) -> dict[str, str]:
 # --------------------------------------------------------------------------- login enforced
 
 
-@pytest.mark.parametrize("path", ["/", "/api/exchanges"])
-def test_without_a_token_the_answer_is_401(client, seeded, path):
+@pytest.mark.parametrize("path", ["/api/exchanges", "/api/whoami"])
+def test_the_api_without_a_token_is_401(client, seeded, path):
     resp = client.get(path)
     assert resp.status_code == 401
     assert resp.headers["www-authenticate"] == "Bearer"
     assert "Zonnedorp" not in resp.text
 
 
-def test_the_page_without_login_links_to_airflow_login(client, seeded):
-    resp = client.get("/")
-    assert resp.status_code == 401
-    assert "Log in to Airflow" in resp.text and 'href="/auth/login"' in resp.text
+def test_the_page_without_login_sends_the_browser_to_airflow_login(client, seeded):
+    resp = client.get("/?state=failed", follow_redirects=False)
+    assert resp.status_code == 303
+    assert resp.headers["location"] == "/auth/login"  # no auth manager in this process: the default
+    assert "Zonnedorp" not in resp.text
+
+
+def test_the_login_redirect_returns_to_the_page_by_path_only(seeded, monkeypatch):
+    asked = []
+    monkeypatch.setattr(auth, "login_url", lambda next_url: asked.append(next_url) or "/auth/login/")
+    client = TestClient(create_app(caller_resolver=fake_resolver), root_path="/welfare-exchange")
+    assert client.get("/?state=failed", follow_redirects=False).status_code == 303
+    # A path of this server (never a host a forged Host header could name), query kept.
+    assert asked == ["/welfare-exchange/?state=failed"]
 
 
 @pytest.mark.parametrize("token", ["not-a-jwt", ""])
-def test_a_bad_token_is_401(client, seeded, token):
+def test_a_bad_token_is_refused(client, seeded, token):
     assert client.get("/api/exchanges", headers=_bearer(token)).status_code == 401
     client.cookies.set(auth.COOKIE_NAME, token)
-    assert client.get("/").status_code == 401
+    assert client.get("/", follow_redirects=False).status_code == 303
 
 
 def test_a_user_without_ui_access_is_403(client, seeded):
-    assert client.get("/api/exchanges", headers=_bearer("no-ui-access")).status_code == 403
+    resp = client.get("/api/exchanges", headers=_bearer("no-ui-access"))
+    assert resp.status_code == 403 and "needs the viewer level" in resp.json()["detail"]
+
+
+def test_whoami_names_the_user_and_level(client, seeded):
+    resp = client.get("/api/whoami", headers=_bearer())
+    assert resp.status_code == 200 and resp.json() == {"user": "data-engineer", "level": "viewer"}
+    client.cookies.set(auth.COOKIE_NAME, GOOD_TOKEN)
+    assert 'Logged in as data-engineer (<span id="level">viewer</span>)' in client.get("/").text
 
 
 def test_the_ui_cookie_is_accepted_and_the_header_wins(client, seeded):
@@ -85,6 +98,55 @@ def test_the_ui_cookie_is_accepted_and_the_header_wins(client, seeded):
     assert client.get("/").status_code == 200
     # An explicit, bad header is not rescued by a good cookie (as in Airflow's own API).
     assert client.get("/api/exchanges", headers=_bearer("bad")).status_code == 401
+
+
+# --------------------------------------------------------------------------- levels
+
+
+def _levels_app() -> FastAPI:
+    """One route per level, each guarded by ``require``; callers named after their level."""
+    callers = {level.label: auth.Caller(level.label, level) for level in auth.Level}
+
+    async def resolver(token: str) -> auth.Caller:
+        if token not in callers:
+            raise auth.NotAuthenticated("invalid")
+        return callers[token]
+
+    return add_level_routes(create_app(caller_resolver=resolver))
+
+
+def test_require_lets_a_level_and_every_higher_one_through():
+    client = TestClient(_levels_app())
+    for caller in auth.Level:
+        for needed in auth.Level:
+            resp = client.get(f"/api/needs-{needed.label}", headers=_bearer(caller.label))
+            expected = 200 if caller >= needed else 403
+            assert resp.status_code == expected, (caller, needed)
+            if expected == 403:
+                detail = resp.json()["detail"]
+                assert f"needs the {needed.label} level" in detail and f"gives {caller.label}" in detail
+    assert client.get("/api/needs-viewer").status_code == 401
+
+
+def test_levels_are_ordered_and_named_once():
+    assert [level.label for level in sorted(auth.Level)] == ["viewer", "operator", "admin"]
+    assert [level for level, _ in auth.LEVEL_CHECKS] == sorted(auth.Level)
+
+
+class _Manager:
+    """An auth manager answering yes to the checks in ``allowed`` (by check function name)."""
+
+    def __init__(self, *allowed: str) -> None:
+        self.allowed = set(allowed)
+
+
+def test_a_level_needs_every_lower_levels_check(monkeypatch):
+    # A user who passes the admin check but not the operator one is a viewer, not an admin.
+    checks = tuple((level, lambda manager, user, level=level: level.label in manager.allowed) for level in auth.Level)
+    monkeypatch.setattr(auth, "LEVEL_CHECKS", checks)
+    assert auth.level_of(_Manager("viewer", "admin"), None) is auth.Level.VIEWER
+    assert auth.level_of(_Manager("operator", "admin"), None) is None
+    assert auth.level_of(_Manager("viewer", "operator", "admin"), None) is auth.Level.ADMIN
 
 
 # --------------------------------------------------------------------------- content
@@ -212,7 +274,9 @@ def _airflow_token(role: str | None = "admin") -> str:
 def test_mounted_in_airflow_and_protected_by_its_login(airflow_app, seeded):
     client = TestClient(airflow_app)
     assert client.get(f"{URL_PREFIX}/api/exchanges").status_code == 401
-    assert client.get(f"{URL_PREFIX}/").status_code == 401
+    to_login = client.get(f"{URL_PREFIX}/", follow_redirects=False)
+    assert to_login.status_code == 303
+    assert to_login.headers["location"] == "/auth/login?next=%2Fwelfare-exchange%2F"  # Airflow's login, then back
     assert client.get(f"{URL_PREFIX}/api/exchanges", headers=_bearer("eyJhbGciOi.forged.token")).status_code == 401
 
     token = _airflow_token()
@@ -223,6 +287,21 @@ def test_mounted_in_airflow_and_protected_by_its_login(airflow_app, seeded):
     page = client.get(f"{URL_PREFIX}/")
     assert page.status_code == 200 and "Testgemeente Zonnedorp" in page.text
     assert 'href="/dags/' in page.text  # Airflow at the root: links are /dags/...
+
+
+@pytest.mark.parametrize(
+    ("role", "level"), [("viewer", "viewer"), ("user", "operator"), ("op", "admin"), ("admin", "admin")]
+)
+def test_levels_follow_the_simple_auth_managers_roles(airflow_app, seeded, role, level):
+    """SimpleAuthManager (demo, ``make up``) has no finer role than op for connections: op is admin."""
+    client = TestClient(airflow_app)
+    resp = client.get(f"{URL_PREFIX}/api/whoami", headers=_bearer(_airflow_token(role)))
+    assert resp.status_code == 200 and resp.json() == {"user": "wx-test", "level": level}
+
+
+def test_a_user_without_a_role_is_403(airflow_app, seeded):
+    client = TestClient(airflow_app)
+    assert client.get(f"{URL_PREFIX}/api/exchanges", headers=_bearer(_airflow_token(None))).status_code == 403
 
 
 def test_a_token_signed_with_another_key_is_refused(airflow_app, seeded):

@@ -2,8 +2,8 @@
 
 Headless Chromium (Debian ``chromium``) opens the view on an Airflow started by
 :class:`~welfare_exchange.devtools.airflow_server.AirflowServer` with the checkout's plugins:
-refused without login; then it logs in through Airflow's own login form (SimpleAuthManager,
-the generated admin password), sees the seeded protocol's row on the page and inside the
+sent to Airflow's login page without login; then it logs in through Airflow's own login form
+(SimpleAuthManager, the generated admin password), sees the seeded protocol's row on the page and inside the
 Airflow UI's navigation frame, and keeps screenshots as test artifacts:
 
 * ``var/test-artifacts/exchanges-view.png`` — the page;
@@ -31,13 +31,14 @@ def test_exchanges_view_in_chromium_behind_airflow_login(sqlite_db, airflow_serv
     af = airflow_server_factory(dags_folder=dags)
     view = f"{af.url}{URL_PREFIX}/"
 
-    # Without login: 401 for scripts and for the browser, nothing of the registry shown.
+    # Without login: 401 for scripts; a browser is sent to Airflow's login, nothing of the registry shown.
     assert httpx.get(f"{af.url}{URL_PREFIX}/api/exchanges").status_code == 401
-    assert httpx.get(view).status_code == 401
+    assert httpx.get(view).status_code == 303
 
     with Browser() as browser:
-        assert browser.navigate(view) == 401
-        assert "Log in to Airflow" in browser.text() and "Zonnedorp" not in browser.text()
+        browser.navigate(view)
+        browser.wait_for(lambda: browser.evaluate("!!document.querySelector('input[name=password]')"), 30, "the login form")
+        assert browser.evaluate("location.pathname").startswith("/auth/login") and "Zonnedorp" not in browser.text()
 
         # Log in through Airflow's own form; it stores the JWT in the `_token` cookie and
         # sends the browser on to `next`.
@@ -55,7 +56,7 @@ def test_exchanges_view_in_chromium_behind_airflow_login(sqlite_db, airflow_serv
         for expected in ("Exchanges", "Testgemeente Zonnedorp", "NIS 99101", "signed", "gate open", "matched",
                          "entitlements matched", "rows: 125", "next due 2026-11-20", "Audit chain intact",
                          "Testgemeente Maanbeek", "revoked"):
-            assert expected in text, expected
+            assert expected in text, (expected, text[:600])
         run_link = browser.evaluate("document.querySelector('a.run-link').getAttribute('href')")
         assert run_link.startswith(f"/dags/{seeded.dag_id}/runs/manual__2026-11-02")
         html = browser.evaluate("document.documentElement.outerHTML")
@@ -73,6 +74,7 @@ def test_exchanges_view_in_chromium_behind_airflow_login(sqlite_db, airflow_serv
         assert "Exchanges" in browser.text()  # the nav entry
         browser.screenshot(ARTIFACTS / "exchanges-view-in-airflow.png", full_page=False)
 
-        # Logged out (cookie gone): refused again.
+        # Logged out (cookie gone): back to the login page.
         browser.send("Network.clearBrowserCookies")
-        assert browser.navigate(view) == 401
+        browser.navigate(view)
+        browser.wait_for(lambda: browser.evaluate("location.pathname").startswith("/auth/login"), 30, "the login page")

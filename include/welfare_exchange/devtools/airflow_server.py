@@ -16,8 +16,11 @@ Example::
         run_id = af.trigger("hello")
         assert af.wait_for_run("hello", run_id) == "success"
 
-Everything is development tooling: LocalExecutor, SQLite by default, SimpleAuthManager with
-the generated admin password (read from the file Airflow writes, never printed).
+Everything is development tooling: LocalExecutor, SQLite by default, and either
+SimpleAuthManager with the generated admin password (read from the file Airflow writes) or,
+with ``auth_manager="fab"``, the FAB auth manager the deployment uses, whose users
+:meth:`AirflowServer.create_user` makes with ``airflow users create`` and a generated password
+kept in a 0600 file of the home. Passwords are never printed.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -46,7 +50,10 @@ from welfare_exchange.settings import get_settings
 HOST = "127.0.0.1"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+AUTH_MANAGERS = {"simple": SIMPLE_AUTH_MANAGER, "fab": FAB_AUTH_MANAGER}
+#: Where each auth manager's generated passwords are (``{"user": "password"}``, JSON).
+PASSWORDS_FILES = {"simple": "simple_auth_manager_passwords.json.generated", "fab": "fab_passwords.json.generated"}
 FINAL_RUN_STATES = frozenset({"success", "failed"})
 FINAL_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 _MIGRATED_MARKER = ".migrated"
@@ -95,10 +102,17 @@ class AirflowServer:
     :param port: API server port; a free one when ``None``.
     :param env: extra environment for the processes (``AIRFLOW_CONN_*``, ``WELFARE_EXCHANGE_*``,
         ``AIRFLOW__CORE__DAGS_FOLDER``, …). It overrides the defaults set here, except the
-        loopback binding and the port, which are always this server's.
+        loopback binding, the port and the auth manager, which are always this server's.
+    :param auth_manager: ``"simple"`` (SimpleAuthManager, user ``admin``) or ``"fab"`` (the FAB
+        auth manager of the deployment; the REST helpers log in as an ``admin`` user with the
+        Admin role, created on first use).
     """
 
-    def __init__(self, home: Path | None = None, port: int | None = None, env: dict | None = None) -> None:
+    def __init__(self, home: Path | None = None, port: int | None = None, env: dict | None = None,
+                 auth_manager: str = "simple") -> None:
+        if auth_manager not in AUTH_MANAGERS:
+            raise ValueError(f"auth_manager must be one of {sorted(AUTH_MANAGERS)}, not {auth_manager!r}")
+        self.auth_manager = auth_manager
         self.home = Path(home).resolve() if home is not None else default_home()
         self._own_home = home is not None and self.home != default_home()
         self.port = port or free_port()
@@ -123,8 +137,9 @@ class AirflowServer:
 
     @property
     def password_file(self) -> Path:
-        """The admin password SimpleAuthManager generates on first start (not printed anywhere)."""
-        return self.home / PASSWORDS_FILE
+        """The generated passwords (``{"user": "password"}``): SimpleAuthManager writes its own on
+        first start; for FAB, :meth:`create_user` keeps them here. Never printed anywhere."""
+        return self.home / PASSWORDS_FILES[self.auth_manager]
 
     def task_log_dir(self) -> Path:
         """The folder of the task logs (``[logging] base_log_folder``): scan it for personal data."""
@@ -139,7 +154,6 @@ class AirflowServer:
                 # The venv's bin first: Airflow starts helpers by name.
                 "PATH": os.pathsep.join([str(Path(_airflow_bin()).parent), env.get("PATH", "")]),
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 # LocalExecutor starts `parallelism` worker processes: keep it small on 2 cores.
                 "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM") or "4",
@@ -164,6 +178,7 @@ class AirflowServer:
         env.update({k: str(v) for k, v in self.extra_env.items()})
         env.update(
             {
+                "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGERS[self.auth_manager],
                 # Loopback only, this server's port, and the task runners talk to *this* API.
                 "AIRFLOW__API__HOST": HOST,
                 "AIRFLOW__API__PORT": str(self.port),
@@ -300,21 +315,67 @@ class AirflowServer:
             self._client = httpx.Client(base_url=self.url, timeout=30)
         return self._client
 
-    def admin_password(self) -> str:
-        """The generated admin password (for code; never print it)."""
+    def _passwords(self) -> dict[str, str]:
         try:
-            return json.loads(self.password_file.read_text())["admin"]
+            return json.loads(self.password_file.read_text())
         except FileNotFoundError:
-            raise AirflowServerError(f"{self.password_file} does not exist yet: start the API server first") from None
+            return {}
+
+    def admin_password(self) -> str:
+        """The generated admin password (for code; never print it). With FAB, the ``admin`` user
+        (role Admin) is created on first use."""
+        if self.auth_manager == "fab":
+            return self.create_user("admin", "Admin")
+        password = self._passwords().get("admin")
+        if password is None:
+            raise AirflowServerError(f"{self.password_file} does not exist yet: start the API server first")
+        return password
+
+    def create_user(self, username: str, role: str) -> str:
+        """A FAB user with ``role`` (Viewer, User, Op, Admin) and a generated password, made with
+        ``airflow users create``; returns the password (for code; never print it). A user this
+        server already made is not made again.
+
+        The password goes to the command's prompt on stdin, not on its command line (which
+        other local users could read); the process has no terminal, so the prompt reads stdin.
+
+        :raises AirflowServerError: not a FAB server, or the command failed (its output's tail).
+        """
+        if self.auth_manager != "fab":
+            raise AirflowServerError("users are created with `airflow users create` only under the FAB auth manager")
+        known = self._passwords()
+        if username in known:
+            return known[username]
+        self.migrate()
+        password = secrets.token_urlsafe(18)
+        command = [_airflow_bin(), "users", "create", "--username", username, "--role", role, "--firstname", username,
+                   "--lastname", "welfare-exchange", "--email", f"{username}@example.invalid"]
+        self.process_log_dir.mkdir(parents=True, exist_ok=True)
+        log = self.process_log_dir / "users-create.log"
+        with open(log, "ab") as fh:
+            done = subprocess.run(command, env=self.environment(), input=f"{password}\n{password}\n".encode(),
+                                  stdout=fh, stderr=subprocess.STDOUT, start_new_session=True, timeout=180, check=False)
+        if done.returncode != 0 or f'User "{username}" created' not in _tail(log, 5):
+            raise AirflowServerError(f"`airflow users create {username}` failed (exit {done.returncode}):\n{_tail(log)}")
+        known[username] = password
+        _write_private_json(self.password_file, known)
+        return password
 
     def token(self, refresh: bool = False) -> str:
         """A JWT from ``POST /auth/token`` with the admin user's generated password."""
         if self._token is None or refresh:
-            resp = self._http().post("/auth/token", json={"username": "admin", "password": self.admin_password()})
-            if resp.status_code not in (200, 201):
-                raise AirflowServerError(f"POST /auth/token: HTTP {resp.status_code}: {resp.text[:300]}")
-            self._token = resp.json()["access_token"]
+            self._token = self.login("admin", self.admin_password())
         return self._token
+
+    def login(self, username: str, password: str) -> str:
+        """A JWT for ``username`` from ``POST /auth/token`` (as an API client logs in).
+
+        :raises AirflowServerError: the login was refused (status and body, never the password).
+        """
+        resp = self._http().post("/auth/token", json={"username": username, "password": password})
+        if resp.status_code not in (200, 201):
+            raise AirflowServerError(f"POST /auth/token as {username}: HTTP {resp.status_code}: {resp.text[:300]}")
+        return resp.json()["access_token"]
 
     def request(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None,
                 ok: tuple[int, ...] = (200, 201)) -> httpx.Response:
@@ -457,6 +518,15 @@ def _tail(path: Path, lines: int = 20) -> str:
             return "\n".join(fh.read().decode(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log)"
+
+
+def _write_private_json(path: Path, data: Any) -> None:
+    # Readable by its owner only from the first byte on, and replaced atomically.
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
 
 
 def _stop_at_exit(ref: weakref.ref) -> None:

@@ -7,13 +7,16 @@ inbox. Airflow then runs in the foreground with the checkout's own home (``var/a
 the UI's history survives restarts) on ``$AIRFLOW__API__PORT`` (8080), until Ctrl-C. The
 exchange DAG is unpaused but not triggered: trigger it in the UI and follow it there.
 
-The admin password is not printed: it is in ``var/airflow/simple_auth_manager_passwords.json.generated``.
+Once up, it prints where to log in (URL, user ``admin``, and the file holding the generated
+password with the command that shows it; the password itself never goes to the terminal or a
+log) and the command that points the ``welfare-exchange`` CLI at this workspace's data.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import time
@@ -24,9 +27,23 @@ from welfare_exchange.devtools.airflow_server import AirflowServer, default_home
 from welfare_exchange.settings import REPO_ROOT
 
 
+def where_to_log_in(airflow: AirflowServer, workspace: Path, dag_id: str) -> list[str]:
+    """The lines that tell a newcomer how to log in and how to point the CLI at this workspace
+    (commands to copy, runnable from any folder)."""
+    return [
+        f"log in at {airflow.url}/  user: admin",
+        f"  password (generated, not printed): cat {shlex.quote(str(airflow.password_file))}",
+        f"  the Exchanges view: {airflow.url}/plugin/welfare-exchanges;  the DAG: {airflow.url}/dags/{dag_id}",
+        "the CLI on this data:",
+        f"  cd {shlex.quote(str(REPO_ROOT))} && source scripts/env.sh && "
+        f"WELFARE_EXCHANGE_HOME={shlex.quote(demo._rel(workspace))} welfare-exchange protocol list",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m welfare_exchange.devtools.up", description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspace", default=str(REPO_ROOT / "var" / "up"), help="recreated on every start")
+    parser.add_argument("--airflow-home", default=None, help="AIRFLOW_HOME (default: $AIRFLOW_HOME or var/airflow)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW__API__PORT") or 8080))
     parser.add_argument("--children", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=7)
@@ -41,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepared = demo.prepare(Path(args.workspace), children=args.children, seed=args.seed,
                                 drop_request=not args.no_request, progress=say)
-        airflow = AirflowServer(home=default_home(), port=args.port, env=prepared.airflow_env)
+        home = Path(args.airflow_home) if args.airflow_home else default_home()
+        airflow = AirflowServer(home=home, port=args.port, env=prepared.airflow_env)
         airflow.start(timeout=180)
         airflow.wait_for_dag(prepared.dag_id, timeout=180)
         airflow.unpause(prepared.dag_id)
-        say(f"Airflow is up: {airflow.url}/dags/{prepared.dag_id}  (user admin)")
-        say(f"admin password: in {airflow.password_file} (not printed)")
-        say(f"component logs: {airflow.process_log_dir}; task logs: {airflow.task_log_dir()}")
+        say("Airflow is up")
+        for line in where_to_log_in(airflow, prepared.workspace, prepared.dag_id):
+            print(line, flush=True)
+        say(f"component logs: {demo._rel(airflow.process_log_dir)}; task logs: {demo._rel(airflow.task_log_dir())}")
         say("trigger the DAG in the UI (▶); Gent's request is waiting in its inbox. Ctrl-C stops everything.")
         while airflow.running:
             time.sleep(1)

@@ -5,9 +5,9 @@ everything else lives here so it can be tested without an Airflow API server:
 
 * :mod:`~welfare_exchange.ui.queries` — the overview, read from the project database
   (registry, ledger, retention, audit-chain status); no personal data by construction;
-* :mod:`~welfare_exchange.ui.auth` — Airflow's own login, enforced (FastAPI plugin apps are
-  *not* protected by Airflow automatically);
-* :mod:`~welfare_exchange.ui.app` — the FastAPI app: an HTML page and a JSON endpoint.
+* :mod:`~welfare_exchange.ui.auth` — Airflow's own login and the project's three levels
+  (viewer, operator, admin), enforced: FastAPI plugin apps are *not* protected by Airflow;
+* :mod:`~welfare_exchange.ui.app` — the FastAPI app: an HTML page and a JSON API.
 """
 
 from welfare_exchange.ui.app import URL_PREFIX, create_app

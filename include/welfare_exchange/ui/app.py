@@ -1,9 +1,12 @@
 """The FastAPI app behind the Exchanges view, mounted by the Airflow plugin at :data:`URL_PREFIX`.
 
-Routes (all behind Airflow's login, see :mod:`welfare_exchange.ui.auth`):
+Routes (all behind Airflow's login; the level each needs, see :mod:`welfare_exchange.ui.auth`):
 
-* ``GET /`` — the page (HTML), shown inside the Airflow UI through an external view;
-* ``GET /api/exchanges`` — the same overview as JSON, for scripts and monitoring.
+* ``GET /`` — the page (HTML), shown inside the Airflow UI through an external view (viewer);
+* ``GET /api/exchanges`` — the same overview as JSON, for scripts and monitoring (viewer);
+* ``GET /api/whoami`` — the caller's Airflow user name and project level (viewer).
+
+A browser that is not logged in is sent to Airflow's login page and back; a script gets 401.
 
 Reads the project database only (never writes, never Airflow's metadata DB). Links to DAGs
 and runs are absolute paths of the Airflow UI, with target ``_top`` so that they replace the
@@ -14,11 +17,10 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import jinja2
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from welfare_exchange.db import session_scope
 from welfare_exchange.ui import auth, queries
@@ -48,37 +50,38 @@ def _wants_html(request: Request) -> bool:
     return not path.startswith("/api/")
 
 
-def create_app(user_resolver: auth.UserResolver | None = None) -> FastAPI:
+def create_app(caller_resolver: auth.CallerResolver | None = None) -> FastAPI:
     """The plugin's FastAPI app.
 
-    :param user_resolver: validates a token and returns the user (default: Airflow's auth
-        manager, :func:`welfare_exchange.ui.auth.airflow_user_from_token`). Tests pass their own.
+    :param caller_resolver: validates a token and returns the :class:`~welfare_exchange.ui.auth.Caller`
+        (default: Airflow's auth manager, :func:`welfare_exchange.ui.auth.airflow_caller_from_token`).
+        Tests pass their own.
     """
-    resolver = user_resolver or auth.airflow_user_from_token
     app = FastAPI(
         title="Welfare exchanges",
         description="Per protocol / municipality: status, last exchange, current step, counts, retention, audit chain.",
-        # No interactive docs: the plugin's surface is two read-only routes.
+        # No interactive docs: the plugin's surface is a few read-only routes.
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
     )
-
-    async def current_user(request: Request) -> Any:
-        return await auth.require_user(request, resolver)
+    app.state.caller_resolver = caller_resolver
+    viewer = Depends(auth.require(auth.Level.VIEWER))
 
     @app.exception_handler(auth.NotAuthenticated)
     async def _not_authenticated(request: Request, exc: auth.NotAuthenticated) -> Response:
-        headers = {"WWW-Authenticate": "Bearer", "Cache-Control": "no-store"}
-        if not _wants_html(request):
-            return JSONResponse({"detail": "Not authenticated: log in to Airflow"}, status_code=401, headers=headers)
-        login = auth.login_url(next_url=str(request.url))
-        page = _jinja.get_template("login_required.html").render(login_url=login)
-        return HTMLResponse(page, status_code=401, headers=headers)
+        headers = {"Cache-Control": "no-store"}
+        if _wants_html(request):
+            # Back to this page after logging in: a path of this server, never another host.
+            here = request.scope.get("root_path", "") + request.url.path.removeprefix(request.scope.get("root_path", ""))
+            back = f"{here}?{request.url.query}" if request.url.query else here
+            return RedirectResponse(auth.login_url(next_url=back), status_code=303, headers=headers)
+        headers["WWW-Authenticate"] = "Bearer"
+        return JSONResponse({"detail": "Not authenticated: log in to Airflow"}, status_code=401, headers=headers)
 
     @app.exception_handler(auth.Forbidden)
     async def _forbidden(request: Request, exc: auth.Forbidden) -> Response:
-        return JSONResponse({"detail": "Forbidden: no access to the Airflow UI"}, status_code=403)
+        return JSONResponse({"detail": f"Forbidden: {exc}"}, status_code=403, headers={"Cache-Control": "no-store"})
 
     def _overview() -> queries.Overview | None:
         try:
@@ -91,18 +94,19 @@ def create_app(user_resolver: auth.UserResolver | None = None) -> FastAPI:
             return None
 
     @app.get("/", response_class=HTMLResponse)
-    def page(request: Request, user: Any = Depends(current_user)) -> Response:
+    def page(request: Request, caller: auth.Caller = viewer) -> Response:
         data = _overview()
         html = _jinja.get_template("exchanges.html").render(
             data=data.to_dict() if data else None,
             base=_airflow_base(request),
-            user=user.get_name(),
+            user=caller.name,
+            level=caller.level.label,
             json_url=f"{request.scope.get('root_path', '')}/api/exchanges",
         )
         return HTMLResponse(html, status_code=200 if data else 503, headers={"Cache-Control": "no-store"})
 
     @app.get("/api/exchanges")
-    def exchanges(request: Request, user: Any = Depends(current_user)) -> Response:
+    def exchanges(request: Request, caller: auth.Caller = viewer) -> Response:
         data = _overview()
         if data is None:
             return JSONResponse(
@@ -112,5 +116,9 @@ def create_app(user_resolver: auth.UserResolver | None = None) -> FastAPI:
         body = data.to_dict()
         body["airflow_base"] = _airflow_base(request)
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/whoami")
+    def whoami(caller: auth.Caller = viewer) -> Response:
+        return JSONResponse({"user": caller.name, "level": caller.level.label}, headers={"Cache-Control": "no-store"})
 
     return app
