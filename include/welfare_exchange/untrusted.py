@@ -23,8 +23,8 @@ from welfare_exchange.settings import get_settings
 _DOMAIN = b"welfare-exchange untrusted string\x00"
 #: Names the agency gives its own files: fixed words, and digit runs too short to be an INSZ.
 _AGENCY_NAME = re.compile(
-    r"groeipakket_(?:resultaat|structureel|validatierapport)"
-    r"(?:_(?:\d{1,8}|\d{4}-\d{2}-\d{2}|exchange-\d{1,9}|p\d{1,9}))+\.(?:xlsx|txt)"
+    r"groeipakket_(?:resultaat|structureel|validatierapport|inbox-melding)"
+    r"(?:_(?:\d{1,10}|\d{4}-\d{2}-\d{2}|exchange-\d{1,9}|p\d{1,9}|[0-9a-f]{12}))+\.(?:xlsx|txt)"
 )
 
 

@@ -70,7 +70,7 @@ def test_a_dotfile_is_quarantined_and_reported_while_the_request_beside_it_is_pr
     assert method1.remote("inbox") == [] and method1.remote("quarantine") == [".aanvraag.xlsx"]
     notices = {k: v for k, v in method1.outbox().items() if "inbox-melding" in k}
     [(name, text)] = notices.items()
-    assert name.startswith(transport.AGENCY_PREFIX) and ".aanvraag" not in name
+    assert name.startswith("groeipakket_inbox-melding_") and ".aanvraag" not in name
     assert b"hidden_file" in text and b".aanvraag" not in text and b"6 bytes" in text
     [fact] = _records("inbox.quarantined")
     assert fact.outcome == "refused" and fact.message.startswith("hidden_file: ") and ".aanvraag" not in fact.message

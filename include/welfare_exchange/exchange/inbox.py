@@ -123,7 +123,7 @@ def report_text(protocol, f: sftp.RemoteFile, reason: str, *, max_bytes: int, st
 
 def report_name(f: sftp.RemoteFile) -> str:
     """The report's file name: the agency's prefix and the file's handle, never its name."""
-    return f"{sftp.AGENCY_PREFIX}inbox-melding_{sftp.name_handle(f.name)[:12]}_{f.mtime}.txt"
+    return f"groeipakket_inbox-melding_{sftp.name_handle(f.name)[:12]}_{f.mtime}.txt"
 
 
 def answer(
