@@ -33,6 +33,19 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"setting {name} must be an integer, got {value!r}") from exc
 
 
+def _percent(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 100:
+        raise ValueError(f"setting {name} must be a percentage between 0 and 100, got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed view of the environment.
@@ -50,6 +63,10 @@ class Settings:
         (``WELFARE_EXCHANGE_STAGING_KEY``).
     :param audit_retention_days: legal term of the audit trail (default 10 years).
     :param max_retention_days: legal maximum no protocol's retention may exceed.
+    :param import_max_withdrawn_percent: the largest share (in %) of the current entitlements a
+        full extract may withdraw without ``--allow-shrink``
+        (``WELFARE_EXCHANGE_IMPORT_MAX_WITHDRAWN_PERCENT``, default 5): a truncated extract is
+        refused instead of wiping the store.
     """
 
     home: Path
@@ -60,6 +77,7 @@ class Settings:
     staging_key: str | None
     audit_retention_days: int
     max_retention_days: int
+    import_max_withdrawn_percent: float
 
 
 def get_settings() -> Settings:
@@ -73,4 +91,5 @@ def get_settings() -> Settings:
         staging_key=os.environ.get("WELFARE_EXCHANGE_STAGING_KEY") or None,
         audit_retention_days=_int("WELFARE_EXCHANGE_AUDIT_RETENTION_DAYS", 3653),
         max_retention_days=_int("WELFARE_EXCHANGE_MAX_RETENTION_DAYS", 365),
+        import_max_withdrawn_percent=_percent("WELFARE_EXCHANGE_IMPORT_MAX_WITHDRAWN_PERCENT", 5.0),
     )
