@@ -31,13 +31,15 @@ BRUSSELS = ZoneInfo("Europe/Brussels")
 MOMENT = sa.DateTime(timezone=True)
 
 
-def moment(value: dt.datetime | dt.date) -> dt.datetime:
+def moment(value: dt.datetime | dt.date | str) -> dt.datetime:
     """A recorded moment as an aware UTC datetime (how the store keeps them).
 
-    A naive datetime is taken as UTC (SQLite returns the stored moments so). A date means the
-    end of that day in Brussels: "what was known on 12 October" includes what was recorded that
-    day.
+    A naive datetime is taken as UTC (SQLite returns the stored moments so, or as that text in
+    a textual query). A date means the end of that day in Brussels: "what was known on 12
+    October" includes what was recorded that day.
     """
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
     if isinstance(value, dt.datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return dt.datetime.combine(value + dt.timedelta(days=1), dt.time(), tzinfo=BRUSSELS).astimezone(UTC)
