@@ -102,6 +102,14 @@ def knowledge_moments(session: Session, interval: FeedInterval) -> tuple[dt.date
     return max(history.moment(interval.start_moment), first), max(history.moment(interval.end_moment), first)
 
 
+def knowledge_moment(session: Session, interval_end: dt.date) -> dt.datetime | None:
+    """The moment whose knowledge the feed of the interval ending on ``interval_end`` delivers
+    (the feed exchange's ``exchange_date``); ``None``: the store is empty."""
+    first = history.history_start(session)
+    end = history.moment(dt.datetime.combine(interval_end, dt.time(), tzinfo=history.BRUSSELS))
+    return None if first is None else max(end, first)
+
+
 def detect(
     session: Session, nis_codes: Iterable[str], interval: FeedInterval, supplements: Sequence[str] = ("sociale_toeslag",)
 ) -> dict[str, list[FeedChange]]:
