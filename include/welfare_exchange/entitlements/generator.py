@@ -125,6 +125,7 @@ class _Generator:
         self.iso_cache: dict[int, str] = {}
         self.prefix_cache: dict[tuple[int, bool], tuple[str, bool]] = {}
         self.next_child = self.next_beneficiary = self.next_entitlement = 1
+        self.number_day = 0
         self.stats = {
             "families": 0,
             "bis_children": 0,
@@ -168,7 +169,8 @@ class _Generator:
         """A fresh INSZ for someone born on ``ordinal`` (the next free serial of that day).
 
         Same result as :func:`welfare_exchange.insz.make`, inlined with a per-day cache
-        because it runs millions of times. A full day (998 serials) moves to the next day.
+        because it runs millions of times. A full day (998 serials) moves to the next day
+        (:attr:`number_day` is the day the number carries).
         """
         while True:
             key = -ordinal if bis else ordinal
@@ -177,6 +179,7 @@ class _Generator:
                 self.serials[key] = serial
                 break
             ordinal += 1
+        self.number_day = ordinal
         cached = self.prefix_cache.get((ordinal, bis))
         if cached is None:
             born = dt.date.fromordinal(ordinal)
@@ -316,6 +319,8 @@ class _Generator:
             bis = rng.random() < BIS_P
             child = self.next_child
             self.next_child += 1
+            number = self.number(born, bis)
+            born = self.number_day  # a day whose serials ran out gives the next day's number: keep them equal
             birthday = dt.date.fromordinal(born)
             try:
                 turns_25 = birthday.replace(year=birthday.year + 25).toordinal()
@@ -326,7 +331,7 @@ class _Generator:
             if rng.random() < (ELSEWHERE_ADULT_P if adult else ELSEWHERE_P):
                 nis = self.other_municipality(home)
                 self.stats["children_elsewhere"] += 1
-            chunk.children.append((child, self.number(born, bis), self.iso(born), nis))
+            chunk.children.append((child, number, self.iso(born), nis))
             self.stats["bis_children"] += bis
 
             window_start = max(born, self.gp_start)

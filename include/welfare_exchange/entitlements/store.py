@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import io
 import logging
 import re
@@ -305,6 +306,12 @@ def _insz_problem(column: str, raw: str, birth: dt.date | None = None) -> tuple[
     return number, None
 
 
+@functools.lru_cache(maxsize=1)
+def _this_year() -> int:
+    """The year now, looked up once per process: a stale year only sends new-year births to stdnum."""
+    return dt.date.today().year
+
+
 def _surely_valid(number: str, birth: dt.date | None) -> bool:
     """A fast path for the common case, not the rule: True only for numbers that python-stdnum
     (through :mod:`welfare_exchange.insz`) certainly accepts, and that carry ``birth`` if given.
@@ -328,7 +335,7 @@ def _surely_valid(number: str, birth: dt.date | None) -> bool:
     for century in centuries:
         year = century + yy
         # stdnum only tries the 2000 rule for years not in the future.
-        if century not in (1900, 2000) or (century == 2000 and year > dt.date.today().year):
+        if century not in (1900, 2000) or (century == 2000 and year > _this_year()):
             continue
         try:
             dt.date(year, month, dd)
