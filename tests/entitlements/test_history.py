@@ -200,3 +200,10 @@ def test_rows_refused_after_the_first_bad_one_are_still_counted(store_db, tmp_pa
     assert "30 bad rows" in str(caught.value) and "and 10 more bad rows" in str(caught.value)
     assert _store(store_db) == []
 
+
+
+def test_a_terminal_gets_a_progress_bar_with_counts_only(store_db, tmp_path, capsys):
+    assert main(["entitlements", "import", str(_write(tmp_path / "v1.csv", _rows())), "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "import v1.csv: done" in err and "5 rows" in err and "rows/s" in err
+    assert not insz.find_insz_shaped(err)

@@ -215,18 +215,19 @@ class _Read:
     problems: _Problems = field(default_factory=_Problems)
 
 
-def _read(conn: sa.Connection, path: pathlib.Path, bar: bool | None) -> _Read:
-    """Stream the file into the extract table; the row-by-row problems (nothing staged once there is one)."""
-    out = _Read()
+def _open(path: pathlib.Path):
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed below
-        size = path.stat().st_size
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
     except FileNotFoundError:
         raise InputError(f"import file not found: {path}") from None
     except OSError as exc:
         raise InputError(f"cannot read the import file {path}: {exc.strerror}") from None
+
+
+def _read(conn: sa.Connection, raw, progress: Progress) -> _Read:
+    """Stream the file into the extract table; the row-by-row problems (nothing staged once there is one)."""
+    out = _Read()
     counting = _CountingReader(raw)
-    progress = Progress(f"reading {path.name}", size, bar=bar)
     try:
         text = io.TextIOWrapper(io.BufferedReader(counting, 1 << 20), encoding="utf-8-sig", newline="")  # Excel writes a BOM
         reader = csv.reader(text, strict=True)
@@ -261,7 +262,6 @@ def _read(conn: sa.Connection, path: pathlib.Path, bar: bool | None) -> _Read:
         while counting.read(1 << 20):
             pass
     finally:
-        progress.close()
         raw.close()
     out.sha256 = counting.sha256.hexdigest()
     return out
@@ -478,21 +478,25 @@ def import_csv(
     mode = DELTA if delta else FULL
     started = time.monotonic()
     read = _Read()
+    raw = _open(path)
+    bar = Progress(f"import {path.name}", path.stat().st_size, bar=progress)
     try:
         with _import_connection(url) as conn:
             _create_extract_table(conn)
-            read = _read(conn, path, progress)
+            read = _read(conn, raw, bar)
             if not read.problems.count:
-                log.info("entitlement import: checking %s rows against each other", f"{read.rows:,}")
+                bar.phase(f"checking {read.rows:,} rows against each other", "checking")
                 read.problems.merge(_conflicts(conn, read.contact_columns))
             if read.problems.count:
                 raise ImportRefused(_refusal_message(path, read.problems))
             session = Session(bind=conn)
-            log.info("entitlement import: applying the %s extract", mode)
+            bar.phase(f"applying the {mode} extract: children and beneficiaries", "applying: people")
             # People first: on SQLite the first statement on the store is then a write, which
             # waits for the write lock instead of failing on a read snapshot gone stale.
             counts: dict[str, Any] = {"rows": read.rows, **_apply_people(conn, read.contact_columns)}
             at = _recording_moment(session, recorded_at)
+            bar.phase(f"applying the {mode} extract: entitlement versions recorded at {at.isoformat(timespec='seconds')}",
+                      "applying: entitlements")
             counts.update(_apply_entitlements(conn, mode, at, allow_shrink, path))
             _analyze_if_grown(conn, counts["entitlements_new"] + counts["entitlements_updated"] + counts["entitlements_withdrawn"])
             audit.record(
@@ -511,6 +515,9 @@ def import_csv(
     except ImportRefused:
         _audit_refusal(read, actor, url)
         raise
+    finally:
+        bar.close()
+        raw.close()
     log.info("entitlement import done in %.1f s: %s", time.monotonic() - started, ", ".join(f"{k}={v}" for k, v in counts.items()))
     return counts
 

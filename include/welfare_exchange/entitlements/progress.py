@@ -41,8 +41,8 @@ class Progress:
             from rich.progress import BarColumn, Progress as Bar, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self._bar = Bar(
-                TextColumn(what), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[rows]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                TextColumn("{task.description}"), BarColumn(bar_width=20), TaskProgressColumn(),
+                TextColumn("{task.fields[rows]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                 console=Console(stderr=True), transient=False,
             )
             self._task = self._bar.add_task(what, total=self.total, rows="")
@@ -54,10 +54,16 @@ class Progress:
         self.done = min(done, self.total)
         now = time.monotonic()
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.done, rows=f"{self.rows:,} {self.unit}, {self.rate():,.0f}/s")
+            self._bar.update(self._task, completed=self.done, rows=f"{self.rows:,} {self.unit}, {self.rate():,.0f} {self.unit}/s")
         if now - self._logged >= LOG_EVERY:
             self._logged = now
             log.info("%s", self.line())
+
+    def phase(self, text: str, short: str | None = None) -> None:
+        """A step after the counted work (checking, applying): in the log, and ``short`` on the bar."""
+        log.info("%s: %s", self.what, text)
+        if self._bar is not None:
+            self._bar.update(self._task, description=short or text)
 
     def rate(self) -> float:
         """Rows per second so far."""
@@ -79,6 +85,7 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            self._bar.update(self._task, description=f"{self.what}: done")
             self._bar.stop()
             self._bar = None
         log.info("%s: done, %s %s in %.1f s (%s/s)", self.what, f"{self.rows:,}", self.unit,
