@@ -122,7 +122,7 @@ def match(
     as_date = functools.lru_cache(maxsize=None)(_as_date)  # SQLite gives ISO text: a few thousand distinct days
     rows = []
     for (child, beneficiary, supplement), group in itertools.groupby(
-        session.execute(query, params), key=lambda r: (r[0], r[1], r[2])
+        session.execute(query, params).all(), key=lambda r: (r[0], r[1], r[2])
     ):
         spans = [(as_date(start), as_date(end)) for _, _, _, start, end in group]
         for start, end in periods.within(spans, reference_date, exchange_date):
