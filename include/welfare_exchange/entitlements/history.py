@@ -54,6 +54,11 @@ def known_at(at: dt.datetime | dt.date, table: type[Entitlement] | sa.FromClause
     return _known(table.c if isinstance(table, sa.FromClause) else table, moment(at))
 
 
+def was_known(recorded_from: dt.datetime, recorded_to: dt.datetime | None, at: dt.datetime) -> bool:
+    """:func:`known_at` for one version already read (aware UTC moments)."""
+    return recorded_from <= at and (recorded_to is None or recorded_to > at)
+
+
 def known_at_text(alias: str, param: str = "known_at") -> str:
     """:func:`known_at` as SQL text for a textual query over ``alias``, the moment bound as
     ``param`` (bind it with :data:`MOMENT` and a value from :func:`moment`)."""

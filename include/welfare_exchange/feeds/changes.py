@@ -157,7 +157,7 @@ def detect(
         span = (_date(start), _date(end), beneficiary)
         old, new = spans[(code, child, supplement)]
         for moment, into in ((before, old), (after, new)):
-            if recorded_from <= moment and (recorded_to is None or recorded_to > moment):
+            if history.was_known(recorded_from, recorded_to, moment):
                 into.append(span)
     for (code, child, supplement), (old, new) in spans.items():
         result[code].extend(classify(child, supplement, old, new, interval))

@@ -161,15 +161,14 @@ def _store_read_at(session: Session, exchange: Exchange, protocol: Protocol) -> 
 
 def entitlements_known(session: Session, number: str, disclosures: list[ExchangeDisclosure]) -> None:
     """Fill each disclosure with the person's entitlement versions known when its exchange ran."""
-    if not disclosures:
-        return
-    versions = history.versions_of(session, number)
-    first = history.history_start(session)
+    first = history.history_start(session) if disclosures else None
     for disclosure in disclosures:
         exchange = session.get(Exchange, disclosure.exchange_id)
         at = _store_read_at(session, exchange, session.get(Protocol, disclosure.protocol_id))
         disclosure.store_read_at = at.isoformat(timespec="seconds") if at else None
         disclosure.before_store_history = at is None or first is None or at < first
+        if disclosure.before_store_history:
+            continue
         disclosure.entitlements_known = [
             asdict(KnownEntitlement(
                 role="child" if v.child_insz == number else "beneficiary",
@@ -179,8 +178,7 @@ def entitlements_known(session: Session, number: str, disclosures: list[Exchange
                 recorded_from=v.recorded_from.isoformat(timespec="seconds"),
                 superseded_at=v.recorded_to.isoformat(timespec="seconds") if v.recorded_to else None,
             ))
-            for v in versions
-            if at is not None and v.recorded_from <= at and (v.recorded_to is None or v.recorded_to > at)
+            for v in history.as_known_on(session, at, children=[number], beneficiaries=[number])
         ]
 
 
