@@ -8,8 +8,9 @@ versions it supersedes or withdraws (sets ``recorded_to``) and adds new ones.
 
 "What did the agency know at moment M" is :func:`known_at` (the SQL condition) and
 :func:`as_known_on` (the rows): the versions recorded at or before M and not superseded by M.
-Every reader of the store asks it through these, so any past delivery can be explained by
-asking again with the moment the delivery read the store (:func:`exchange_knowledge_moment`).
+Every reader of the store asks it through these — Method 1 and Method 2 as known when their
+exchange opened, a structural feed as known at its interval's start and end — so any past
+delivery can be explained by asking again with that moment (``subject-access`` does).
 """
 
 from __future__ import annotations
