@@ -265,3 +265,15 @@ def test_the_fast_validation_path_never_accepts_what_stdnum_refuses():
             wrong += not insz.is_valid(number)
     assert wrong == 0
     assert accepted >= 3000  # and it does take the fast path for the ordinary case
+
+
+def test_contact_details_that_contradict_each_other(store_db, tmp_path):
+    rows = [r + (["ouder@example.org", "", "", ""] if r[3] == MUM else ["", "Voorbeeldstraat 1", "2000", "Antwerpen"]) for r in _rows()]
+    rows[2][7] = "andere@example.org"  # line 4: MUM's e-mail differs from line 2
+    rows[4][8] = ""  # line 6: DAD without the street line 5 gives
+    with pytest.raises(InputError) as caught:
+        import_csv(_write(tmp_path / "contact.csv", rows, HEADER + CONTACT))
+    message = str(caught.value)
+    assert "line 4: beneficiary contact details differ from line 2 for the same beneficiary" in message
+    assert "line 6: beneficiary contact details differ from line 5 for the same beneficiary" in message
+    assert "2 bad rows" in message and "example.org" not in message

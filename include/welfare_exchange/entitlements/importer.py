@@ -66,7 +66,7 @@ FULL, DELTA = "full", "delta"
 #: Rows per chunk written to the temporary table (memory stays proportional to it).
 CHUNK_ROWS = 20_000
 #: The temporary tables of one import (names are constants, never input).
-EXTRACT, CHILDREN, BENEFICIARIES, KEYED = "wx_extract", "wx_children", "wx_beneficiaries", "wx_entitlements"
+EXTRACT, CHILDREN, BENEFICIARIES, KEYS, KEYED = "wx_extract", "wx_children", "wx_beneficiaries", "wx_keys", "wx_entitlements"
 #: Extract column -> beneficiary column.
 CONTACT = {
     "beneficiary_email": "email",
@@ -165,14 +165,14 @@ def _check_row(record: list[str], width: int, contact_columns: list[str]) -> tup
 def _create_extract_table(conn: sa.Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
-            f"CREATE TEMP TABLE {EXTRACT} (line BIGINT NOT NULL, child_insz VARCHAR(11) NOT NULL, birth_date DATE NOT NULL, "
+            f"CREATE TEMP TABLE {EXTRACT} (line BIGINT PRIMARY KEY, child_insz VARCHAR(11) NOT NULL, birth_date DATE NOT NULL, "
             "nis_code VARCHAR(5) NOT NULL, beneficiary_insz VARCHAR(11) NOT NULL, supplement VARCHAR(20) NOT NULL, "
             "start_date DATE NOT NULL, end_date DATE, email VARCHAR(250), address_line VARCHAR(250), postcode VARCHAR(10), "
             "city VARCHAR(120)) ON COMMIT DROP"
         )
     else:
         conn.exec_driver_sql(
-            f"CREATE TEMP TABLE {EXTRACT} (line INTEGER NOT NULL, child_insz TEXT NOT NULL, birth_date TEXT NOT NULL, "
+            f"CREATE TEMP TABLE {EXTRACT} (line INTEGER PRIMARY KEY, child_insz TEXT NOT NULL, birth_date TEXT NOT NULL, "
             "nis_code TEXT NOT NULL, beneficiary_insz TEXT NOT NULL, supplement TEXT NOT NULL, start_date TEXT NOT NULL, "
             "end_date TEXT, email TEXT, address_line TEXT, postcode TEXT, city TEXT)"
         )
@@ -200,7 +200,7 @@ def _temp_table(conn: sa.Connection, name: str, select: str, params: dict | None
 
 def _drop_temp_tables(conn: sa.Connection) -> None:
     if conn.dialect.name == "sqlite":
-        for name in (EXTRACT, CHILDREN, BENEFICIARIES, KEYED):
+        for name in (EXTRACT, CHILDREN, BENEFICIARIES, KEYS, KEYED):
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
 
 
@@ -270,38 +270,72 @@ def _read(conn: sa.Connection, raw, progress: Progress) -> _Read:
 # --------------------------------------------------------------------------- 2. check
 
 
+def _no_end(conn: sa.Connection) -> str:
+    """An ongoing period's end as a comparable value (NULL never equals NULL in SQL)."""
+    return "DATE '9999-12-31'" if conn.dialect.name == "postgresql" else "'9999-12-31'"
+
+
+def _group(conn: sa.Connection, contact_columns: list[str]) -> None:
+    """One row per child, per beneficiary and per entitlement of the extract, with what their
+    rows say (lowest and highest value: rows agree when both are the same) and their first line.
+    The check reads them, and the apply step writes the store from them."""
+    _temp_table(conn, CHILDREN, (
+        "SELECT child_insz AS insz, MIN(line) AS first_line, MIN(birth_date) AS birth_date, MAX(birth_date) AS birth_date_max, "
+        f"MIN(nis_code) AS nis_code, MAX(nis_code) AS nis_code_max FROM {EXTRACT} GROUP BY child_insz"
+    ))
+    contact = "".join(f", MIN({c}) AS {c}, MAX({c}) AS {c}_max, COUNT({c}) AS {c}_count" for c in (CONTACT[c] for c in contact_columns))
+    _temp_table(conn, BENEFICIARIES, (
+        f"SELECT beneficiary_insz AS insz, MIN(line) AS first_line, COUNT(*) AS row_count{contact} FROM {EXTRACT} "
+        "GROUP BY beneficiary_insz"
+    ))
+    _temp_table(conn, KEYS, (
+        "SELECT child_insz, beneficiary_insz, supplement, start_date, MIN(line) AS first_line, "
+        f"MIN(COALESCE(end_date, {_no_end(conn)})) AS end_value, MAX(COALESCE(end_date, {_no_end(conn)})) AS end_value_max "
+        f"FROM {EXTRACT} GROUP BY child_insz, beneficiary_insz, supplement, start_date"
+    ))
+    if conn.dialect.name == "postgresql":  # temporary tables get no statistics by themselves
+        for name in (EXTRACT, CHILDREN, BENEFICIARIES, KEYS):
+            conn.exec_driver_sql(f"ANALYZE {name}")
+
+
 def _conflicts(conn: sa.Connection, contact_columns: list[str]) -> _Problems:
-    """Rows that contradict an earlier row about the same child, beneficiary or entitlement."""
-    date_end = "COALESCE(end_date, DATE '9999-12-31')" if conn.dialect.name == "postgresql" else "COALESCE(end_date, '9999-12-31')"
+    """Rows that contradict the first row about the same child, beneficiary or entitlement.
+
+    The grouped tables tell which ones disagree at all (usually none, and then nothing more is
+    read); only their rows are compared with their first row, to name the lines.
+    """
+    contact = [CONTACT[c] for c in contact_columns]
     checks = [
-        (1, "child_insz", "birth_date <> first_birth_date OR nis_code <> first_nis_code", ["birth_date", "nis_code"],
+        (1, CHILDREN, "g.birth_date <> g.birth_date_max OR g.nis_code <> g.nis_code_max", "x.child_insz = g.insz",
+         "x.birth_date <> f.birth_date OR x.nis_code <> f.nis_code",
          "child_birth_date or child_nis differs from line {first} for the same child"),
     ]
-    contact = [CONTACT[c] for c in contact_columns]
     if contact:
         checks.append((
-            2, "beneficiary_insz", " OR ".join(f"{c} IS DISTINCT FROM first_{c}" for c in contact), contact,
+            2, BENEFICIARIES, " OR ".join(f"g.{c} <> g.{c}_max OR (g.{c}_count > 0 AND g.{c}_count < g.row_count)" for c in contact),
+            "x.beneficiary_insz = g.insz", " OR ".join(f"x.{c} IS DISTINCT FROM f.{c}" for c in contact),
             "beneficiary contact details differ from line {first} for the same beneficiary",
         ))
+    same_key = ("x.child_insz = g.child_insz AND x.beneficiary_insz = g.beneficiary_insz AND x.supplement = g.supplement "
+                "AND x.start_date = g.start_date")
     checks.append((
-        3, "child_insz, beneficiary_insz, supplement, start_date", "end_value <> first_end_value", ["end_value"],
+        3, KEYS, "g.end_value <> g.end_value_max", same_key, "x.end_date IS DISTINCT FROM f.end_date",
         "end_date conflicts with line {first} (same child, beneficiary, supplement and start_date)",
     ))
     parts, reasons = [], {}
-    for kind, partition, differs, columns, reason in checks:
-        firsts = ", ".join(f"FIRST_VALUE({c}) OVER w AS first_{c}" for c in columns)
-        parts.append(
-            f"SELECT line, {kind} AS kind, first_line FROM ("
-            f"SELECT line, {', '.join(columns)}, FIRST_VALUE(line) OVER w AS first_line, {firsts} "
-            f"FROM (SELECT *, {date_end} AS end_value FROM {EXTRACT}) x "
-            f"WINDOW w AS (PARTITION BY {partition} ORDER BY line)) t WHERE {differs}"
-        )
-        reasons[kind] = reason
+    for kind, grouped, disagree, member, differs, reason in checks:
+        if _count(conn, f"SELECT COUNT(*) FROM {grouped} g WHERE {disagree}"):
+            parts.append(
+                f"SELECT x.line AS line, {kind} AS kind, g.first_line AS first_line FROM {EXTRACT} x JOIN {grouped} g ON {member} "
+                f"JOIN {EXTRACT} f ON f.line = g.first_line WHERE ({disagree}) AND ({differs})"
+            )
+            reasons[kind] = reason
     problems, last = _Problems(), None
-    for line, kind, first in conn.execute(sa.text(" UNION ALL ".join(parts) + " ORDER BY line, kind")):
-        if line != last:  # one reason per row: the first that applies
-            problems.add(line, reasons[kind].format(first=first))
-            last = line
+    if parts:
+        for line, kind, first in conn.execute(sa.text(" UNION ALL ".join(parts) + " ORDER BY line, kind")):
+            if line != last:  # one reason per row: the first that applies
+                problems.add(line, reasons[kind].format(first=first))
+                last = line
     return problems
 
 
@@ -315,8 +349,6 @@ def _count(conn: sa.Connection, sql: str, params: dict | None = None) -> int:
 def _apply_people(conn: sa.Connection, contact_columns: list[str]) -> dict[str, int]:
     """Children and beneficiaries: new ones inserted, changed ones updated (from the columns given)."""
     counts: dict[str, int] = {}
-    _temp_table(conn, CHILDREN, f"SELECT child_insz AS insz, MIN(birth_date) AS birth_date, MIN(nis_code) AS nis_code "
-                                f"FROM {EXTRACT} GROUP BY child_insz")
     counts["children_updated"] = conn.execute(sa.text(
         f"UPDATE child SET birth_date = x.birth_date, nis_code = x.nis_code FROM {CHILDREN} x "
         "WHERE child.insz = x.insz AND (child.birth_date <> x.birth_date OR child.nis_code <> x.nis_code)"
@@ -327,8 +359,6 @@ def _apply_people(conn: sa.Connection, contact_columns: list[str]) -> dict[str, 
     )).rowcount
 
     contact = [CONTACT[c] for c in contact_columns]
-    chosen = "".join(f", MIN({c}) AS {c}" for c in contact)
-    _temp_table(conn, BENEFICIARIES, f"SELECT beneficiary_insz AS insz{chosen} FROM {EXTRACT} GROUP BY beneficiary_insz")
     counts["beneficiaries_updated"] = 0
     if contact:
         counts["beneficiaries_updated"] = conn.execute(sa.text(
@@ -350,7 +380,8 @@ def _same(store: str) -> str:
 def _apply_entitlements(conn: sa.Connection, mode: str, at: dt.datetime, allow_shrink: bool, path: pathlib.Path) -> dict[str, int]:
     """Close superseded (and, for a full extract, withdrawn) versions; add the new ones; all recorded ``at``."""
     _temp_table(conn, KEYED, (
-        f"SELECT DISTINCT c.id AS child_id, b.id AS beneficiary_id, x.supplement, x.start_date, x.end_date FROM {EXTRACT} x "
+        "SELECT c.id AS child_id, b.id AS beneficiary_id, x.supplement, x.start_date, "
+        f"NULLIF(x.end_value, {_no_end(conn)}) AS end_date FROM {KEYS} x "
         "JOIN child c ON c.insz = x.child_insz JOIN beneficiary b ON b.insz = x.beneficiary_insz"
     ))
     conn.exec_driver_sql(f"CREATE INDEX ix_{KEYED} ON {KEYED} (child_id, beneficiary_id, supplement, start_date)")
@@ -384,7 +415,9 @@ def _apply_entitlements(conn: sa.Connection, mode: str, at: dt.datetime, allow_s
     added = conn.execute(sa.text(
         "INSERT INTO entitlement (child_id, beneficiary_id, supplement, start_date, end_date, recorded_from) "
         f"SELECT k.child_id, k.beneficiary_id, k.supplement, k.start_date, k.end_date, :at FROM {KEYED} k "
-        f"WHERE NOT EXISTS (SELECT 1 FROM entitlement e WHERE e.recorded_to IS NULL AND {_same('e')})"
+        f"WHERE NOT EXISTS (SELECT 1 FROM entitlement e WHERE e.recorded_to IS NULL AND {_same('e')}) "
+        # In the store's key order: a first import of millions of rows appends instead of scattering.
+        "ORDER BY k.child_id, k.beneficiary_id, k.supplement, k.start_date"
     ).bindparams(*moment), stamp).rowcount
     counts["entitlements_new"] = added - counts["entitlements_updated"]
     counts["entitlements_unchanged"] = _count(conn, f"SELECT COUNT(*) FROM {KEYED}") - added
@@ -486,6 +519,7 @@ def import_csv(
             read = _read(conn, raw, bar)
             if not read.problems.count:
                 bar.phase(f"checking {read.rows:,} rows against each other", "checking")
+                _group(conn, read.contact_columns)
                 read.problems.merge(_conflicts(conn, read.contact_columns))
             if read.problems.count:
                 raise ImportRefused(_refusal_message(path, read.problems))
