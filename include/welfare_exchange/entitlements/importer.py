@@ -74,6 +74,7 @@ CONTACT = {
     "beneficiary_postcode": "postcode",
     "beneficiary_city": "city",
 }
+_NO_CONTACT = (None,) * len(CONTACT)
 STAGED = ("line", "child_insz", "birth_date", "nis_code", "beneficiary_insz", "supplement", "start_date", "end_date",
           *CONTACT.values())
 #: SQLite page cache during the import, KiB (the import's joins and sorts run in it).
@@ -149,6 +150,8 @@ def _check_row(record: list[str], width: int, contact_columns: list[str]) -> tup
             return None, "end_date is not an ISO date (YYYY-MM-DD) nor empty (ongoing)"
         if end < start:
             return None, "end_date is before start_date"
+    if not contact_columns:
+        return (child, birth_raw, nis, beneficiary, supplement, start_raw, end_raw or None, *_NO_CONTACT), None
     contact = dict.fromkeys(CONTACT)
     for column, value in zip(contact_columns, values[len(REQUIRED_COLUMNS) :]):
         if len(value) > _CONTACT_LIMITS[column]:

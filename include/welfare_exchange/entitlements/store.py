@@ -286,7 +286,7 @@ def _insz_problem(column: str, raw: str, birth: dt.date | None = None) -> tuple[
     With ``birth`` (a child's row) the number must also carry that birth date, when it
     carries one at all (BIS numbers may have an unknown date).
     """
-    number = insz_lib.normalise(raw)
+    number = raw if len(raw) == 11 and raw.isdigit() else insz_lib.normalise(raw)  # the common case needs no cleaning
     if not number:
         return None, f"{column} is empty"
     if not number.isdigit():
