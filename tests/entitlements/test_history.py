@@ -207,3 +207,15 @@ def test_a_terminal_gets_a_progress_bar_with_counts_only(store_db, tmp_path, cap
     err = capsys.readouterr().err
     assert "import v1.csv: done" in err and "5 rows" in err and "rows/s" in err
     assert not insz.find_insz_shaped(err)
+
+
+def test_a_first_load_rebuilds_the_indexes_it_drops(store_db, tmp_path):
+    from tests.entitlements.test_generator import _schema
+
+    before = _schema(sa.inspect(get_engine(store_db)), "entitlement")
+    import_csv(_write(tmp_path / "v1.csv", _rows()), recorded_at=T1)  # an empty store: the bulk path
+    get_engine(store_db).dispose()
+    assert _schema(sa.inspect(get_engine(store_db)), "entitlement") == before
+    assert "uq_entitlement_current" in before["indexes"]
+    import_csv(_write(tmp_path / "v2.csv", _rows()[:4]), recorded_at=T2, allow_shrink=True)  # and the ordinary path after it
+    assert len(_store(store_db)) == 4

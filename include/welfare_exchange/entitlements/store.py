@@ -115,10 +115,10 @@ class BulkLoader:
             for table in TABLES:
                 self.cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - constant table names
 
-    def _drop_secondary_indexes(self) -> None:
-        """Drop what makes row-by-row loading slow, remembering how to rebuild it.
+    def drop_secondary_indexes(self, tables: Sequence[str] = TABLES) -> None:
+        """Drop what makes row-by-row loading slow, remembering how to rebuild it (:meth:`rebuild_indexes`).
 
-        On both databases: the non-constraint indexes of the three tables. On PostgreSQL also
+        On both databases: the non-constraint indexes of the tables (default the three). On PostgreSQL also
         the unique and foreign-key constraints (an index built by one sort at the end is far
         faster than millions of random inserts into it, and a foreign key re-added afterwards
         is validated by one join instead of one query per copied row); the primary keys stay.
@@ -128,7 +128,7 @@ class BulkLoader:
         The definitions are read back from the database itself, so whatever the migrations
         created is recreated exactly (same names, same columns).
         """
-        names = tuple(TABLES)
+        names = tuple(tables)
         if self.dialect == "postgresql":
             # Foreign keys first (dropped first, re-added last: they may rely on the others).
             self.cursor.execute(
@@ -172,11 +172,16 @@ class BulkLoader:
                 placeholders = ", ".join("?" * len(columns))
                 self.cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", rows)
 
-    def _finish(self) -> None:
+    def rebuild_indexes(self) -> None:
+        """Recreate what :meth:`drop_secondary_indexes` dropped, each index by one sort."""
         for _name, sql in self._indexes:
             self.cursor.execute(sql)
         for table, name, definition in reversed(self._constraints):
             self.cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        self._indexes, self._constraints = [], []
+
+    def _finish(self) -> None:
+        self.rebuild_indexes()
         if self.dialect == "postgresql":
             # Ids were given explicitly: move the sequences past them for later inserts (import).
             for table in TABLES:
@@ -235,7 +240,7 @@ def replace_store(url: str | None = None) -> Iterator[tuple[BulkLoader, Session]
                     dbapi.cursor().execute("BEGIN IMMEDIATE")
                 loader = BulkLoader(conn)
                 loader._empty()
-                loader._drop_secondary_indexes()
+                loader.drop_secondary_indexes()
                 session = Session(bind=conn)
                 yield loader, session
                 loader._finish()
