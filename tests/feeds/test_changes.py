@@ -84,6 +84,15 @@ def test_a_corrected_beneficiary():
         (BENEFICIARY_CHANGED, "B", D(2025, 1, 1), None, True)]
 
 
+def test_a_right_cut_short_before_it_resumes_is_interrupted_not_ended():
+    before = [(D(2025, 1, 1), None, "A")]
+    after = [(D(2025, 1, 1), D(2025, 5, 31), "A"), (D(2025, 9, 1), None, "B")]
+    assert kinds(after, before=before) == [
+        (INTERRUPTED, "A", D(2025, 6, 1), D(2025, 8, 31), True),
+        (BENEFICIARY_CHANGED, "B", D(2025, 9, 1), None, True),
+    ]
+
+
 def test_a_retroactive_change_and_one_in_the_interval_together():
     before = [(D(2024, 1, 1), None, "A")]
     after = [(D(2024, 1, 1), D(2026, 6, 30), "A"), (D(2026, 8, 1), D(2026, 10, 10), "A")]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from welfare_exchange.feeds.changes import BENEFICIARY_CHANGED, ENDED, INTERRUPTED, NEW, WITHDRAWN, classify
@@ -80,6 +80,9 @@ def apply(rows, old: dict[dt.date, frozenset[str]]) -> dict[dt.date, frozenset[s
 
 @settings(max_examples=400, deadline=None)
 @given(before=timelines(), after=timelines())
+@example(  # a right cut short before another beneficiary's resumes: not an end
+    before=[(_day(0), _day(1), "A"), (_day(2), _day(3), "B")], after=[(_day(0), _day(0), "A"), (_day(3), _day(3), "B")],
+)
 def test_the_rows_turn_the_old_picture_into_the_new_one(before, after):
     rows = classify("child", "sociale_toeslag", before, after, INTERVAL)
     old, new = picture(before, INTERVAL.start), picture(after, INTERVAL.end)

@@ -195,6 +195,14 @@ def _differences(old, new) -> list[tuple[dt.date, dt.date | None, frozenset[str]
     return [tuple(stretch) for stretch in out]
 
 
+def _gap(picture, day: dt.date) -> tuple[dt.date | None, dt.date | None]:
+    """The stretch without any right around ``day`` in ``picture``: (first day, last day), ``None``
+    for "since always" / "for good"."""
+    first = max((end + periods.ONE_DAY for _, end, _ in picture if end is not None and end < day), default=None)
+    last = min((start - periods.ONE_DAY for start, _, _ in picture if start > day), default=None)
+    return first, last
+
+
 def _run_start(picture, day: dt.date) -> dt.date:
     """The first day of the run of ``picture`` that holds ``day``."""
     return next(start for start, end, _ in picture if start <= day and (end is None or end >= day))
@@ -220,17 +228,18 @@ def classify(
         elif now:
             for beneficiary in sorted(now - was or now):
                 add(BENEFICIARY_CHANGED, beneficiary, first, last)
-        elif not day_before:
-            for beneficiary in sorted(was):
-                add(WITHDRAWN, beneficiary, first, last)
-        elif last is not None and periods.holders_on(new, last + periods.ONE_DAY):
-            for beneficiary in sorted(was):
-                add(INTERRUPTED, beneficiary, first, last)
         else:
-            ended = first - periods.ONE_DAY
-            for beneficiary in sorted(day_before):
-                changes.append(FeedChange(child, supplement, _run_start(new, ended), _ORDER[ENDED], ENDED, beneficiary,
-                                          ended, first < interval.start))
+            # No right any more over the stretch: how the new picture looks around it decides the word.
+            gap_first, gap_last = _gap(new, first)
+            if gap_first == first and gap_last is None and day_before:  # nothing from here on
+                ended = first - periods.ONE_DAY
+                for beneficiary in sorted(day_before):
+                    changes.append(FeedChange(child, supplement, _run_start(new, ended), _ORDER[ENDED], ENDED, beneficiary,
+                                              ended, first < interval.start))
+                continue
+            kind = INTERRUPTED if gap_first is not None and gap_last is not None else WITHDRAWN
+            for beneficiary in sorted(was):
+                add(kind, beneficiary, first, last)
     return sorted(changes)
 
 
