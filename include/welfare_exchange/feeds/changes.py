@@ -19,8 +19,8 @@ One row per stretch of days whose picture changed (per beneficiary):
 ``nieuw``                  entitled on days it was not (the period is the stretch)
 ``begunstigde gewijzigd``  paid to another *begunstigde* over the stretch (the row names the
                            new one)
-``beëindigd``              no longer entitled from a day on: the period is the right's last
-                           stretch, ending on its last day
+``beëindigd``              no longer entitled from a day on, and not again: the period is the
+                           right's last stretch, ending on its last day
 ``onderbroken``            not entitled over days between two stretches that are
 ``ingetrokken``            a right, or a part of it, withdrawn: as now known it never ran
 =========================  ===================================================================

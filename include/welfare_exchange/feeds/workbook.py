@@ -29,7 +29,7 @@ MEANING = {
     changes_.BENEFICIARY_CHANGED: "vanaf het begin van de vermelde periode wordt aan een andere begunstigde betaald",
     changes_.INTERRUPTED: "in de vermelde periode had het kind geen recht; ervoor en erna wel",
     changes_.WITHDRAWN: "het recht in de vermelde periode is ingetrokken: het bestond niet",
-    changes_.ENDED: "het recht eindigt op de laatste dag van de vermelde periode",
+    changes_.ENDED: "het recht eindigt op de laatste dag van de vermelde periode en loopt daarna niet verder",
 }
 
 
