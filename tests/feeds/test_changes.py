@@ -45,8 +45,12 @@ def test_a_split_record_with_the_same_beneficiary_is_no_change():
     assert kinds([(D(2022, 1, 1), D(2026, 10, 9), "A"), (D(2026, 10, 10), None, "A")]) == []
 
 
-def test_a_short_period_inside_the_interval_is_new_with_its_end():
-    assert kinds([(D(2026, 10, 5), D(2026, 10, 20), "A")]) == [(NEW, "A", D(2026, 10, 5), D(2026, 10, 20), False)]
+def test_a_short_period_inside_the_interval_is_new_and_ended():
+    assert kinds([(D(2026, 10, 5), D(2026, 10, 20), "A")]) == [
+        (NEW, "A", D(2026, 10, 5), D(2026, 10, 20), False), (ENDED, "A", D(2026, 10, 5), D(2026, 10, 20), False)]
+    # A new beneficiary whose period also ends in the interval: the change and the end.
+    assert kinds([(D(2024, 1, 1), D(2026, 10, 4), "A"), (D(2026, 10, 5), D(2026, 10, 20), "B")]) == [
+        (BENEFICIARY_CHANGED, "B", D(2026, 10, 5), D(2026, 10, 20), False), (ENDED, "B", D(2026, 10, 5), D(2026, 10, 20), False)]
 
 
 def test_a_resumed_right_after_a_gap_is_new_again_and_a_gap_inside_the_interval_an_interruption():

@@ -196,8 +196,8 @@ def _differences(old, new) -> list[tuple[dt.date, dt.date | None, frozenset[str]
 
 
 def _gap(picture, day: dt.date) -> tuple[dt.date | None, dt.date | None]:
-    """The stretch without any right around ``day`` in ``picture``: (first day, last day), ``None``
-    for "since always" / "for good"."""
+    """The stretch without any right around ``day`` (which has none) in ``picture``: (first day,
+    last day), ``None`` for "since always" / "for good"."""
     first = max((end + periods.ONE_DAY for _, end, _ in picture if end is not None and end < day), default=None)
     last = min((start - periods.ONE_DAY for start, _, _ in picture if start > day), default=None)
     return first, last
@@ -219,28 +219,34 @@ def classify(
     def add(kind: str, beneficiary: str, first: dt.date, last: dt.date | None) -> None:
         changes.append(FeedChange(child, supplement, first, _ORDER[kind], kind, beneficiary, last, first < interval.start))
 
+    def ended(last_day: dt.date, beneficiaries, first: dt.date) -> None:
+        for beneficiary in sorted(beneficiaries):
+            changes.append(FeedChange(child, supplement, _run_start(new, last_day), _ORDER[ENDED], ENDED, beneficiary,
+                                      last_day, first < interval.start))
+
     for first, last, was, now in _differences(old, new):
         day_before = periods.holders_on(new, first - periods.ONE_DAY)
-        if not was:
-            kind = BENEFICIARY_CHANGED if day_before and not now <= day_before else NEW
+        if now:
+            if not was:
+                kind = BENEFICIARY_CHANGED if day_before and not now <= day_before else NEW
+            else:
+                kind, now = BENEFICIARY_CHANGED, now - was or now
             for beneficiary in sorted(now):
                 add(kind, beneficiary, first, last)
-        elif now:
-            for beneficiary in sorted(now - was or now):
-                add(BENEFICIARY_CHANGED, beneficiary, first, last)
+            after = None if last is None else last + periods.ONE_DAY
+            if after is not None and not periods.holders_on(new, after) and _gap(new, after) == (after, None):
+                # It also ends, and nothing follows: said as well (once, if the days after changed too).
+                ended(last, periods.holders_on(new, last), last + periods.ONE_DAY)
         else:
             # No right any more over the stretch: how the new picture looks around it decides the word.
             gap_first, gap_last = _gap(new, first)
             if gap_first == first and gap_last is None and day_before:  # nothing from here on
-                ended = first - periods.ONE_DAY
-                for beneficiary in sorted(day_before):
-                    changes.append(FeedChange(child, supplement, _run_start(new, ended), _ORDER[ENDED], ENDED, beneficiary,
-                                              ended, first < interval.start))
+                ended(first - periods.ONE_DAY, day_before, first)
                 continue
             kind = INTERRUPTED if gap_first is not None and gap_last is not None else WITHDRAWN
             for beneficiary in sorted(was):
                 add(kind, beneficiary, first, last)
-    return sorted(changes)
+    return sorted(set(changes))
 
 
 def counts(changes: Sequence[FeedChange]) -> dict[str, int]:
