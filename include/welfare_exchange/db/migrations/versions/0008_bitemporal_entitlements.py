@@ -51,6 +51,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_entitlement_recorded_from", "entitlement", ["recorded_from"])
     op.create_index("ix_entitlement_recorded_to", "entitlement", ["recorded_to"])
+    # Statistics for the new indexes: without them SQLite's planner reads a feed's changes by
+    # scanning every sociale toeslag (0.5 s on a 2M-child store with them, 4.5 s without).
+    op.execute("ANALYZE entitlement")
 
 
 def downgrade() -> None:
