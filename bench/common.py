@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -15,6 +18,33 @@ def bench_home() -> pathlib.Path:
     from welfare_exchange.settings import get_settings
 
     return get_settings().home / "bench"
+
+
+def fresh_sqlite(path: pathlib.Path, revision: str = "head") -> str:
+    """A new SQLite project database at ``path`` (leftovers removed), migrated to ``revision``; its URL."""
+    from welfare_exchange.db import upgrade
+
+    for leftover in (path, pathlib.Path(f"{path}-wal"), pathlib.Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
+    url = f"sqlite:///{path}"
+    upgrade(url, revision)
+    return url
+
+
+def timed_child(code: str, url: str) -> tuple[float, float, str]:
+    """Run ``code`` in a child Python with the project DB at ``url``: (seconds, its peak RSS in MB, its output)."""
+    script = (
+        "import resource, time\n"
+        f"{code}\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    env = {**os.environ, "WELFARE_EXCHANGE_DB_URL": url, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed: {done.stderr[-2000:]}")
+    lines = done.stdout.strip().splitlines()
+    return time.perf_counter() - started, float(lines[-1]), "\n".join(lines[:-1])
 
 
 def cached_store(children: int, seed: int) -> pathlib.Path:

@@ -23,7 +23,8 @@ def main(request: str, password_file: str, db_url: str, out: str) -> None:
         sa.text(
             "SELECT c.insz AS insz, b.insz AS beneficiary, e.start_date, e.end_date FROM entitlement e "
             "JOIN child c ON c.id = e.child_id JOIN beneficiary b ON b.id = e.beneficiary_id "
-            "WHERE e.supplement = 'sociale_toeslag' AND (e.end_date IS NULL OR e.end_date >= '2020-03-01')"
+            "WHERE e.supplement = 'sociale_toeslag' AND (e.end_date IS NULL OR e.end_date >= '2020-03-01') "
+            "AND e.recorded_to IS NULL"
         ),
         sa.create_engine(db_url),
     )

@@ -1,12 +1,20 @@
 """### Entitlement import — refresh the entitlement store and announce it
 
 Imports the agency's extract (CSV: `child_insz, child_birth_date, child_nis, beneficiary_insz,
-supplement, start_date, end_date, …`) into the entitlement store, validated as a whole first
-(a bad row refuses the file, reported by line number, never by value) and upserted
-idempotently. A successful import emits an event on the Asset `entitlement_snapshot`
+supplement, start_date, end_date, …`) into the entitlement store, streamed in constant memory
+with progress (rows, rows/s, ETA) in the task log. Each row is checked (a bad row refuses the
+file, reported by line number, never by value); nothing is overwritten or deleted: the store
+keeps every version with the moment it was recorded.
+
+Params: `import_file` (default `WELFARE_EXCHANGE_ENTITLEMENT_IMPORT_FILE`); `mode` — `full`
+(default: the agency's whole extract; every current entitlement absent from it is withdrawn) or
+`delta` (a partial file: add and correct only); `allow_shrink` — confirm a full extract that
+withdraws more than `WELFARE_EXCHANGE_IMPORT_MAX_WITHDRAWN_PERCENT` (5 %) of the entitlements,
+which is otherwise refused as a truncated extract.
+
+A successful import emits an event on the Asset `entitlement_snapshot`
 (`welfare-exchange://entitlement-store`), with counts as its extra: the `structural_feeds` DAG
-waits for such an event dated after the interval it reports on. Trigger it after each extract
-(param `import_file`; default `WELFARE_EXCHANGE_ENTITLEMENT_IMPORT_FILE`).
+waits for such an event dated after the interval it reports on.
 """
 
 from airflow.sdk import Param, dag, get_current_context, task
@@ -28,15 +36,25 @@ from welfare_exchange.feeds.store_refresh import import_entitlements
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),
-    params={"import_file": Param(None, type=["null", "string"], description="CSV path on the worker (default: the drop location)")},
+    params={
+        "import_file": Param(None, type=["null", "string"], description="CSV path on the worker (default: the drop location)"),
+        "mode": Param("full", enum=["full", "delta"],
+                      description="full: the agency's whole extract (what it lacks is withdrawn); delta: a partial file"),
+        "allow_shrink": Param(False, type="boolean",
+                              description="confirm a full extract that withdraws more than the allowed share of the entitlements"),
+    },
     tags=["entitlements", "asset"],
 )
 def entitlement_import():
     @task(task_id="import_entitlements", outlets=[ENTITLEMENT_SNAPSHOT])
     def import_entitlements_task(import_file: str | None = None) -> dict:
         context = get_current_context()
+        params = context["params"]
         try:
-            counts = import_entitlements(import_file, audit.Actor.from_context(context))
+            counts = import_entitlements(
+                import_file, audit.Actor.from_context(context), mode=params.get("mode") or "full",
+                allow_shrink=bool(params.get("allow_shrink")),
+            )
         except InputError as err:  # a refused file does not get better by retrying
             raise AirflowFailException(str(err)) from None
         context["outlet_events"][ENTITLEMENT_SNAPSHOT].extra = counts

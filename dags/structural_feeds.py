@@ -2,8 +2,11 @@
 
 Every data interval (a calendar month by default, `WELFARE_EXCHANGE_FEED_SCHEDULE`), each
 municipality with a signed `structural` protocol receives, encrypted with the key agreed
-between the two DPOs, the changes in its children's *sociale toeslag* during that interval:
-**nieuw**, **beëindigd**, **begunstigde gewijzigd**.
+between the two DPOs, what the agency recorded during that interval about its children's
+*sociale toeslag*, whatever the valid dates: **nieuw**, **beëindigd**, **begunstigde
+gewijzigd**, **onderbroken**, **ingetrokken** — decisions with retroactive effect marked
+*met terugwerkende kracht*. The store is read as it was known at the interval's start and end,
+so a back-fill gives the same file however much was recorded since.
 
 | task | what it guarantees |
 |---|---|

@@ -47,6 +47,19 @@ def _anchor_auth(name: str, default: str) -> frozenset[str]:
     return words
 
 
+def _percent(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 <= number <= 100:
+        raise ValueError(f"setting {name} must be a percentage between 0 and 100, got {value!r}")
+    return number
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed view of the environment.
@@ -80,6 +93,10 @@ class Settings:
     :param audit_signing_public_key: its public key (64 hex digits), all ``audit verify`` needs
         (``WELFARE_EXCHANGE_AUDIT_SIGNING_PUBLIC_KEY``; derived from the private key when unset).
     :param max_retention_days: legal maximum no protocol's retention may exceed.
+    :param import_max_withdrawn_percent: the largest share (in %) of the current entitlements a
+        full extract may withdraw without ``--allow-shrink``
+        (``WELFARE_EXCHANGE_IMPORT_MAX_WITHDRAWN_PERCENT``, default 5): a truncated extract is
+        refused instead of wiping the store.
     """
 
     home: Path
@@ -96,6 +113,7 @@ class Settings:
     audit_tsa_cert: Path | None
     audit_signing_key: str | None
     audit_signing_public_key: str | None
+    import_max_withdrawn_percent: float
 
 
 def get_settings() -> Settings:
@@ -115,4 +133,5 @@ def get_settings() -> Settings:
         audit_tsa_cert=Path(os.environ["WELFARE_EXCHANGE_AUDIT_TSA_CERT"]) if os.environ.get("WELFARE_EXCHANGE_AUDIT_TSA_CERT") else None,
         audit_signing_key=os.environ.get("WELFARE_EXCHANGE_AUDIT_SIGNING_KEY") or None,
         audit_signing_public_key=os.environ.get("WELFARE_EXCHANGE_AUDIT_SIGNING_PUBLIC_KEY") or None,
+        import_max_withdrawn_percent=_percent("WELFARE_EXCHANGE_IMPORT_MAX_WITHDRAWN_PERCENT", 5.0),
     )

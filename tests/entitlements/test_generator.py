@@ -27,10 +27,10 @@ def _digest(url: str) -> str:
         for table, columns in (
             ("child", "id, insz, birth_date, nis_code"),
             ("beneficiary", "id, insz, email, address_line, postcode, city"),
-            ("entitlement", "id, child_id, beneficiary_id, supplement, start_date, end_date"),
+            ("entitlement", "id, child_id, beneficiary_id, supplement, start_date, end_date, recorded_from, recorded_to"),
         ):
             for row in conn.execute(sa.text(f"SELECT {columns} FROM {table} ORDER BY id")):  # noqa: S608
-                digest.update(("|".join("" if v is None else str(v) for v in row) + "\n").encode())
+                digest.update(("|".join(_text(v) for v in row) + "\n").encode())
     return digest.hexdigest()
 
 
@@ -49,6 +49,16 @@ def test_identical_on_sqlite_and_postgresql_digest_is_known(store_db):
     generate(2000, 3, url=store_db, progress=False)
     expected = _reference_digest()
     assert _digest(store_db) == expected
+
+
+def _text(value) -> str:
+    """A value in one text form on both databases (recorded moments as UTC, without offset)."""
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+        return value.isoformat(" ", "microseconds")
+    return str(value)  # SQLite keeps moments as that very text
 
 
 _REFERENCE: dict[str, str] = {}
@@ -84,16 +94,17 @@ def test_a_store_of_50000_children_looks_like_the_groeipakket(store_db):
     with engine.connect() as conn:
         children = conn.execute(sa.text("SELECT id, insz, birth_date, nis_code FROM child")).all()
         beneficiaries = conn.execute(sa.text("SELECT id, insz, email, address_line, postcode, city FROM beneficiary")).all()
-        entitlements = conn.execute(
-            sa.text("SELECT child_id, beneficiary_id, supplement, start_date, end_date FROM entitlement")
+        versions = conn.execute(
+            sa.text("SELECT child_id, beneficiary_id, supplement, start_date, end_date, recorded_from, recorded_to FROM entitlement")
         ).all()
+        entitlements = [v for v in versions if v.recorded_to is None]
         orphans = conn.scalar(sa.text(
             "SELECT count(*) FROM entitlement e LEFT JOIN child c ON c.id = e.child_id "
             "LEFT JOIN beneficiary b ON b.id = e.beneficiary_id WHERE c.id IS NULL OR b.id IS NULL"
         ))
     assert len(children) == counts["children"] == 50_000
     assert len(beneficiaries) == counts["beneficiaries"]
-    assert len(entitlements) == counts["entitlements"]
+    assert len(entitlements) == counts["entitlements"] and len(versions) == counts["entitlement_versions"]
     assert orphans == 0
 
     # Every number valid, unique, and carrying the stored birth date.
@@ -150,6 +161,8 @@ def test_a_store_of_50000_children_looks_like_the_groeipakket(store_db):
             changes += 1
     assert changes == counts["beneficiary_changes"] > 100
 
+    _assert_history(versions, counts)
+
     # Beneficiaries with several children (~1.77 per family), some living apart.
     per_beneficiary = collections.defaultdict(set)
     for e in entitlements:
@@ -166,6 +179,32 @@ def test_a_store_of_50000_children_looks_like_the_groeipakket(store_db):
     assert all(b.email.endswith(("@example.org", ".invalid")) for b in with_email)
     without = [b for b in beneficiaries if not b.email]
     assert all(b.address_line and b.postcode and b.city for b in without)
+
+
+def _assert_history(versions, counts) -> None:
+    """Bitemporal: each version recorded after its period started and never after the store date;
+    per entitlement the versions follow each other without overlap, the last one current unless
+    withdrawn; some recorded months late (retroactively), some corrected, some withdrawn."""
+    def moment(v):
+        return dt.datetime.fromisoformat(str(v)[:19]) if v is not None else None
+
+    last = dt.datetime.combine(STORE_DATE, dt.time(1))
+    by_key = collections.defaultdict(list)
+    late = 0
+    for v in versions:
+        start, recorded, closed = dt.date.fromisoformat(str(v.start_date)), moment(v.recorded_from), moment(v.recorded_to)
+        assert start <= recorded.date() and recorded <= last and (closed is None or recorded < closed <= last)
+        late += (recorded.date() - start).days > 30
+        by_key[(v.child_id, v.beneficiary_id, v.supplement, str(v.start_date))].append((recorded, closed))
+    withdrawn = 0
+    for spans in by_key.values():
+        spans.sort()
+        for (_, closed), (following, _) in zip(spans, spans[1:]):
+            assert closed == following  # a superseded version ends where the next begins
+        withdrawn += spans[-1][1] is not None
+    assert late > 0.05 * len(by_key)
+    assert withdrawn == counts["withdrawn"] + counts["corrected_beneficiaries"] > 50
+    assert len(versions) > len(by_key) * 1.2  # ended periods were recorded ongoing first
 
 
 def test_indexes_and_constraints_are_back_after_the_load(store_db):
@@ -198,7 +237,7 @@ def test_import_after_generate_gets_fresh_ids(store_db, tmp_path):
         "child_insz,child_birth_date,child_nis,beneficiary_insz,supplement,start_date,end_date\n"
         f"{child},2024-05-06,11002,{parent},sociale_toeslag,2024-06-01,\n"
     )
-    counts = import_csv(path, url=store_db)
+    counts = import_csv(path, url=store_db, delta=True)
     assert counts["children_new"] == 1 and counts["entitlements_new"] == 1
 
 

@@ -1,4 +1,4 @@
-"""``entitlements import``: validate the whole file, then an idempotent bulk upsert — SQLite and PostgreSQL.
+"""``entitlements import``: validated row by row and against each other, then applied as versions — SQLite and PostgreSQL.
 
 The files are built from synthetic numbers (``insz.make``). Assertions compare counts, line
 numbers and booleans: no INSZ number may appear in test output.
@@ -50,11 +50,12 @@ def _write(path: pathlib.Path, rows: list[list[str]], header: list[str] = HEADER
 
 
 def _store(url: str) -> list[tuple]:
-    """The store's content as comparable tuples, ids replaced by numbers (kept in memory only)."""
+    """The store's current knowledge as comparable tuples, ids replaced by numbers (kept in memory only)."""
     with get_engine(url).connect() as conn:
         rows = conn.execute(sa.text(
             "SELECT c.insz, c.birth_date, c.nis_code, b.insz, e.supplement, e.start_date, e.end_date "
-            "FROM entitlement e JOIN child c ON c.id = e.child_id JOIN beneficiary b ON b.id = e.beneficiary_id"
+            "FROM entitlement e JOIN child c ON c.id = e.child_id JOIN beneficiary b ON b.id = e.beneficiary_id "
+            "WHERE e.recorded_to IS NULL"
         )).all()
     return sorted(tuple("" if v is None else str(v) for v in row) for row in rows)
 
@@ -66,7 +67,7 @@ def test_import_then_again_changes_nothing(store_db, tmp_path):
         "rows": 5,
         "children_new": 3, "children_updated": 0,
         "beneficiaries_new": 2, "beneficiaries_updated": 0,
-        "entitlements_new": 5, "entitlements_updated": 0, "entitlements_unchanged": 0,
+        "entitlements_new": 5, "entitlements_updated": 0, "entitlements_unchanged": 0, "entitlements_withdrawn": 0,
     }
     content = _store(store_db)
     matches = content == sorted(tuple(r) for r in _rows())
@@ -208,9 +209,9 @@ def test_excel_bom_and_crlf_are_accepted(store_db, tmp_path):
 
 def test_cli_import(store_db, tmp_path, capsys):
     path = _write(tmp_path / "extract.csv", _rows())
-    assert main(["entitlements", "import", str(path)]) == 0
+    assert main(["entitlements", "import", str(path), "--no-progress"]) == 0
     out = capsys.readouterr()
-    assert out.out.startswith("imported 5 rows: 3 new and 0 updated children") and out.out.count("\n") == 1
+    assert out.out.startswith("imported 5 rows (full extract): 3 new and 0 updated children") and out.out.count("\n") == 1
     rows = _rows()
     rows[2][0] = "123"
     assert main(["entitlements", "import", str(_write(tmp_path / "bad.csv", rows))]) == 2
@@ -264,3 +265,15 @@ def test_the_fast_validation_path_never_accepts_what_stdnum_refuses():
             wrong += not insz.is_valid(number)
     assert wrong == 0
     assert accepted >= 3000  # and it does take the fast path for the ordinary case
+
+
+def test_contact_details_that_contradict_each_other(store_db, tmp_path):
+    rows = [r + (["ouder@example.org", "", "", ""] if r[3] == MUM else ["", "Voorbeeldstraat 1", "2000", "Antwerpen"]) for r in _rows()]
+    rows[2][7] = "andere@example.org"  # line 4: MUM's e-mail differs from line 2
+    rows[4][8] = ""  # line 6: DAD without the street line 5 gives
+    with pytest.raises(InputError) as caught:
+        import_csv(_write(tmp_path / "contact.csv", rows, HEADER + CONTACT))
+    message = str(caught.value)
+    assert "line 4: beneficiary contact details differ from line 2 for the same beneficiary" in message
+    assert "line 6: beneficiary contact details differ from line 5 for the same beneficiary" in message
+    assert "2 bad rows" in message and "example.org" not in message

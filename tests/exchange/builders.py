@@ -63,6 +63,15 @@ def build_world(nis: str, *, children: int = 300, seed: int = 1) -> World:
             world.entitlements.append((number, parent, "sociale_toeslag", dt.date(2016, 1, 1), dt.date(2019, 12, 31)))
         elif roll < 0.75:  # another supplement only
             world.entitlements.append((number, parent, rng.choice(["zorgtoeslag", "schooltoeslag"]), start, None))
+        elif roll < 0.82:  # two periods with a gap between them: two result rows, the gap never bridged
+            first_end = start + dt.timedelta(days=rng.randrange(30, 700))
+            resumed = first_end + dt.timedelta(days=rng.randrange(2, 400))
+            world.entitlements.append((number, parent, "sociale_toeslag", start, first_end))
+            world.entitlements.append((number, parent, "sociale_toeslag", resumed, rng.choice([None, resumed + dt.timedelta(days=300)])))
+        elif roll < 0.86:  # a split record, touching or overlapping: one continuous period
+            split = start + dt.timedelta(days=rng.randrange(30, 700))
+            world.entitlements.append((number, parent, "sociale_toeslag", start, split))
+            world.entitlements.append((number, parent, "sociale_toeslag", split + dt.timedelta(days=rng.choice([1, -5])), None))
         # else: no entitlement at all
     with session_scope() as session:
         child_ids, parent_ids = {}, {}
@@ -83,17 +92,28 @@ def build_world(nis: str, *, children: int = 300, seed: int = 1) -> World:
 
 
 def expected_pairs(world: World, requested: set[str], exchange_date: dt.date) -> list[tuple]:
-    """What the result must hold, computed without SQL: (child, beneficiary, start, end-or-None)."""
-    spans: dict[tuple[str, str], list[tuple[dt.date, dt.date | None]]] = defaultdict(list)
+    """What the result must hold, computed day by day without SQL and without the production rule:
+    (child, beneficiary, start, end-or-None), one row per run of consecutive entitled days."""
+    days: dict[tuple[str, str], set[dt.date]] = defaultdict(set)
     for child, parent, supplement, start, end in world.entitlements:
-        if child in requested and supplement == "sociale_toeslag" and start <= exchange_date and (end is None or end >= REFERENCE):
-            spans[(child, parent)].append((start, end))
+        if child not in requested or supplement != "sociale_toeslag":
+            continue
+        day = max(start, REFERENCE)
+        last = exchange_date if end is None else min(end, exchange_date)
+        while day <= last:
+            days[(child, parent)].add(day)
+            day += dt.timedelta(days=1)
     out = []
-    for (child, parent), periods in sorted(spans.items()):
-        first = max(min(s for s, _ in periods), REFERENCE)
-        ends = [e for _, e in periods]
-        last = None if None in ends or max(ends) >= exchange_date else max(ends)
-        out.append((child, parent, first, last))
+    for (child, parent), entitled in sorted(days.items()):
+        ordered = sorted(entitled)
+        run_start = previous = ordered[0]
+        for day in ordered[1:] + [None]:
+            if day is not None and day == previous + dt.timedelta(days=1):
+                previous = day
+                continue
+            out.append((child, parent, run_start, None if previous == exchange_date else previous))
+            if day is not None:
+                run_start = previous = day
     return out
 
 

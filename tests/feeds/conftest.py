@@ -1,8 +1,9 @@
 """A structural-feed set-up for tests: project DB, SFTP accounts, keys, signed protocols, a store.
 
 The store holds, per municipality, one child for every kind of change, each in its own month
-of 2026 (the store's "today" is 2026-10-31), so the expected content of every feed is known
-without re-implementing the detection:
+of 2026 (the store's "today" is 2026-10-31), all recorded on 2026-07-01 (so every feed sees
+only what happens in its month), and the expected content of every feed is known without
+re-implementing the detection:
 
 =========  ====================================================================
 August     child ``new``: a sociale toeslag starts 2026-08-10 (ongoing)
@@ -33,6 +34,8 @@ from welfare_exchange.db.models import AuditRecord, Beneficiary, Child, Entitlem
 from welfare_exchange.protocols import create, registry, transition
 
 D = dt.date
+#: When the agency recorded the store of :func:`build_store` (before every interval the tests feed).
+RECORDED = dt.datetime(2026, 7, 1, 1, tzinfo=dt.timezone.utc)
 #: dag.test(logical_date=X) runs the interval that ends at X (the last complete month before X).
 MONTH_END = {
     "2026-08": dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc),
@@ -115,7 +118,7 @@ def build_store(nis: str, seed: int) -> dict[str, str]:
             parent_ids[role] = row.id
         for child, parent, supplement, start, end in plan:
             session.add(Entitlement(child_id=child_ids[child], beneficiary_id=parent_ids[parent], supplement=supplement,
-                                    start_date=start, end_date=end))
+                                    start_date=start, end_date=end, recorded_from=RECORDED))
     return {**kids, **parents}
 
 
@@ -181,10 +184,10 @@ def feed_env(monkeypatch):
 def feed_world(sqlite_db, sftp_municipality_factory, feed_env, monkeypatch):
     """Three municipalities with signed structural protocols; the third has no key connection."""
 
-    def make(count: int = 3, *, missing_key: int | None = 2) -> FeedWorld:
+    def make(count: int = 3, *, missing_key: int | None = 2, store: bool = True, nis: list[str] | None = None) -> FeedWorld:
         out = []
         for i in range(count):
-            m = sftp_municipality_factory()
+            m = sftp_municipality_factory(nis[i] if nis else None)
             key_conn = f"key_{m.nis}"
             password = None
             if i != missing_key:
@@ -193,7 +196,8 @@ def feed_world(sqlite_db, sftp_municipality_factory, feed_env, monkeypatch):
             else:
                 monkeypatch.delenv(f"AIRFLOW_CONN_{key_conn.upper()}", raising=False)
             protocol_id = sign_structural(m.nis, key_conn)
-            out.append(FeedMunicipality(sftp=m, protocol_id=protocol_id, password=password, numbers=build_store(m.nis, int(m.nis))))
+            numbers = build_store(m.nis, int(m.nis)) if store else {}
+            out.append(FeedMunicipality(sftp=m, protocol_id=protocol_id, password=password, numbers=numbers))
         return FeedWorld(out)
 
     return make

@@ -40,7 +40,8 @@ def test_the_workbook_is_byte_identical_when_built_twice():
 def test_the_workbook_carries_only_the_allowed_fields():
     data = workbook.build_workbook(_protocol(["child_insz"]), OCT, ROWS, D(2027, 1, 30))
     book = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
-    assert book.get_sheet_by_name("Wijzigingen").to_python() == [["Wijziging", "INSZ kind"], [NEW, "child-number"]]
+    assert book.get_sheet_by_name("Wijzigingen").to_python() == [
+        ["Wijziging", "Met terugwerkende kracht", "INSZ kind"], [NEW, "nee", "child-number"]]
 
 
 def test_file_name_names_municipality_protocol_and_days():

@@ -14,8 +14,8 @@ from welfare_exchange.db.models import AuditRecord, RetentionItem
 
 def _rows(m, data: bytes) -> list[tuple[str, str, str]]:
     sheet = m.open_feed(data)["Wijzigingen"]
-    assert sheet[0][:3] == ["Wijziging", "INSZ kind", "INSZ begunstigde"]
-    return [(r[0], r[1], r[2]) for r in sheet[1:]]
+    assert sheet[0][:4] == ["Wijziging", "Met terugwerkende kracht", "INSZ kind", "INSZ begunstigde"]
+    return [(r[0], r[2], r[3]) for r in sheet[1:]]
 
 
 def test_one_interval_three_municipalities_one_failing(feed_world, monkeypatch):

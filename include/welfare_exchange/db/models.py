@@ -126,18 +126,31 @@ class Beneficiary(Base):
 
 
 class Entitlement(Base):
-    """A period during which a child gave right to a supplement paid to a beneficiary.
+    """One version of a period during which a child gave right to a supplement paid to a beneficiary.
 
     ``supplement`` is ``sociale_toeslag`` (the social supplement, the child-poverty criterion),
-    ``zorgtoeslag`` or ``schooltoeslag``; ``end_date`` ``None`` means ongoing.
+    ``zorgtoeslag`` or ``schooltoeslag``; ``start_date``..``end_date`` is the valid period
+    (inclusive; ``end_date`` ``None`` means ongoing).
+
+    Bitemporal: ``recorded_from`` is when the store learnt this version (the import that brought
+    it), ``recorded_to`` when a later import superseded or withdrew it (``None``: still current).
+    Rows are never updated otherwise nor deleted, so what the agency knew at any moment can be
+    read back (:mod:`welfare_exchange.entitlements.history`). An entitlement is identified by
+    (child, beneficiary, supplement, start date): at most one *current* version each.
     """
 
     __tablename__ = "entitlement"
     __table_args__ = (
-        sa.UniqueConstraint("child_id", "beneficiary_id", "supplement", "start_date", name="uq_entitlement"),
+        sa.Index(
+            "uq_entitlement_current", "child_id", "beneficiary_id", "supplement", "start_date", unique=True,
+            sqlite_where=sa.text("recorded_to IS NULL"), postgresql_where=sa.text("recorded_to IS NULL"),
+        ),
         # The match joins requested children on (child_id, supplement) and filters on dates.
         sa.Index("ix_entitlement_child_supplement", "child_id", "supplement", "start_date"),
         sa.Index("ix_entitlement_supplement_dates", "supplement", "start_date", "end_date"),
+        # The feeds find what was recorded (or superseded) during an interval.
+        sa.Index("ix_entitlement_recorded_from", "recorded_from"),
+        sa.Index("ix_entitlement_recorded_to", "recorded_to"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -146,6 +159,8 @@ class Entitlement(Base):
     supplement: Mapped[str] = mapped_column(sa.String(20))
     start_date: Mapped[dt.date]
     end_date: Mapped[dt.date | None]
+    recorded_from: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=_utcnow)
+    recorded_to: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 # --------------------------------------------------------------------------- exchange ledger

@@ -24,6 +24,13 @@ invented words. The shape follows the mission's figures:
 * **Beneficiary changes.** In ~10 % of families with a sociale toeslag the beneficiary changes
   on a day D (a separation): the child's sociale toeslag ends with the first beneficiary the day
   before D and continues from D with a new one, who gets a number and a contact of their own.
+* **History (bitemporal).** Each period is recorded some days after it starts (the decision's
+  lag: 0–30 days; ~10 % *with retroactive effect*, 1–8 months later), ongoing at first; its end
+  is recorded as a new version some days after the end (again ~10 % retroactively), closing
+  the first. A beneficiary change is recorded at once for both periods. ~1 % of sociale
+  toeslagen were first recorded with a wrong beneficiary and corrected weeks later; ~1 % of the
+  other children had a sociale toeslag recorded by mistake and withdrawn. Recorded moments are
+  nightly (01:00 UTC) and never after the store date.
 * **Contact.** ~70 % of beneficiaries have an e-mail address; the others a postal address.
 * **Numbers.** ~3 % of children have a BIS number (month + 40). Serials are allocated per birth
   date in generation order, so numbers never collide, also between children and beneficiaries
@@ -44,7 +51,6 @@ import datetime as dt
 import logging
 import queue
 import random
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -52,6 +58,7 @@ from typing import Any
 
 from welfare_exchange import audit, insz
 from welfare_exchange.entitlements import municipalities
+from welfare_exchange.entitlements.progress import Progress
 from welfare_exchange.entitlements.store import Chunk, replace_store
 from welfare_exchange.errors import InputError
 
@@ -85,6 +92,14 @@ ZORG_P = 0.03
 SCHOOL_P_SOCIALE = 0.80
 SCHOOL_P_OTHER = 0.12
 ONGOING_P = 0.60
+LAG_DAYS = (0, 30)
+RETRO_P = 0.10
+RETRO_LAG_DAYS = (31, 240)
+CORRECTED_BENEFICIARY_P = 0.01
+WITHDRAWN_P = 0.01
+CORRECTION_AFTER_DAYS = (15, 120)
+#: Recorded moments are at this hour (UTC) of their day: the nightly import.
+RECORDED_AT = " 01:00:00.000000"
 
 #: Invented street-name parts: clearly synthetic, so an address never points at a real house.
 _STREET_STEMS = (
@@ -110,6 +125,7 @@ class _Generator:
         self.iso_cache: dict[int, str] = {}
         self.prefix_cache: dict[tuple[int, bool], tuple[str, bool]] = {}
         self.next_child = self.next_beneficiary = self.next_entitlement = 1
+        self.number_day = 0
         self.stats = {
             "families": 0,
             "bis_children": 0,
@@ -117,6 +133,10 @@ class _Generator:
             "sociale_toeslag_children": 0,
             "beneficiary_changes": 0,
             "beneficiaries_with_email": 0,
+            "entitlement_versions": 0,
+            "retroactive_versions": 0,
+            "corrected_beneficiaries": 0,
+            "withdrawn": 0,
             **{f"entitlements_{supplement}": 0 for supplement in (_SOC, _ZORG, _SCHOOL)},
         }
         self.store_end = STORE_DATE.toordinal()
@@ -149,7 +169,8 @@ class _Generator:
         """A fresh INSZ for someone born on ``ordinal`` (the next free serial of that day).
 
         Same result as :func:`welfare_exchange.insz.make`, inlined with a per-day cache
-        because it runs millions of times. A full day (998 serials) moves to the next day.
+        because it runs millions of times. A full day (998 serials) moves to the next day
+        (:attr:`number_day` is the day the number carries).
         """
         while True:
             key = -ordinal if bis else ordinal
@@ -158,6 +179,7 @@ class _Generator:
                 self.serials[key] = serial
                 break
             ordinal += 1
+        self.number_day = ordinal
         cached = self.prefix_cache.get((ordinal, bis))
         if cached is None:
             born = dt.date.fromordinal(ordinal)
@@ -209,12 +231,64 @@ class _Generator:
             end = self.between(start, end_max)
         return start, end
 
-    def entitlement(self, chunk: Chunk, child: int, ben: int, supplement: str, start: int, end: int | None) -> None:
-        chunk.entitlements.append(
-            (self.next_entitlement, child, ben, supplement, self.iso(start), None if end is None else self.iso(end))
-        )
+    def recorded(self, day: int) -> str:
+        """The recorded moment of ``day`` (ordinal), never after the store date."""
+        return self.iso(min(day, self.store_end)) + RECORDED_AT
+
+    def lag(self) -> int:
+        """Days between a fact and its recording (sometimes long: a retroactive decision)."""
+        if self.rng.random() < RETRO_P:
+            return self.between(*RETRO_LAG_DAYS)
+        return self.between(*LAG_DAYS)
+
+    def version(self, chunk: Chunk, child: int, ben: int, supplement: str, start: int, end: int | None,
+                recorded_from: int, recorded_to: int | None) -> None:
+        chunk.entitlements.append((
+            self.next_entitlement, child, ben, supplement, self.iso(start), None if end is None else self.iso(end),
+            self.recorded(recorded_from), None if recorded_to is None else self.recorded(recorded_to),
+        ))
         self.next_entitlement += 1
+        self.stats["entitlement_versions"] += 1
+
+    def entitlement(
+        self, chunk: Chunk, child: int, ben: int, supplement: str, start: int, end: int | None,
+        known: int | None = None, end_known: int | None = None,
+    ) -> None:
+        """A period and its history: recorded ``known`` (ordinal; default after a lag), ongoing,
+        until its end is recorded ``end_known`` (default after another lag) as a new version."""
+        known = min(start + self.lag() if known is None else known, self.store_end)
+        self.stats["retroactive_versions"] += known - start > LAG_DAYS[1]
+        if end is not None:
+            end_known = min(max(end + self.lag() if end_known is None else end_known, known), self.store_end)
+        if end is None or end_known == known:
+            self.version(chunk, child, ben, supplement, start, end, known, None)
+        else:
+            self.version(chunk, child, ben, supplement, start, None, known, end_known)
+            self.version(chunk, child, ben, supplement, start, end, end_known, None)
+            self.stats["retroactive_versions"] += end_known - end > LAG_DAYS[1]
         self.stats[f"entitlements_{supplement}"] += 1
+
+    def corrected(self, chunk: Chunk, child: int, ben: int, start: int, end: int | None, home: str, ben_born: int) -> bool:
+        """A sociale toeslag first recorded with a wrong beneficiary, corrected later; False when
+        there is no time left before the store date (then nothing was added)."""
+        known = min(start + self.lag(), self.store_end)
+        fixed = known + self.between(*CORRECTION_AFTER_DAYS)
+        if fixed >= self.store_end or (end is not None and end + LAG_DAYS[1] <= fixed):
+            return False
+        wrong = self.beneficiary(chunk, min(max(ben_born + self.between(-1500, 1500), self.ben_min), self.ben_max), home, 0.5)
+        self.version(chunk, child, wrong, _SOC, start, None, known, fixed)
+        self.entitlement(chunk, child, ben, _SOC, start, end, known=fixed)
+        self.stats["corrected_beneficiaries"] += 1
+        return True
+
+    def withdrawn(self, chunk: Chunk, child: int, ben: int, window_start: int, window_end: int) -> None:
+        """A sociale toeslag recorded by mistake and withdrawn weeks later (its version closed, no successor)."""
+        start = self.between(window_start, window_end)
+        known = min(start + self.lag(), self.store_end)
+        gone = known + self.between(*CORRECTION_AFTER_DAYS)
+        if gone < self.store_end:
+            self.version(chunk, child, ben, _SOC, start, None, known, gone)
+            self.stats["withdrawn"] += 1
 
     # ------------------------------------------------------------------ one family
 
@@ -245,6 +319,8 @@ class _Generator:
             bis = rng.random() < BIS_P
             child = self.next_child
             self.next_child += 1
+            number = self.number(born, bis)
+            born = self.number_day  # a day whose serials ran out gives the next day's number: keep them equal
             birthday = dt.date.fromordinal(born)
             try:
                 turns_25 = birthday.replace(year=birthday.year + 25).toordinal()
@@ -255,7 +331,7 @@ class _Generator:
             if rng.random() < (ELSEWHERE_ADULT_P if adult else ELSEWHERE_P):
                 nis = self.other_municipality(home)
                 self.stats["children_elsewhere"] += 1
-            chunk.children.append((child, self.number(born, bis), self.iso(born), nis))
+            chunk.children.append((child, number, self.iso(born), nis))
             self.stats["bis_children"] += bis
 
             window_start = max(born, self.gp_start)
@@ -268,11 +344,15 @@ class _Generator:
                     if new_ben is None:
                         new_ben_born = min(max(ben_born + self.between(-1500, 1500), self.ben_min), self.ben_max)
                         new_ben = self.beneficiary(chunk, new_ben_born, home, 0.5)
-                    self.entitlement(chunk, child, ben, _SOC, start, change_day - 1)
-                    self.entitlement(chunk, child, new_ben, _SOC, change_day, end)
+                    # One decision: the first period's end and the second's start are recorded together.
+                    changed = change_day + self.lag()
+                    self.entitlement(chunk, child, ben, _SOC, start, change_day - 1, end_known=max(changed, start))
+                    self.entitlement(chunk, child, new_ben, _SOC, change_day, end, known=changed)
                     self.stats["beneficiary_changes"] += 1
-                else:
+                elif not (rng.random() < CORRECTED_BENEFICIARY_P and self.corrected(chunk, child, ben, start, end, home, ben_born)):
                     self.entitlement(chunk, child, ben, _SOC, start, end)
+            elif rng.random() < WITHDRAWN_P:
+                self.withdrawn(chunk, child, ben, window_start, window_end)
 
             if rng.random() < ZORG_P:
                 zorg_from = max(born + self.between(0, 1500), self.gp_start)
@@ -339,41 +419,6 @@ def _produce(gen: _Generator, out: queue.Queue, stop: threading.Event) -> None:
         put(exc)
 
 
-class _Progress:
-    """A rich progress bar on a terminal; periodic log lines (counts only) otherwise."""
-
-    def __init__(self, total: int, enabled: bool | None) -> None:
-        self.total = total
-        self.done = 0
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._bar = None
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._bar = Progress(
-                TextColumn("generating children"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._task = self._bar.add_task("generate", total=total)
-            self._bar.start()
-
-    def advance(self, n: int) -> None:
-        self.done += n
-        if self._bar is not None:
-            self._bar.update(self._task, completed=self.done)
-        else:
-            log.info("generated %d of %d children", self.done, self.total)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-
-
 def generate(
     children: int,
     seed: int,
@@ -407,8 +452,9 @@ def generate(
     gen = _Generator(children, seed, chunk_size)
     chunks: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
+    made = 0
     worker = threading.Thread(target=_produce, args=(gen, chunks, stop), name="generate-chunks", daemon=True)
-    bar = _Progress(children, progress)
+    bar = Progress("generating children", children, bar=progress, unit="children")
     try:
         with replace_store(url) as (loader, session):
             worker.start()
@@ -419,11 +465,12 @@ def generate(
                 if isinstance(item, BaseException):
                     raise item
                 loader.write(item)
-                bar.advance(len(item.children))
+                made += len(item.children)
+                bar.advance(len(item.children), made)
             result: dict[str, Any] = {
                 "children": gen.next_child - 1,
                 "beneficiaries": gen.next_beneficiary - 1,
-                "entitlements": gen.next_entitlement - 1,
+                "entitlements": sum(gen.stats[f"entitlements_{s}"] for s in (_SOC, _ZORG, _SCHOOL)),
                 **gen.stats,
                 "seed": seed,
             }

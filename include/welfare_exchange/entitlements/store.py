@@ -1,4 +1,4 @@
-"""The entitlement store: bulk replacement (for the data generator) and the CSV import.
+"""The entitlement store: its tables, the import file's format and row rules, bulk replacement.
 
 Two ways data gets into the store, both built for millions of rows:
 
@@ -6,9 +6,9 @@ Two ways data gets into the store, both built for millions of rows:
   raw DBAPI calls — ``executemany`` on SQLite, ``COPY FROM STDIN`` on PostgreSQL — after
   dropping the secondary indexes (rebuilt once at the end, which is much faster than keeping
   them up to date row by row). Readers see the old store or the new one, never half of it.
-* :func:`import_csv` validates a whole CSV file first (any bad row refuses the import, reported
-  by line number and reason, never by value) and then upserts it idempotently with
-  ``INSERT … ON CONFLICT`` in bulk.
+  The synthetic generator uses it.
+* :func:`welfare_exchange.entitlements.importer.import_csv` streams the agency's extract into
+  the bitemporal store (full or delta); the file format and the checks of one row are here.
 
 No function here logs, prints or puts in an exception message an INSZ number.
 """
@@ -16,12 +16,10 @@ No function here logs, prints or puts in an exception message an INSZ number.
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as dt
-import hashlib
+import functools
 import io
 import logging
-import pathlib
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -30,11 +28,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from welfare_exchange import audit
 from welfare_exchange import insz as insz_lib
-from welfare_exchange.db.engine import get_engine, session_scope
-from welfare_exchange.db.models import Beneficiary, Child, Entitlement
-from welfare_exchange.entitlements import municipalities
+from welfare_exchange.db.engine import get_engine
+from welfare_exchange.db.models import Child
 from welfare_exchange.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -47,7 +43,9 @@ TABLES = ("entitlement", "beneficiary", "child")
 
 CHILD_COLUMNS = ("id", "insz", "birth_date", "nis_code")
 BENEFICIARY_COLUMNS = ("id", "insz", "email", "address_line", "postcode", "city")
-ENTITLEMENT_COLUMNS = ("id", "child_id", "beneficiary_id", "supplement", "start_date", "end_date")
+ENTITLEMENT_COLUMNS = (
+    "id", "child_id", "beneficiary_id", "supplement", "start_date", "end_date", "recorded_from", "recorded_to",
+)
 
 #: The import file's header: these columns, in this order ...
 REQUIRED_COLUMNS = (
@@ -80,13 +78,19 @@ class Chunk:
     """Rows for the three tables, as tuples in the column order above, ids assigned by the caller.
 
     Dates are ISO strings (``YYYY-MM-DD``) — SQLite's storage format for SQLAlchemy ``Date``
-    and a literal PostgreSQL parses — and ``None`` is NULL. A chunk must be self-contained:
+    and a literal PostgreSQL parses — recorded moments are UTC as ``YYYY-MM-DD HH:MM:SS.ffffff``
+    (:data:`MOMENT_FORMAT`, SQLite's storage format for ``DateTime``; the PostgreSQL load reads
+    them in UTC), and ``None`` is NULL. A chunk must be self-contained:
     every child and beneficiary an entitlement refers to is in the same or an earlier chunk.
     """
 
     children: list[tuple] = field(default_factory=list)
     beneficiaries: list[tuple] = field(default_factory=list)
     entitlements: list[tuple] = field(default_factory=list)
+
+
+#: How a recorded moment (UTC) is written in a :class:`Chunk`.
+MOMENT_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
 
 class BulkLoader:
@@ -105,15 +109,16 @@ class BulkLoader:
     # The statements are built from the constant column tuples above, never from input.
     def _empty(self) -> None:
         if self.dialect == "postgresql":
+            self.cursor.execute("SET LOCAL TIME ZONE 'UTC'")  # the chunks' recorded moments are UTC
             self.cursor.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
         else:
             for table in TABLES:
                 self.cursor.execute(f"DELETE FROM {table}")  # noqa: S608 - constant table names
 
-    def _drop_secondary_indexes(self) -> None:
-        """Drop what makes row-by-row loading slow, remembering how to rebuild it.
+    def drop_secondary_indexes(self, tables: Sequence[str] = TABLES) -> None:
+        """Drop what makes row-by-row loading slow, remembering how to rebuild it (:meth:`rebuild_indexes`).
 
-        On both databases: the non-constraint indexes of the three tables. On PostgreSQL also
+        On both databases: the non-constraint indexes of the tables (default the three). On PostgreSQL also
         the unique and foreign-key constraints (an index built by one sort at the end is far
         faster than millions of random inserts into it, and a foreign key re-added afterwards
         is validated by one join instead of one query per copied row); the primary keys stay.
@@ -123,7 +128,7 @@ class BulkLoader:
         The definitions are read back from the database itself, so whatever the migrations
         created is recreated exactly (same names, same columns).
         """
-        names = tuple(TABLES)
+        names = tuple(tables)
         if self.dialect == "postgresql":
             # Foreign keys first (dropped first, re-added last: they may rely on the others).
             self.cursor.execute(
@@ -167,11 +172,16 @@ class BulkLoader:
                 placeholders = ", ".join("?" * len(columns))
                 self.cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", rows)
 
-    def _finish(self) -> None:
+    def rebuild_indexes(self) -> None:
+        """Recreate what :meth:`drop_secondary_indexes` dropped, each index by one sort."""
         for _name, sql in self._indexes:
             self.cursor.execute(sql)
         for table, name, definition in reversed(self._constraints):
             self.cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        self._indexes, self._constraints = [], []
+
+    def _finish(self) -> None:
+        self.rebuild_indexes()
         if self.dialect == "postgresql":
             # Ids were given explicitly: move the sequences past them for later inserts (import).
             for table in TABLES:
@@ -230,7 +240,7 @@ def replace_store(url: str | None = None) -> Iterator[tuple[BulkLoader, Session]
                     dbapi.cursor().execute("BEGIN IMMEDIATE")
                 loader = BulkLoader(conn)
                 loader._empty()
-                loader._drop_secondary_indexes()
+                loader.drop_secondary_indexes()
                 session = Session(bind=conn)
                 yield loader, session
                 loader._finish()
@@ -266,21 +276,6 @@ def sample_children(session: Session, nis_code: str, n: int, seed: int) -> list[
 # --------------------------------------------------------------------------- CSV import
 
 
-@dataclass
-class _Parsed:
-    """The validated content of an import file, keyed for the upsert."""
-
-    rows: int = 0
-    sha256: str = ""
-    # child INSZ -> (birth date, NIS code, line)
-    children: dict[str, tuple[dt.date, str, int]] = field(default_factory=dict)
-    # beneficiary INSZ -> ({contact column: value} of the columns present, line)
-    beneficiaries: dict[str, tuple[dict[str, str | None], int]] = field(default_factory=dict)
-    # (child INSZ, beneficiary INSZ, supplement, start) -> (end or None, line)
-    entitlements: dict[tuple[str, str, str, dt.date], tuple[dt.date | None, int]] = field(default_factory=dict)
-    problems: list[tuple[int, str]] = field(default_factory=list)
-
-
 def _parse_date(text: str) -> dt.date | None:
     if not _ISO_DATE.fullmatch(text):
         return None
@@ -296,7 +291,7 @@ def _insz_problem(column: str, raw: str, birth: dt.date | None = None) -> tuple[
     With ``birth`` (a child's row) the number must also carry that birth date, when it
     carries one at all (BIS numbers may have an unknown date).
     """
-    number = insz_lib.normalise(raw)
+    number = raw if len(raw) == 11 and raw.isdigit() else insz_lib.normalise(raw)  # the common case needs no cleaning
     if not number:
         return None, f"{column} is empty"
     if not number.isdigit():
@@ -314,6 +309,12 @@ def _insz_problem(column: str, raw: str, birth: dt.date | None = None) -> tuple[
         if born is not None and born != birth:
             return None, "child_birth_date does not match the birth date in child_insz"
     return number, None
+
+
+@functools.lru_cache(maxsize=1)
+def _this_year() -> int:
+    """The year now, looked up once per process: a stale year only sends new-year births to stdnum."""
+    return dt.date.today().year
 
 
 def _surely_valid(number: str, birth: dt.date | None) -> bool:
@@ -339,7 +340,7 @@ def _surely_valid(number: str, birth: dt.date | None) -> bool:
     for century in centuries:
         year = century + yy
         # stdnum only tries the 2000 rule for years not in the future.
-        if century not in (1900, 2000) or (century == 2000 and year > dt.date.today().year):
+        if century not in (1900, 2000) or (century == 2000 and year > _this_year()):
             continue
         try:
             dt.date(year, month, dd)
@@ -365,306 +366,3 @@ def _read_header(reader: Iterator[list[str]]) -> list[str]:
             + ",".join(OPTIONAL_COLUMNS)
         )
     return header
-
-
-def _validate(path: pathlib.Path) -> _Parsed:
-    """Read and check the whole file; collect every problem with its line number."""
-    parsed = _Parsed()
-    digest = hashlib.sha256()
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"import file not found: {path}") from None
-    except OSError as exc:
-        raise InputError(f"cannot read the import file {path}: {exc.strerror}") from None
-    digest.update(raw)
-    parsed.sha256 = digest.hexdigest()
-    try:
-        text = raw.decode("utf-8-sig")  # Excel writes a BOM
-    except UnicodeDecodeError:
-        raise InputError("the import file is not UTF-8 text; save it as CSV UTF-8") from None
-
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = _read_header(reader)
-        contact_columns = header[len(REQUIRED_COLUMNS) :]
-        for record in reader:
-            line = reader.line_num
-            if not record or record == [""]:
-                continue  # a blank line (often the last one)
-            parsed.rows += 1
-            problem = _check_record(parsed, record, line, len(header), contact_columns)
-            if problem:
-                parsed.problems.append((line, problem))
-    except csv.Error:
-        # csv's message can quote the offending text: report only where it happened.
-        parsed.problems.append((reader.line_num, "is not valid CSV (unbalanced quotes?)"))
-    return parsed
-
-
-def _check_record(parsed: _Parsed, record: list[str], line: int, width: int, contact_columns: list[str]) -> str | None:
-    """Validate one row and add it to ``parsed``; the first problem found, or ``None``."""
-    if len(record) != width:
-        return f"has {len(record)} fields, the header has {width}"
-    values = [v.strip() for v in record]
-    child_raw, birth_raw, nis, ben_raw, supplement, start_raw, end_raw = values[: len(REQUIRED_COLUMNS)]
-
-    birth = _parse_date(birth_raw)
-    child, problem = _insz_problem("child_insz", child_raw, birth)
-    if problem:
-        return problem
-    if birth is None:
-        return "child_birth_date is not an ISO date (YYYY-MM-DD)"
-    if not municipalities.is_known(nis):
-        return "child_nis is not the NIS code of a Flemish municipality"
-    beneficiary, problem = _insz_problem("beneficiary_insz", ben_raw)
-    if problem:
-        return problem
-    if supplement not in SUPPLEMENTS:
-        return "supplement must be one of " + ", ".join(SUPPLEMENTS)
-    start = _parse_date(start_raw)
-    if start is None:
-        return "start_date is not an ISO date (YYYY-MM-DD)"
-    end = None
-    if end_raw:
-        end = _parse_date(end_raw)
-        if end is None:
-            return "end_date is not an ISO date (YYYY-MM-DD) nor empty (ongoing)"
-        if end < start:
-            return "end_date is before start_date"
-    contact: dict[str, str | None] = {}
-    for column, value in zip(contact_columns, values[len(REQUIRED_COLUMNS) :]):
-        if len(value) > _CONTACT_LIMITS[column]:
-            return f"{column} is longer than {_CONTACT_LIMITS[column]} characters"
-        if column == "beneficiary_email" and value and "@" not in value:
-            return "beneficiary_email is not an e-mail address"
-        contact[column] = value or None
-
-    # Rows must agree with each other about the same child, beneficiary and period.
-    known = parsed.children.get(child)
-    if known is None:
-        parsed.children[child] = (birth, nis, line)
-    elif known[:2] != (birth, nis):
-        return f"child_birth_date or child_nis differs from line {known[2]} for the same child"
-    known_ben = parsed.beneficiaries.get(beneficiary)
-    if known_ben is None:
-        parsed.beneficiaries[beneficiary] = (contact, line)
-    elif contact_columns and known_ben[0] != contact:
-        return f"beneficiary contact details differ from line {known_ben[1]} for the same beneficiary"
-    key = (child, beneficiary, supplement, start)
-    known_period = parsed.entitlements.get(key)
-    if known_period is None:
-        parsed.entitlements[key] = (end, line)
-    elif known_period[0] != end:
-        return (
-            f"end_date conflicts with line {known_period[1]} "
-            "(same child, beneficiary, supplement and start_date)"
-        )
-    return None
-
-
-def _refusal_message(path: pathlib.Path, parsed: _Parsed) -> str:
-    shown = "; ".join(f"line {line}: {reason}" for line, reason in parsed.problems[:MAX_REPORTED])
-    more = len(parsed.problems) - MAX_REPORTED
-    tail = f"; and {more} more bad rows" if more > 0 else ""
-    return (
-        f"import of {path.name} refused, nothing was imported: {len(parsed.problems)} bad "
-        f"row{'s' if len(parsed.problems) != 1 else ''} — {shown}{tail}. Correct the file and import it again."
-    )
-
-
-def _chunks(items: Sequence[Any], size: int = _LOOKUP_CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _insert(session: Session):
-    """The dialect's INSERT with ON CONFLICT support (SQLite and PostgreSQL both have it)."""
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
-
-
-def _upsert(session: Session, parsed: _Parsed) -> dict[str, int]:
-    """Write the parsed file: only what is new or changed, each table in bulk.
-
-    Core ``INSERT … ON CONFLICT`` statements on the tables (not the ORM's bulk path, which is
-    several times slower) executed with many parameter sets at once.
-    """
-    insert = _insert(session)
-    result = {"rows": parsed.rows}
-
-    # Children: new ones inserted, a changed domicile or birth date updated.
-    existing: dict[str, tuple[int, dt.date, str]] = {}
-    numbers = list(parsed.children)
-    for part in _chunks(numbers):
-        for id_, number, birth, nis in session.execute(
-            sa.select(Child.id, Child.insz, Child.birth_date, Child.nis_code).where(Child.insz.in_(part))
-        ):
-            existing[number] = (id_, birth, nis)
-    new_children = [n for n in numbers if n not in existing]
-    changed_children = [n for n in numbers if n in existing and existing[n][1:] != parsed.children[n][:2]]
-    rows = [
-        {"insz": n, "birth_date": parsed.children[n][0], "nis_code": parsed.children[n][1]}
-        for n in new_children + changed_children
-    ]
-    if rows:
-        stmt = insert(Child.__table__)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["insz"],
-            set_={"birth_date": stmt.excluded.birth_date, "nis_code": stmt.excluded.nis_code},
-        )
-        session.execute(stmt, rows)
-    result["children_new"], result["children_updated"] = len(new_children), len(changed_children)
-
-    # Beneficiaries: contact details are set only from columns the file has.
-    existing_ben: dict[str, tuple[int, dict[str, str | None]]] = {}
-    numbers = list(parsed.beneficiaries)
-    for part in _chunks(numbers):
-        for row in session.execute(
-            sa.select(
-                Beneficiary.id, Beneficiary.insz, Beneficiary.email, Beneficiary.address_line,
-                Beneficiary.postcode, Beneficiary.city,
-            ).where(Beneficiary.insz.in_(part))
-        ):
-            existing_ben[row.insz] = (
-                row.id,
-                {
-                    "beneficiary_email": row.email,
-                    "beneficiary_address_line": row.address_line,
-                    "beneficiary_postcode": row.postcode,
-                    "beneficiary_city": row.city,
-                },
-            )
-    columns = {
-        "beneficiary_email": "email",
-        "beneficiary_address_line": "address_line",
-        "beneficiary_postcode": "postcode",
-        "beneficiary_city": "city",
-    }
-    new_ben = [n for n in numbers if n not in existing_ben]
-    changed_ben = [
-        n for n in numbers
-        if n in existing_ben
-        and any(existing_ben[n][1][c] != v for c, v in parsed.beneficiaries[n][0].items())
-    ]
-    # Group by the set of contact columns given, so every executemany batch has one shape.
-    by_shape: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for n in new_ben + changed_ben:
-        contact = parsed.beneficiaries[n][0]
-        shape = tuple(sorted(contact))
-        by_shape.setdefault(shape, []).append({"insz": n, **{columns[c]: v for c, v in contact.items()}})
-    for shape, batch in by_shape.items():
-        stmt = insert(Beneficiary.__table__)
-        set_ = {columns[c]: getattr(stmt.excluded, columns[c]) for c in shape}
-        if set_:
-            stmt = stmt.on_conflict_do_update(index_elements=["insz"], set_=set_)
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=["insz"])
-        session.execute(stmt, batch)
-    result["beneficiaries_new"], result["beneficiaries_updated"] = len(new_ben), len(changed_ben)
-
-    # Ids of everyone in the file: the ones already there were read above (an upsert keeps a
-    # row's id); only the new ones are looked up.
-    child_ids = {n: row[0] for n, row in existing.items()}
-    child_ids.update(_ids(session, Child, new_children))
-    ben_ids = {n: row[0] for n, row in existing_ben.items()}
-    ben_ids.update(_ids(session, Beneficiary, new_ben))
-
-    # Entitlements: compare with what the store has for these children.
-    current: dict[tuple[int, int, str, dt.date], dt.date | None] = {}
-    for part in _chunks(sorted(set(child_ids.values()))):
-        for c, b, s, start, end in session.execute(
-            sa.select(
-                Entitlement.child_id, Entitlement.beneficiary_id, Entitlement.supplement,
-                Entitlement.start_date, Entitlement.end_date,
-            ).where(Entitlement.child_id.in_(part))
-        ):
-            current[(c, b, s, start)] = end
-    new_rows, changed_rows, unchanged = [], [], 0
-    for (child, ben, supplement, start), (end, _line) in parsed.entitlements.items():
-        key = (child_ids[child], ben_ids[ben], supplement, start)
-        row = {"child_id": key[0], "beneficiary_id": key[1], "supplement": supplement, "start_date": start, "end_date": end}
-        if key not in current:
-            new_rows.append(row)
-        elif current[key] != end:
-            changed_rows.append(row)
-        else:
-            unchanged += 1
-    if new_rows or changed_rows:
-        stmt = insert(Entitlement.__table__)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["child_id", "beneficiary_id", "supplement", "start_date"],
-            set_={"end_date": stmt.excluded.end_date},
-        )
-        session.execute(stmt, new_rows + changed_rows)
-    result["entitlements_new"] = len(new_rows)
-    result["entitlements_updated"] = len(changed_rows)
-    result["entitlements_unchanged"] = unchanged
-    return result
-
-
-def _ids(session: Session, model: type[Child] | type[Beneficiary], numbers: list[str]) -> dict[str, int]:
-    ids: dict[str, int] = {}
-    for part in _chunks(numbers):
-        ids.update({number: id_ for id_, number in session.execute(sa.select(model.id, model.insz).where(model.insz.in_(part)))})
-    return ids
-
-
-def import_csv(path: str | pathlib.Path, *, url: str | None = None, actor: audit.Actor | None = None) -> dict[str, int]:
-    """Import an entitlement CSV file into the store: validate all of it, then upsert.
-
-    Header: ``child_insz,child_birth_date,child_nis,beneficiary_insz,supplement,start_date,end_date``
-    optionally followed by ``beneficiary_email``, ``beneficiary_address_line``,
-    ``beneficiary_postcode``, ``beneficiary_city``. ``supplement`` is ``sociale_toeslag``,
-    ``zorgtoeslag`` or ``schooltoeslag``; dates are ISO; an empty ``end_date`` means ongoing.
-
-    Any bad row refuses the whole file (:class:`InputError` naming line numbers and reasons,
-    never values; the refusal is audited). Otherwise the rows are upserted in one transaction:
-    importing the same file again changes nothing, and a row with a new ``end_date`` for the
-    same child, beneficiary, supplement and ``start_date`` updates that period. Rows already in
-    the store but absent from the file are left alone (an import adds and corrects; it does not
-    replace — ``entitlements generate`` does).
-
-    :returns: counts — ``rows``, ``children_new``/``_updated``, ``beneficiaries_new``/``_updated``,
-        ``entitlements_new``/``_updated``/``_unchanged``.
-    """
-    path = pathlib.Path(path)
-    actor = actor or audit.Actor.current_user()
-    parsed = _validate(path)
-    if parsed.problems:
-        _audit_refusal(parsed, actor, url)
-        raise InputError(_refusal_message(path, parsed))
-    with session_scope(url) as session:
-        result = _upsert(session, parsed)
-        audit.record(
-            session,
-            "entitlements.imported",
-            "success",
-            actor=actor,
-            data_categories=["child", "beneficiary", "entitlement"],
-            file_hashes={"import_file": parsed.sha256},
-            counts=result,
-            message="entitlement CSV imported into the store",
-        )
-    log.info("entitlement import: %s", ", ".join(f"{k}={v}" for k, v in result.items()))
-    return result
-
-
-def _audit_refusal(parsed: _Parsed, actor: audit.Actor, url: str | None) -> None:
-    try:
-        with session_scope(url) as session:
-            audit.record(
-                session,
-                "entitlements.imported",
-                "refused",
-                actor=actor,
-                file_hashes={"import_file": parsed.sha256},
-                counts={"rows": parsed.rows, "bad_rows": len(parsed.problems)},
-                message="entitlement CSV refused: bad rows, nothing imported",
-            )
-    except sa.exc.SQLAlchemyError:
-        # The refusal itself must still reach the operator even when the database is down.
-        log.warning("could not audit the refused entitlement import", exc_info=True)

@@ -3,7 +3,10 @@
 The request's INSZ numbers are bulk-loaded into a temporary table (COPY on PostgreSQL, one
 ``INSERT … SELECT FROM json_each`` on SQLite) and joined on the indexed ``child.insz`` and
 ``entitlement(child_id, supplement, start_date)``: never row by row, never by loading the store
-into memory.
+into memory. The store is read as it was known at one moment (the exchange's), so a re-run
+reads the same versions and the result can be explained later
+(:mod:`welfare_exchange.entitlements.history`); periods are merged by the shared rule
+(:mod:`welfare_exchange.entitlements.periods`): one row per continuous period, gaps kept.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import itertools
 import json
 import uuid
 from collections.abc import Sequence
@@ -19,12 +23,15 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from welfare_exchange.entitlements import history, periods
+
 
 class MatchRow(NamedTuple):
-    """One (child, beneficiary) pair with a supplement overlapping [reference date, exchange date].
+    """One continuous period of a (child, beneficiary, supplement) overlapping [reference date, exchange date].
 
     ``period_start`` is clipped to the reference date (nothing from before it is disclosed);
     ``period_end`` is ``None`` when the entitlement was still running on the exchange date.
+    A pair entitled over two periods with a gap between them gets two rows.
     A named tuple, not a dataclass: a result has up to ~200,000 of them, made in the match and
     again when the build step reads the staged rows, and a tuple is made three times faster.
     """
@@ -67,16 +74,20 @@ def match(
     supplements: Sequence[str],
     reference_date: dt.date,
     exchange_date: dt.date,
+    known_at: dt.datetime | None = None,
 ) -> list[MatchRow]:
-    """Every (child, beneficiary, supplement) among ``numbers`` entitled between the two dates.
+    """Every continuous period of a (child, beneficiary, supplement) among ``numbers`` entitled
+    between the two dates.
 
-    One row per pair, its period the union of the pair's overlapping entitlement periods;
-    sorted by child, beneficiary, supplement — the same input always gives the same rows.
+    Sorted by child, beneficiary, supplement and period — the same input and store knowledge
+    always give the same rows.
 
     :param numbers: distinct, validated INSZ numbers of the requested children.
     :param supplements: e.g. ``["sociale_toeslag"]`` (from the protocol).
     :param reference_date: the protocol's reference date (default 2020-03-01).
     :param exchange_date: the run's logical date.
+    :param known_at: read the store as it was known at this moment (the exchange's); default:
+        its present knowledge.
     """
     table = f"wx_request_{uuid.uuid4().hex[:10]}"
     _load_numbers(session, table, numbers)
@@ -87,36 +98,35 @@ def match(
     drive = "CROSS JOIN" if session.connection().dialect.name == "sqlite" else "JOIN"
     supplement_params = {f"s{i}": s for i, s in enumerate(supplements)}
     in_list = ", ".join(f":s{i}" for i in range(len(supplements))) or "NULL"
+    knowledge = history.known_at_text("e") if known_at is not None else "e.recorded_to IS NULL"
     query = sa.text(
         f"""
         SELECT c.insz AS child_insz, b.insz AS beneficiary_insz, e.supplement AS supplement,
-               MIN(e.start_date) AS first_start,
-               CASE WHEN COUNT(*) > COUNT(e.end_date) THEN NULL ELSE MAX(e.end_date) END AS last_end
+               e.start_date AS start_date, e.end_date AS end_date
         FROM {table} r
         {drive} child c ON c.insz = r.insz
         {drive} entitlement e ON e.child_id = c.id
         JOIN beneficiary b ON b.id = e.beneficiary_id
         WHERE e.supplement IN ({in_list})
-          AND e.start_date <= :exchange_date
-          AND (e.end_date IS NULL OR e.end_date >= :reference_date)
-        GROUP BY c.insz, b.insz, e.supplement
-        ORDER BY c.insz, b.insz, e.supplement
+          AND {periods.overlaps_text("e", "reference_date", "exchange_date")}
+          AND {knowledge}
+        ORDER BY c.insz, b.insz, e.supplement, e.start_date
         """
+    ).bindparams(
+        sa.bindparam("reference_date", type_=sa.Date), sa.bindparam("exchange_date", type_=sa.Date),
+        *([sa.bindparam("known_at", type_=history.MOMENT)] if known_at is not None else []),
     )
     params = {"exchange_date": exchange_date, "reference_date": reference_date, **supplement_params}
-    if session.connection().dialect.name == "sqlite":  # SQLite stores dates as ISO text
-        params = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in params.items()}
+    if known_at is not None:
+        params["known_at"] = history.moment(known_at)
     as_date = functools.lru_cache(maxsize=None)(_as_date)  # SQLite gives ISO text: a few thousand distinct days
     rows = []
-    for child, beneficiary, supplement, first_start, last_end in session.execute(query, params).all():
-        start, end = as_date(first_start), as_date(last_end)
-        # (child, beneficiary, supplement, period start, period end)
-        rows.append(
-            MatchRow(
-                child, beneficiary, supplement, max(start, reference_date),
-                end if end is not None and end < exchange_date else None,
-            )
-        )
+    for (child, beneficiary, supplement), group in itertools.groupby(
+        session.execute(query, params).all(), key=lambda r: (r[0], r[1], r[2])
+    ):
+        spans = [(as_date(start), as_date(end)) for _, _, _, start, end in group]
+        for start, end in periods.within(spans, reference_date, exchange_date):
+            rows.append(MatchRow(child, beneficiary, supplement, start, end))
     if session.connection().dialect.name == "sqlite":
         session.connection().execute(sa.text(f"DROP TABLE {table}"))
     return rows

@@ -34,6 +34,7 @@ from typing import Any
 
 from welfare_exchange import audit, ledger
 from welfare_exchange.db import session_scope
+from welfare_exchange.entitlements import history
 from welfare_exchange.exchange import matching, result
 from welfare_exchange.exchange.channels import for_channel
 from welfare_exchange.exchange.common import (  # noqa: F401 (re-exported: the steps' public names)
@@ -202,9 +203,11 @@ def match_entitlements(exchange_id: int, run: RunInfo) -> dict[str, int]:
     staging = Staging(protocol.id, exchange.id)
     numbers = staging.read_encrypted("valid").decode("ascii").split()
     with session_scope() as session:
+        # The store as known when the exchange opened: a re-run reads the same versions, and
+        # subject access can name them later (welfare_exchange.entitlements.history).
         rows = matching.match(
             session, numbers, supplements=protocol.supplements, reference_date=protocol.reference_date,
-            exchange_date=exchange.exchange_date,
+            exchange_date=exchange.exchange_date, known_at=exchange.created_at,
         )
     staging.write_encrypted("matched", matching.serialise(rows))
     counts = {
@@ -219,7 +222,8 @@ def match_entitlements(exchange_id: int, run: RunInfo) -> dict[str, int]:
             session, "entitlements.matched", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
             data_categories=RESULT_CATEGORIES, counts=counts,
             message=f"matched against the entitlement store: {', '.join(protocol.supplements)} "
-            f"between {protocol.reference_date.isoformat()} and {exchange.exchange_date.isoformat()}",
+            f"between {protocol.reference_date.isoformat()} and {exchange.exchange_date.isoformat()}, "
+            f"as recorded at {history.moment(exchange.created_at).isoformat(timespec='seconds')}",
             fact_key=f"exchange:{exchange_id}:matched",
         )
     return counts

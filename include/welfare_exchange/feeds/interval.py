@@ -49,6 +49,11 @@ class FeedInterval:
         return self.end - dt.timedelta(days=1)
 
     @property
+    def start_moment(self) -> dt.datetime:
+        """Midnight in Brussels at the start of the interval."""
+        return dt.datetime.combine(self.start, dt.time(), tzinfo=BRUSSELS)
+
+    @property
     def end_moment(self) -> dt.datetime:
         """Midnight in Brussels at the end of the interval (when its feed becomes due)."""
         return dt.datetime.combine(self.end, dt.time(), tzinfo=BRUSSELS)

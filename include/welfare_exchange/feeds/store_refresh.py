@@ -21,15 +21,18 @@ def default_import_file() -> str:
     return os.environ.get("WELFARE_EXCHANGE_ENTITLEMENT_IMPORT_FILE") or str(get_settings().home / "imports" / "entitlements.csv")
 
 
-def import_entitlements(path: str | None, actor: audit.Actor) -> dict[str, Any]:
-    """Import the CSV (validated as a whole first, idempotent upsert); returns counts only."""
+def import_entitlements(path: str | None, actor: audit.Actor, *, mode: str = "full", allow_shrink: bool = False) -> dict[str, Any]:
+    """Import the CSV as the agency's ``full`` extract or a ``delta`` (see
+    :func:`welfare_exchange.entitlements.importer.import_csv`); returns counts only."""
     from welfare_exchange.entitlements import import_csv
 
+    if mode not in ("full", "delta"):
+        raise InputError(f"mode must be 'full' (the agency's whole extract) or 'delta' (a partial file), got {mode!r}")
     target = pathlib.Path(path or default_import_file())
     if not target.is_file():
         raise InputError(
             f"no entitlement extract at {target}: drop the CSV there (or pass import_file when triggering); "
             "nothing was imported and no snapshot event was emitted"
         )
-    counts = import_csv(target, actor=actor)
+    counts = import_csv(target, actor=actor, delta=mode == "delta", allow_shrink=allow_shrink, progress=False)
     return {k: v for k, v in counts.items() if isinstance(v, int)}

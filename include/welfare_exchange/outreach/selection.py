@@ -7,7 +7,9 @@ beneficiary, however many children. A beneficiary is selected when at least one 
   domicile, which is the domicile on the reference date for a campaign run shortly after it),
 * is within the protocol's age window on the reference date, and
 * gave right, **on the reference date**, to a supplement the protocol covers (the *sociale
-  toeslag*) paid to that beneficiary.
+  toeslag*) paid to that beneficiary — the shared rule of
+  :mod:`welfare_exchange.entitlements.periods`, over the store's current knowledge (or its
+  knowledge at a given moment, :mod:`welfare_exchange.entitlements.history`).
 
 The beneficiary's own address may lie elsewhere (co-parenting, a move): the message follows
 the beneficiary's contact data, the selection follows the child's domicile.
@@ -24,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from welfare_exchange.db.models import Beneficiary, Child, Entitlement
+from welfare_exchange.entitlements import history, periods
 
 EMAIL, LETTER, UNREACHABLE = "email", "letter", "unreachable"
 
@@ -70,12 +73,15 @@ def select_families(
     supplements: Sequence[str],
     age_min: int = 0,
     age_max: int = 25,
+    known_at: dt.datetime | None = None,
 ) -> list[Family]:
     """The families to contact, ordered by beneficiary id (the same store gives the same list).
 
     One ``SELECT DISTINCT`` joining child → entitlement → beneficiary on indexed columns
     (``child.nis_code``, ``entitlement(child_id, supplement, start_date)``); nothing is read
     row by row or loaded whole.
+
+    :param known_at: read the store as known at this moment; default its present knowledge.
     """
     born_by = _years_before(reference_date, age_min)  # at least age_min years old
     born_after = _years_before(reference_date, age_max + 1)  # not yet age_max + 1
@@ -93,8 +99,8 @@ def select_families(
             Child.birth_date <= born_by,
             Child.birth_date > born_after,
             Entitlement.supplement.in_(list(supplements)),
-            Entitlement.start_date <= reference_date,
-            sa.or_(Entitlement.end_date.is_(None), Entitlement.end_date >= reference_date),
+            periods.covers(Entitlement.start_date, Entitlement.end_date, reference_date),
+            history.current() if known_at is None else history.known_at(known_at),
         )
         .order_by(Beneficiary.id)
     )

@@ -201,6 +201,7 @@ def select_families(exchange_id: int, run: RunInfo) -> dict[str, int]:
         families = selection.select_families(
             session, nis_code=protocol.nis_code, reference_date=protocol.reference_date,
             supplements=protocol.supplements, age_min=protocol.age_min, age_max=protocol.age_max,
+            known_at=exchange.created_at,  # the store as known when the campaign opened (explainable later)
         )
     staging.write_encrypted("families", selection.serialise(families))
     counts = {"selected": len(families)}

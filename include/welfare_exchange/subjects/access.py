@@ -18,6 +18,11 @@ A person's data appears as one of three roles:
 Once the trail has been pruned after its legal term, the answer says from when on it is
 complete: exchanges before that can no longer be reported (their records, and so the
 references of the people in them, are gone) — never a bare "no exchange".
+
+Per exchange the answer also lists the person's entitlement versions the agency knew when the
+exchange read the entitlement store (:func:`entitlements_known`): the store keeps every version
+with the moment it was recorded, so a delivery made on since-corrected data can be explained
+(and the correction shown).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from sqlalchemy.orm import Session
 from welfare_exchange import audit
 from welfare_exchange.audit.trail import PRUNED_ACTION, subject_key
 from welfare_exchange.db.models import AuditRecord, AuditSubject, Exchange, Protocol
+from welfare_exchange.entitlements import history
+from welfare_exchange.feeds.changes import knowledge_moment
 from welfare_exchange.settings import get_settings
 
 #: The audit actions that name an exchange's subjects: the children of the request, and the
@@ -64,6 +71,12 @@ class ExchangeDisclosure:
     fields: list[str]
     purpose: str
     legal_basis: str
+    #: The person's entitlement versions known when the exchange read the store (see :class:`KnownEntitlement`).
+    entitlements_known: list[dict[str, Any]] = field(default_factory=list)
+    #: When the exchange read the store (ISO, UTC).
+    store_read_at: str | None = None
+    #: The store's history begins after that moment: what it knew then cannot be told.
+    before_store_history: bool = False
 
 
 @dataclass
@@ -142,6 +155,70 @@ def exchanges_of(session: Session, number: str) -> list[ExchangeDisclosure]:
     return out
 
 
+@dataclass(frozen=True)
+class KnownEntitlement:
+    """One of the person's entitlement versions, without any number (the other party is a role)."""
+
+    role: str  # "child" (the person gave right) | "beneficiary" (the person was paid)
+    supplement: str
+    period_start: str
+    period_end: str | None
+    recorded_from: str
+    superseded_at: str | None  # when a later extract corrected or withdrew it; None: still current
+
+
+def _store_read_at(session: Session, exchange: Exchange, protocol: Protocol) -> dt.datetime | None:
+    """The moment whose knowledge of the entitlement store the exchange used.
+
+    A structural feed reads the store as known at its interval's end; Method 1 and Method 2 as
+    known when the exchange opened (see ``matching.match`` and ``selection.select_families``).
+    """
+    if protocol.kind == "structural":
+        return knowledge_moment(session, exchange.exchange_date) if exchange.exchange_date else None
+    return history.moment(exchange.created_at)
+
+
+def entitlements_known(session: Session, number: str, disclosures: list[ExchangeDisclosure]) -> None:
+    """Fill each disclosure with the person's entitlement versions known when its exchange ran."""
+    first = history.history_start(session) if disclosures else None
+    for disclosure in disclosures:
+        exchange = session.get(Exchange, disclosure.exchange_id)
+        at = _store_read_at(session, exchange, session.get(Protocol, disclosure.protocol_id))
+        disclosure.store_read_at = at.isoformat(timespec="seconds") if at else None
+        disclosure.before_store_history = at is None or first is None or at < first
+        if disclosure.before_store_history:
+            continue
+        disclosure.entitlements_known = [
+            asdict(KnownEntitlement(
+                role="child" if v.child_insz == number else "beneficiary",
+                supplement=v.supplement,
+                period_start=v.start_date.isoformat(),
+                period_end=v.end_date.isoformat() if v.end_date else None,
+                recorded_from=v.recorded_from.isoformat(timespec="seconds"),
+                superseded_at=v.recorded_to.isoformat(timespec="seconds") if v.recorded_to else None,
+            ))
+            for v in history.as_known_on(session, at, children=[number], beneficiaries=[number])
+        ]
+
+
+def _render_entitlements_known(e: ExchangeDisclosure) -> list[str]:
+    if e.before_store_history:
+        return ["    entitlements known then: cannot be told (the entitlement store's history begins later)"]
+    if not e.entitlements_known:
+        return [f"    entitlements known when it read the store ({e.store_read_at}): none for this person"]
+    lines = [f"    entitlements known when it read the store ({e.store_read_at}):"]
+    for k in e.entitlements_known:
+        corrected = f"; corrected or withdrawn on {k['superseded_at'][:10]}" if k["superseded_at"] else ""
+        lines.append(
+            f"      {SUPPLEMENT_TEXT.get(k['supplement'], k['supplement'])} as the {k['role']}, "
+            f"{k['period_start']} to {k['period_end'] or 'ongoing'} (recorded {k['recorded_from'][:10]}{corrected})"
+        )
+    return lines
+
+
+SUPPLEMENT_TEXT = {"sociale_toeslag": "sociale toeslag", "zorgtoeslag": "zorgtoeslag", "schooltoeslag": "schooltoeslag"}
+
+
 def subject_access(session: Session, numbers: list[str], *, actor: audit.Actor) -> list[PersonReport]:
     """Answer an access request for the people in ``numbers``; the request itself is audited.
 
@@ -153,6 +230,8 @@ def subject_access(session: Session, numbers: list[str], *, actor: audit.Actor) 
         PersonReport(line=index, exchanges=exchanges_of(session, number), reportable_from=since)
         for index, number in enumerate(numbers, 1)
     ]
+    for report, number in zip(reports, numbers):
+        entitlements_known(session, number, report.exchanges)
     audit.record(
         session, "subject.access_request", actor=actor, subjects=numbers,
         counts={"persons": len(numbers), "exchanges_found": sum(len(r.exchanges) for r in reports)},
@@ -197,4 +276,5 @@ def render_text(reports: list[PersonReport]) -> str:
                 lines.append(f"    result fields: {', '.join(e.fields)}")
             lines.append(f"    purpose: {e.purpose}")
             lines.append(f"    legal basis: {e.legal_basis}")
+            lines.extend(_render_entitlements_known(e))
     return "\n".join(lines)
