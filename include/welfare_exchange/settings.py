@@ -80,6 +80,9 @@ class Settings:
     :param audit_signing_public_key: its public key (64 hex digits), all ``audit verify`` needs
         (``WELFARE_EXCHANGE_AUDIT_SIGNING_PUBLIC_KEY``; derived from the private key when unset).
     :param max_retention_days: legal maximum no protocol's retention may exceed.
+    :param referral_feedback_days: the term within which a Sociaal Huis reports back on a referral
+        it received (``WELFARE_EXCHANGE_REFERRAL_FEEDBACK_DAYS``, default 42 days); a referral
+        without feedback after it is flagged.
     """
 
     home: Path
@@ -96,6 +99,7 @@ class Settings:
     audit_tsa_cert: Path | None
     audit_signing_key: str | None
     audit_signing_public_key: str | None
+    referral_feedback_days: int = 42
 
 
 def get_settings() -> Settings:
@@ -115,4 +119,5 @@ def get_settings() -> Settings:
         audit_tsa_cert=Path(os.environ["WELFARE_EXCHANGE_AUDIT_TSA_CERT"]) if os.environ.get("WELFARE_EXCHANGE_AUDIT_TSA_CERT") else None,
         audit_signing_key=os.environ.get("WELFARE_EXCHANGE_AUDIT_SIGNING_KEY") or None,
         audit_signing_public_key=os.environ.get("WELFARE_EXCHANGE_AUDIT_SIGNING_PUBLIC_KEY") or None,
+        referral_feedback_days=_int("WELFARE_EXCHANGE_REFERRAL_FEEDBACK_DAYS", 42),
     )
