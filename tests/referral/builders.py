@@ -91,9 +91,8 @@ def family(**overrides) -> Family:
     """A family in kansarmoede with consent, domiciled in :data:`NIS`; a new child number each time."""
     born = overrides.pop("born", dt.date(2026, 8, 1) + dt.timedelta(days=next(_serials) % 40))
     child = insz.make(born, 100 + next(_serials) % 800)
-    parent_born = dt.date(1994, 3, 3)
-    parent = insz.make(parent_born, 100 + next(_serials) % 800)
-    return Family(child=child, born=born, parent=parent, **overrides)
+    parent = insz.make(dt.date(1994, 3, 3), 100 + next(_serials) % 800)
+    return Family(child=child, born=born, **{"parent": parent, **overrides})
 
 
 def candidate_csv(families, columns=COLUMNS) -> bytes:

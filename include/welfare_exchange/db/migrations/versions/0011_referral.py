@@ -24,11 +24,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("protocol") as batch:
-        batch.add_column(sa.Column("agreement_ref", sa.String(length=200), nullable=True))
-        batch.add_column(sa.Column("agreement_date", sa.Date(), nullable=True))
-        batch.add_column(sa.Column("secrecy_conditions", sa.Text(), nullable=True))
-        batch.add_column(sa.Column("consent_required", sa.Boolean(), nullable=False, server_default=sa.false()))
+    # In place (ALTER TABLE ADD COLUMN), never a batch copy: on SQLite a copy drops ``protocol``,
+    # which the rows of protocol_transition and exchange reference.
+    op.add_column("protocol", sa.Column("agreement_ref", sa.String(length=200), nullable=True))
+    op.add_column("protocol", sa.Column("agreement_date", sa.Date(), nullable=True))
+    op.add_column("protocol", sa.Column("secrecy_conditions", sa.Text(), nullable=True))
+    op.add_column("protocol", sa.Column("consent_required", sa.Boolean(), nullable=False, server_default=sa.false()))
 
     op.create_table(
         "referral_candidate",
@@ -90,8 +91,6 @@ def downgrade() -> None:
     op.drop_index("ix_referral_candidate_parent_ref", table_name="referral_candidate")
     op.drop_index("ix_referral_candidate_selection", table_name="referral_candidate")
     op.drop_table("referral_candidate")
-    with op.batch_alter_table("protocol") as batch:
-        batch.drop_column("consent_required")
-        batch.drop_column("secrecy_conditions")
-        batch.drop_column("agreement_date")
-        batch.drop_column("agreement_ref")
+    for column in ("consent_required", "secrecy_conditions", "agreement_date", "agreement_ref"):
+        # In place as well (SQLite 3.35+ drops a column without copying the table).
+        op.execute(f"ALTER TABLE protocol DROP COLUMN {column}")
