@@ -12,10 +12,10 @@ from tests.referral.builders import (
 )
 from welfare_exchange import audit, ledger
 from welfare_exchange.db import session_scope
-from welfare_exchange.db.models import AuditRecord, Exchange, Referral
+from welfare_exchange.db.models import AuditRecord, Exchange, Referral, RetentionItem
 from welfare_exchange.errors import ProtocolError
 from welfare_exchange.protocols import get, transition
-from welfare_exchange.referral import candidates, listing, selection
+from welfare_exchange.referral import candidates, files, listing, selection
 
 
 def _import(*families):
@@ -115,6 +115,9 @@ def test_a_rerun_gives_the_same_bytes_and_refers_nobody_twice(project_db):
         assert session.scalar(sa.select(sa.func.count()).select_from(Referral)) == 2
         exchange = session.get(Exchange, first.exchange_id)
         assert exchange.state == "built" and exchange.result_sha256 == first.sha256
+        deadline = files.schedule_retention(session, get(session, protocol_id), exchange)
+        item = session.scalars(sa.select(RetentionItem).where(RetentionItem.exchange_id == exchange.id)).one()
+        assert (item.kind, item.where, item.deadline) == ("staging", "local", deadline) and deadline == RUN + dt.timedelta(days=90)
         assert session.scalar(
             sa.select(sa.func.count()).select_from(AuditRecord).where(AuditRecord.action == "referral.list_built")
         ) == 1
