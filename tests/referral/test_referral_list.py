@@ -16,6 +16,7 @@ from welfare_exchange.db.models import AuditRecord, Exchange, Referral, Retentio
 from welfare_exchange.errors import ProtocolError
 from welfare_exchange.protocols import get, transition
 from welfare_exchange.referral import candidates, files, listing, selection
+from welfare_exchange.staging import Staging
 
 
 def _import(*families):
@@ -167,7 +168,8 @@ def test_consent_withdrawn_before_delivery_leaves_the_family_out(project_db):
 def test_mark_sent_is_atomic_with_the_delivery_record(project_db):
     key = password()
     _import(family(), family(), family())
-    built = _build(_protocol(), RUN, key)
+    protocol_id = _protocol()
+    built = _build(protocol_id, RUN, key)
     at = dt.datetime(2026, 11, 2, 10, tzinfo=dt.timezone.utc)
     with pytest.raises(RuntimeError, match="crash"), session_scope() as session:
         ledger.begin_side_effect(session, listing.delivery_key(built.exchange_id), kind=listing.DELIVERY_KIND,
@@ -189,3 +191,10 @@ def test_mark_sent_is_atomic_with_the_delivery_record(project_db):
             sa.select(sa.func.count()).select_from(AuditRecord).where(AuditRecord.action == "referral.list_sent")
         ) == 1
         assert audit.verify(session).ok
+    # A re-run after delivery gets the delivered bytes; once retention removed them, nothing — never a new list.
+    assert _build(protocol_id, RUN, key).data == built.data
+    Staging(protocol_id, built.exchange_id).purge()
+    assert _build(protocol_id, RUN, key) is None
+    with session_scope() as session:
+        exchange = session.get(Exchange, built.exchange_id)
+        assert (exchange.state, exchange.result_sha256) == ("delivered", built.sha256)

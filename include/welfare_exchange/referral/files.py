@@ -66,13 +66,21 @@ def agreement_lines(protocol: Protocol) -> list[tuple[str, str]]:
     ]
 
 
-def staged(exchange: Exchange, name: str) -> bytes | None:
+def staged(exchange: Exchange, name: str) -> BuiltFile | None:
     """The file built earlier for this exchange, when staging still holds it with the ledger's hash."""
     staging = Staging(exchange.protocol_id, exchange.id)
     if not exchange.result_sha256 or not staging.has(name):
         return None
     data = staging.read_encrypted(name)
-    return data if hashlib.sha256(data).hexdigest() == exchange.result_sha256 else None
+    if hashlib.sha256(data).hexdigest() != exchange.result_sha256:
+        return None
+    return BuiltFile(exchange.id, name, data, exchange.result_sha256, int((exchange.counts or {}).get("rows", 0)))
+
+
+def delivery_begun(session: Session, exchange: Exchange, key: str) -> bool:
+    """True once the file's delivery was begun (its side effect is in the ledger) or done: from
+    then on its bytes are fixed, as they may have reached the Sociaal Huis."""
+    return exchange.state == "delivered" or ledger.find_side_effect(session, key) is not None
 
 
 def build_once(
@@ -91,7 +99,7 @@ def build_once(
     """
     existing = None if rebuild else staged(exchange, name)
     if existing is not None:
-        return BuiltFile(exchange.id, name, existing, exchange.result_sha256, int((exchange.counts or {}).get("rows", 0)))
+        return existing
     plain, rows = render()
     data = encrypt_agile(plain, password)
     del plain

@@ -149,6 +149,8 @@ def build_referral_list(
     require_gate(protocol, on)
     name = list_file_name(protocol, on)
     exchange = _find_exchange(session, protocol, on)
+    if exchange is not None and files.delivery_begun(session, exchange, delivery_key(exchange.id)):
+        return files.staged(exchange, LIST_NAME)  # fixed bytes; None once retention removed them
     if exchange is not None:
         members = _members(session, exchange.id)
         return _build(session, protocol, exchange, members, on, password) if members else None
@@ -206,14 +208,14 @@ def for_delivery(
     no longer holds on ``on`` are left out — their ledger rows removed, the list built again.
     """
     exchange = ledger.get_exchange(session, exchange_id)
-    if exchange.state == "delivered" or ledger.find_side_effect(session, delivery_key(exchange.id)) is not None:
-        data = files.staged(exchange, LIST_NAME)
-        if data is None:
+    if files.delivery_begun(session, exchange, delivery_key(exchange.id)):
+        fixed = files.staged(exchange, LIST_NAME)
+        if fixed is None:
             raise ProtocolError(
                 f"the referral list of exchange {exchange.id} is no longer in staging although its delivery began: "
                 "check the Sociaal Huis's outbox and the ledger before sending anything again"
             )
-        return files.BuiltFile(exchange.id, LIST_NAME, data, exchange.result_sha256, int((exchange.counts or {}).get("rows", 0)))
+        return fixed
     require_gate(protocol, on)
     members = _members(session, exchange.id)
     left = [(r, c) for r, c in members if not consent_holds_on(c, on)]

@@ -79,6 +79,8 @@ def build_withdrawal_notice(
     require_gate(protocol, on)
     digest = hashlib.sha256(_key(protocol, on).encode()).hexdigest()
     exchange = session.scalar(sa.select(Exchange).where(Exchange.protocol_id == protocol.id, Exchange.request_sha256 == digest))
+    if exchange is not None and files.delivery_begun(session, exchange, notice_delivery_key(exchange.id)):
+        return files.staged(exchange, NOTICE_NAME)  # fixed bytes; None once retention removed them
     if exchange is None:
         due = session.execute(
             sa.select(Referral, ReferralCandidate.consent_withdrawn_on)
