@@ -86,6 +86,9 @@ def test_a_withdrawal_after_delivery_gives_one_notice(project_db, tmp_path, caps
     leaving.withdrawn = dt.date(2026, 11, 12)
     with session_scope() as session:
         candidates.import_candidates(session, candidate_csv([kept, leaving]), today=TODAY, actor=USER)
+    with session_scope() as session:  # withdrawn: no longer awaited, even before the notice is built
+        waiting = evaluation.awaiting_feedback(session, referred.protocol(session), dt.date(2027, 3, 1))
+        assert [w.code for w in waiting] == [referred.codes[0]]
     first = notice(dt.date(2026, 11, 16))
     assert first.rows == 1
     sheets = read_workbook(first.data, key)

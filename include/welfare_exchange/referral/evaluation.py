@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from welfare_exchange.db.models import Protocol, Referral, ReferralFeedback
+from welfare_exchange.db.models import Protocol, Referral, ReferralCandidate, ReferralFeedback
 from welfare_exchange.outreach.report import PRIMARY, SECONDARY, THRESHOLD, suppress
 from welfare_exchange.referral.criteria import CRITERIA
 from welfare_exchange.referral.feedback import OUTCOMES
@@ -140,8 +140,12 @@ def awaiting_feedback(session: Session, protocol: Protocol, on: dt.date, *, term
             Referral.protocol_id == protocol.id,
             Referral.sent_at.is_not(None),
             Referral.sent_at < cutoff,
-            Referral.withdrawn_on.is_(None),
             ~sa.exists().where(ReferralFeedback.referral_id == Referral.id),
+            ~sa.exists().where(
+                ReferralCandidate.id == Referral.candidate_id,
+                ReferralCandidate.consent_withdrawn_on.is_not(None),
+                ReferralCandidate.consent_withdrawn_on <= on,
+            ),
         )
         .order_by(Referral.sent_at, Referral.id)
     )
