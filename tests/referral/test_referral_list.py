@@ -198,3 +198,18 @@ def test_mark_sent_is_atomic_with_the_delivery_record(project_db):
     with session_scope() as session:
         exchange = session.get(Exchange, built.exchange_id)
         assert (exchange.state, exchange.result_sha256) == ("delivered", built.sha256)
+
+
+def test_a_list_whose_families_all_withdrew_is_not_delivered_and_its_file_goes(project_db):
+    key = password()
+    only = family()
+    _import(only)
+    protocol_id = _protocol()
+    built = _build(protocol_id, RUN, key)
+    only.withdrawn = RUN
+    _import(only)
+    with session_scope() as session:
+        assert listing.for_delivery(session, get(session, protocol_id), built.exchange_id, RUN, password=key, actor=SYSTEM) is None
+        exchange = session.get(Exchange, built.exchange_id)
+        assert exchange.result_sha256 is None and session.scalar(sa.select(sa.func.count()).select_from(Referral)) == 0
+    assert not any(p.is_file() for p in Staging(protocol_id, built.exchange_id).folder.rglob("*"))

@@ -34,6 +34,7 @@ from welfare_exchange.referral import contacts, files
 from welfare_exchange.referral.criteria import labels
 from welfare_exchange.referral.selection import consent_holds_on, require_gate, select_candidates
 from welfare_exchange.settings import get_settings
+from welfare_exchange.staging import Staging
 
 #: The staged name of a list; what the Sociaal Huis receives is :func:`list_file_name`.
 LIST_NAME = "referral_list.xlsx"
@@ -229,7 +230,9 @@ def for_delivery(
             message=f"{len(left)} family(ies) left out of referral list {exchange.id} before delivery: consent withdrawn",
         )
         members = [(r, c) for r, c in members if consent_holds_on(c, on)]
-    if not members:
+    if not members:  # nobody left: the built file (which named them) goes, nothing is delivered
+        Staging(exchange.protocol_id, exchange.id).remove(LIST_NAME)
+        ledger.update_exchange(session, exchange, result_sha256=None, counts={"rows": 0})
         return None
     return _build(session, protocol, exchange, members, exchange.exchange_date, password, rebuild=bool(left))
 
