@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "welfare_exchange.intake.commands",
     "welfare_exchange.exchange.commands",
     "welfare_exchange.outreach.commands",
+    "welfare_exchange.referral.commands",
     "welfare_exchange.retention.commands",
     "welfare_exchange.subjects.commands",
 )

@@ -97,6 +97,9 @@ class Settings:
         full extract may withdraw without ``--allow-shrink``
         (``WELFARE_EXCHANGE_IMPORT_MAX_WITHDRAWN_PERCENT``, default 5): a truncated extract is
         refused instead of wiping the store.
+    :param referral_feedback_days: the term within which a Sociaal Huis reports back on a referral
+        it received (``WELFARE_EXCHANGE_REFERRAL_FEEDBACK_DAYS``, default 42 days); a referral
+        without feedback after it is flagged.
     """
 
     home: Path
@@ -114,6 +117,7 @@ class Settings:
     audit_signing_key: str | None
     audit_signing_public_key: str | None
     import_max_withdrawn_percent: float
+    referral_feedback_days: int
 
 
 def get_settings() -> Settings:
@@ -134,4 +138,5 @@ def get_settings() -> Settings:
         audit_signing_key=os.environ.get("WELFARE_EXCHANGE_AUDIT_SIGNING_KEY") or None,
         audit_signing_public_key=os.environ.get("WELFARE_EXCHANGE_AUDIT_SIGNING_PUBLIC_KEY") or None,
         import_max_withdrawn_percent=_percent("WELFARE_EXCHANGE_IMPORT_MAX_WITHDRAWN_PERCENT", 5.0),
+        referral_feedback_days=_int("WELFARE_EXCHANGE_REFERRAL_FEEDBACK_DAYS", 42),
     )

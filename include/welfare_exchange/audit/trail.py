@@ -155,6 +155,7 @@ def record(
     counts: dict[str, Any] | None = None,
     subject: str | None = None,
     subjects: Iterable[str] | None = None,
+    subject_refs: Iterable[bytes] | None = None,
     message: str | None = None,
     fact_key: str | None = None,
 ) -> AuditRecord:
@@ -166,6 +167,8 @@ def record(
     :param subject: one INSZ the fact is about; stored only as its keyed HMAC.
     :param subjects: many INSZ numbers (an exchange's request); stored as keyed HMACs in
         ``audit_subject``, their digest covered by the record's hash.
+    :param subject_refs: people already known only by their keyed reference (:func:`subject_key`,
+        32 bytes) — a referral keeps no INSZ; stored beside (and like) ``subjects``.
     :param message: a human explanation — never personal data (checked).
     :param fact_key: makes the fact idempotent: when a record with this key exists, it is
         returned and nothing is written (a re-run task does not repeat a fact).
@@ -176,6 +179,11 @@ def record(
             return existing
     _refuse_personal_data(message)
     refs = subject_keys(subjects) if subjects is not None else None
+    if subject_refs is not None:
+        given = set(subject_refs)
+        if any(not isinstance(ref, bytes) or len(ref) != 32 for ref in given):
+            raise ValueError("subject_refs must be 32-byte keyed references (audit.subject_key)")
+        refs = sorted(given.union(refs or ()))
 
     # Taking the head row's lock first serialises appenders (row lock on PostgreSQL, the write
     # lock on SQLite), so two tasks never both chain onto the same predecessor.

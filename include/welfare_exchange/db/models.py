@@ -9,7 +9,9 @@ Four parts, each used by its own module:
 * the **exchange ledger** (:class:`Exchange`, :class:`SideEffect`, :class:`RetentionItem`) —
   :mod:`welfare_exchange.ledger`;
 * the **audit trail** (:class:`AuditRecord`, :class:`AuditSubject`, :class:`AuditHead`,
-  :class:`AuditAnchor`, :class:`AuditPrunePermit`) — :mod:`welfare_exchange.audit`.
+  :class:`AuditAnchor`, :class:`AuditPrunePermit`) — :mod:`welfare_exchange.audit`;
+* the **referral ledger** (:class:`ReferralCandidate`, :class:`Referral`, :class:`ReferralFeedback`) —
+  :mod:`welfare_exchange.referral`.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Protocol(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     nis_code: Mapped[str] = mapped_column(sa.String(5), index=True)
     municipality: Mapped[str] = mapped_column(sa.String(120))
-    kind: Mapped[str] = mapped_column(sa.String(20))  # method1 | method2 | structural
+    kind: Mapped[str] = mapped_column(sa.String(20))  # method1 | method2 | structural | referral
     legal_basis: Mapped[str] = mapped_column(sa.Text)
     purpose: Mapped[str] = mapped_column(sa.Text)
     college_decision_ref: Mapped[str | None] = mapped_column(sa.String(200))
@@ -73,6 +75,12 @@ class Protocol(Base):
     delete_request_after_match: Mapped[bool] = mapped_column(default=False)
     schedule: Mapped[str | None] = mapped_column(sa.String(100))
     offer: Mapped[dict[str, Any] | None]
+    #: Referral protocols: the *samenwerkingsovereenkomst* (cooperation agreement) with the Sociaal
+    #: Huis, the professional-secrecy conditions it sets (a reference to its text), and consent.
+    agreement_ref: Mapped[str | None] = mapped_column(sa.String(200))
+    agreement_date: Mapped[dt.date | None]
+    secrecy_conditions: Mapped[str | None] = mapped_column(sa.Text)
+    consent_required: Mapped[bool] = mapped_column(default=False)
     status: Mapped[str] = mapped_column(sa.String(20), default="draft", index=True)
     status_changed_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=_utcnow)
     created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=_utcnow)
@@ -328,3 +336,83 @@ class AuditPrunePermit(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     through_id: Mapped[int]
+
+
+# --------------------------------------------------------------------------- referral ledger
+
+
+class ReferralCandidate(Base):
+    """A family Kind en Gezin proposes for referral to its Sociaal Huis (a child born in *kansarmoede*).
+
+    Minimal by design: the child only as a keyed reference (``family_ref``, the audit's HMAC of its
+    INSZ), its birth month, domicile, the criteria flagged (never the scores' notes) and the consent
+    dates; the parent's contact details sealed with the staging key (``contact_sealed``), opened only
+    to build a referral list.
+    """
+
+    __tablename__ = "referral_candidate"
+    __table_args__ = (
+        sa.UniqueConstraint("family_ref", name="uq_referral_candidate_family"),
+        sa.Index("ix_referral_candidate_selection", "nis_code", "criteria_count"),
+        sa.Index("ix_referral_candidate_parent_ref", "parent_ref"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    family_ref: Mapped[bytes] = mapped_column(sa.LargeBinary(32))
+    parent_ref: Mapped[bytes | None] = mapped_column(sa.LargeBinary(32))
+    birth_month: Mapped[str] = mapped_column(sa.String(7))  # YYYY-MM
+    nis_code: Mapped[str] = mapped_column(sa.String(5))
+    criteria: Mapped[list[str]]
+    criteria_count: Mapped[int]
+    contact_sealed: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    consent_given_on: Mapped[dt.date | None]
+    consent_withdrawn_on: Mapped[dt.date | None]
+    source_sha256: Mapped[str] = mapped_column(sa.String(64))
+    updated_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=_utcnow, onupdate=_utcnow)
+
+
+class Referral(Base):
+    """One family referred under one agreement: unique on (protocol, family) — exactly once.
+
+    ``code`` is the opaque referral id the Sociaal Huis quotes in its feedback. ``exchange_id`` is
+    the referral list the family is in; ``sent_at`` is set for the whole list in the transaction
+    that records its delivery. ``notice_exchange_id`` is the withdrawal notice that told the
+    Sociaal Huis the family withdrew its consent after the referral was sent.
+    """
+
+    __tablename__ = "referral"
+    __table_args__ = (
+        sa.UniqueConstraint("protocol_id", "family_ref", name="uq_referral_family"),
+        sa.UniqueConstraint("code", name="uq_referral_code"),
+        sa.Index("ix_referral_exchange_id", "exchange_id"),
+        sa.Index("ix_referral_family_ref", "family_ref"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    protocol_id: Mapped[int] = mapped_column(sa.ForeignKey("protocol.id"))
+    candidate_id: Mapped[int] = mapped_column(sa.ForeignKey("referral_candidate.id"))
+    family_ref: Mapped[bytes] = mapped_column(sa.LargeBinary(32))
+    code: Mapped[str] = mapped_column(sa.String(20))
+    criteria: Mapped[list[str]]
+    exchange_id: Mapped[int] = mapped_column(sa.ForeignKey("exchange.id"))
+    listed_on: Mapped[dt.date]
+    sent_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    withdrawn_on: Mapped[dt.date | None]
+    notice_exchange_id: Mapped[int | None] = mapped_column(sa.ForeignKey("exchange.id"))
+
+
+class ReferralFeedback(Base):
+    """An outcome the Sociaal Huis reported for a referral; unique per (referral, outcome, date)."""
+
+    __tablename__ = "referral_feedback"
+    __table_args__ = (
+        sa.UniqueConstraint("referral_id", "outcome", "outcome_date", name="uq_referral_feedback"),
+        sa.Index("ix_referral_feedback_referral_id", "referral_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    referral_id: Mapped[int] = mapped_column(sa.ForeignKey("referral.id"))
+    exchange_id: Mapped[int] = mapped_column(sa.ForeignKey("exchange.id"))
+    outcome: Mapped[str] = mapped_column(sa.String(20))
+    outcome_date: Mapped[dt.date]
+    recorded_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True), default=_utcnow)

@@ -78,7 +78,8 @@ def _field_options(parser: argparse.ArgumentParser, *, amend: bool) -> None:
     parser.add_argument("--legal-basis", default=default(None))
     parser.add_argument("--purpose", default=default(None))
     parser.add_argument("--fields", default=default(None),
-                        help=f"comma-separated result fields, among {','.join(registry.ALLOWED_RESULT_FIELDS)}")
+                        help=f"comma-separated result fields, among {','.join(registry.ALLOWED_RESULT_FIELDS)}; for a "
+                        f"referral protocol among {','.join(registry.REFERRAL_FIELDS)} (default: all)")
     parser.add_argument("--reference-date", type=iso_date, default=default(registry.DEFAULT_REFERENCE_DATE))
     parser.add_argument("--supplements", default=default("sociale_toeslag"), help="comma-separated supplements in scope")
     parser.add_argument("--age-min", type=int, default=default(0))
@@ -104,6 +105,14 @@ def _field_options(parser: argparse.ArgumentParser, *, amend: bool) -> None:
     parser.add_argument("--schedule", default=default(None), help="cron or preset for the exchange DAG (default: manual)")
     parser.add_argument("--offer-file", type=pathlib.Path, default=default(None),
                         help="JSON file with the municipality's offer (method2)")
+    parser.add_argument("--agreement-ref", default=default(None),
+                        help="reference of the cooperation agreement (samenwerkingsovereenkomst) with the Sociaal Huis (referral)")
+    parser.add_argument("--agreement-date", type=iso_date, default=default(None),
+                        help="the date the cooperation agreement was concluded (referral)")
+    parser.add_argument("--secrecy-conditions", default=default(None),
+                        help="reference to the agreement's professional-secrecy conditions, e.g. its article (referral)")
+    parser.add_argument("--consent-required", action=argparse.BooleanOptionalAction, default=default(None),
+                        help="the family's consent is required (referral: always; refused when switched off)")
 
 
 #: ``amend`` option (argparse destination) → protocol attribute, where they differ.
@@ -189,6 +198,10 @@ def _create(args: argparse.Namespace) -> int:
             require_signature=args.require_signature,
             schedule=args.schedule,
             offer=offer,
+            agreement_ref=args.agreement_ref,
+            agreement_date=args.agreement_date,
+            secrecy_conditions=args.secrecy_conditions,
+            consent_required=args.consent_required,
             actor=audit.Actor.current_user(),
         )
         registry.write_snapshot(session)

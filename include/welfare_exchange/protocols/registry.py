@@ -32,7 +32,7 @@ from welfare_exchange.errors import IllegalTransition, InputError, ProtocolError
 from welfare_exchange.outreach.offer import validate_offer
 from welfare_exchange.settings import get_settings
 
-KINDS = ("method1", "method2", "structural")
+KINDS = ("method1", "method2", "structural", "referral")
 CHANNELS = ("sftp", "smime")
 STATUSES = ("draft", "submitted", "advised", "signed", "suspended", "revoked", "expired")
 SUPPLEMENTS = ("sociale_toeslag", "zorgtoeslag", "schooltoeslag")
@@ -46,6 +46,18 @@ ALLOWED_RESULT_FIELDS = (
     "period_end",
 )
 DEFAULT_RESULT_FIELDS = ("child_insz", "beneficiary_insz", "period_start", "period_end")
+#: Fields a referral to the Sociaal Huis may carry (the agreement allows a subset): whom to contact
+#: and why — never an INSZ, never the nurse's notes behind a criterion.
+REFERRAL_FIELDS = (
+    "parent_name",
+    "parent_address",
+    "parent_phone",
+    "parent_email",
+    "child_birth_month",
+    "criteria",
+)
+#: What a referral protocol schedules by default: the referral list goes out weekly.
+REFERRAL_SCHEDULE = "@weekly"
 
 #: action → (allowed from-statuses, to-status)
 TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -65,7 +77,7 @@ PROTOCOL_FIELDS = (
     "purpose", "allowed_fields", "reference_date", "supplements", "age_min", "age_max", "request_retention_days",
     "result_retention_days", "delete_request_after_match", "valid_from", "valid_until", "college_decision_ref",
     "college_decision_date", "dpo_advice_date", "sender_address", "sender_certificates", "require_signature",
-    "schedule", "offer",
+    "schedule", "offer", "agreement_ref", "agreement_date", "secrecy_conditions", "consent_required",
 )
 #: What an amendment may not change: they make the protocol what it is (its DAG, its directories,
 #: its channel). Such a change is a new protocol (revoke the draft, create another).
@@ -82,7 +94,15 @@ DEFAULT_PURPOSE = {
     "method1": "Automatische toekenning van een lokale financiële steunmaatregel aan gezinnen met een sociale toeslag",
     "method2": "Het Groeipakket informeert gezinnen met een sociale toeslag over het aanbod van het lokaal bestuur",
     "structural": "Structurele gegevensdeling voor het lokaal sociaal beleid",
+    "referral": (
+        "Structurele toeleiding van gezinnen met een kind geboren in kansarmoede naar het Sociaal Huis, met "
+        "hun toestemming, om hen vroegtijdig en maximaal te ondersteunen"
+    ),
 }
+DEFAULT_REFERRAL_LEGAL_BASIS = (
+    "Samenwerkingsovereenkomst tussen Opgroeien en het Sociaal Huis; toestemming van het gezin (art. 6.1.a en "
+    "9.2.a AVG); beroepsgeheim volgens de voorwaarden van de overeenkomst"
+)
 
 
 def get(session: Session, protocol_id: int) -> Protocol:
@@ -123,8 +143,19 @@ def create(
     require_signature: bool = False,
     schedule: str | None = None,
     offer: dict[str, Any] | None = None,
+    agreement_ref: str | None = None,
+    agreement_date: dt.date | None = None,
+    secrecy_conditions: str | None = None,
+    consent_required: bool | None = None,
 ) -> Protocol:
-    """Register a new protocol in ``draft``; every argument is checked with a clear error."""
+    """Register a new protocol in ``draft``; every argument is checked with a clear error.
+
+    A ``referral`` protocol is the cooperation agreement with a Sociaal Huis: it needs the
+    agreement's reference and date and its professional-secrecy conditions, allows fields of
+    :data:`REFERRAL_FIELDS` (default: all of them), requires consent (``consent_required``
+    defaults to, and must be, true) and runs weekly unless ``schedule`` says otherwise.
+    """
+    referral = kind == "referral"
     values = _validated({
         "nis_code": nis_code,
         "municipality": municipality,
@@ -132,9 +163,12 @@ def create(
         "channel": channel,
         "channel_connection": channel_connection or f"{channel}_{nis_code}",
         "key_connection": key_connection,
-        "legal_basis": legal_basis or DEFAULT_LEGAL_BASIS,
+        "legal_basis": legal_basis or (DEFAULT_REFERRAL_LEGAL_BASIS if referral else DEFAULT_LEGAL_BASIS),
         "purpose": purpose or DEFAULT_PURPOSE.get(kind),
-        "allowed_fields": list(allowed_fields) if allowed_fields is not None else list(DEFAULT_RESULT_FIELDS),
+        "allowed_fields": (
+            list(allowed_fields) if allowed_fields is not None
+            else list(REFERRAL_FIELDS if referral else DEFAULT_RESULT_FIELDS)
+        ),
         "reference_date": reference_date,
         "supplements": list(supplements) if supplements is not None else ["sociale_toeslag"],
         "age_min": age_min,
@@ -150,8 +184,12 @@ def create(
         "sender_address": sender_address,
         "sender_certificates": sender_certificates,
         "require_signature": require_signature,
-        "schedule": schedule,
+        "schedule": schedule or (REFERRAL_SCHEDULE if referral else None),
         "offer": offer,
+        "agreement_ref": agreement_ref,
+        "agreement_date": agreement_date,
+        "secrecy_conditions": secrecy_conditions,
+        "consent_required": referral if consent_required is None else consent_required,
     })
     protocol = Protocol(**values, status="draft", status_changed_at=dt.datetime.now(dt.timezone.utc))
     session.add(protocol)
@@ -184,9 +222,14 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
     for name in ("municipality", "channel_connection", "key_connection", "legal_basis", "purpose"):
         if not (values[name] or "").strip():
             raise InputError(f"the protocol's {name.replace('_', ' ')} must not be empty")
-    unknown = sorted(set(values["allowed_fields"]) - set(ALLOWED_RESULT_FIELDS))
+    allowed = REFERRAL_FIELDS if kind == "referral" else ALLOWED_RESULT_FIELDS
+    unknown = sorted(set(values["allowed_fields"]) - set(allowed))
     if unknown:
-        raise InputError(f"unknown result field(s) {', '.join(unknown)}; allowed: {', '.join(ALLOWED_RESULT_FIELDS)}")
+        what = "referral" if kind == "referral" else "result"
+        raise InputError(f"unknown {what} field(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    if not values["allowed_fields"]:
+        raise InputError(f"a protocol must allow at least one field, among {', '.join(allowed)}")
+    _check_agreement(values)
     if not values["supplements"] or set(values["supplements"]) - set(SUPPLEMENTS):
         raise InputError(f"supplements must be among {', '.join(SUPPLEMENTS)}")
     if not 0 <= values["age_min"] <= values["age_max"] <= 120:
@@ -213,6 +256,42 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
             raise InputError("a method2 protocol takes its reference date from its offer; leave --reference-date out")
         values["reference_date"] = offer_reference
     return values
+
+
+def _check_agreement(values: dict[str, Any]) -> None:
+    """The cooperation agreement of a referral protocol, normalised in place; other kinds have none.
+
+    A referral reaches families only with their consent, under an agreement that sets the
+    professional-secrecy conditions: a referral protocol without either cannot be drafted, and
+    ``consent_required`` cannot be switched off.
+    """
+    for name in ("agreement_ref", "secrecy_conditions"):
+        values[name] = (values[name] or "").strip() or None
+    values["consent_required"] = bool(values["consent_required"])
+    if values["kind"] != "referral":
+        given = [name for name in ("agreement_ref", "agreement_date", "secrecy_conditions") if values[name]]
+        if given or values["consent_required"]:
+            names = ", ".join(n.replace("_", " ") for n in given + (["consent required"] if values["consent_required"] else []))
+            raise InputError(f"{names}: only a referral protocol has a cooperation agreement and a consent requirement")
+        return
+    missing = [
+        label
+        for name, label in (
+            ("agreement_ref", "the cooperation agreement's reference (--agreement-ref)"),
+            ("agreement_date", "the date it was concluded (--agreement-date)"),
+            ("secrecy_conditions", "its professional-secrecy conditions (--secrecy-conditions)"),
+        )
+        if not values[name]
+    ]
+    if missing:
+        raise InputError(f"a referral protocol needs {', '.join(missing)}")
+    if not values["consent_required"]:
+        raise InputError(
+            "a referral protocol always requires the family's consent: a referral is an offer of help the "
+            "family agreed to; leave out --no-consent-required"
+        )
+    if values["valid_until"] and values["agreement_date"] > values["valid_until"]:
+        raise InputError("the cooperation agreement's date lies after the protocol's valid-until")
 
 
 def _check_certificates(pems: list[str]) -> list[str]:

@@ -15,6 +15,9 @@ A person's data appears as one of three roles:
 * ``result_child`` — a requested child with a *sociale toeslag*, in the result returned;
 * ``result_beneficiary`` — the *begunstigde* (the parent who is paid) of such a child.
 
+Referrals to a Sociaal Huis are answered apart (:func:`add_referrals`,
+:mod:`welfare_exchange.referral.access`): a referral names the family by keyed reference only.
+
 Once the trail has been pruned after its legal term, the answer says from when on it is
 complete: exchanges before that can no longer be reported (their records, and so the
 references of the people in them, are gone) — never a bare "no exchange".
@@ -40,6 +43,7 @@ from welfare_exchange.audit.trail import PRUNED_ACTION, subject_key
 from welfare_exchange.db.models import AuditRecord, AuditSubject, Exchange, Protocol
 from welfare_exchange.entitlements import history
 from welfare_exchange.feeds.changes import knowledge_moment
+from welfare_exchange.referral import access as referral_access
 from welfare_exchange.settings import get_settings
 
 #: The audit actions that name an exchange's subjects: the children of the request, and the
@@ -88,9 +92,12 @@ class PersonReport:
     #: When the trail was pruned: the moment (UTC, ISO) from which on it is complete; exchanges
     #: before it can no longer be reported. ``None``: never pruned, the answer covers everything.
     reportable_from: str | None = None
+    #: Referrals of the person's family to a Sociaal Huis (:func:`add_referrals`).
+    referrals: referral_access.ReferralAccess = field(default_factory=referral_access.ReferralAccess)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "exchanges": [asdict(e) for e in self.exchanges], "reportable_from": self.reportable_from}
+        return {"line": self.line, "exchanges": [asdict(e) for e in self.exchanges], "reportable_from": self.reportable_from,
+                "referrals": self.referrals.as_dict()}
 
 
 def reportable_from(session: Session) -> str | None:
@@ -110,7 +117,7 @@ def exchanges_of(session: Session, number: str) -> list[ExchangeDisclosure]:
     hits = session.execute(
         sa.select(AuditRecord.exchange_id, AuditRecord.action, AuditRecord.data_categories, AuditRecord.legal_basis)
         .join(AuditSubject, AuditSubject.audit_id == AuditRecord.id)
-        .where(AuditSubject.subject_ref == ref, AuditRecord.exchange_id.is_not(None))
+        .where(AuditSubject.subject_ref == ref, AuditRecord.exchange_id.is_not(None), ~AuditRecord.action.like("referral.%"))
         .order_by(AuditRecord.id)
     ).all()
     seen: dict[int, dict[str, Any]] = defaultdict(lambda: {"actions": set(), "categories": set(), "legal_basis": None})
@@ -232,6 +239,7 @@ def subject_access(session: Session, numbers: list[str], *, actor: audit.Actor) 
     ]
     for report, number in zip(reports, numbers):
         entitlements_known(session, number, report.exchanges)
+    add_referrals(session, numbers, reports)
     audit.record(
         session, "subject.access_request", actor=actor, subjects=numbers,
         counts={"persons": len(numbers), "exchanges_found": sum(len(r.exchanges) for r in reports)},
@@ -239,6 +247,12 @@ def subject_access(session: Session, numbers: list[str], *, actor: audit.Actor) 
         + (f"; exchanges before {_shown(since)} could not be reported (audit trail pruned after its legal term)" if since else ""),
     )
     return reports
+
+
+def add_referrals(session: Session, numbers: list[str], reports: list[PersonReport]) -> None:
+    """Fill each person's referrals to a Sociaal Huis (their own section of the answer)."""
+    for report, number in zip(reports, numbers):
+        report.referrals = referral_access.referrals_of(session, number)
 
 
 def _shown(moment: str) -> str:
@@ -277,4 +291,5 @@ def render_text(reports: list[PersonReport]) -> str:
             lines.append(f"    purpose: {e.purpose}")
             lines.append(f"    legal basis: {e.legal_basis}")
             lines.extend(_render_entitlements_known(e))
+        lines.extend(referral_access.render_lines(report.referrals))
     return "\n".join(lines)
