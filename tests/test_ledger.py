@@ -56,6 +56,63 @@ def test_schedule_deletion_is_idempotent(protocol_id):
         assert session.scalar(sa.select(sa.func.count()).select_from(RetentionItem)) == 1
 
 
+def _two_exchanges(session, protocol_id):
+    protocol = session.get(Protocol, protocol_id)
+    return [
+        ledger.open_exchange(session, protocol, request_sha256=f"{n}" * 64, request_name="aanvraag.xlsx", request_size=10,
+                             dag_id="d", run_id=f"r{n}", exchange_date=dt.date(2026, 11, n))[0].id
+        for n in (1, 2)
+    ]
+
+
+def test_a_file_name_reused_by_the_next_exchange_gets_its_own_retention_item(protocol_id):
+    """A municipality sends ``aanvraag.xlsx`` every month: once last month's copy in received/ was
+    deleted, this month's copy at the same path must still get (and keep) its own deletion record."""
+    where = dict(kind="request_file", where="sftp", location="sftp_11002:received/aanvraag.xlsx", rule="request: 30 days")
+    with session_scope() as session:
+        first, second = _two_exchanges(session, protocol_id)
+        old = ledger.schedule_deletion(session, protocol_id=protocol_id, exchange_id=first, deadline=dt.date(2026, 12, 1),
+                                       sha256="1" * 64, **where)
+        old.deleted_at = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)
+        new = ledger.schedule_deletion(session, protocol_id=protocol_id, exchange_id=second, deadline=dt.date(2027, 1, 1),
+                                       sha256="2" * 64, **where)
+        assert new.id != old.id and new.deleted_at is None and new.sha256 == "2" * 64
+        # A re-run of the first exchange's step never records its deleted copy again.
+        again = ledger.schedule_deletion(session, protocol_id=protocol_id, exchange_id=first, deadline=dt.date(2026, 12, 1),
+                                         sha256="1" * 64, **where)
+        assert again.id == old.id and again.deleted_at is not None
+        assert session.scalar(sa.select(sa.func.count()).select_from(RetentionItem)) == 2
+
+
+def test_moving_a_copy_moves_only_that_exchanges_item(protocol_id):
+    where = dict(kind="request_file", where="sftp", location="sftp_11002:received/aanvraag.xlsx", rule="request: 30 days")
+    with session_scope() as session:
+        first, second = _two_exchanges(session, protocol_id)
+        for exchange_id in (first, second):  # the first one's copy went missing, the second landed at its path
+            ledger.schedule_deletion(session, protocol_id=protocol_id, exchange_id=exchange_id,
+                                     deadline=dt.date(2026, 12, 1), **where)
+        moved = ledger.move_copy(session, "request_file", where["location"], exchange_id=second, kind="quarantine",
+                                 location="sftp_11002:quarantine/aanvraag.xlsx")
+        items = {i.exchange_id: (i.kind, i.location) for i in session.scalars(sa.select(RetentionItem))}
+        assert moved is not None and items == {first: ("request_file", where["location"]),
+                                               second: ("quarantine", "sftp_11002:quarantine/aanvraag.xlsx")}
+
+
+def test_migration_0012_keeps_retention_items_and_round_trips(project_db, protocol_id):
+    with session_scope() as session:
+        first, _ = _two_exchanges(session, protocol_id)
+        ledger.schedule_deletion(session, protocol_id=protocol_id, exchange_id=first, kind="request_file", where="sftp",
+                                 location="sftp_11002:received/a.xlsx", deadline=dt.date(2026, 12, 1), rule="r")
+    dispose_engines()
+    command.downgrade(alembic_config(project_db), "0011")
+    dispose_engines()
+    upgrade(project_db)
+    dispose_engines()
+    with session_scope() as session:
+        [item] = session.scalars(sa.select(RetentionItem)).all()
+        assert (item.exchange_id, item.location) == (first, "sftp_11002:received/a.xlsx")
+
+
 # --------------------------------------------------------------------------- exchange states
 
 

@@ -158,6 +158,11 @@ def complete_side_effect(
     return effect
 
 
+def _of_exchange(exchange_id: int | None):
+    """The retention items of this exchange (of none, for copies outside any exchange)."""
+    return RetentionItem.exchange_id.is_(None) if exchange_id is None else RetentionItem.exchange_id == exchange_id
+
+
 def schedule_deletion(
     session: Session,
     *,
@@ -175,10 +180,20 @@ def schedule_deletion(
 ) -> RetentionItem:
     """Record (idempotently) that ``location`` must be deleted on ``deadline`` under ``rule``.
 
+    Keyed on the copy: (kind, location, exchange). A re-run finds its item, deleted or not, and
+    never records a deleted copy again; another exchange's copy at the same location (a file
+    name reused next month) is a new item.
+
     ``sha256`` (and ``size``) identify the copy: the retention run deletes only a copy whose
     content matches. ``uidvalidity``/``uid`` say where a mailbox copy was put (a hint).
     """
-    item = session.scalar(sa.select(RetentionItem).where(RetentionItem.kind == kind, RetentionItem.location == location))
+    item = session.scalar(
+        sa.select(RetentionItem).where(
+            RetentionItem.kind == kind,
+            RetentionItem.location == location,
+            _of_exchange(exchange_id),
+        )
+    )
     if item is None:
         item = RetentionItem(
             protocol_id=protocol_id,
@@ -204,15 +219,19 @@ def schedule_deletion(
     return item
 
 
-def move_copy(session: Session, kind: str, location: str, /, **moved: Any) -> RetentionItem | None:
-    """A copy recorded at ``location`` was moved: its pending retention item follows it.
+def move_copy(
+    session: Session, kind: str, location: str, /, *, exchange_id: int | None, **moved: Any
+) -> RetentionItem | None:
+    """An exchange's copy recorded at ``location`` was moved: its pending retention item follows it.
 
     ``moved`` sets the item's new ``kind``, ``location``, ``uidvalidity``, ``uid``, ``deadline``
-    or ``rule``. ``None`` when no pending item is at ``location`` (already moved by an earlier try).
+    or ``rule``. ``None`` when this exchange has no pending item at ``location`` (already moved
+    by an earlier try). Another exchange's item at the same location is never touched.
     """
     item = session.scalar(
         sa.select(RetentionItem).where(
-            RetentionItem.kind == kind, RetentionItem.location == location, RetentionItem.deleted_at.is_(None)
+            RetentionItem.kind == kind, RetentionItem.location == location,
+            _of_exchange(exchange_id), RetentionItem.deleted_at.is_(None),
         )
     )
     if item is None:

@@ -223,10 +223,14 @@ class SideEffect(Base):
 
 
 class RetentionItem(Base):
-    """Something that must be deleted when its retention ends: a file, a staging folder, rows."""
+    """Something that must be deleted when its retention ends: a file, a staging folder, rows.
+
+    One item per exchange's copy: a later exchange whose copy lands at the same location (a
+    municipality reusing a file name) gets its own item.
+    """
 
     __tablename__ = "retention_item"
-    __table_args__ = (sa.UniqueConstraint("kind", "location", name="uq_retention_location"),)
+    __table_args__ = (sa.UniqueConstraint("kind", "location", "exchange_id", name="uq_retention_copy"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     exchange_id: Mapped[int | None] = mapped_column(sa.ForeignKey("exchange.id"), index=True)

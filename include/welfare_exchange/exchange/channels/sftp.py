@@ -189,8 +189,8 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
         rule = f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})"
         conn = protocol.channel_connection
         moved = source is not None and ledger.move_copy(
-            session, "request_file", f"{conn}:{source}", kind="quarantine", location=f"{conn}:{target}",
-            deadline=deadline, rule=rule,
+            session, "request_file", f"{conn}:{source}", exchange_id=exchange_id, kind="quarantine",
+            location=f"{conn}:{target}", deadline=deadline, rule=rule,
         )
         copies = [("report", posixpath.join(OUTBOX, report_name), report.sha256, (report.detail or {}).get("bytes"))]
         if not moved:

@@ -493,7 +493,8 @@ def _schedule_message(
     location = _message_location(located["mailbox"], located["sha256"])
     fields = {"deadline": deadline, "rule": rule, "uidvalidity": located.get("uidvalidity"), "uid": located.get("uid")}
     if moved_from is not None and ledger.move_copy(
-        session, moved_from[0], _message_location(moved_from[1], located["sha256"]), kind=kind, location=location, **fields
+        session, moved_from[0], _message_location(moved_from[1], located["sha256"]), exchange_id=exchange_id,
+        kind=kind, location=location, **fields
     ):
         return
     ledger.schedule_deletion(
