@@ -1,10 +1,11 @@
 """Failure alerts: tell the on-call operator that an exchange task failed, and what to read.
 
 Called by the exchange DAGs' failure callback
-(:func:`welfare_exchange.exchange.defaults.on_task_failure`) once a task's last try failed.
-An alert says which DAG run and task, which protocol and exchange, the reason (our own error
-text, already free of personal data) and the runbook section to follow — never personal data:
-every text field is scrubbed of anything INSZ-shaped before it leaves.
+(:func:`welfare_exchange.exchange.defaults.on_task_failure`, through :func:`task_failed`) once a
+task's last try failed. An alert says which DAG run and task, which protocol and exchange, the
+failure's cause and the runbook section it points to (:mod:`welfare_exchange.failures`), the
+reason (our own error text, already free of personal data) — never personal data: every text
+field is scrubbed of anything INSZ-shaped before it leaves.
 
 Channels, each enabled by creating its Airflow connection (``AIRFLOW_CONN_*`` or a secrets
 backend; nothing is configured in code):
@@ -33,7 +34,8 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 
-from welfare_exchange import insz
+from welfare_exchange import audit, failures, insz, ledger
+from welfare_exchange.db import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class FailureAlert:
     runbook: str
     run_path: str
     at: str
+    cause: str = "unknown"
     event: str = EVENT
 
     def subject(self) -> str:
@@ -72,6 +75,7 @@ class FailureAlert:
             f"Task:       {self.task_id} (try {self.try_number})",
             f"Protocol:   {self.protocol_id if self.protocol_id is not None else '-'}",
             f"Exchange:   {self.exchange_id if self.exchange_id is not None else '-'}",
+            f"Cause:      {self.cause}",
             f"Reason:     {self.reason}",
             f"Runbook:    {self.runbook}",
             f"In Airflow: {airflow_url}{self.run_path}",
@@ -112,16 +116,10 @@ def _connection(conn_id: str):
         return None
 
 
-def _exchange_of_run(dag_id: str, run_id: str) -> int | None:
-    import sqlalchemy as sa
-
-    from welfare_exchange.db import session_scope
-    from welfare_exchange.db.models import Exchange
-
+def _exchange_of_run(dag_id: str, run_id: str, protocol_id: int | None = None) -> int | None:
     with session_scope() as session:
-        return session.scalar(
-            sa.select(Exchange.id).where(Exchange.dag_id == dag_id, Exchange.run_id == run_id).order_by(Exchange.id.desc()).limit(1)
-        )
+        exchange = ledger.exchange_of_run(session, dag_id, run_id, protocol_id)
+        return exchange.id if exchange is not None else None
 
 
 # --------------------------------------------------------------------------- channels
@@ -184,9 +182,6 @@ def send_email(alert: FailureAlert, conn, conn_id: str = SMTP_CONN_ID) -> None:
 
 def _claim(key: str) -> bool | None:
     """Record the alert in the ledger: True = ours to send, False = already sent, None = unknown."""
-    from welfare_exchange import ledger
-    from welfare_exchange.db import session_scope
-
     try:
         with session_scope() as session:
             if ledger.is_done(session, key):
@@ -199,9 +194,6 @@ def _claim(key: str) -> bool | None:
 
 
 def _complete(key: str, detail: dict[str, str]) -> None:
-    from welfare_exchange import ledger
-    from welfare_exchange.db import session_scope
-
     try:
         with session_scope() as session:
             ledger.complete_side_effect(session, key, detail=detail)
@@ -220,6 +212,7 @@ def send_failure_alert(
     map_index: int | None = None,
     protocol_id: int | None = None,
     exchange_id: int | None = None,
+    cause: str = "unknown",
 ) -> dict[str, str]:
     """Send one failure alert on every configured channel; never raises.
 
@@ -227,6 +220,7 @@ def send_failure_alert(
     :param runbook: the runbook step, e.g. ``docs/RUNBOOK.md § 'A request was refused'``.
     :param map_index: of a mapped task (one feed per municipality): each map index is alerted.
     :param exchange_id: the exchange, when known; otherwise looked up in the ledger by run.
+    :param cause: the failure's cause code (:data:`welfare_exchange.failures.CAUSES`).
     :returns: ``{channel: outcome}`` with outcome ``sent``, ``failed: <error type>``,
         ``not configured`` or ``already sent``.
     """
@@ -234,7 +228,7 @@ def send_failure_alert(
     try:
         if exchange_id is None:
             try:
-                exchange_id = _exchange_of_run(dag_id, run_id)
+                exchange_id = _exchange_of_run(dag_id, run_id, protocol_id)
             except Exception as err:  # the database may be what failed
                 log.warning("alert: exchange id unknown, the ledger is unreachable (%s)", type(err).__name__)
         alert = FailureAlert(
@@ -248,6 +242,7 @@ def send_failure_alert(
             runbook=scrub(runbook),
             run_path=_run_path(scrub(dag_id), scrub(run_id)),
             at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            cause=scrub(cause),
         )
         channels = {"webhook": (WEBHOOK_CONN_ID, send_webhook), "email": (SMTP_CONN_ID, send_email)}
         connections = {name: _connection(conn_id) for name, (conn_id, _) in channels.items()}
@@ -278,3 +273,56 @@ def send_failure_alert(
         log.error("failure alert could not be prepared (%s)", type(err).__name__)
         outcomes.setdefault("error", type(err).__name__)
     return outcomes
+
+
+# --------------------------------------------------------------------------- the failure callback
+
+#: What the audit says of a try that ended without an exception of its own.
+NO_EXCEPTION = (
+    "the task ended without an error of its own: Airflow stopped it (the scheduler or executor lost or killed "
+    "its process, e.g. a missed heartbeat or an overloaded worker); see the scheduler's log for this try"
+)
+
+
+def task_failed(
+    *,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    error: BaseException | None,
+    fact_key: str,
+    try_number: int | None = None,
+    map_index: int | None = None,
+    protocol_id: int | None = None,
+) -> failures.Cause:
+    """A task's last try failed: classify the cause, record ``task.failed`` with the run's exchange
+    and the cause's runbook section, and alert — once per try. Never raises.
+
+    The exception text is ours (no personal data by construction); anything INSZ-shaped that
+    slipped in is withheld. The alert goes out even when the audit trail cannot be written
+    (the project database may be what failed).
+
+    :param fact_key: one per failed try, so a callback that runs twice records the failure once.
+    """
+    cause = failures.classify(error, task_id)
+    text = f"{type(error).__name__}: {error}" if error is not None else NO_EXCEPTION
+    if insz.find_insz_shaped(text):
+        text = f"{type(error).__name__}: [message withheld: it contained personal data]"
+    actor = audit.Actor(type="system", name="airflow", dag_id=dag_id, run_id=run_id, task_id=task_id,
+                        try_number=try_number)
+    exchange_id = None
+    try:
+        with session_scope() as session:
+            exchange = ledger.exchange_of_run(session, dag_id, run_id, protocol_id)
+            exchange_id = exchange.id if exchange is not None else None
+            audit.record(
+                session, "task.failed", "failure", actor=actor, protocol_id=protocol_id, exchange_id=exchange_id,
+                message=failures.fact_message(cause, text), fact_key=fact_key,
+            )
+    except Exception:  # the callback must never hide the task's own failure
+        log.exception("could not record the failure in the audit trail")
+    send_failure_alert(
+        dag_id=dag_id, run_id=run_id, task_id=task_id, try_number=try_number, map_index=map_index,
+        protocol_id=protocol_id, exchange_id=exchange_id, reason=text, runbook=cause.runbook, cause=cause.code,
+    )
+    return cause

@@ -36,3 +36,13 @@ class IllegalTransition(ProtocolError):
     """A protocol status change that its lifecycle does not allow."""
 
     code = "illegal_transition"
+
+
+class AgencySideError(WelfareExchangeError):
+    """Something failed on the agency's side (its machine, its configuration), not in the input.
+
+    Never answered with a refusal to the municipality: the operator fixes it and the task is
+    retried. ``code`` is the cause (:mod:`welfare_exchange.failures`).
+    """
+
+    code = "unknown"

@@ -28,6 +28,16 @@ def get_exchange(session: Session, exchange_id: int) -> Exchange:
     return exchange
 
 
+def exchange_of_run(session: Session, dag_id: str, run_id: str, protocol_id: int | None = None) -> Exchange | None:
+    """The exchange a DAG run carries; ``None`` when it has none yet, or several and ``protocol_id``
+    does not single one out (a structural-feed run carries one per municipality)."""
+    query = sa.select(Exchange).where(Exchange.dag_id == dag_id, Exchange.run_id == run_id)
+    if protocol_id is not None:
+        query = query.where(Exchange.protocol_id == protocol_id)
+    found = list(session.scalars(query.order_by(Exchange.id).limit(2)))
+    return found[0] if len(found) == 1 else None
+
+
 def open_exchange(
     session: Session,
     protocol: Protocol,

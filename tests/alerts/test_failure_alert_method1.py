@@ -35,7 +35,8 @@ def test_wrong_password_run_sends_one_alert_per_channel_without_personal_data(me
     assert alert["dag_id"] == run.dag_id and alert["run_id"] == run.run_id
     assert alert["task_id"] == "decrypt_and_validate"
     assert alert["protocol_id"] == method1.protocol_id and alert["exchange_id"] == exchange.id
-    assert alert["runbook"] == "docs/RUNBOOK.md § 'A request was refused'"
+    assert alert["runbook"] == "docs/RUNBOOK.md § 'The password does not open the request'"
+    assert alert["cause"] == "wrong_password"
     assert "wrong_password" in alert["reason"] or "password" in alert["reason"].lower()
     assert len(smtp.messages) == 1
     assert smtp.messages[0]["Subject"].startswith("[welfare-exchange] decrypt_and_validate failed")

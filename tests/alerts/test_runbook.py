@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from welfare_exchange import insz
-from welfare_exchange.exchange import defaults
+from welfare_exchange import failures
 from welfare_exchange.settings import REPO_ROOT
 
 RUNBOOK = REPO_ROOT / "docs" / "RUNBOOK.md"
@@ -24,9 +24,15 @@ def _headings() -> set[str]:
 
 
 def test_every_section_named_by_a_failure_exists():
-    missing = sorted(set(defaults.RUNBOOK_STEPS.values()) - _headings())
+    named = {cause.section for cause in failures.CAUSES.values()} | set(failures.TASK_SECTIONS.values())
+    missing = sorted(named - _headings())
     assert not missing, f"docs/RUNBOOK.md lacks the section(s): {missing}"
-    assert "Re-run a failed exchange safely" in _headings()  # runbook_step()'s fallback
+
+
+def test_every_cause_is_in_the_runbook_table():
+    text = RUNBOOK.read_text()
+    table = text[text.index("## Failures by cause"):]
+    assert not [code for code in failures.CAUSES if f"| `{code}` |" not in table]
 
 
 def test_every_runbook_pointer_in_the_code_exists():

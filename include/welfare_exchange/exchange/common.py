@@ -35,10 +35,12 @@ def key_password(protocol: Protocol) -> str:
         raise ProtocolError(
             f"the key connection {protocol.key_connection!r} of protocol {protocol.id} cannot be read "
             f"({type(exc).__name__}): create it in Airflow (Admin > Connections) or as "
-            f"AIRFLOW_CONN_{protocol.key_connection.upper()}, with the agreed file password as its password"
+            f"AIRFLOW_CONN_{protocol.key_connection.upper()}, with the agreed file password as its password",
+            code="key_connection_missing",
         ) from None
     if not connection.password:
-        raise ProtocolError(f"the key connection {protocol.key_connection!r} of protocol {protocol.id} has no password")
+        raise ProtocolError(f"the key connection {protocol.key_connection!r} of protocol {protocol.id} has no password",
+                            code="key_connection_missing")
     return connection.password
 
 
@@ -46,7 +48,7 @@ def require_gate(protocol: Protocol, on: dt.date) -> None:
     """Raise :class:`ProtocolError` unless the protocol allows this exchange on ``on``."""
     decision = check_gate(protocol, on, kind="method1", channel=protocol.channel)
     if not decision.is_open:
-        raise ProtocolError(f"protocol gate {decision.state}: {decision.reason}")
+        raise ProtocolError(f"protocol gate {decision.state}: {decision.reason}", code="protocol_closed")
 
 
 def delivery_key(exchange_id: int) -> str:

@@ -11,58 +11,16 @@ import logging
 import os
 from typing import Any
 
-from welfare_exchange import alerts, audit, insz
+from welfare_exchange import alerts, audit
 from welfare_exchange.db import session_scope
 
 log = logging.getLogger(__name__)
 
 OWNER = "welfare-exchange"
-RUNBOOK = "docs/RUNBOOK.md"
-
-#: task id → the runbook section an operator should read when it fails.
-RUNBOOK_STEPS = {
-    "protocol_gate": "The protocol gate failed",
-    "wait_for_request": "No request arrived",
-    "fetch_request": "SFTP or e-mail is unreachable",
-    "decrypt_and_validate": "A request was refused",
-    "match_entitlements": "The project database is unreachable",
-    "build_result": "The key connection is missing or wrong",
-    "protocol_gate_before_delivery": "The protocol gate failed",
-    "deliver_result": "SFTP or e-mail is unreachable",
-    "record_data_subjects": "The project database is unreachable",
-    "record_retention": "The project database is unreachable",
-    "end_protocols": "The project database is unreachable",
-    "apply_rules": "The project database is unreachable",
-    "prune_audit_trail": "The project database is unreachable",
-    "anchor_audit_head": "The audit chain is broken",
-    "delete_due_items": "SFTP or e-mail is unreachable",
-    "wait_for_fresh_snapshot": "A structural feed is late",
-    "select_municipalities": "The project database is unreachable",
-    "detect_changes": "The project database is unreachable",
-    "deliver_feed": "A structural feed cannot be delivered",
-    "summarise_feeds": "A structural feed cannot be delivered",
-    "open_campaign": "The project database is unreachable",
-    "select_families": "The project database is unreachable",
-    "render_letters": "Re-run a failed exchange safely",
-    "send_messages": "SFTP or e-mail is unreachable",
-    "report_to_municipality": "SFTP or e-mail is unreachable",
-    "reject_unknown_senders": "SFTP or e-mail is unreachable",
-}
-
-
-#: What the audit says of a try that ended without an exception of its own.
-NO_EXCEPTION = (
-    "the task ended without an error of its own: Airflow stopped it (the scheduler or executor lost or killed "
-    "its process, e.g. a missed heartbeat or an overloaded worker); see the scheduler's log for this try"
-)
 
 
 def _seconds(name: str, default: float) -> dt.timedelta:
     return dt.timedelta(seconds=float(os.environ.get(name, default)))
-
-
-def runbook_step(task_id: str) -> str:
-    return f"{RUNBOOK} § '{RUNBOOK_STEPS.get(task_id, 'Re-run a failed exchange safely')}'"
 
 
 def _try_key(ti: Any) -> str:
@@ -94,35 +52,16 @@ def on_task_start(context: Any) -> None:
 
 
 def on_task_failure(context: Any) -> None:
-    """Record a failed task in the audit trail and alert the operator, with the runbook step
-    that tells what to do.
+    """Record a failed task (its cause, its exchange, the runbook section) and alert the operator.
 
-    Runs in the task's own process after its last try failed. The exception text is ours
-    (no personal data by construction); anything INSZ-shaped that slipped in is withheld.
-    The alert goes out even when the audit trail cannot be written (the project database
-    may be what failed); see :mod:`welfare_exchange.alerts`.
+    Runs in the task's own process after its last try failed; see
+    :func:`welfare_exchange.alerts.task_failed`.
     """
     ti = context["ti"]
-    error = context.get("exception")
-    text = f"{type(error).__name__}: {error}" if error is not None else NO_EXCEPTION
-    if insz.find_insz_shaped(text):
-        text = f"{type(error).__name__}: [message withheld: it contained personal data]"
-    params = context.get("params") or {}
-    actor = audit.Actor(type="system", name="airflow", dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
-                        try_number=getattr(ti, "try_number", None))
-    try:
-        with session_scope() as session:
-            audit.record(
-                session, "task.failed", "failure", actor=actor, protocol_id=params.get("protocol_id"),
-                message=f"{text[:1500]} | runbook: {runbook_step(ti.task_id)}",
-                fact_key=f"failed:{_try_key(ti)}",
-            )
-    except Exception:  # the callback must never hide the task's own failure
-        log.exception("could not record the failure in the audit trail")
-    alerts.send_failure_alert(
-        dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=getattr(ti, "try_number", None),
-        map_index=getattr(ti, "map_index", None), protocol_id=params.get("protocol_id"), reason=text,
-        runbook=runbook_step(ti.task_id),
+    alerts.task_failed(
+        dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, error=context.get("exception"),
+        fact_key=f"failed:{_try_key(ti)}", try_number=getattr(ti, "try_number", None),
+        map_index=getattr(ti, "map_index", None), protocol_id=(context.get("params") or {}).get("protocol_id"),
     )
 
 

@@ -32,7 +32,7 @@ import os
 import pathlib
 from typing import Any
 
-from welfare_exchange import audit, ledger
+from welfare_exchange import audit, failures, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.entitlements import history
 from welfare_exchange.exchange import matching, result
@@ -49,7 +49,7 @@ from welfare_exchange.exchange.common import (  # noqa: F401 (re-exported: the s
     result_deadline,
     sha256_file,
 )
-from welfare_exchange.errors import ProtocolError
+from welfare_exchange.errors import AgencySideError, ProtocolError
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.intake import IntakeError, IntakeLimits, encrypt_agile, read_request
 from welfare_exchange.protocols import check_gate, get
@@ -134,7 +134,8 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
             raise ExchangeRefused(
                 f"exchange {exchange_id} ({protocol.municipality}): the request file was refused "
                 f"({exchange.failure_code}) and is not processed again. {_channel(protocol).REFUSAL_HINT} "
-                "A corrected file makes a new exchange. Runbook: 'A request was refused'."
+                "A corrected file makes a new exchange. Runbook: 'A request was refused'.",
+                code=exchange.failure_code,
             )
         if delivered(session, exchange_id):
             log.info("exchange %s was already delivered; the request is not decrypted again", exchange_id)
@@ -148,6 +149,14 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
             age_window=(protocol.age_min, protocol.age_max), limits=limits or IntakeLimits.from_env(),
         )
     except IntakeError as err:
+        if not failures.refused_by_sender(err):
+            cause = failures.classify(err)
+            raise AgencySideError(
+                f"exchange {exchange_id} ({protocol.municipality}): the request could not be read on the agency's side "
+                f"({cause.code}): {err}. Nothing was refused or reported to the municipality; the task is retried. "
+                f"Runbook: '{cause.section}'.",
+                code=cause.code,
+            ) from err
         quarantine(exchange_id, err, run)
         raise ExchangeRefused(
             f"exchange {exchange_id} ({protocol.municipality}): the request file cannot be processed: {err} "
@@ -177,8 +186,12 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
     """Set the refused request aside on its channel, send the municipality a report, record it (once each).
 
     Asked of the ledger first: a request already taken further (matched, delivered) is never
-    moved to quarantine or reported as refused — :class:`ExchangeStateError` says so.
+    moved to quarantine or reported as refused — :class:`ExchangeStateError` says so. Only a
+    refusal the municipality caused is quarantined and reported: a failure on the agency's side
+    (:func:`welfare_exchange.failures.refused_by_sender`) raises :class:`AgencySideError` and
+    moves and sends nothing.
     """
+    failures.require_sender_refusal(err, f"exchange {exchange_id}")
     with session_scope() as session:
         exchange, protocol = _exchange(session, exchange_id)
         ledger.require_move(exchange, "quarantined")

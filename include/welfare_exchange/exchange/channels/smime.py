@@ -41,7 +41,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from welfare_exchange import audit, ledger, xlsx
+from welfare_exchange import audit, failures, ledger, xlsx
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol, SideEffect
 from welfare_exchange.errors import InputError, ProtocolError
@@ -518,8 +518,11 @@ def reject(protocol_id: int | None, message: mail.RawMessage, err: smime.SmimeEr
     """Move a refused message to ``Rejected``, audit it and report to the registered address (once each).
 
     ``protocol_id`` is ``None`` for a message no protocol knows (unknown sender): nobody is
-    answered then — a reply would confirm to a stranger that the mailbox is read.
+    answered then — a reply would confirm to a stranger that the mailbox is read. Only a refusal
+    the sender caused is moved and reported: a failure on the agency's side raises
+    :class:`AgencySideError` (:func:`welfare_exchange.failures.refused_by_sender`).
     """
+    failures.require_sender_refusal(err, f"protocol {protocol_id}: the message stays in {INBOX}")
     item = _item(message)
     key = _rejected_key(protocol_id, item)
     with session_scope() as session:
