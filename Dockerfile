@@ -70,6 +70,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/welfare-exchange/src /opt/welfare-exchange/src
+# The runbook the Exchanges view links every failure to (served at /welfare-exchange/runbook).
+COPY docs/RUNBOOK.md /opt/welfare-exchange/src/docs/RUNBOOK.md
 COPY dags/ /opt/airflow/dags/
 COPY plugins/ /opt/airflow/plugins/
 COPY docker/airflow/ /opt/welfare-exchange/docker/

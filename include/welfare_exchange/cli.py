@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "welfare_exchange.referral.commands",
     "welfare_exchange.retention.commands",
     "welfare_exchange.subjects.commands",
+    "welfare_exchange.ui.commands",
 )
 
 

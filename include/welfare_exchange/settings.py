@@ -100,6 +100,15 @@ class Settings:
     :param referral_feedback_days: the term within which a Sociaal Huis reports back on a referral
         it received (``WELFARE_EXCHANGE_REFERRAL_FEEDBACK_DAYS``, default 42 days); a referral
         without feedback after it is flagged.
+    :param arrival_window_seconds: how long a run waits for a request
+        (``WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS``, default 24 h; the Exchanges view shows
+        when a waiting run's window closes).
+    :param airflow_api_url: Airflow's REST API as the Exchanges view and ``exchange retry``
+        call it (``WELFARE_EXCHANGE_AIRFLOW_API_URL``, e.g. ``http://airflow-apiserver:8080``);
+        unset: the view calls the API server it runs in, the CLI reads the connection below.
+    :param airflow_api_conn_id: the Airflow connection (type ``http``: host = the API's URL,
+        login and password of an operator) ``welfare-exchange exchange retry`` logs in with
+        (``WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID``, default ``airflow_api``).
     """
 
     home: Path
@@ -118,6 +127,9 @@ class Settings:
     audit_signing_public_key: str | None
     import_max_withdrawn_percent: float
     referral_feedback_days: int
+    arrival_window_seconds: int
+    airflow_api_url: str | None
+    airflow_api_conn_id: str
 
 
 def get_settings() -> Settings:
@@ -139,4 +151,7 @@ def get_settings() -> Settings:
         audit_signing_public_key=os.environ.get("WELFARE_EXCHANGE_AUDIT_SIGNING_PUBLIC_KEY") or None,
         import_max_withdrawn_percent=_percent("WELFARE_EXCHANGE_IMPORT_MAX_WITHDRAWN_PERCENT", 5.0),
         referral_feedback_days=_int("WELFARE_EXCHANGE_REFERRAL_FEEDBACK_DAYS", 42),
+        arrival_window_seconds=_int("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", 24 * 3600),
+        airflow_api_url=(os.environ.get("WELFARE_EXCHANGE_AIRFLOW_API_URL") or "").rstrip("/") or None,
+        airflow_api_conn_id=os.environ.get("WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID") or "airflow_api",
     )

@@ -169,7 +169,29 @@ class Browser:
     def screenshot(self, path: Path, full_page: bool = True) -> Path:
         """A PNG of the page (the whole scrollable page when ``full_page``)."""
         params: dict[str, Any] = {"format": "png", "captureBeyondViewport": full_page}
+        if full_page:  # the page's whole height (at least the window's), at the window's width
+            size = self.send("Page.getLayoutMetrics").get("cssContentSize") or {}
+            height = max(self.height, int(size.get("height") or 0))
+            params["clip"] = {"x": 0, "y": 0, "width": self.width, "height": height, "scale": 1}
         data = self.send("Page.captureScreenshot", **params)["data"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(data))
         return path
+
+
+def fetch_status(browser: Browser, path: str, method: str = "GET", headers: dict[str, str] | None = None) -> int:
+    """The status of a same-origin ``fetch`` from the page: it sends the browser's own login cookie."""
+    options = json.dumps({"method": method, "credentials": "same-origin", "headers": headers or {}})
+    return browser.evaluate(f"fetch({json.dumps(path)}, {options}).then(r => r.status)")
+
+
+def log_in_fab(browser: Browser, base: str, view: str, username: str, password: str) -> None:
+    """Log in through FAB's own login form, to which ``view`` (a path of ``base``) sends the browser."""
+    browser.send("Network.clearBrowserCookies")
+    browser.navigate(f"{base}{view}")
+    browser.wait_for(lambda: "/auth/login" in browser.evaluate("location.href"), 30, "the redirect to FAB's login")
+    browser.wait_for(lambda: browser.evaluate("!!document.querySelector('input#password')"), 30, "FAB's login form")
+    browser.type_into("input#username", username)
+    browser.type_into("input#password", password)
+    browser.click("input[type=submit]")
+    browser.wait_for(lambda: browser.evaluate("location.pathname") == view, 60, "the way back to the view")

@@ -17,14 +17,13 @@ Screenshot: ``var/test-artifacts/exchanges-view-fab-viewer.png``.
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import httpx
 import pytest
 
 from tests.ui import role_probe_plugin
-from tests.ui.browser import Browser
+from tests.ui.browser import Browser, fetch_status, log_in_fab
 from tests.ui.seed import seed
 from welfare_exchange import insz
 from welfare_exchange.settings import REPO_ROOT
@@ -37,20 +36,11 @@ ROLES = {"Viewer": "viewer", "User": "operator", "Op": "operator", "Admin": "adm
 
 
 def _status_from_page(browser: Browser, path: str) -> int:
-    """The status of a same-origin ``fetch`` from the page: sends the browser's own login cookie."""
-    return browser.evaluate(f"fetch({json.dumps(path)}, {{credentials: 'same-origin'}}).then(r => r.status)")
+    return fetch_status(browser, path)
 
 
 def _log_in(browser: Browser, base: str, username: str, password: str) -> None:
-    """Through FAB's own login form, sent there by the view itself."""
-    browser.send("Network.clearBrowserCookies")
-    browser.navigate(f"{base}{URL_PREFIX}/")
-    browser.wait_for(lambda: "/auth/login" in browser.evaluate("location.href"), 30, "the redirect to FAB's login")
-    browser.wait_for(lambda: browser.evaluate("!!document.querySelector('input#password')"), 30, "FAB's login form")
-    browser.type_into("input#username", username)
-    browser.type_into("input#password", password)
-    browser.click("input[type=submit]")
-    browser.wait_for(lambda: browser.evaluate("location.pathname") == f"{URL_PREFIX}/", 60, "the way back to the view")
+    log_in_fab(browser, base, f"{URL_PREFIX}/", username, password)
 
 
 @pytest.mark.slow

@@ -7,32 +7,39 @@ the number itself), why (protocol and legal basis), when, with file hashes and c
 * :func:`verify` proves the chain in the database intact;
   :func:`welfare_exchange.audit.integrity.check` adds the authenticated anchors kept outside it
   (:mod:`welfare_exchange.audit.anchors`) — what ``welfare-exchange audit verify`` runs;
-* :func:`export_rows` gives the register view for a DPO or an auditor;
+* :func:`export_rows` gives the register view for a DPO or an auditor (filtered by
+  :class:`RegisterFilter`), :func:`write_csv` writes it as CSV;
 * :func:`prune` removes records past their legal term as a chained, anchored fact.
 """
 
 from welfare_exchange.audit.trail import (
     Actor,
     PruneVoucher,
+    RegisterFilter,
     VerifyResult,
     canonical_encoding,
+    count_rows,
     export_rows,
     prune,
     record,
     subject_key,
     subject_ref,
     verify,
+    write_csv,
 )
 
 __all__ = [
     "Actor",
     "PruneVoucher",
+    "RegisterFilter",
     "VerifyResult",
     "canonical_encoding",
+    "count_rows",
     "export_rows",
     "prune",
     "record",
     "subject_key",
     "subject_ref",
     "verify",
+    "write_csv",
 ]

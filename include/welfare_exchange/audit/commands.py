@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import pathlib
 import sys
@@ -11,7 +10,7 @@ import sys
 from welfare_exchange import audit
 from welfare_exchange.audit import anchors, integrity
 from welfare_exchange.audit.authentication import AnchorAuthError
-from welfare_exchange.audit.trail import EXPORT_COLUMNS
+from welfare_exchange.audit.trail import write_csv
 from welfare_exchange.cliutil import iso_date
 from welfare_exchange.db import session_scope
 
@@ -74,8 +73,5 @@ def _export(args: argparse.Namespace) -> int:
             for row in rows:
                 sys.stdout.write(json.dumps(row, sort_keys=True, default=str) + "\n")
         else:
-            writer = csv.DictWriter(sys.stdout, fieldnames=EXPORT_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
+            write_csv(rows, sys.stdout)
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import getpass
 import hashlib
@@ -10,7 +11,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -478,23 +479,79 @@ EXPORT_COLUMNS = (
 )
 
 
-def export_rows(session: Session, since: dt.date | None = None) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class RegisterFilter:
+    """Which records of the processing register to read (every field optional).
+
+    :param since: from this day (UTC) on; ``until``: up to and including this day.
+    :param action: an action (``result.delivered``), or a family ending in ``.`` (``request.``).
+    """
+
+    since: dt.date | None = None
+    until: dt.date | None = None
+    exchange_id: int | None = None
+    protocol_id: int | None = None
+    action: str | None = None
+
+    def where(self, query):
+        if self.since is not None:
+            query = query.where(AuditRecord.recorded_at >= self.since.isoformat())
+        if self.until is not None:
+            query = query.where(AuditRecord.recorded_at < (self.until + dt.timedelta(days=1)).isoformat())
+        if self.exchange_id is not None:
+            query = query.where(AuditRecord.exchange_id == self.exchange_id)
+        if self.protocol_id is not None:
+            query = query.where(AuditRecord.protocol_id == self.protocol_id)
+        if self.action:
+            family = self.action.endswith(".")
+            query = query.where(AuditRecord.action.startswith(self.action) if family else AuditRecord.action == self.action)
+        return query
+
+
+def export_rows(
+    session: Session,
+    since: dt.date | None = None,
+    *,
+    where: RegisterFilter | None = None,
+    newest_first: bool = False,
+    offset: int = 0,
+    limit: int | None = None,
+) -> Iterator[dict[str, Any]]:
     """The processing-register view: one dict per record, protocol details joined in.
 
     Carries pseudonymous subject references only; the per-person references of an exchange
     stay in the database (they serve data-subject access requests, not the register).
+
+    :param where: which records (``since`` is the same as ``where.since``).
+    :param newest_first: the latest records first (the Exchanges view's register), else chain order.
     """
-    query = (
+    where = where or RegisterFilter(since=since)
+    query = where.where(
         sa.select(AuditRecord, Protocol.municipality, Protocol.nis_code, Protocol.purpose)
         .outerjoin(Protocol, Protocol.id == AuditRecord.protocol_id)
-        .order_by(AuditRecord.id)
+        .order_by(AuditRecord.id.desc() if newest_first else AuditRecord.id)
     )
-    if since is not None:
-        query = query.where(AuditRecord.recorded_at >= since.isoformat())
+    if offset:
+        query = query.offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
     for row, municipality, nis_code, purpose in session.execute(query.execution_options(yield_per=2000)):
         out = {name: getattr(row, name, None) for name in EXPORT_COLUMNS}
         out.update(municipality=municipality, nis_code=nis_code, purpose=purpose)
         yield out
+
+
+def count_rows(session: Session, where: RegisterFilter) -> int:
+    """How many records of the register ``where`` selects."""
+    return int(session.scalar(where.where(sa.select(sa.func.count()).select_from(AuditRecord))) or 0)
+
+
+def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> None:
+    """The register as CSV, the columns of :data:`EXPORT_COLUMNS`; lists and dicts as JSON."""
+    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in row.items()})
 
 
 def prune(session: Session, before: dt.datetime, *, actor: Actor, voucher: PruneVoucher) -> int:

@@ -1,28 +1,47 @@
-"""The Exchanges overview: one row per protocol, read from the project database.
+"""What the Exchanges view shows, read from the project database and Airflow's API.
 
-What a data engineer needs at a glance — is the protocol open, what did its last exchange do,
-where is it now (the ledger state), what is due for deletion, is the audit trail intact — and
-nothing more. Personal data cannot appear: the queries select only protocol metadata (a
-municipality is a public body), ledger states and dates, integer counts and Airflow ids.
-The request file's *name* is left out on purpose: the municipality chooses it and could put
-anything in it.
+* :func:`overview` — one row per protocol: is it open, where is its exchange *now* (waiting,
+  running, failed with its cause, refused, delivered — :mod:`welfare_exchange.ui.states`), what
+  is due for deletion, is the audit trail intact;
+* :func:`history` — every exchange and run, filtered (municipality or NIS, kind, state,
+  period) or looked up by exchange id;
+* :func:`register` — the processing register (the audit export), filtered and paged.
+
+Personal data cannot appear: the queries select protocol metadata (a municipality is a public
+body), states, dates, integer counts, hashes, Airflow ids and the agency's own file names. The
+request file's *name* is left out on purpose: the municipality chooses it and could put
+anything in it. Airflow is asked with the caller's own token; when it cannot be read, the view
+says so and shows what the ledger knows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import posixpath
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from welfare_exchange import audit, failures
 from welfare_exchange.audit import integrity
-from welfare_exchange.db.models import Exchange, Protocol, RetentionItem
+from welfare_exchange.db.models import AuditRecord, Exchange, Protocol, RetentionItem, SideEffect
+from welfare_exchange.exchange.context import BRUSSELS
+from welfare_exchange.exchange.result import result_file_name
+from welfare_exchange.feeds.config import get_feed_config
 from welfare_exchange.protocols.registry import check_gate
+from welfare_exchange.settings import get_settings
+from welfare_exchange.ui import states
+from welfare_exchange.ui.airflow_api import MAX_ROWS, AirflowApi, AirflowApiError, Run, Task
+from welfare_exchange.untrusted import shown
+
+log = logging.getLogger(__name__)
 
 #: What each ledger state means for the operator: the step the exchange has reached.
 STEP_LABELS = {
@@ -62,6 +81,17 @@ class LastExchange:
 
 
 @dataclass
+class Current:
+    """Where a protocol's exchange is now: the latest run or exchange, and its true state."""
+
+    exchange_id: int | None
+    dag_id: str | None
+    run_id: str | None
+    run_path: str | None
+    state: dict[str, Any]
+
+
+@dataclass
 class Retention:
     """Deletion deadlines of a protocol's files and intermediates."""
 
@@ -89,6 +119,7 @@ class ProtocolRow:
     exchanges: int
     by_state: dict[str, int] = field(default_factory=dict)
     last_exchange: LastExchange | None = None
+    current: Current | None = None
     retention: Retention = field(default_factory=Retention)
 
 
@@ -111,6 +142,8 @@ class Overview:
     today: str
     audit: AuditStatus
     protocols: list[ProtocolRow]
+    #: ``ok``, or why Airflow's state could not be read (the ledger's is shown then).
+    airflow: str = "ok"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,16 +220,217 @@ class _AuditCache:
 audit_cache = _AuditCache()
 
 
-def overview(session: Session, today: dt.date | None = None, *, audit_max_age: float = AUDIT_CACHE_SECONDS) -> Overview:
-    """The overview of every protocol, newest activity first within the registry order.
+# ----------------------------------------------------------------------------- the true state
 
-    Four queries whatever the number of protocols: protocols, exchange counts per state,
-    the latest exchange of each protocol, retention figures per protocol.
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _run_state(tasks: tuple[Task, ...]) -> str:
+    """A run's state as its tasks tell it (for a run known only by its tasks)."""
+    if any(t.state in states.ACTIVE_TASK_STATES or t.state is None for t in tasks):
+        return "running"
+    return "failed" if any(t.state in ("failed", "upstream_failed") for t in tasks) else "success"
+
+
+class _Airflow:
+    """What the view reads from Airflow for one page, or why it could not (then: ledger only)."""
+
+    def __init__(self, api: AirflowApi | None) -> None:
+        self.api = api
+        self.status = "ok" if api is not None else "not asked"
+
+    def call(self, what, default):
+        if self.api is None:
+            return default
+        try:
+            return what(self.api)
+        except AirflowApiError as err:
+            log.warning("Exchanges view: Airflow's state unavailable (%s)", err)
+            self.status = f"unavailable: {err}"
+            self.api = None
+            return default
+
+    def with_tasks(self, runs: Iterable[Run], also: Iterable[tuple[str, str]] = ()) -> dict[tuple[str, str], Run]:
+        """Runs (and runs known only by id) with their tasks."""
+        known = {(r.dag_id, r.run_id): r for r in runs}
+        keys = set(known) | set(also)
+        tasks = self.call(lambda api: api.task_instances(keys), {}) if keys else {}
+        out = {}
+        for key in keys:
+            if key not in tasks:
+                continue
+            run = known.get(key)
+            if run is None:
+                run = Run(key[0], key[1], _run_state(tasks[key]), None, None, None)
+            out[key] = Run(run.dag_id, run.run_id, run.state, run.run_after, run.start_date, run.end_date, tasks[key])
+        return out
+
+
+def _facts(session: Session, run_ids: set[str]) -> tuple[dict[tuple[str, str], dict[str, states.FailureFact]], dict[tuple[str, str], str]]:
+    """Per run: the latest ``task.failed`` fact of each task, and what ended a run without an exchange."""
+    failed: dict[tuple[str, str], dict[str, states.FailureFact]] = {}
+    outcome: dict[tuple[str, str], str] = {}
+    if not run_ids:
+        return failed, outcome
+    rows = session.execute(
+        sa.select(AuditRecord.dag_id, AuditRecord.run_id, AuditRecord.task_id, AuditRecord.action, AuditRecord.message,
+                  AuditRecord.recorded_at)
+        .where(AuditRecord.run_id.in_(sorted(run_ids)),
+               AuditRecord.action.in_(("task.failed", "request.none_arrived", "request.duplicate")))
+        .order_by(AuditRecord.id)
+    )
+    for dag_id, run_id, task_id, action, message, recorded_at in rows:
+        key = (dag_id, run_id)
+        if action == "task.failed":
+            recorded = failures.parse_fact_message(message)
+            if recorded is not None:
+                at = dt.datetime.fromisoformat(recorded_at) if recorded_at else None
+                failed.setdefault(key, {})[task_id] = states.FailureFact(recorded.cause, recorded.section, at)
+        else:
+            outcome[key] = "no_request" if action == "request.none_arrived" else "duplicate"
+    return failed, outcome
+
+
+def _deliveries(session: Session, exchanges: list[Exchange], protocols: dict[int, Protocol]) -> dict[int, states.Delivery]:
+    """The delivery of each delivered exchange: when, the file as the agency named it, size, hash."""
+    delivered = [e.id for e in exchanges if e.state == "delivered"]
+    out: dict[int, states.Delivery] = {}
+    if not delivered:
+        return out
+    effects = session.scalars(
+        sa.select(SideEffect).where(SideEffect.exchange_id.in_(delivered), SideEffect.state == "done",
+                                    SideEffect.idempotency_key.endswith(":delivered"))
+    )
+    by_id = {e.id: e for e in exchanges}
+    for effect in effects:
+        exchange = by_id[effect.exchange_id]
+        name = posixpath.basename(effect.target or "")
+        if not name.endswith((".xlsx", ".txt", ".csv", ".pdf")) and protocols[exchange.protocol_id].kind == "method1":
+            name = result_file_name(protocols[exchange.protocol_id], exchange)
+        out[exchange.id] = states.Delivery(
+            at=effect.done_at, file=shown(name) if name else None, size=(effect.detail or {}).get("bytes"),
+            sha256=effect.sha256 or exchange.result_sha256,
+        )
+    return out
+
+
+def _due(protocol: Protocol, exchange: Exchange | None) -> dt.datetime | None:
+    """When the exchange had to be delivered: a structural feed's deadline after its interval."""
+    if protocol.kind != "structural" or exchange is None or exchange.exchange_date is None:
+        return None
+    return dt.datetime.combine(exchange.exchange_date, dt.time(), tzinfo=BRUSSELS) + get_feed_config().deadline
+
+
+def _ledger(exchange: Exchange | None, deliveries: dict[int, states.Delivery]) -> states.Ledger | None:
+    if exchange is None:
+        return None
+    return states.Ledger(exchange.state, exchange.failure_code, exchange.updated_at, deliveries.get(exchange.id))
+
+
+def _aware(moment: dt.datetime | None) -> dt.datetime | None:
+    if moment is not None and moment.tzinfo is None:  # SQLite hands back naive UTC
+        return moment.replace(tzinfo=dt.timezone.utc)
+    return moment
+
+
+@dataclass
+class _Row:
+    protocol: Protocol
+    exchange: Exchange | None
+    run: Run | None
+    key: tuple[str, str] | None
+
+    @property
+    def when(self) -> dt.datetime:
+        moments = [m for m in (self.run.run_after if self.run else None, _aware(self.exchange.created_at) if self.exchange else None) if m]
+        return max(moments) if moments else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+def _states_of(session: Session, rows: list[_Row], now: dt.datetime) -> list[dict[str, Any]]:
+    """Derive every row's state (one query per kind of fact, whatever the number of rows)."""
+    protocols = {r.protocol.id: r.protocol for r in rows}
+    exchanges = [r.exchange for r in rows if r.exchange is not None]
+    deliveries = _deliveries(session, exchanges, protocols)
+    failed, outcome = _facts(session, {r.key[1] for r in rows if r.key})
+    window = dt.timedelta(seconds=get_settings().arrival_window_seconds)
+    out = []
+    for row in rows:
+        e, p = row.exchange, row.protocol
+        state = states.derive(run=row.run, ledger=_ledger(e, deliveries), facts=failed.get(row.key) if row.key else None,
+                              outcome=outcome.get(row.key) if row.key else None, window=window, due=_due(p, e), now=now)
+        dag_id, run_id = row.key if row.key else (None, None)
+        out.append({
+            "exchange_id": e.id if e else None,
+            "protocol_id": p.id, "municipality": p.municipality, "nis_code": p.nis_code, "kind": p.kind,
+            "channel": p.channel, "dag_id": dag_id, "run_id": run_id, "run_path": run_path(dag_id, run_id),
+            "exchange_date": _iso(e.exchange_date) if e else None,
+            "started": row.when.isoformat(timespec="seconds") if row.when.year > 1 else None,
+            "counts": _int_counts(e.counts) if e else {},
+            **state.to_dict(),
+        })
+    return out
+
+
+def _protocol_dag_ids(protocols: Iterable[Protocol]) -> dict[str, Protocol]:
+    """The DAG of each protocol that has one of its own (Method 1, Method 2)."""
+    out = {}
+    for protocol in protocols:
+        dag_id = _dag_id_of(protocol)
+        if dag_id and protocol.kind != "structural":
+            out[dag_id] = protocol
+    return out
+
+
+def _current(session: Session, protocols: list[Protocol], latest: dict[int, Exchange], airflow: _Airflow,
+             now: dt.datetime) -> dict[int, Current]:
+    """Each protocol's exchange *now*: its running run, else its last run if that failed, else its latest exchange."""
+    dags = _protocol_dag_ids(protocols)
+    chosen: dict[int, Run] = {}
+    for run in airflow.call(lambda api: api.runs(dags, states=("queued", "running")), []):
+        chosen.setdefault(dags[run.dag_id].id, run)  # newest first
+    failed_dags = airflow.call(lambda api: api.dags_last_run("failed", dags), set())
+    for run in airflow.call(lambda api: api.runs(failed_dags, states=("failed",)), []) if failed_dags else []:
+        chosen.setdefault(dags[run.dag_id].id, run)
+    also = {(e.dag_id, e.run_id) for pid, e in latest.items() if pid not in chosen and e.dag_id and e.run_id
+            and e.state not in ("quarantined", "duplicate")}
+    runs = airflow.with_tasks(chosen.values(), also)
+    by_run = {}
+    if chosen:
+        for e in session.scalars(sa.select(Exchange).where(Exchange.run_id.in_(sorted({r.run_id for r in chosen.values()})))):
+            by_run[(e.dag_id, e.run_id)] = e
+    rows = []
+    for protocol in protocols:
+        if protocol.id in chosen:
+            key = (chosen[protocol.id].dag_id, chosen[protocol.id].run_id)
+            rows.append(_Row(protocol, by_run.get(key), runs.get(key, chosen[protocol.id]), key))
+        elif protocol.id in latest:
+            e = latest[protocol.id]
+            key = (e.dag_id, e.run_id) if e.dag_id and e.run_id else None
+            rows.append(_Row(protocol, e, runs.get(key) if key else None, key))
+    return {
+        row["protocol_id"]: Current(row["exchange_id"], row["dag_id"], row["run_id"], row["run_path"],
+                                    {k: row[k] for k in ("state", "label", "since", "until", "step", "failure", "refusal",
+                                                         "delivery", "due", "retryable", "sources")})
+        for row in _states_of(session, rows, now)
+    }
+
+
+def overview(session: Session, today: dt.date | None = None, *, api: AirflowApi | None = None,
+             audit_max_age: float = AUDIT_CACHE_SECONDS, now: dt.datetime | None = None) -> Overview:
+    """The overview of every protocol, in registry order (NIS code).
+
+    A few queries whatever the number of protocols: protocols, exchange counts per state, the
+    latest exchange of each protocol, retention figures per protocol, facts of the chosen runs;
+    and from Airflow the active runs, the DAGs whose last run failed, and those runs' tasks.
 
     :param today: the day the gate and "overdue" are judged on (default: today, UTC).
+    :param api: Airflow's API as the caller (``None``: the ledger's states only).
     :param audit_max_age: reuse a verification younger than this many seconds (0: verify now).
     """
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    now = now or _now()
+    today = today or now.date()
     protocols = list(session.scalars(sa.select(Protocol).order_by(Protocol.nis_code, Protocol.id)))
 
     by_state: dict[int, dict[str, int]] = {}
@@ -222,6 +456,8 @@ def overview(session: Session, today: dt.date | None = None, *, audit_max_age: f
     ):
         retention[protocol_id] = Retention(pending=pending, overdue=overdue, deleted=deleted, next_deadline=_iso(next_deadline))
 
+    airflow = _Airflow(api)
+    current = _current(session, protocols, latest, airflow, now)
     rows = []
     for p in protocols:
         dag_id = _dag_id_of(p)
@@ -241,7 +477,7 @@ def overview(session: Session, today: dt.date | None = None, *, audit_max_age: f
                 run_id=last.run_id,
                 run_path=run_path(last.dag_id, last.run_id),
             )
-        states = by_state.get(p.id, {})
+        states_ = by_state.get(p.id, {})
         rows.append(
             ProtocolRow(
                 protocol_id=p.id,
@@ -255,15 +491,154 @@ def overview(session: Session, today: dt.date | None = None, *, audit_max_age: f
                 valid_until=_iso(p.valid_until),
                 dag_id=dag_id,
                 dag_path=dag_path(dag_id),
-                exchanges=sum(states.values()),
-                by_state=dict(sorted(states.items())),
+                exchanges=sum(states_.values()),
+                by_state=dict(sorted(states_.items())),
                 last_exchange=last_row,
+                current=current.get(p.id),
                 retention=retention.get(p.id, Retention()),
             )
         )
     return Overview(
-        generated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        generated_at=now.isoformat(timespec="seconds"),
         today=today.isoformat(),
         audit=audit_cache.get(session, audit_max_age),
         protocols=rows,
+        airflow=airflow.status,
     )
+
+
+# ----------------------------------------------------------------------------- history
+
+#: Rows per page of the history and the register.
+PAGE_SIZE = 25
+#: The period the history shows unless asked otherwise.
+DEFAULT_PERIOD = dt.timedelta(days=92)
+
+
+@dataclass(frozen=True)
+class HistoryFilter:
+    """Which exchanges and runs the history shows.
+
+    :param who: a NIS code, or part of a municipality's name (case does not matter).
+    :param since: from this day; ``until``: up to and including this day (default: the last 92 days).
+    :param exchange_id: just this exchange (the other filters are ignored).
+    """
+
+    who: str | None = None
+    kind: str | None = None
+    state: str | None = None
+    since: dt.date | None = None
+    until: dt.date | None = None
+    exchange_id: int | None = None
+    page: int = 1
+
+
+@dataclass
+class History:
+    rows: list[dict[str, Any]]
+    total: int
+    page: int
+    pages: int
+    since: str | None
+    until: str | None
+    airflow: str
+    cut: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _matching_protocols(session: Session, f: HistoryFilter) -> list[Protocol]:
+    query = sa.select(Protocol).order_by(Protocol.nis_code, Protocol.id)
+    if f.kind:
+        query = query.where(Protocol.kind == f.kind)
+    if f.who:
+        who = f.who.strip()
+        query = query.where(sa.or_(Protocol.nis_code == who, sa.func.lower(Protocol.municipality).contains(who.lower())))
+    return list(session.scalars(query))
+
+
+def history(session: Session, f: HistoryFilter, *, api: AirflowApi | None = None, now: dt.datetime | None = None) -> History:
+    """Every exchange and every run of the matching protocols in the period, newest first, with its state.
+
+    A run that opened no exchange (waiting, no request arrived, failed before the request was
+    taken) is a row of its own. At most :data:`~welfare_exchange.ui.airflow_api.MAX_ROWS` runs
+    are read from Airflow (``cut`` says when there were more: narrow the period).
+    """
+    now = now or _now()
+    airflow = _Airflow(api)
+    if f.exchange_id is not None:
+        exchange = session.get(Exchange, f.exchange_id)
+        rows: list[_Row] = []
+        if exchange is not None:
+            protocol = session.get(Protocol, exchange.protocol_id)
+            key = (exchange.dag_id, exchange.run_id) if exchange.dag_id and exchange.run_id else None
+            runs = airflow.with_tasks((), {key} if key else ())
+            rows = [_Row(protocol, exchange, runs.get(key) if key else None, key)]
+        found = _states_of(session, rows, now)
+        return History(found, len(found), 1, 1, None, None, airflow.status)
+
+    until = f.until or now.date()
+    since = f.since or (until - DEFAULT_PERIOD)
+    start = dt.datetime.combine(since, dt.time(), tzinfo=dt.timezone.utc)
+    end = dt.datetime.combine(until + dt.timedelta(days=1), dt.time(), tzinfo=dt.timezone.utc)
+    protocols = _matching_protocols(session, f)
+    by_id = {p.id: p for p in protocols}
+    exchanges = list(session.scalars(
+        sa.select(Exchange).where(Exchange.protocol_id.in_(sorted(by_id)), Exchange.created_at >= start,
+                                  Exchange.created_at < end).order_by(Exchange.id.desc()).limit(MAX_ROWS)
+    )) if by_id else []
+    dags = _protocol_dag_ids(protocols)
+    listed = airflow.call(lambda api: api.runs(dags, since=start, until=end), []) if dags else []
+    by_run = {(e.dag_id, e.run_id): e for e in exchanges if e.dag_id and e.run_id}
+    need = [r for r in listed if r.state != "success" or (r.dag_id, r.run_id) not in by_run]
+    also = {key for key, e in by_run.items() if e.state not in ("quarantined", "duplicate", "delivered")}
+    runs = {**{(r.dag_id, r.run_id): r for r in listed}, **airflow.with_tasks(need, also - {(r.dag_id, r.run_id) for r in listed})}
+    rows = [_Row(by_id[e.protocol_id], e, runs.get((e.dag_id, e.run_id)), (e.dag_id, e.run_id) if e.dag_id else None)
+            for e in exchanges]
+    rows += [_Row(dags[r.dag_id], None, runs[(r.dag_id, r.run_id)], (r.dag_id, r.run_id))
+             for r in listed if (r.dag_id, r.run_id) not in by_run]
+    found = _states_of(session, rows, now)
+    if f.state:
+        found = [row for row in found if row["state"] == f.state]
+    found.sort(key=lambda row: (row["started"] or "", row["exchange_id"] or 0), reverse=True)
+    pages = max(1, -(-len(found) // PAGE_SIZE))
+    page = min(max(1, f.page), pages)
+    return History(found[(page - 1) * PAGE_SIZE: page * PAGE_SIZE], len(found), page, pages, since.isoformat(),
+                   until.isoformat(), airflow.status, cut=len(listed) >= MAX_ROWS or len(exchanges) >= MAX_ROWS)
+
+
+def exchange_facts(session: Session, exchange_id: int) -> list[dict[str, Any]]:
+    """The register's records of one exchange, in chain order (for its detail)."""
+    return [_register_row(r) for r in audit.export_rows(session, where=audit.RegisterFilter(exchange_id=exchange_id))]
+
+
+# ----------------------------------------------------------------------------- register
+
+#: The register's columns the page shows (the CSV has every export column).
+REGISTER_COLUMNS = ("id", "recorded_at", "actor_type", "actor", "task_id", "action", "outcome", "protocol_id",
+                    "municipality", "exchange_id", "subjects_count", "counts", "file_hashes", "message")
+
+
+def _register_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) for k in REGISTER_COLUMNS}
+
+
+@dataclass
+class Register:
+    rows: list[dict[str, Any]]
+    total: int
+    page: int
+    pages: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def register(session: Session, where: audit.RegisterFilter, page: int = 1) -> Register:
+    """One page of the processing register, newest first."""
+    total = audit.count_rows(session, where)
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(max(1, page), pages)
+    rows = audit.export_rows(session, where=where, newest_first=True, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE)
+    return Register([_register_row(r) for r in rows], total, page, pages)
