@@ -56,11 +56,10 @@ def test_a_missing_key_connection_is_the_agencys_not_a_refused_request():
 
 
 @pytest.mark.parametrize(("code", "cause"), [("wrong_password", "wrong_password"), ("corrupt", "request_refused"),
-                                             ("not_encrypted", "request_refused"), ("timeout", "intake_limit")])
+                                             ("not_encrypted", "request_refused"), ("timeout", "request_refused")])
 def test_intake_refusals(code, cause):
     error = _as_the_dag_fails_it(IntakeError(code))
-    assert failures.classify(error).code == cause
-    assert failures.refused_by_sender(error) == (cause != "intake_limit")
+    assert failures.classify(error).code == cause and failures.refused_by_sender(error)
 
 
 def test_a_damaged_file_that_was_really_an_out_of_memory_worker_is_not_a_refusal():
@@ -71,7 +70,7 @@ def test_a_damaged_file_that_was_really_an_out_of_memory_worker_is_not_a_refusal
             raise IntakeError("corrupt") from exc
 
     error = _raised(parse)
-    assert failures.classify(error).code == "intake_limit" and not failures.refused_by_sender(error)
+    assert failures.classify(error).code == "out_of_memory" and not failures.refused_by_sender(error)
 
 
 def test_sftp_down():
@@ -113,11 +112,11 @@ def test_a_sensor_failing_as_designed_and_the_task_fallback():
 
 
 def test_agency_side_errors_carry_their_cause():
-    assert failures.classify(AgencySideError("x", code="intake_limit")).code == "intake_limit"
+    assert failures.classify(AgencySideError("x", code="out_of_memory")).code == "out_of_memory"
 
 
 def test_every_refusal_code_is_the_senders_or_named_the_agencys():
-    assert INTAKE_CODES | SMIME_ERROR_CODES == failures.SENDER_REFUSAL_CODES | set(failures.AGENCY_SIDE_CODES)
+    assert INTAKE_CODES | SMIME_ERROR_CODES == failures.SENDER_REFUSAL_CODES
     assert all(failures.refused_by_sender(SmimeError("x", code=code)) for code in SMIME_ERROR_CODES)
 
 
@@ -128,3 +127,5 @@ def test_the_fact_message_reads_back():
     assert (recorded.cause, recorded.section) == ("sftp_unreachable", "The SFTP server is unreachable")
     assert recorded.text.startswith("NoValidConnectionsError") and recorded.runbook == cause.runbook
     assert failures.parse_fact_message("ValueError: x | runbook: docs/RUNBOOK.md § 'A'") is None
+    apostrophe = failures.parse_fact_message(failures.fact_message(failures.CAUSES["out_of_memory"], "MemoryError: "))
+    assert apostrophe.section == "The agency's machine ran out of memory"

@@ -9,7 +9,7 @@ audit fact (:func:`fact_message`), the alert carries it, and the Exchanges view 
 Each :class:`Cause` also says whose move it is (:attr:`Cause.party`). Only a refusal the
 *municipality* caused — its file or e-mail cannot be processed — may be answered with a
 refusal report (:func:`refused_by_sender`); a failure on the agency's side (a key connection
-missing, our server or database down, a machine too slow) is the operator's to fix and is
+missing, our server or database down, a worker out of memory) is the operator's to fix and is
 never reported to the municipality as a refusal.
 
 Pure Python: the classifier recognises foreign exceptions (paramiko, asyncssh, SQLAlchemy,
@@ -72,8 +72,8 @@ _CAUSES = (
           "the project database (registry, ledger, audit) could not be reached"),
     Cause("staging_missing", "A staged file is missing or unreadable", AGENCY,
           "a file this exchange staged is gone or cannot be opened with the staging key"),
-    Cause("intake_limit", "A request could not be read in time", AGENCY,
-          "reading the request ran out of time or memory on the agency's machine"),
+    Cause("out_of_memory", "The agency's machine ran out of memory", AGENCY,
+          "the worker ran out of memory (reading the request, or another step)"),
     Cause("ledger_conflict", "Re-run a failed exchange safely", AGENCY,
           "the step contradicts what the exchange ledger records; nothing was changed"),
     Cause("anchoring_failed", "Anchoring the audit trail", AGENCY,
@@ -87,20 +87,16 @@ _CAUSES = (
 #: code → cause, for every cause there is.
 CAUSES: dict[str, Cause] = {cause.code: cause for cause in _CAUSES}
 
-#: Refusal codes of the request intake and of the S/MIME checks that the *sender* caused: the
-#: file or message itself cannot be processed. ``timeout`` is missing on purpose: the time a
-#: read may take is the agency's budget on the agency's machine (see :data:`AGENCY_SIDE_CODES`).
+#: Refusal codes of the request intake and of the S/MIME checks: the sender's file or message
+#: itself cannot be processed (unless an agency-side error hides behind one: :func:`classify`).
 SENDER_REFUSAL_CODES = frozenset({
     # welfare_exchange.intake.failures.CODES
     "wrong_password", "not_encrypted", "not_excel", "corrupt", "unsupported_encryption", "no_insz_column",
-    "ambiguous_sheet", "too_large", "too_many_rows", "zip_bomb", "empty",
+    "ambiguous_sheet", "too_large", "too_many_rows", "zip_bomb", "timeout", "empty",
     # welfare_exchange.transport.smime.SMIME_ERROR_CODES
     "unknown_sender", "unknown_certificate", "expired_certificate", "unsupported_cipher", "no_attachment",
     "several_attachments", "not_smime", "bad_signature", "decrypt_failed",
 })
-#: Intake codes that say nothing about the file: the agency's side must act.
-AGENCY_SIDE_CODES = {"timeout": "intake_limit"}
-
 #: A task whose failure has one cause whatever the exception (a sensor failing as designed).
 TASK_CAUSES = {"protocol_gate": "protocol_closed", "protocol_gate_before_delivery": "protocol_closed"}
 
@@ -111,8 +107,10 @@ TASK_SECTIONS = {
     "wait_for_fresh_snapshot": "A structural feed is late",
     "deliver_feed": "A structural feed cannot be delivered",
     "summarise_feeds": "A structural feed cannot be delivered",
-    "delete_due_items": "A copy to delete is missing",
-    "render_letters": "Re-run a failed exchange safely",
+    "delete_due_items": "SFTP or e-mail is unreachable",
+    "send_messages": "SFTP or e-mail is unreachable",
+    "report_to_municipality": "SFTP or e-mail is unreachable",
+    "reject_unknown_senders": "The mail server is unreachable",
 }
 
 # Foreign exception classes ("module.QualName" prefixes of a class in the exception's MRO) → cause.
@@ -131,7 +129,7 @@ _CLASS_CAUSES = (
 # Errors that mean the agency's database or machine failed, wherever in the chain they sit
 # (a parser's "damaged file" wrapped around an out-of-memory error is not the file's fault).
 _AGENCY_MARKERS = (
-    ("builtins.MemoryError", "intake_limit"),
+    ("builtins.MemoryError", "out_of_memory"),
     ("sqlalchemy.exc.OperationalError", "database_unreachable"),
     ("sqlalchemy.exc.InterfaceError", "database_unreachable"),
     ("sqlalchemy.exc.DisconnectionError", "database_unreachable"),
@@ -193,8 +191,6 @@ def _project_code(error: BaseException) -> str | None:
         return None
     if code in CAUSES:
         return code
-    if code in AGENCY_SIDE_CODES:
-        return AGENCY_SIDE_CODES[code]
     if code == "wrong_password":
         return "wrong_password"
     if code in SENDER_REFUSAL_CODES:
@@ -271,7 +267,7 @@ def require_sender_refusal(error: BaseException, subject: str) -> None:
 
 # ------------------------------------------------------------------ the task.failed audit fact
 
-_FACT = re.compile(r"^cause (?P<code>[a-z_]+): (?P<text>.*) \| runbook: " + re.escape(RUNBOOK) + r" § '(?P<section>[^']+)'$",
+_FACT = re.compile(r"^cause (?P<code>[a-z_]+): (?P<text>.*) \| runbook: " + re.escape(RUNBOOK) + r" § '(?P<section>.+)'$",
                    re.DOTALL)
 
 

@@ -1,7 +1,7 @@
 """A failure on the agency's side never answers the municipality with a refusal.
 
-Real runs (``dag.test()``, the real OpenSSH server): a missing key connection, and a read that
-runs out of the agency's time budget, fail the task with their cause and the exchange in the
+Real runs (``dag.test()``, the real OpenSSH server): a missing key connection, and a worker
+out of memory while reading the request, fail the task with their cause and the exchange in the
 ``task.failed`` fact — and leave the request where it was, with nothing in ``quarantine/`` or
 ``outbox/``. Once the cause is fixed the same exchange goes on to its one result, and the
 municipality's outbox holds that result and nothing else. The mechanism itself (the
@@ -23,6 +23,7 @@ from welfare_exchange.db.models import AuditRecord
 from welfare_exchange.errors import AgencySideError
 from welfare_exchange.exchange import steps
 from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.intake import reader
 from welfare_exchange.intake.failures import IntakeError
 
 pytestmark = [pytest.mark.sftp]
@@ -79,12 +80,17 @@ def test_a_missing_key_connection_fails_with_its_cause_reports_nothing_and_the_r
     assert method1.actions().count(("result.delivered", "success")) == 1
 
 
-def test_a_read_out_of_the_agencys_time_is_retried_never_refused(method1, monkeypatch):
+def test_a_worker_out_of_memory_while_reading_is_retried_never_refused(method1, monkeypatch):
+    """The parser wraps whatever breaks as a damaged file; an out-of-memory worker is not one."""
     numbers = [n for n, _ in method1.world.children[:60]]
     method1.municipality.upload_request(encrypted_request(numbers, method1.password), "aanvraag.xlsx")
-    monkeypatch.setenv("WELFARE_EXCHANGE_INTAKE_MAX_SECONDS", "0.000000001")
     monkeypatch.setenv("WELFARE_EXCHANGE_TASK_RETRIES", "0")
+    opened = reader.CalamineWorkbook.from_filelike
 
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(reader.CalamineWorkbook, "from_filelike", out_of_memory)
     run = method1.run()
 
     assert run.state == "failed"
@@ -92,9 +98,9 @@ def test_a_read_out_of_the_agencys_time_is_retried_never_refused(method1, monkey
     assert exchange.state == "received"
     _nothing_refused(method1)
     [fact] = _failed_facts()
-    assert failures.parse_fact_message(fact.message).cause == "intake_limit" and fact.exchange_id == exchange.id
+    assert failures.parse_fact_message(fact.message).cause == "out_of_memory" and fact.exchange_id == exchange.id
 
-    monkeypatch.delenv("WELFARE_EXCHANGE_INTAKE_MAX_SECONDS")
+    monkeypatch.setattr(reader.CalamineWorkbook, "from_filelike", opened)
     _carry_on(run, exchange.id)
     assert method1.exchanges()[0].state == "delivered"
     assert list(method1.outbox()) == list(method1.results()) and len(method1.results()) == 1
@@ -106,8 +112,17 @@ def test_the_quarantine_refuses_to_report_an_agency_failure(method1):
     run = RunInfo(EXCHANGE_DATE, "method1_test", "manual__agency_side", "fetch_request", 1)
     exchange_id = steps.fetch_request(method1.protocol_id, {"name": "aanvraag.xlsx"}, run)
 
-    with pytest.raises(AgencySideError, match="intake_limit is a failure on the agency's side"):
-        steps.quarantine(exchange_id, IntakeError("timeout"), run)
+    def parse():
+        try:
+            raise MemoryError()
+        except MemoryError as exc:
+            raise IntakeError("corrupt") from exc
+
+    with pytest.raises(AgencySideError, match="out_of_memory is a failure on the agency's side"):
+        try:
+            parse()
+        except IntakeError as err:
+            steps.quarantine(exchange_id, err, run)
 
     _nothing_refused(method1)
     assert method1.side_effects("report_delivered") == [] and method1.exchanges()[0].state == "received"

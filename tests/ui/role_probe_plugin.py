@@ -1,9 +1,8 @@
 """Test-only Airflow plugin: one route per project level, each guarded by ``require(level)``.
 
-The Exchanges view has no operator action yet (the retry of issue 16 comes with the cockpit),
-so the tests prove the dependency such an action will use: the view's own app, with
-``GET /api/needs-<level>`` added, answers the caller's name when the caller's Airflow role
-gives that level and 403 otherwise. Mounted at :data:`PROBE_PREFIX` by copying this file into
+Every level, admin included, through the dependency the view's routes use (the retry needs
+the operator level): the view's own app, with ``GET /api/needs-<level>`` added, answers the
+caller's name when the caller's Airflow role gives that level and 403 otherwise. Mounted at :data:`PROBE_PREFIX` by copying this file into
 a test server's plugins folder; never part of a deployment.
 """
 

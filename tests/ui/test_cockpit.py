@@ -15,12 +15,12 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from tests.ui.conftest import airflow_token
-from welfare_exchange import audit, cli, insz, ledger
+from welfare_exchange import audit, cli, failures, insz, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Protocol
 from welfare_exchange.ui import app as ui_app
-from welfare_exchange.ui import create_app
-from welfare_exchange.ui.airflow_api import AirflowApi
+from welfare_exchange.ui import create_app, queries
+from welfare_exchange.ui.airflow_api import AirflowApi, Run, Task
 
 
 @pytest.fixture
@@ -130,3 +130,48 @@ def test_every_page_renders_without_personal_data(cockpit, seeded):
     page = cockpit.get("/", headers=headers)
     assert 'name="csrf-token"' in page.text and page.cookies.get(ui_app.CSRF_COOKIE)
     assert "data-poll=" in page.text  # the page refreshes itself from the JSON API
+
+
+class _Airflow(AirflowApi):
+    """Airflow's answers for one page, as plain values (what the REST API returned in the browser test)."""
+
+    def __init__(self, active=(), last_failed=(), tasks=None):
+        super().__init__("http://unused", "token")
+        self.active, self.last_failed, self.tasks = list(active), list(last_failed), tasks or {}
+
+    def runs(self, dag_ids, *, states=None, since=None, until=None, limit=1000):
+        pool = self.active if set(states or ()) & {"queued", "running"} else self.last_failed
+        return [r for r in pool if r.dag_id in set(dag_ids)]
+
+    def dags_last_run(self, state, dag_ids):
+        return {r.dag_id for r in self.last_failed} & set(dag_ids)
+
+    def task_instances(self, runs):
+        return {key: self.tasks[key] for key in runs if key in self.tasks}
+
+
+def test_a_new_run_waiting_for_a_request_replaces_the_delivered_exchange_before_it(seeded):
+    with session_scope() as session:  # the seeded exchange was delivered
+        exchange = ledger.get_exchange(session, seeded.exchange_id)
+        ledger.update_exchange(session, exchange, state="delivered")
+    now = dt.datetime(2026, 11, 28, 9, tzinfo=dt.timezone.utc)
+    run = Run(seeded.dag_id, "scheduled__2026-11-28", "running", now, now, None)
+    tasks = (Task("protocol_gate", "success", now, now, 1), Task("wait_for_request", "deferred", now, None, 1))
+    api = _Airflow(active=[run], tasks={(run.dag_id, run.run_id): tasks})
+    with session_scope() as session:
+        [row] = [p for p in queries.overview(session, api=api, now=now).protocols if p.protocol_id == seeded.protocol_id]
+    assert row.last_exchange.state == "delivered"
+    assert (row.current.exchange_id, row.current.run_id, row.current.state["state"]) == (None, run.run_id, "waiting")
+    assert row.current.state["until"] == "2026-11-29T09:00:00+00:00"  # the arrival window (24 h)
+
+    # That run failed later, before it took a request (SFTP down): the row says so, with the cause.
+    failed = Run(seeded.dag_id, run.run_id, "failed", now, now, now)
+    tasks = (Task("protocol_gate", "success", now, now, 1), Task("wait_for_request", "failed", now, now, 2))
+    with session_scope() as session:
+        audit.record(session, "task.failed", "failure", actor=audit.Actor(name="airflow", dag_id=run.dag_id, run_id=run.run_id,
+                                                                          task_id="wait_for_request", try_number=2),
+                     message=failures.fact_message(failures.CAUSES["sftp_unreachable"], "NoValidConnectionsError: port 22"))
+        [row] = [p for p in queries.overview(session, api=_Airflow(last_failed=[failed], tasks={(run.dag_id, run.run_id): tasks}),
+                                             now=now).protocols if p.protocol_id == seeded.protocol_id]
+    assert row.current.state["state"] == "failed" and row.current.state["failure"]["cause"] == "sftp_unreachable"
+    assert row.current.state["retryable"] is True
