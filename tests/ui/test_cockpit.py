@@ -127,6 +127,7 @@ def test_every_page_renders_without_personal_data(cockpit, seeded):
         resp = cockpit.get(path, headers=headers)
         assert resp.status_code == 200, (path, resp.status_code, resp.text[:300])
         assert insz.find_insz_shaped(resp.text) == [] and seeded.request_name not in resp.text, path
+    assert cockpit.get("/api/exchanges", headers=headers).json()["airflow"] == "ok"  # every call Airflow accepted
     page = cockpit.get("/", headers=headers)
     assert 'name="csrf-token"' in page.text and page.cookies.get(ui_app.CSRF_COOKIE)
     assert "data-poll=" in page.text  # the page refreshes itself from the JSON API

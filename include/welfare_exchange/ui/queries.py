@@ -591,7 +591,8 @@ def history(session: Session, f: HistoryFilter, *, api: AirflowApi | None = None
     dags = _protocol_dag_ids(protocols)
     listed = airflow.call(lambda api: api.runs(dags, since=start, until=end), []) if dags else []
     by_run = {(e.dag_id, e.run_id): e for e in exchanges if e.dag_id and e.run_id}
-    need = [r for r in listed if r.state != "success" or (r.dag_id, r.run_id) not in by_run]
+    # A finished run's tasks add nothing: the ledger and the audit's facts say how it ended.
+    need = [r for r in listed if r.state != "success"]
     also = {key for key, e in by_run.items() if e.state not in ("quarantined", "duplicate", "delivered")}
     runs = {**{(r.dag_id, r.run_id): r for r in listed}, **airflow.with_tasks(need, also - {(r.dag_id, r.run_id) for r in listed})}
     rows = [_Row(by_id[e.protocol_id], e, runs.get((e.dag_id, e.run_id)), (e.dag_id, e.run_id) if e.dag_id else None)
