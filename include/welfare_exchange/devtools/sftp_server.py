@@ -69,6 +69,7 @@ Creating system accounts needs root: this module is for dev and CI machines.
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import contextlib
 import hashlib
@@ -735,12 +736,71 @@ def _tool(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
+#: The comment that marks an account as this dev server's, with the process that made it.
+_ACCOUNT_MARK = "welfare-exchange dev sftp pid="
+_swept = False
+_made_here: list[str] = []
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_accounts(names: list[str]) -> None:
+    """Delete accounts (agency logins first: they are members of the municipality's group)."""
+    for name in sorted(names, key=lambda n: not n.startswith(AGENCY_ACCOUNT_PREFIX)):
+        # userdel removes the account's own group with it; an account still in use stays (retried later).
+        subprocess.run([_tool("userdel"), name], capture_output=True, text=True)
+
+
+def sweep_stale_accounts() -> list[str]:
+    """Delete the dev server's accounts whose creating process has ended.
+
+    Every test session makes accounts for the municipalities it invents; without this sweep they
+    piled up run after run until ``useradd`` found no free group id. Accounts of a live process
+    (another test session on this machine) are left alone.
+    """
+    stale = []
+    for entry in pwd.getpwall():
+        if not entry.pw_name.startswith((ACCOUNT_PREFIX, AGENCY_ACCOUNT_PREFIX)):
+            continue
+        if not entry.pw_gecos.startswith(_ACCOUNT_MARK):
+            continue
+        try:
+            pid = int(entry.pw_gecos[len(_ACCOUNT_MARK):])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not _pid_alive(pid):
+            stale.append(entry.pw_name)
+    _remove_accounts(stale)
+    return stale
+
+
+def _remove_own_accounts(creator: int) -> None:
+    if os.getpid() == creator:  # not in a forked child that inherited the hook
+        _remove_accounts(list(_made_here))
+
+
 def _ensure_system_account(username: str, *, member_of: str | None = None) -> pwd.struct_passwd:
-    """Create the no-shell system account if missing; make sure sshd does not see it as locked.
+    """Create the no-shell account if missing; make sure sshd does not see it as locked.
+
+    The account is marked with the creating process and removed when that process exits (or by
+    the next sweep, should it be killed), so repeated test runs do not exhaust the group ids.
 
     :param member_of: a group the account must also be in (the agency's account joins the
         municipality's group, to read what the municipality uploads).
     """
+    global _swept
+    if not _swept:
+        _swept = True
+        sweep_stale_accounts()
+        atexit.register(_remove_own_accounts, os.getpid())
     extra = ["--groups", member_of] if member_of else []
     for attempt in range(10):
         try:
@@ -749,17 +809,20 @@ def _ensure_system_account(username: str, *, member_of: str | None = None) -> pw
         except KeyError:
             pass
         # Password "*": no password login, but not "!"-locked (sshd without PAM refuses
-        # locked accounts even for public-key logins).
-        result = subprocess.run([_tool("useradd"), "--system", "--no-create-home", "--home-dir", "/",
+        # locked accounts even for public-key logins). Not --system: that range holds only
+        # 900 group ids.
+        result = subprocess.run([_tool("useradd"), "--no-create-home", "--home-dir", "/",
+                                 "--comment", f"{_ACCOUNT_MARK}{os.getpid()}",
                                  "--shell", "/usr/sbin/nologin", "--password", "*", *extra, username],
                                 capture_output=True, text=True)
         if result.returncode == 0:
             user = pwd.getpwnam(username)
+            _made_here.append(username)
             break
         # Another test session may be creating the same account or holding the passwd lock.
         time.sleep(0.2 * (attempt + 1))
     else:
-        raise SftpServerError(f"useradd could not create the system account {username}: {result.stderr.strip()}")
+        raise SftpServerError(f"useradd could not create the account {username}: {result.stderr.strip()}")
     shadow = subprocess.run(["getent", "shadow", username], capture_output=True, text=True).stdout
     fields = shadow.split(":")
     if len(fields) > 1 and fields[1].startswith("!"):
