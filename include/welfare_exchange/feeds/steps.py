@@ -261,12 +261,12 @@ def _deliver_by_mail(
 ) -> tuple[str, int, str]:
     """Mail the feed, S/MIME-encrypted (AES-256) to the municipality's pinned certificate, once.
 
-    The same sending as a Method 1 result (:func:`welfare_exchange.exchange.channels.smime.send_once`):
+    The same sending as a Method 1 result (:func:`welfare_exchange.channels.smime.send_once`):
     the ledger holds the Message-ID, derived from the feed, so a re-run sends nothing and an
     interrupted send is repeated with the same Message-ID. The certificate must be valid on the
     day the message is encrypted — today, also for a back-filled month.
     """
-    from welfare_exchange.exchange.channels import smime as mail_channel
+    from welfare_exchange.channels import smime as mail_channel
 
     payload = staged.read_bytes()
     if hashlib.sha256(payload).hexdigest() != digest:
