@@ -249,6 +249,22 @@ def _of_exchange(exchange_id: int | None):
     return RetentionItem.exchange_id.is_(None) if exchange_id is None else RetentionItem.exchange_id == exchange_id
 
 
+def request_deadline(protocol: Protocol, received_on: dt.date) -> tuple[dt.date, str]:
+    """When a request's copies must be gone, and the rule that says so: the protocol's
+    ``request_retention_days`` after the day it was received (the exchange date)."""
+    days = protocol.request_retention_days
+    return received_on + dt.timedelta(days=days), f"request: {days} days after receipt (protocol {protocol.id})"
+
+
+def result_deadline(
+    protocol: Protocol, on: dt.date, *, what: str = "result", after: str = "the exchange"
+) -> tuple[dt.date, str]:
+    """When what the agency sent (``what``: result, report, feed, …) must be gone, and the rule:
+    the protocol's ``result_retention_days`` after ``on`` (the day named by ``after``)."""
+    days = protocol.result_retention_days
+    return on + dt.timedelta(days=days), f"{what}: {days} days after {after} (protocol {protocol.id})"
+
+
 def schedule_deletion(
     session: Session,
     *,

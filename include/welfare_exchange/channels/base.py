@@ -122,17 +122,32 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     def send_file(
         self, protocol, *, key: str, kind: str, exchange_id: int | None, name: str, payload: bytes,
-        subject: str, content_type: str, run: Any, today: dt.date, sensitive: bool = True, reference: str | None = None,
+        subject: str, content_type: str, actor: Any, attempt: str, today: dt.date, sensitive: bool = True,
+        reference: str | None = None,
     ) -> Sent:
         """Send ``payload`` to the municipality as file ``name`` — once per ledger ``key``.
 
-        A second call with the same key sends nothing and returns what the first did.
+        A second call with the same key sends nothing and returns what the first did. ``actor``
+        and ``attempt`` (the try, e.g. ``"<run id>:<try>"``) name who sends in what the channel
+        audits on the way (a send repeated after an interrupted try).
         ``sensitive=False`` marks a report without personal data (a channel may then send it
         even where it could not encrypt it). ``reference``: a stable name of what is sent, for
         a channel that derives an identity from it (a Message-ID); default the key.
         """
 
     # ------------------------------------------------------------------ retention
+
+    def schedule_copy(
+        self, session, protocol, *, exchange_id: int | None, kind: str, location: str, deadline: dt.date, rule: str,
+        sha256: str | None = None, size: int | None = None,
+    ):
+        """Record (idempotently) that the copy this channel stored at ``location`` is deleted on ``deadline``."""
+        from welfare_exchange import ledger
+
+        return ledger.schedule_deletion(
+            session, protocol_id=protocol.id, exchange_id=exchange_id, kind=kind, where=self.places[0],
+            location=location, deadline=deadline, rule=rule, sha256=sha256, size=size,
+        )
 
     def shown_location(self, location: str) -> str:
         """A stored copy's location as certificates and logs show it (never a name a municipality chose)."""

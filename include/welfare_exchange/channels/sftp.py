@@ -336,18 +336,19 @@ def find_request(
 
 def send_file(
     protocol: Protocol, *, key: str, kind: str, exchange_id: int | None, name: str, payload: bytes, subject: str,
-    content_type: str, run: RunInfo, today: dt.date, sensitive: bool = True, reference: str | None = None,
+    content_type: str, actor, attempt: str, today: dt.date, sensitive: bool = True, reference: str | None = None,
 ) -> Sent:
     """Put ``payload`` in ``outbox/`` as ``name`` (``.part``, rename, verified) — once per ``key``."""
-    del subject, content_type, today, sensitive, reference  # a file in the outbox has no envelope; it is sealed already
+    del subject, content_type, actor, attempt, today, sensitive, reference  # a file in the outbox has no envelope; it is sealed already
     target = posixpath.join(OUTBOX, name)
+    location = f"{protocol.channel_connection}:{target}"
     with ledger.side_effect(key, kind=kind, exchange_id=exchange_id, target=target) as effect:
         if effect.pending:
             digest, size = sftp.upload_bytes(_hook(protocol), payload, OUTBOX, name)
-            effect.complete(sha256=digest, detail={"bytes": size})
+            effect.complete(sha256=digest, detail={"bytes": size, "location": location})
     return Sent(sha256=effect.sha256, size=(effect.detail or {}).get("bytes", len(payload)),
                 how="to the municipality's outbox over SFTP and verified",
-                location=f"{protocol.channel_connection}:{target}", already_sent=effect.was_done, detail=effect.detail)
+                location=(effect.detail or {}).get("location", location), already_sent=effect.was_done, detail=effect.detail)
 
 
 def deleter(store: str, *, hook_factory=sftp.sftp_hook, **_: Any) -> Deleter:
@@ -416,6 +417,9 @@ class SftpChannel(Channel):
     def shown_location(self, location):
         conn_id, _, path = location.partition(":")
         return f"{conn_id}:{untrusted.shown_path(path)}"
+
+    def store_of(self, location):
+        return split_location(location)[0]
 
     def deleter(self, store, **options):
         return deleter(store, **options)

@@ -37,6 +37,7 @@ import datetime as dt
 import hashlib
 import logging
 import os
+from types import SimpleNamespace
 from collections.abc import Callable
 from typing import Any
 
@@ -294,7 +295,7 @@ def send_once(
         effect = ledger.find_side_effect(session, key)
         if effect is not None and effect.state == "done":
             log.info("message %s was already sent at %s; nothing sent again", effect.target, effect.done_at)
-            return {"message_id": effect.target, "already_sent": True, **(effect.detail or {})}
+            return {"message_id": effect.target, "already_sent": True, "sha256": effect.sha256, **(effect.detail or {})}
         interrupted = effect is not None
     to = sender_address(protocol)
     fingerprint = None
@@ -752,7 +753,7 @@ def reject_unknown_senders(run: RunInfo, conn_id: str | None = None) -> dict[str
 
 def send_file(
     protocol: Protocol, *, key: str, kind: str, exchange_id: int | None, name: str, payload: bytes, subject: str,
-    content_type: str, run: RunInfo, today: dt.date, sensitive: bool = True, reference: str | None = None,
+    content_type: str, actor, attempt: str, today: dt.date, sensitive: bool = True, reference: str | None = None,
 ) -> Sent:
     """Mail ``payload`` as attachment ``name``, S/MIME (AES-256) to the municipality's pinned certificate — once.
 
@@ -762,13 +763,15 @@ def send_file(
     encrypt = sensitive or _has_valid_certificate(protocol, today)
     sent = send_once(
         protocol, key=key, kind=kind, exchange_id=exchange_id, subject=subject, payload=payload, filename=name,
-        content_type=content_type, message_key=reference or key.replace(":", "/"), today=today, run=run, encrypt=encrypt,
+        content_type=content_type, message_key=reference or key.replace(":", "/"), today=today, encrypt=encrypt,
+        run=SimpleNamespace(actor=actor, run_id=attempt, try_number=None),
     )
     fingerprint = str(sent.get("recipient_certificate", ""))[:16]
     how = (f"by e-mail, S/MIME AES-256 to the municipality's registered certificate SHA-256 {fingerprint}…, "
            f"Message-ID {sent['message_id']}") if sent.get("encrypted", True) else f"by e-mail, Message-ID {sent['message_id']}"
-    return Sent(sha256=hashlib.sha256(payload).hexdigest(), size=len(payload), how=how, location=None,
-                already_sent=sent["already_sent"], detail=sent)
+    if sent["already_sent"]:
+        return Sent(sha256=sent.get("sha256") or "", size=int(sent.get("bytes", 0)), how=how, already_sent=True, detail=sent)
+    return Sent(sha256=hashlib.sha256(payload).hexdigest(), size=len(payload), how=how, detail=sent)
 
 
 def delete_message(
@@ -871,6 +874,9 @@ class SmimeChannel(Channel):
     def shown_location(self, location):
         conn_id, mailbox, _ = (location.split(":", 2) + ["", ""])[:3]
         return f"{conn_id}:{mailbox}"
+
+    def store_of(self, location):
+        return split_location(location)[0]
 
     def deleter(self, store, **_):
         return _delete_kept
