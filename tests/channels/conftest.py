@@ -24,6 +24,7 @@ import pytest
 from tests.channels.folder_channel import FolderChannel
 from tests.exchange.builders import World, build_world, encrypted_request
 from tests.exchange.conftest import _signed_protocol, mail_logical_date
+from tests.feeds.conftest import feed_env  # noqa: F401 (a fixture the folder channel's feed test uses)
 from tests.fixtures.mail import AGENCY_ADDRESS, GENT_ADDRESS
 from welfare_exchange.channels import registry
 from welfare_exchange.channels.base import Channel

@@ -104,7 +104,8 @@ class StepRun:
     def _run(self, task: str) -> str:
         if task == "protocol_gate":
             with session_scope() as session:
-                decision = check_gate(get(session, self.protocol_id), self.exchange_date, kind="method1", channel="sftp")
+                protocol = get(session, self.protocol_id)
+                decision = check_gate(protocol, self.exchange_date, kind="method1", channel=protocol.channel)
             if not decision.is_open:
                 raise ProtocolError(f"protocol gate {decision.state}: {decision.reason}")
             return "success"

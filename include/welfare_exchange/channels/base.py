@@ -64,6 +64,10 @@ class Channel(abc.ABC):
     refusal_hint: ClassVar[str] = ""
     unreachable: ClassVar[tuple[type[BaseException], ...]] = ()
 
+    def check_protocol(self, *, sender_address: str | None, sender_certificates: list[str]) -> None:
+        """Refuse (``InputError``) a new protocol this channel could not serve; the default accepts any."""
+        del sender_address, sender_certificates
+
     # ------------------------------------------------------------------ arrival
 
     @abc.abstractmethod

@@ -834,6 +834,14 @@ class SmimeChannel(Channel):
     sensor = "mailbox"
     refusal_hint = REFUSAL_HINT
 
+    def check_protocol(self, *, sender_address, sender_certificates):
+        if not sender_address or not sender_certificates:
+            raise InputError(
+                "an e-mail (smime) protocol needs the municipality's sender address (--sender-address) and the "
+                "certificate its DPO exchanged with the agency's (--sender-certificate FILE): requests are tied to "
+                "both, and results are encrypted to the certificate"
+            )
+
     def find_request(self, protocol_id, *, actor=None, on=None, **_):
         with session_scope() as session:
             address = sender_address(get(session, protocol_id))

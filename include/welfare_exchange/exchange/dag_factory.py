@@ -27,6 +27,7 @@ from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.exchange import steps
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.exchange.defaults import default_args
+from welfare_exchange.sensors.channel_arrival import ChannelArrivalSensor
 from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
 from welfare_exchange.sensors.mail_arrival import MailRequestArrivalSensor
 from welfare_exchange.sensors.request_arrival import RequestArrivalSensor
@@ -139,8 +140,21 @@ def _mailbox_sensor(entry: dict[str, Any], *, poke: float, timeout: float):
     )
 
 
+def _channel_sensor(entry: dict[str, Any], *, poke: float, timeout: float):
+    return ChannelArrivalSensor(
+        task_id="wait_for_request",
+        protocol_id=int(entry["id"]),
+        channel=entry["channel"],
+        poke_interval=poke,
+        timeout=timeout,
+        soft_fail=True,
+    )
+
+
 #: :attr:`Channel.sensor` → the ``wait_for_request`` sensor it names.
-ARRIVAL_SENSORS: dict[str, Callable[..., Any]] = {"sftp_inbox": _sftp_inbox_sensor, "mailbox": _mailbox_sensor}
+ARRIVAL_SENSORS: dict[str, Callable[..., Any]] = {
+    "sftp_inbox": _sftp_inbox_sensor, "mailbox": _mailbox_sensor, "generic": _channel_sensor,
+}
 
 
 def build_method1_dag(entry: dict[str, Any]) -> DAG:

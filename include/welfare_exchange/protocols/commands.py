@@ -7,6 +7,7 @@ import json
 import pathlib
 
 from welfare_exchange import audit
+from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.channels.registry import names as channel_names
 from welfare_exchange.cliutil import iso_date
 from welfare_exchange.db import session_scope
@@ -164,12 +165,7 @@ def _offer(path: pathlib.Path | None) -> dict | None:
 def _create(args: argparse.Namespace) -> int:
     offer = _offer(args.offer_file)
     certificates = [_certificate_pem(path) for path in args.sender_certificate]
-    if args.channel == "smime" and (not args.sender_address or not certificates):
-        raise InputError(
-            "an e-mail (smime) protocol needs the municipality's sender address (--sender-address) and the "
-            "certificate its DPO exchanged with the agency's (--sender-certificate FILE): requests are tied to "
-            "both, and results are encrypted to the certificate"
-        )
+    channel_for(args.channel).check_protocol(sender_address=args.sender_address, sender_certificates=certificates)
     with session_scope() as session:
         protocol = registry.create(
             session,
