@@ -29,7 +29,7 @@ from welfare_exchange.exchange.defaults import default_args
 from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
 from welfare_exchange.sensors.mail_arrival import MailRequestArrivalSensor
 from welfare_exchange.sensors.request_arrival import RequestArrivalSensor
-from welfare_exchange.settings import get_settings
+from welfare_exchange.settings import get_settings, get_timing
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -124,13 +124,10 @@ def run_step(step: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
 def _arrival_sensor(entry: dict[str, Any], poke: float):
     """``wait_for_request`` for the protocol's channel: the SFTP inbox or the agency's mailbox."""
-    timeout = _seconds("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", 24 * 3600)
+    timing = get_timing()
+    timeout = timing.arrival_timeout
     if entry["channel"] == "smime":
         from welfare_exchange.exchange.channels import smime as mail_channel
 
@@ -139,7 +136,7 @@ def _arrival_sensor(entry: dict[str, Any], poke: float):
             protocol_id=int(entry["id"]),
             sender_address=(entry.get("sender_address") or "").strip().lower(),
             imap_conn_id=mail_channel.imap_conn_id(),
-            deferrable=os.environ.get("WELFARE_EXCHANGE_MAIL_DEFERRABLE", "").lower() in ("1", "true", "yes"),
+            deferrable=timing.mail_deferrable,
             poke_interval=poke,
             timeout=timeout,
             soft_fail=True,  # no message today: the run ends skipped, not failed
@@ -148,7 +145,7 @@ def _arrival_sensor(entry: dict[str, Any], poke: float):
         task_id="wait_for_request",
         protocol_id=int(entry["id"]),
         sftp_conn_id=entry["channel_connection"],
-        settle_seconds=_seconds("WELFARE_EXCHANGE_SETTLE_SECONDS", 10),
+        settle_seconds=timing.settle_seconds,
         poke_interval=poke,
         # The arrival window: no request within it ends the run skipped (audited as
         # request.none_arrived), whatever the mode; waiting is not a try, so no retry is used up.
@@ -162,7 +159,8 @@ def _arrival_sensor(entry: dict[str, Any], poke: float):
 def build_method1_dag(entry: dict[str, Any]) -> DAG:
     """The Method 1 DAG of one protocol (``entry`` is one protocol of the registry snapshot)."""
     protocol_id = int(entry["id"])
-    poke = _seconds("WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS", 60)
+    timing = get_timing()
+    poke = timing.poke_interval
     with DAG(
         dag_id=method1_dag_id(entry),
         dag_display_name=f"Method 1 · {entry['municipality']} ({entry['nis_code']}) · protocol {protocol_id}",
@@ -181,7 +179,7 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
             protocol_id=protocol_id,
             requirements={"kind": "method1", "channel": entry["channel"]},
             poke_interval=poke,
-            timeout=_seconds("WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS", 7 * 24 * 3600),
+            timeout=timing.gate_timeout,
             retries=0,
         )
         arrival = _arrival_sensor(entry, poke)
@@ -300,7 +298,7 @@ def build_mail_triage_dag() -> DAG:
         dag_display_name="Method 1 · agency mailbox triage (unknown senders)",
         description="Refuse e-mail from senders that no e-mail protocol registers",
         doc_md=build_mail_triage_dag.__doc__,
-        schedule=os.environ.get("WELFARE_EXCHANGE_MAIL_TRIAGE_SCHEDULE") or "@hourly",
+        schedule=get_timing().mail_triage_schedule,
         start_date=START,
         catchup=False,
         max_active_runs=1,

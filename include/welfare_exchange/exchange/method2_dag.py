@@ -19,6 +19,7 @@ from welfare_exchange.exchange.dag_factory import is_wanted, protocol_dag_id, re
 from welfare_exchange.exchange.defaults import default_args
 from welfare_exchange.outreach import steps
 from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
+from welfare_exchange.settings import get_timing
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -56,7 +57,8 @@ def method2_dag_id(entry: dict[str, Any]) -> str:
 def build_method2_dag(entry: dict[str, Any]) -> DAG:
     """The Method 2 DAG of one protocol (``entry`` is one protocol of the registry snapshot)."""
     protocol_id = int(entry["id"])
-    poke = float(os.environ.get("WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS", 60))
+    timing = get_timing()
+    poke = timing.poke_interval
     with DAG(
         dag_id=method2_dag_id(entry),
         dag_display_name=f"Method 2 · {entry['municipality']} ({entry['nis_code']}) · protocol {protocol_id}",
@@ -75,7 +77,7 @@ def build_method2_dag(entry: dict[str, Any]) -> DAG:
             protocol_id=protocol_id,
             requirements={"kind": "method2"},
             poke_interval=poke,
-            timeout=float(os.environ.get("WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS", 7 * 24 * 3600)),
+            timeout=timing.gate_timeout,
             retries=0,
         )
 

@@ -7,18 +7,17 @@ import emits the event the structural feeds wait for. The event's extra carries 
 
 from __future__ import annotations
 
-import os
 import pathlib
 from typing import Any
 
 from welfare_exchange import audit
 from welfare_exchange.errors import InputError
-from welfare_exchange.settings import get_settings
+from welfare_exchange.settings import entitlement_import_file
 
 
 def default_import_file() -> str:
     """Where the agency's extract is dropped (``WELFARE_EXCHANGE_ENTITLEMENT_IMPORT_FILE``)."""
-    return os.environ.get("WELFARE_EXCHANGE_ENTITLEMENT_IMPORT_FILE") or str(get_settings().home / "imports" / "entitlements.csv")
+    return str(entitlement_import_file())
 
 
 def import_entitlements(path: str | None, actor: audit.Actor, *, mode: str = "full", allow_shrink: bool = False) -> dict[str, Any]:

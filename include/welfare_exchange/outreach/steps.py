@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 import posixpath
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from welfare_exchange.outreach.offer import offer_dates, offer_digest, validate_
 from welfare_exchange.outreach.smtp import BOUNCED, NOT_SENT, SENT, UNCERTAIN, SmtpSession
 from welfare_exchange.outreach.templates import Campaign, email_message, message_key
 from welfare_exchange.protocols import check_gate, get
+from welfare_exchange.settings import get_outreach_settings
 from welfare_exchange.staging import Staging
 from welfare_exchange.transport.mail import MailTransportError
 
@@ -72,13 +72,10 @@ class OutreachSettings:
 
     @classmethod
     def from_env(cls) -> OutreachSettings:
-        env = os.environ.get
+        s = get_outreach_settings()
         return cls(
-            smtp_conn_id=env("WELFARE_EXCHANGE_OUTREACH_SMTP_CONN") or "smtp_agency",
-            sender=env("WELFARE_EXCHANGE_OUTREACH_SENDER") or None,
-            rate_per_second=float(env("WELFARE_EXCHANGE_OUTREACH_RATE") or 5),
-            letters_per_pdf=int(env("WELFARE_EXCHANGE_OUTREACH_LETTERS_PER_PDF") or 500),
-            gate_recheck_seconds=float(env("WELFARE_EXCHANGE_OUTREACH_GATE_RECHECK_SECONDS") or 30),
+            smtp_conn_id=s.smtp_conn_id, sender=s.sender, rate_per_second=s.rate_per_second,
+            letters_per_pdf=s.letters_per_pdf, gate_recheck_seconds=s.gate_recheck_seconds,
         )
 
     def sender_address(self) -> str:
