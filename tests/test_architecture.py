@@ -152,3 +152,136 @@ def test_every_setting_has_one_default_in_settings():
                     if match.group() not in known:
                         unknown.add(f"{path.relative_to(ROOT)}: {match.group()}")
     assert not unknown, "variables named in the code but not settings:\n" + "\n".join(sorted(unknown))
+
+
+# ---------------------------------------------------------------------------------------- imports
+
+#: The layers of docs/ARCHITECTURE.md, lowest first: a module imports only from its own layer or below.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("kernel", {"settings", "errors", "runinfo", "insz", "xlsx", "untrusted", "connections", "cliutil",
+                 "municipalities"}),
+    ("infrastructure", {"db", "staging", "transport"}),
+    ("records", {"audit", "ledger", "protocols", "exchange_state"}),
+    ("domain services", {"intake", "entitlements", "channels"}),
+    ("exchanges", {"exchange", "outreach", "feeds", "retention", "subjects", "referral", "alerts", "failures"}),
+    ("entry points", {"cli", "ui", "devtools"}),
+    ("orchestration", {"orchestration"}),
+]
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``module -> modules of welfare_exchange it imports``, every import counted (function-level
+    and ``TYPE_CHECKING`` ones too: a lazy import that hides a cycle is still a cycle)."""
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        if "__pycache__" in path.parts or "migrations" in path.parts:
+            continue
+        modules[_module_name(path)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        is_package = path.name == "__init__.py"
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            found = []
+            if isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = name.split(".") if is_package else name.split(".")[:-1]
+                    anchor = anchor[: len(anchor) - (node.level - 1)]
+                    base = ".".join(anchor + ([base] if base else []))
+                # ``from pkg import module`` imports that module; ``from module import name``, the module.
+                found = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
+            for target in found:
+                # the longest known module the import names (``from pkg import module`` or ``import pkg.mod``)
+                while target and target not in modules:
+                    target = target.rpartition(".")[0]
+                if target and target != name and target.startswith("welfare_exchange"):
+                    targets.add(target)
+        graph[name] = targets
+    return graph
+
+
+def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm: the groups of nodes that reach each other (only groups of two or more)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def unit_of(module: str) -> str:
+    """The package or top-level module a module belongs to (``exchange``, ``settings``)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    packages: dict[str, set[str]] = {}
+    for source, targets in graph.items():
+        packages.setdefault(unit_of(source), set()).update(
+            unit_of(t) for t in targets if unit_of(t) != unit_of(source) and "." in t
+        )
+    return packages
+
+
+def layer_of(unit: str) -> int:
+    for number, (_, members) in enumerate(LAYERS):
+        if unit in members:
+            return number
+    raise AssertionError(f"welfare_exchange.{unit} is in no layer: add it to LAYERS and docs/ARCHITECTURE.md")
+
+
+def test_no_import_cycle_between_modules():
+    cycles = _strongly_connected(import_graph())
+    assert cycles == [], "modules that import each other (directly or round about):\n" + "\n".join(map(str, cycles))
+
+
+def test_no_import_cycle_between_packages():
+    cycles = _strongly_connected(package_graph(import_graph()))
+    assert cycles == [], "packages that import each other (directly or round about):\n" + "\n".join(map(str, cycles))
+
+
+def test_a_lower_layer_never_imports_a_higher_one():
+    wrong = []
+    for source, targets in sorted(import_graph().items()):
+        for target in sorted(targets):
+            if "." in source and "." in target and layer_of(unit_of(target)) > layer_of(unit_of(source)):
+                wrong.append(f"{source} ({LAYERS[layer_of(unit_of(source))][0]}) imports {target} "
+                             f"({LAYERS[layer_of(unit_of(target))][0]})")
+    assert wrong == [], "imports that go up a layer:\n" + "\n".join(wrong)

@@ -24,7 +24,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.exchange import steps
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.exchange.defaults import default_args
 from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
 from welfare_exchange.sensors.mail_arrival import MailRequestArrivalSensor

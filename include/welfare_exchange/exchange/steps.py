@@ -50,7 +50,7 @@ from welfare_exchange.exchange.common import (  # noqa: F401 (re-exported: the s
     sha256_file,
 )
 from welfare_exchange.errors import AgencySideError, ProtocolError
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeError, IntakeLimits, encrypt_agile, read_request
 from welfare_exchange.protocols import check_gate, get
 from welfare_exchange.retention.rules import RULE_AFTER_MATCH

@@ -29,6 +29,7 @@ from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, SideEffect
 from welfare_exchange.feeds.config import TIMEZONE, FeedConfig, get_feed_config
+from welfare_exchange.feeds.gate import open_protocols
 from welfare_exchange.feeds.interval import FeedInterval
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,11 @@ def check(
         open for the interval (what the scheduler's alert uses, having no task output).
     :returns: ``{"due", "missed", "waiting", "late"}`` (counts, no personal data).
     """
-    from welfare_exchange.feeds import steps
-
     now = now or dt.datetime.now(dt.timezone.utc)
     deadline = due(interval, config)
     with session_scope() as session:
         if protocol_ids is None:
-            protocol_ids = [p.id for p in steps.open_protocols(session, interval)]
+            protocol_ids = [p.id for p in open_protocols(session, interval)]
         state = delivery_state(session, interval, protocol_ids)
         waiting = sorted(pid for pid, at in state.items() if at is None)
         late = sorted(pid for pid, at in state.items() if at is not None and at > deadline)

@@ -15,7 +15,7 @@ from airflow.sdk import PokeReturnValue, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from welfare_exchange.errors import InputError, ProtocolError
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.feeds import assets, steps
 from welfare_exchange.feeds.config import get_feed_config
 from welfare_exchange.feeds.interval import FeedInterval

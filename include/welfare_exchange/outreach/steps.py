@@ -27,12 +27,12 @@ from welfare_exchange import audit, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import ProtocolError
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.outreach import letters as letters_lib
 from welfare_exchange.outreach import outbox
 from welfare_exchange.outreach import report as report_lib
 from welfare_exchange.outreach import selection
-from welfare_exchange.outreach.offer import offer_dates, offer_digest, validate_offer
+from welfare_exchange.protocols.offer import offer_dates, offer_digest, validate_offer
 from welfare_exchange.outreach.smtp import BOUNCED, NOT_SENT, SENT, UNCERTAIN, SmtpSession
 from welfare_exchange.outreach.templates import Campaign, email_message, message_key
 from welfare_exchange.protocols import check_gate, get

@@ -11,6 +11,7 @@ from welfare_exchange.cliutil import iso_date
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
 from welfare_exchange.errors import IllegalTransition, InputError, ProtocolError
+from welfare_exchange.municipalities import by_nis
 from welfare_exchange.protocols import registry
 
 _LIFECYCLE_HELP = {
@@ -124,10 +125,6 @@ def _csv(text: str | None) -> list[str] | None:
 
 
 def _municipality_name(nis: str) -> str:
-    try:
-        from welfare_exchange.entitlements.municipalities import by_nis
-    except ImportError:
-        return f"NIS {nis}"
     try:
         return by_nis(nis).name
     except (KeyError, LookupError):

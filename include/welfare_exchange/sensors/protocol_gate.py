@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from welfare_exchange.exchange.context import exchange_date
+from welfare_exchange.runinfo import exchange_date
 from welfare_exchange.hooks.project_db import ProjectDbHook
 from welfare_exchange.triggers.protocol_gate import ProtocolGateTrigger
 

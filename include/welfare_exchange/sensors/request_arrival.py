@@ -101,7 +101,7 @@ class RequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
             self.log.info("this run already took its request file (exchange %s)", taken["exchange_id"])
             return taken
         from welfare_exchange.exchange import inbox
-        from welfare_exchange.exchange.context import exchange_date
+        from welfare_exchange.runinfo import exchange_date
 
         hook = sftp.sftp_hook(self.sftp_conn_id)
         max_bytes, stale_after = self._max_bytes(), self._stale_after()

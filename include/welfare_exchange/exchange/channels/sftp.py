@@ -26,7 +26,7 @@ from welfare_exchange.exchange.common import (
     report_text,
     require_gate,
 )
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.errors import InputError
 from welfare_exchange.exchange import inbox
 from welfare_exchange.intake import IntakeError, IntakeLimits

@@ -55,7 +55,7 @@ from welfare_exchange.exchange.common import (
     report_text,
     require_gate,
 )
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeError
 from welfare_exchange.protocols import get
 from welfare_exchange.staging import Staging
