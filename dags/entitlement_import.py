@@ -22,8 +22,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from welfare_exchange import audit
 from welfare_exchange.errors import InputError
-from welfare_exchange.exchange.defaults import default_args
-from welfare_exchange.feeds.assets import ENTITLEMENT_SNAPSHOT
+from welfare_exchange.orchestration.defaults import default_args
+from welfare_exchange.orchestration.assets import ENTITLEMENT_SNAPSHOT
 from welfare_exchange.feeds.store_refresh import import_entitlements
 
 

@@ -25,7 +25,7 @@ from airflow.sdk import dag, get_current_context, task
 
 from welfare_exchange import audit
 from welfare_exchange.runinfo import exchange_date
-from welfare_exchange.exchange.defaults import default_args
+from welfare_exchange.orchestration.defaults import default_args
 from welfare_exchange.retention import runner
 
 

@@ -25,9 +25,9 @@ See `docs/structural_feeds.md`. No personal data appears in logs, XCom or the ru
 
 from airflow.sdk import CronDataIntervalTimetable, dag, task
 
-from welfare_exchange.exchange.defaults import default_args
-from welfare_exchange.feeds import tasks
-from welfare_exchange.feeds.assets import ENTITLEMENT_SNAPSHOT
+from welfare_exchange.orchestration.defaults import default_args
+from welfare_exchange.orchestration import feed_tasks as tasks
+from welfare_exchange.orchestration.assets import ENTITLEMENT_SNAPSHOT
 from welfare_exchange.feeds.config import TIMEZONE, get_feed_config
 from welfare_exchange.feeds.deadline import deadline_alert
 

@@ -3,6 +3,9 @@
 * One settings module: only ``welfare_exchange/settings.py`` reads ``WELFARE_EXCHANGE_*`` variables,
   each listed once with its one default. Devtools and the demo may *set* variables for the
   processes they start.
+* No import cycle, between modules or between packages, every import counted (function-level and
+  ``TYPE_CHECKING`` ones too); a lower layer never imports a higher one.
+* Only ``welfare_exchange.orchestration`` (and the devtools that start Airflow) imports Airflow.
 """
 
 from __future__ import annotations
@@ -157,6 +160,8 @@ def test_every_setting_has_one_default_in_settings():
 # ---------------------------------------------------------------------------------------- imports
 
 #: The layers of docs/ARCHITECTURE.md, lowest first: a module imports only from its own layer or below.
+#: Orchestration (the Airflow adapter) sits under the entry points: the CLI and the Exchanges view
+#: reach Airflow (its REST API, its login, its connections) through it, and it imports none of them.
 LAYERS: list[tuple[str, set[str]]] = [
     ("kernel", {"settings", "errors", "runinfo", "insz", "xlsx", "untrusted", "connections", "cliutil",
                  "municipalities"}),
@@ -164,8 +169,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("records", {"audit", "ledger", "protocols", "exchange_state"}),
     ("domain services", {"intake", "entitlements", "channels"}),
     ("exchanges", {"exchange", "outreach", "feeds", "retention", "subjects", "referral", "alerts", "failures"}),
-    ("entry points", {"cli", "ui", "devtools"}),
     ("orchestration", {"orchestration"}),
+    ("entry points", {"cli", "ui", "devtools"}),
 ]
 
 
@@ -285,3 +290,35 @@ def test_a_lower_layer_never_imports_a_higher_one():
                 wrong.append(f"{source} ({LAYERS[layer_of(unit_of(source))][0]}) imports {target} "
                              f"({LAYERS[layer_of(unit_of(target))][0]})")
     assert wrong == [], "imports that go up a layer:\n" + "\n".join(wrong)
+
+
+# ---------------------------------------------------------------------------------------- Airflow
+
+#: Outside orchestration, only these may import Airflow: they start and drive an Airflow server
+#: for tests and the demo (its CLI, its configuration), they run no step.
+AIRFLOW_ALLOWED = {"welfare_exchange.devtools.airflow_server"}
+
+
+def _airflow_imports(path: pathlib.Path) -> list[int]:
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        if any(name == "airflow" or name.startswith("airflow.") for name in names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_only_orchestration_imports_airflow():
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module.startswith("welfare_exchange.orchestration") or module in AIRFLOW_ALLOWED:
+            continue
+        wrong += [f"{path.relative_to(ROOT)}:{line}" for line in _airflow_imports(path)]
+    assert wrong == [], "Airflow imported outside welfare_exchange.orchestration:\n" + "\n".join(wrong)
+
+
+def test_orchestration_does_import_airflow():
+    """The scan sees Airflow imports at all (a test that cannot fail proves nothing)."""
+    assert _airflow_imports(PACKAGE / "orchestration" / "dag_factory.py")

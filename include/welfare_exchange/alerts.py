@@ -1,7 +1,7 @@
 """Failure alerts: tell the on-call operator that an exchange task failed, and what to read.
 
 Called by the exchange DAGs' failure callback
-(:func:`welfare_exchange.exchange.defaults.on_task_failure`, through :func:`task_failed`) once a
+(:func:`welfare_exchange.orchestration.defaults.on_task_failure`, through :func:`task_failed`) once a
 task's last try failed. An alert says which DAG run and task, which protocol and exchange, the
 failure's cause and the runbook section it points to (:mod:`welfare_exchange.failures`), the
 reason (our own error text, already free of personal data) — never personal data: every text

@@ -196,7 +196,7 @@ def prepare(workspace: Path, *, children: int = 20000, seed: int = 7, request_si
         ).split()[-1])
         for action in ("submit", "advise", "sign"):
             _cli("protocol", action, str(protocol_id))
-        from welfare_exchange.exchange.dag_factory import method1_dag_id, read_snapshot
+        from welfare_exchange.orchestration.dag_factory import method1_dag_id, read_snapshot
 
         entry = next((p for p in read_snapshot() if int(p["id"]) == protocol_id), None)
         if entry is None:

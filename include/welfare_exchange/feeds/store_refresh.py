@@ -1,7 +1,7 @@
 """Refreshing the entitlement store from Airflow, so the refresh becomes an Asset event.
 
 The ``entitlement_import`` DAG calls :func:`import_entitlements`; its task declares
-:data:`~welfare_exchange.feeds.assets.ENTITLEMENT_SNAPSHOT` as an outlet, so a successful
+:data:`~welfare_exchange.orchestration.assets.ENTITLEMENT_SNAPSHOT` as an outlet, so a successful
 import emits the event the structural feeds wait for. The event's extra carries counts only.
 """
 

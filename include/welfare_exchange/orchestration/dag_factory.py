@@ -25,10 +25,10 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.exchange import steps
 from welfare_exchange.runinfo import RunInfo
-from welfare_exchange.exchange.defaults import default_args
-from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
-from welfare_exchange.sensors.mail_arrival import MailRequestArrivalSensor
-from welfare_exchange.sensors.request_arrival import RequestArrivalSensor
+from welfare_exchange.orchestration.defaults import default_args
+from welfare_exchange.orchestration.sensors.protocol_gate import ProtocolGateSensor
+from welfare_exchange.orchestration.sensors.mail_arrival import MailRequestArrivalSensor
+from welfare_exchange.orchestration.sensors.request_arrival import RequestArrivalSensor
 from welfare_exchange.settings import get_settings, get_timing
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

@@ -9,8 +9,8 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from welfare_exchange.runinfo import exchange_date
-from welfare_exchange.hooks.project_db import ProjectDbHook
-from welfare_exchange.triggers.protocol_gate import ProtocolGateTrigger
+from welfare_exchange.orchestration.hooks.project_db import ProjectDbHook
+from welfare_exchange.orchestration.triggers.protocol_gate import ProtocolGateTrigger
 
 
 class ProtocolGateSensor(BaseSensorOperator):

@@ -11,8 +11,8 @@ from airflow.sdk.configuration import conf
 
 from welfare_exchange import audit
 from welfare_exchange.db.models import Exchange
-from welfare_exchange.hooks.project_db import ProjectDbHook
-from welfare_exchange.sensors.arrival_window import ArrivalWindow, Window, now
+from welfare_exchange.orchestration.hooks.project_db import ProjectDbHook
+from welfare_exchange.orchestration.sensors.arrival_window import ArrivalWindow, Window, now
 from welfare_exchange.transport import sftp
 
 
@@ -32,7 +32,7 @@ class RequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
     nothing to do") and the task ends *skipped*, and with it the rest of the run — never
     failed, and waiting never uses up retries. Deferrable (the default when Airflow's
     ``[operators] default_deferrable`` is on, as for the SFTP provider's sensor), the wait runs
-    in the triggerer (:class:`~welfare_exchange.triggers.request_arrival.RequestArrivalTrigger`)
+    in the triggerer (:class:`~welfare_exchange.orchestration.triggers.request_arrival.RequestArrivalTrigger`)
     and costs no worker slot and no task process per look; otherwise it pokes in
     ``reschedule`` mode.
 
@@ -139,7 +139,7 @@ class RequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
         self._defer(window)
 
     def _defer(self, window: Window) -> None:
-        from welfare_exchange.triggers.request_arrival import RequestArrivalTrigger
+        from welfare_exchange.orchestration.triggers.request_arrival import RequestArrivalTrigger
 
         left = max((window[1] - now()).total_seconds(), 0.0)
         # Only a backstop: the trigger itself fires "timeout" at the deadline, so the audit says why.

@@ -16,7 +16,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.runinfo import RunInfo
-from welfare_exchange.feeds import assets, steps
+from welfare_exchange.feeds import steps
+from welfare_exchange.orchestration import assets
 from welfare_exchange.feeds.config import get_feed_config
 from welfare_exchange.feeds.interval import FeedInterval
 
