@@ -29,7 +29,7 @@ from welfare_exchange.orchestration.defaults import default_args
 from welfare_exchange.orchestration import feed_tasks as tasks
 from welfare_exchange.orchestration.assets import ENTITLEMENT_SNAPSHOT
 from welfare_exchange.feeds.config import TIMEZONE, get_feed_config
-from welfare_exchange.feeds.deadline import deadline_alert
+from welfare_exchange.orchestration.deadline import deadline_alert
 
 config = get_feed_config()
 

@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from welfare_exchange import audit, ledger
+from welfare_exchange import audit, connections, ledger
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.protocols import check_gate, get
@@ -27,11 +27,9 @@ class ExchangeRefused(InputError):
 
 def key_password(protocol: Protocol) -> str:
     """The file password agreed between the two DPOs: the password of the protocol's key connection."""
-    from airflow.sdk import BaseHook
-
     try:
-        connection = BaseHook.get_connection(protocol.key_connection)
-    except Exception as exc:  # AirflowNotFoundException and friends: say what to configure
+        connection = connections.get(protocol.key_connection)
+    except Exception as exc:  # not defined, or its backend unreachable: say what to configure
         raise ProtocolError(
             f"the key connection {protocol.key_connection!r} of protocol {protocol.id} cannot be read "
             f"({type(exc).__name__}): create it in Airflow (Admin > Connections) or as "

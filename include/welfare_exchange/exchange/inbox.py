@@ -33,7 +33,7 @@ from welfare_exchange.settings import get_timing
 from welfare_exchange.transport import sftp
 
 if TYPE_CHECKING:
-    from airflow.providers.sftp.hooks.sftp import SFTPHook
+    from welfare_exchange.transport.sftp import SFTPHook
 
 log = logging.getLogger(__name__)
 

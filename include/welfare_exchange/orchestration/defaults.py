@@ -12,6 +12,7 @@ from typing import Any
 
 from welfare_exchange import alerts, audit
 from welfare_exchange.db import session_scope
+from welfare_exchange.orchestration import hooks  # noqa: F401  (DAG files import this: the tasks read connections through the hooks)
 from welfare_exchange.settings import get_timing
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from welfare_exchange import audit, ledger
+from welfare_exchange import audit, connections, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import ProtocolError
@@ -81,10 +81,8 @@ class OutreachSettings:
     def sender_address(self) -> str:
         if self.sender:
             return self.sender
-        from airflow.sdk import BaseHook
-
         try:
-            extra = BaseHook.get_connection(self.smtp_conn_id).extra_dejson
+            extra = connections.get(self.smtp_conn_id).extra
         except Exception as exc:
             raise ProtocolError(
                 f"the SMTP connection {self.smtp_conn_id!r} cannot be read ({type(exc).__name__}): create it "
