@@ -18,12 +18,11 @@ waits for such an event dated after the interval it reports on.
 """
 
 from airflow.sdk import Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
 
 from welfare_exchange import audit
-from welfare_exchange.errors import InputError
 from welfare_exchange.orchestration.defaults import default_args
 from welfare_exchange.orchestration.assets import ENTITLEMENT_SNAPSHOT
+from welfare_exchange.orchestration.tasks import permanent_errors_fail
 from welfare_exchange.feeds.store_refresh import import_entitlements
 
 
@@ -50,13 +49,11 @@ def entitlement_import():
     def import_entitlements_task(import_file: str | None = None) -> dict:
         context = get_current_context()
         params = context["params"]
-        try:
+        with permanent_errors_fail():  # a refused file does not get better by retrying
             counts = import_entitlements(
                 import_file, audit.Actor.from_context(context), mode=params.get("mode") or "full",
                 allow_shrink=bool(params.get("allow_shrink")),
             )
-        except InputError as err:  # a refused file does not get better by retrying
-            raise AirflowFailException(str(err)) from None
         context["outlet_events"][ENTITLEMENT_SNAPSHOT].extra = counts
         return counts
 

@@ -339,3 +339,5 @@ def summarise(feeds: list[dict[str, Any]], interval: FeedInterval, run: RunInfo)
 
 class FeedIncomplete(RuntimeError):
     """Some municipalities of a feed run were not delivered (each has its own failed task)."""
+
+    permanent = True  # the summary's task fails without retries: clearing the failed deliveries fixes it

@@ -11,24 +11,21 @@ connection.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import os
 import re
-from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk import DAG, TriggerRule, chain, get_current_context, get_parsing_context, task
 from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
-from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.exchange import steps
-from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.orchestration.defaults import default_args
 from welfare_exchange.orchestration.sensors.protocol_gate import ProtocolGateSensor
 from welfare_exchange.orchestration.sensors.mail_arrival import MailRequestArrivalSensor
 from welfare_exchange.orchestration.sensors.request_arrival import RequestArrivalSensor
+from welfare_exchange.orchestration.tasks import run_step
 from welfare_exchange.settings import get_settings, get_timing
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -103,25 +100,6 @@ def protocol_dag_id(prefix: str, entry: dict[str, Any]) -> str:
 
 def method1_dag_id(entry: dict[str, Any]) -> str:
     return protocol_dag_id("method1", entry)
-
-
-def run_step(step: Callable[..., Any]) -> Callable[..., Any]:
-    """Call a step with this task's :class:`RunInfo`; make unfixable errors fail without retries.
-
-    The steps of every protocol DAG (Method 1 and Method 2) are plain functions taking the run
-    info after their positional arguments; this is the one place they get it.
-    """
-
-    @functools.wraps(step)
-    def wrapper(*args, **kwargs):
-        run = RunInfo.from_context(get_current_context())
-        try:
-            return step(*args, run, **kwargs)
-        except (InputError, ProtocolError) as err:
-            # A wrong password or a revoked protocol does not get better by retrying.
-            raise AirflowFailException(str(err)) from None
-
-    return wrapper
 
 
 def _arrival_sensor(entry: dict[str, Any], poke: float):

@@ -15,10 +15,11 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, chain, get_current_context, task
 
-from welfare_exchange.orchestration.dag_factory import is_wanted, protocol_dag_id, read_snapshot, run_step
+from welfare_exchange.orchestration.dag_factory import is_wanted, protocol_dag_id, read_snapshot
 from welfare_exchange.orchestration.defaults import default_args
 from welfare_exchange.outreach import steps
 from welfare_exchange.orchestration.sensors.protocol_gate import ProtocolGateSensor
+from welfare_exchange.orchestration.tasks import run_step
 from welfare_exchange.settings import get_timing
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

@@ -9,6 +9,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from welfare_exchange.db.models import Exchange
 from welfare_exchange.orchestration.hooks.project_db import ProjectDbHook
+from welfare_exchange.orchestration.tasks import fail
 from welfare_exchange.orchestration.sensors.arrival_window import ArrivalWindow
 
 
@@ -90,9 +91,7 @@ class MailRequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not event or event.get("status") != "found":
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(f"waiting for a request message failed: {(event or {}).get('reason', 'no event')}")
+            fail(f"waiting for a request message failed: {(event or {}).get('reason', 'no event')}")
         return event["message"]
 
     def _already_taken(self, run_id: str) -> dict | None:
