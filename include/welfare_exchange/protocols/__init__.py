@@ -6,7 +6,6 @@ offer (a field of the protocol, checked when it is created; Method 2 reads it).
 
 from welfare_exchange.protocols.registry import (
     ALLOWED_RESULT_FIELDS,
-    CHANNELS,
     KINDS,
     REFERRAL_FIELDS,
     STATUSES,
@@ -22,7 +21,6 @@ from welfare_exchange.protocols.registry import (
 
 __all__ = [
     "ALLOWED_RESULT_FIELDS",
-    "CHANNELS",
     "KINDS",
     "REFERRAL_FIELDS",
     "STATUSES",
