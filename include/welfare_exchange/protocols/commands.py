@@ -7,7 +7,7 @@ import json
 import pathlib
 
 from welfare_exchange import audit
-from welfare_exchange.channels.registry import names as channel_names
+from welfare_exchange.protocols.channels import names as channel_names
 from welfare_exchange.cliutil import iso_date
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol

@@ -33,7 +33,7 @@ from welfare_exchange import audit, failures
 from welfare_exchange.audit import integrity
 from welfare_exchange.db.models import AuditRecord, Exchange, Protocol, RetentionItem, SideEffect
 from welfare_exchange.runinfo import BRUSSELS
-from welfare_exchange.exchange.result import result_file_name
+from welfare_exchange.channels.common import result_file_name
 from welfare_exchange.feeds.config import get_feed_config
 from welfare_exchange.protocols.registry import check_gate
 from welfare_exchange.settings import get_settings

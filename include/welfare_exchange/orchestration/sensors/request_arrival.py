@@ -25,7 +25,7 @@ class RequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
     (oldest first). Whatever else lies in the inbox once it stopped changing — a dotfile,
     another extension, a file over the size limit, an upload abandoned under a temporary
     name — is answered: quarantined, reported to the municipality, audited
-    (:mod:`welfare_exchange.exchange.inbox`).
+    (:mod:`welfare_exchange.channels.sftp_inbox`).
 
     **The wait is a window.** ``timeout`` is the arrival window: when it closes with no
     request, the audit records ``request.none_arrived`` ("no request arrived between … and …;
@@ -88,7 +88,7 @@ class RequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
         return IntakeLimits.from_env().max_file_bytes
 
     def _stale_after(self) -> float:
-        from welfare_exchange.exchange import inbox
+        from welfare_exchange.channels import sftp_inbox as inbox
 
         return float(self.stale_after) if self.stale_after is not None else inbox.stale_upload_seconds()
 
@@ -100,7 +100,7 @@ class RequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
         if taken is not None:
             self.log.info("this run already took its request file (exchange %s)", taken["exchange_id"])
             return taken
-        from welfare_exchange.exchange import inbox
+        from welfare_exchange.channels import sftp_inbox as inbox
         from welfare_exchange.runinfo import exchange_date
 
         hook = sftp.sftp_hook(self.sftp_conn_id)
