@@ -322,3 +322,15 @@ def test_only_orchestration_imports_airflow():
 def test_orchestration_does_import_airflow():
     """The scan sees Airflow imports at all (a test that cannot fail proves nothing)."""
     assert _airflow_imports(PACKAGE / "orchestration" / "dag_factory.py")
+
+
+def test_docs_architecture_lists_the_layers_this_test_keeps():
+    """docs/ARCHITECTURE.md's table names the same modules, in the same layers, as LAYERS."""
+    table = {}
+    for line in (ROOT / "docs" / "ARCHITECTURE.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].isdigit():
+            modules = re.sub(r"\([^)]*\)", "", cells[2])
+            table[cells[1]] = {m.removesuffix(".py").rstrip("/") for m in re.findall(r"`([^`]+)`", modules)}
+    assert table == dict(LAYERS)
+    assert set().union(*table.values()) >= {unit_of(m) for m in import_graph() if "." in m}
