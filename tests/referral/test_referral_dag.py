@@ -12,100 +12,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import secrets
-from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
 
 from tests.dagutil import task_states
-from tests.referral.builders import NAME, USER, Family, candidate_csv, family, feedback_file, read_workbook, referral_protocol
+from tests.referral.conftest import LIST_RUN, TODAY, elsewhere_nis, import_families, xcom_text
+from tests.referral.builders import NAME, family, feedback_file, read_workbook
 from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange, Referral, SideEffect
-from welfare_exchange.entitlements.municipalities import MUNICIPALITIES
-from welfare_exchange.orchestration.referral_dag import feedback_dag_id, referral_dag_id, referral_dags
-from welfare_exchange.protocols import registry
-from welfare_exchange.referral import candidates
+from welfare_exchange.orchestration.referral_dag import feedback_dag_id, referral_dag_id
 from welfare_exchange.settings import get_settings
 
 pytestmark = [pytest.mark.sftp]
-
-TODAY = dt.datetime.now(dt.timezone.utc).date()
-#: Logical dates: the list this morning, feedback the same day (an outcome may not predate the sending).
-LIST_RUN = dt.datetime(TODAY.year, TODAY.month, TODAY.day, 6, 0, tzinfo=dt.timezone.utc)
-
-
-@dataclass
-class Agreement:
-    protocol_id: int
-    municipality: object  # tests.fixtures.sftp.SftpMunicipality
-    password: str
-    entry: dict
-
-    def dags(self):
-        with session_scope() as session:
-            registry.write_snapshot(session)
-        dags = referral_dags()
-        return dags[referral_dag_id(self.entry)], dags.get(feedback_dag_id(self.entry))
-
-    def run_list(self, when=LIST_RUN):
-        return self.dags()[0].test(logical_date=when)
-
-    def run_feedback(self, when=LIST_RUN + dt.timedelta(hours=3)):
-        return self.dags()[1].test(logical_date=when)
-
-    def outbox(self, prefix: str = "") -> dict[str, bytes]:
-        return {k: v for k, v in self.municipality.read_outbox().items() if k.startswith(prefix)}
-
-    def remote(self, folder: str) -> list[str]:
-        return sorted(p.name for p in self.municipality.account.local_dir(folder).iterdir())
-
-    def codes(self) -> dict[bytes, str]:
-        with session_scope() as session:
-            return {bytes(r.family_ref): r.code for r in session.scalars(sa.select(Referral))}
-
-    def actions(self) -> list[str]:
-        with session_scope() as session:
-            return list(session.scalars(sa.select(AuditRecord.action).order_by(AuditRecord.id)))
-
-
-def _free_flemish_nis(sftp_server) -> str:
-    for code in sorted((m.nis_code for m in MUNICIPALITIES), reverse=True):
-        if code not in sftp_server.accounts:
-            return code
-    raise AssertionError("no Flemish NIS code left for an SFTP account")
-
-
-@pytest.fixture
-def agreement(sqlite_db, sftp_server, sftp_municipality_factory, monkeypatch) -> Agreement:
-    """A signed referral agreement (parent name and criteria only) over a real SFTP account."""
-    municipality = sftp_municipality_factory(_free_flemish_nis(sftp_server))
-    password = secrets.token_urlsafe(12)
-    monkeypatch.setenv("AIRFLOW_CONN_KEY_REFERRAL", json.dumps({"conn_type": "generic", "password": password}))
-    for name, value in {
-        "WELFARE_EXCHANGE_SETTLE_SECONDS": "0.3", "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "1",
-        "WELFARE_EXCHANGE_RETRY_DELAY_SECONDS": "1", "WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS": "3",
-        "WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS": "20", "WELFARE_EXCHANGE_TASK_RETRIES": "0",
-    }.items():
-        monkeypatch.setenv(name, value)
-    with session_scope() as session:
-        protocol = referral_protocol(
-            session, nis_code=municipality.nis, municipality=f"Testgemeente {municipality.nis}",
-            fields=["parent_name", "criteria"], channel_connection=municipality.conn_id,
-        )
-        entry = next(p for p in registry.snapshot(session) if p["id"] == protocol.id)
-    return Agreement(protocol.id, municipality, password, entry)
-
-
-def _import(families: list[Family], today: dt.date = TODAY) -> None:
-    with session_scope() as session:
-        candidates.import_candidates(session, candidate_csv(families), today=today, actor=USER)
-
-
-def _elsewhere(nis: str) -> str:
-    return next(m.nis_code for m in MUNICIPALITIES if m.nis_code != nis)
-
 
 def test_only_consenting_families_of_the_municipality_are_sent_once_with_the_agreements_fields(agreement, caplog):
     caplog.set_level(logging.INFO)
@@ -113,9 +33,9 @@ def test_only_consenting_families_of_the_municipality_are_sent_once_with_the_agr
     due = [family(nis=nis, given=TODAY - dt.timedelta(days=3)) for _ in range(4)]
     no_consent = family(nis=nis, given=None)
     withdrawn = family(nis=nis, given=TODAY - dt.timedelta(days=20), withdrawn=TODAY - dt.timedelta(days=2))
-    elsewhere = family(nis=_elsewhere(nis), given=TODAY - dt.timedelta(days=3))
+    elsewhere = family(nis=elsewhere_nis(nis), given=TODAY - dt.timedelta(days=3))
     not_poor = family(nis=nis, criteria=("income", "health"), given=TODAY - dt.timedelta(days=3))
-    _import([*due, no_consent, withdrawn, elsewhere, not_poor])
+    import_families([*due, no_consent, withdrawn, elsewhere, not_poor])
 
     run = agreement.run_list()
     assert run.state == "success", task_states(run)
@@ -146,13 +66,15 @@ def test_only_consenting_families_of_the_municipality_are_sent_once_with_the_agr
         assert audit.verify(session).ok
     assert agreement.actions().count("referral.list_sent") == 1
     assert NAME not in caplog.text and due[0].email not in caplog.text
+    xcom = xcom_text(referral_dag_id(agreement.entry))
+    assert NAME not in xcom and not any(f.child in xcom or f.parent in xcom for f in due)
 
 
 def test_feedback_in_evaluation_out_and_unknown_ids_refused_by_line(agreement, caplog):
     caplog.set_level(logging.INFO)
     nis = agreement.municipality.nis
     families = [family(nis=nis, given=TODAY - dt.timedelta(days=3)) for _ in range(12)]
-    _import(families)
+    import_families(families)
     assert agreement.run_list().state == "success"
     codes = sorted(agreement.codes().values())
 
@@ -208,17 +130,19 @@ def test_feedback_in_evaluation_out_and_unknown_ids_refused_by_line(agreement, c
     assert row.evaluation["file"] == reports[0].name and row.evaluation["outcomes"]["contacted"] == "<10"
     assert NAME not in view and not any(f.child in view for f in families)
     assert NAME not in caplog.text
+    xcom = xcom_text(referral_dag_id(agreement.entry), feedback_dag_id(agreement.entry))
+    assert NAME not in xcom and unknown not in xcom and not any(f.child in xcom for f in families)
 
 
 def test_withdrawal_after_delivery_sends_one_notice_and_overdue_feedback_is_flagged(agreement, caplog, monkeypatch):
     nis = agreement.municipality.nis
     families = [family(nis=nis, given=TODAY - dt.timedelta(days=10)) for _ in range(3)]
-    _import(families)
+    import_families(families)
     assert agreement.run_list(LIST_RUN - dt.timedelta(days=1)).state == "success"
 
     # The first family withdraws after its referral was sent: next week's run tells the Sociaal Huis once.
     families[0].withdrawn = TODAY
-    _import(families)
+    import_families(families)
     assert agreement.run_list().state == "success"
     assert agreement.run_list().state == "success"  # cleared / re-run: no second notice
     [(name, data)] = agreement.outbox("intrekkingen_").items()
