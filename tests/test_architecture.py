@@ -140,6 +140,7 @@ def test_every_setting_has_one_default_in_settings():
     assert named <= set(keys), f"read without an entry in DEFAULTS: {sorted(named - set(keys))}"
     # The readers look the default up in the table: no reader takes a default of its own.
     assert "os.environ.get(name, " not in settings_path_text
+    assert not re.search(r'_raw\("[A-Z_]+"\) or "[^"]', settings_path_text), "a reader repeats a default of DEFAULTS"
     # Every variable the rest of the code names is one of them (or an intake limit).
     from welfare_exchange.intake.reader import IntakeLimits
     from welfare_exchange.settings import INTAKE_PREFIX

@@ -264,7 +264,7 @@ def get_settings() -> Settings:
         agency_outbox=_path("WELFARE_EXCHANGE_AGENCY_OUTBOX", home / "agency-outbox"),
         arrival_window_seconds=_int("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS"),
         airflow_api_url=(_raw("WELFARE_EXCHANGE_AIRFLOW_API_URL") or "").rstrip("/") or None,
-        airflow_api_conn_id=_raw("WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID") or "airflow_api",
+        airflow_api_conn_id=_raw("WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID") or "",
     )
 
 
@@ -311,7 +311,7 @@ def get_timing() -> Timing:
         retry_delay=_number("WELFARE_EXCHANGE_RETRY_DELAY_SECONDS"),
         stale_upload=_number("WELFARE_EXCHANGE_INBOX_STALE_UPLOAD_SECONDS"),
         mail_deferrable=_bool("WELFARE_EXCHANGE_MAIL_DEFERRABLE"),
-        mail_triage_schedule=_raw("WELFARE_EXCHANGE_MAIL_TRIAGE_SCHEDULE") or "@hourly",
+        mail_triage_schedule=_raw("WELFARE_EXCHANGE_MAIL_TRIAGE_SCHEDULE") or "",
     )
 
 
@@ -327,8 +327,8 @@ class MailSettings:
 
 def get_mail_settings() -> MailSettings:
     return MailSettings(
-        imap_conn_id=_raw("WELFARE_EXCHANGE_IMAP_CONN_ID") or "imap_agency",
-        smime_conn_id=_raw("WELFARE_EXCHANGE_SMIME_CONN_ID") or "smime_agency",
+        imap_conn_id=_raw("WELFARE_EXCHANGE_IMAP_CONN_ID") or "",
+        smime_conn_id=_raw("WELFARE_EXCHANGE_SMIME_CONN_ID") or "",
         max_message_bytes=_int("WELFARE_EXCHANGE_MAIL_MAX_BYTES"),
     )
 
@@ -353,7 +353,7 @@ class OutreachSettings:
 
 def get_outreach_settings() -> OutreachSettings:
     return OutreachSettings(
-        smtp_conn_id=_raw("WELFARE_EXCHANGE_OUTREACH_SMTP_CONN") or "smtp_agency",
+        smtp_conn_id=_raw("WELFARE_EXCHANGE_OUTREACH_SMTP_CONN") or "",
         sender=_raw("WELFARE_EXCHANGE_OUTREACH_SENDER"),
         rate_per_second=_number("WELFARE_EXCHANGE_OUTREACH_RATE"),
         letters_per_pdf=_int("WELFARE_EXCHANGE_OUTREACH_LETTERS_PER_PDF"),
@@ -390,7 +390,7 @@ def get_feed_config() -> FeedConfig:
     if policy not in ("wait", "ignore"):
         raise ValueError(f"WELFARE_EXCHANGE_FEED_SNAPSHOT_POLICY must be 'wait' or 'ignore', got {policy!r}")
     return FeedConfig(
-        schedule=_raw("WELFARE_EXCHANGE_FEED_SCHEDULE") or "0 0 1 * *",
+        schedule=_raw("WELFARE_EXCHANGE_FEED_SCHEDULE") or "",
         start_date=start_date,
         catchup=_bool("WELFARE_EXCHANGE_FEED_CATCHUP"),
         deadline=dt.timedelta(hours=_number("WELFARE_EXCHANGE_FEED_DEADLINE_HOURS")),

@@ -41,13 +41,15 @@ from email.utils import getaddresses
 
 from welfare_exchange import connections
 from welfare_exchange.errors import WelfareExchangeError
+from welfare_exchange.settings import DEFAULTS
 from welfare_exchange.transport import smime
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAP_CONN_ID = "imap_agency"
-DEFAULT_SMTP_CONN_ID = "smtp_agency"
-DEFAULT_SMIME_CONN_ID = "smime_agency"
+# The defaults of the settings (welfare_exchange.settings.DEFAULTS holds each once).
+DEFAULT_IMAP_CONN_ID: str = DEFAULTS["WELFARE_EXCHANGE_IMAP_CONN_ID"]  # type: ignore[assignment]
+DEFAULT_SMTP_CONN_ID: str = DEFAULTS["WELFARE_EXCHANGE_OUTREACH_SMTP_CONN"]  # type: ignore[assignment]
+DEFAULT_SMIME_CONN_ID: str = DEFAULTS["WELFARE_EXCHANGE_SMIME_CONN_ID"]  # type: ignore[assignment]
 PROCESSED_MAILBOX = "Processed"
 REJECTED_MAILBOX = "Rejected"
 
