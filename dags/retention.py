@@ -17,6 +17,7 @@ items are deleted) and the task retries with backoff — see `docs/retention.md`
 run fails*. Clearing any task is safe: nothing is deleted or certified twice.
 """
 
+# An Airflow DAG file (Airflow parses only files that name it); orchestration builds the DAG.
 from welfare_exchange.orchestration.retention_dag import build_retention_dag
 
 retention_dag = build_retention_dag(doc_md=__doc__)
