@@ -62,7 +62,7 @@ def send_once(
     idempotent), so a crash between the delivery and the bookkeeping heals on the retry.
     """
     if protocol.channel == "smime":
-        from welfare_exchange.exchange.channels import smime as mail_channel
+        from welfare_exchange.channels import smime as mail_channel
 
         sent = mail_channel.send_once(
             protocol, key=key, kind=kind, exchange_id=exchange_id, subject=subject, payload=data, filename=name,
