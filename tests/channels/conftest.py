@@ -28,7 +28,7 @@ from tests.feeds.conftest import feed_env  # noqa: F401 (a fixture the folder ch
 from tests.fixtures.mail import AGENCY_ADDRESS, GENT_ADDRESS
 from welfare_exchange.channels import registry
 from welfare_exchange.channels.base import Channel
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 
 #: Channels the contract knows how to set up; every registered channel must be here.
 CONTRACT_CHANNELS = ("sftp", "smime", "folder")

@@ -23,14 +23,14 @@ from welfare_exchange import audit, ledger
 from welfare_exchange.channels.base import Channel, Deleter, Sent
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange
-from welfare_exchange.exchange import result
-from welfare_exchange.exchange.common import (
+from welfare_exchange.channels.common import (
     REQUEST_CATEGORIES,
     RESULT_CATEGORIES,
     load_exchange,
     open_request_exchange,
     report_text,
     require_gate,
+    result_file_name,
 )
 from welfare_exchange.protocols import get
 from welfare_exchange.staging import Staging
@@ -160,7 +160,7 @@ class FolderChannel(Channel):
     def deliver(self, exchange_id, run):
         with session_scope() as session:
             exchange, protocol = load_exchange(session, exchange_id)
-            name = result.result_file_name(protocol, exchange)
+            name = result_file_name(protocol, exchange)
         staged = Staging(protocol.id, exchange.id).path("result.xlsx")
         key = f"exchange:{exchange_id}:delivered"
         payload = b"" if ledger_done(key) else staged.read_bytes()
@@ -204,6 +204,9 @@ class FolderChannel(Channel):
                 effect.complete(sha256=_sha256(payload), detail={"bytes": len(payload), "location": location})
         return Sent(sha256=effect.sha256, size=effect.detail["bytes"], how="to the outbox folder",
                     location=effect.detail["location"], already_sent=effect.was_done, detail=effect.detail)
+
+    def sent_location(self, protocol, name):
+        return f"{protocol.channel_connection}:{OUTBOX}/{name}"
 
     # ------------------------------------------------------------------ retention
 

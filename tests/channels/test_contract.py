@@ -19,7 +19,7 @@ from welfare_exchange.channels import registry
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, RetentionItem
 from welfare_exchange.exchange import steps
-from welfare_exchange.exchange.common import ExchangeRefused
+from welfare_exchange.channels.common import ExchangeRefused
 from welfare_exchange.protocols import get
 from welfare_exchange.retention import runner
 from welfare_exchange.staging import Staging

@@ -21,10 +21,10 @@ from tests.feeds.conftest import FeedMunicipality, FeedWorld, build_store, sign_
 from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, RetentionItem
-from welfare_exchange.exchange.dag_factory import method1_dags
+from welfare_exchange.orchestration.dag_factory import method1_dags
 from welfare_exchange.protocols import registry as protocol_registry
 from welfare_exchange.retention import runner
-from welfare_exchange.sensors.channel_arrival import ChannelArrivalSensor
+from welfare_exchange.orchestration.sensors.channel_arrival import ChannelArrivalSensor
 
 ACTOR = audit.Actor(type="system", name="folder-test")
 

@@ -29,6 +29,9 @@ SNAPSHOT = {
         {"id": 4, "nis_code": "31005", "municipality": "Brugge", "kind": "structural", "channel": "sftp",
          "channel_connection": "sftp_31005", "key_connection": "key_31005", "status": "signed", "schedule": None,
          "valid_from": "2026-01-01", "valid_until": None, "sender_address": None},
+        {"id": 5, "nis_code": "12025", "municipality": "Mechelen", "kind": "referral", "channel": "sftp",
+         "channel_connection": "sftp_12025", "key_connection": "key_12025", "status": "signed", "schedule": None,
+         "valid_from": "2026-01-01", "valid_until": None, "sender_address": None},
     ]
 }
 
@@ -123,7 +126,7 @@ def test_a_task_process_builds_only_its_own_method1_dag(tmp_path, monkeypatch, w
     # manager does not unset them afterwards, so the test sets them through monkeypatch).
     from airflow.sdk.definitions.context import _AIRFLOW_PARSING_CONTEXT_DAG_ID, _AIRFLOW_PARSING_CONTEXT_TASK_ID
 
-    from welfare_exchange.exchange.dag_factory import method1_dags
+    from welfare_exchange.orchestration.dag_factory import method1_dags
 
     snapshot = tmp_path / "snapshot.json"
     snapshot.write_text(json.dumps(SNAPSHOT))

@@ -94,7 +94,7 @@ from pathlib import Path
 
 import paramiko
 
-from welfare_exchange.settings import REPO_ROOT
+from welfare_exchange.settings import REPO_ROOT, get_settings
 from welfare_exchange.transport.sftp import conn_id_for
 
 log = logging.getLogger(__name__)
@@ -885,14 +885,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the server in the foreground until Ctrl-C / SIGTERM (for the demo)."""
     parser = argparse.ArgumentParser(prog="python -m welfare_exchange.devtools.sftp_server",
                                      description="OpenSSH SFTP server on 127.0.0.1, one chroot per municipality")
-    parser.add_argument("--root", type=Path, default=Path(os.environ.get("WELFARE_EXCHANGE_HOME", "var")) / "sftp")
+    parser.add_argument("--root", type=Path, default=None, help="default: the home folder's sftp/")
     parser.add_argument("--nis", action="append", default=[], help="municipality NIS code (repeatable)")
     parser.add_argument("--port", type=int, default=None, help="the agency's listener")
     parser.add_argument("--municipality-port", type=int, default=None, help="the municipalities' listener")
     parser.add_argument("--env-file", type=Path, default=None,
                         help="also write the AIRFLOW_CONN_SFTP_<NIS> lines to this file (mode 600)")
     args = parser.parse_args(argv)
-    server = SftpServer(args.root, port=args.port, municipality_port=args.municipality_port)
+    server = SftpServer(args.root or get_settings().home / "sftp", port=args.port, municipality_port=args.municipality_port)
     try:
         for nis in args.nis:
             server.add_municipality(nis)

@@ -9,8 +9,8 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from welfare_exchange import audit
 from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.db.models import Exchange
-from welfare_exchange.hooks.project_db import ProjectDbHook
-from welfare_exchange.sensors.arrival_window import ArrivalWindow
+from welfare_exchange.orchestration.hooks.project_db import ProjectDbHook
+from welfare_exchange.orchestration.sensors.arrival_window import ArrivalWindow
 
 
 class ChannelArrivalSensor(ArrivalWindow, BaseSensorOperator):
@@ -35,7 +35,7 @@ class ChannelArrivalSensor(ArrivalWindow, BaseSensorOperator):
         self.awaited_in = f"channel {channel}"
 
     def poke(self, context) -> PokeReturnValue | bool:
-        from welfare_exchange.exchange.context import exchange_date
+        from welfare_exchange.runinfo import exchange_date
 
         with ProjectDbHook().session() as session:
             taken = session.query(Exchange).filter_by(protocol_id=int(self.protocol_id),
