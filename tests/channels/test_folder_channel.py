@@ -51,7 +51,10 @@ def test_a_method1_exchange_and_its_retention_over_the_folder_channel(sqlite_db,
     assert run.clear(*TASKS)["deliver_result"] == "success"  # cleared whole: nothing is delivered twice
     exchange = run.exchange()
     outbox = {p.name: p.read_bytes() for p in folder_channel.folder(conn, "outbox").iterdir()}
-    assert [sha256(d) for d in outbox.values()] == [exchange.result_sha256] and exchange.state == "delivered"
+    results = [d for name, d in outbox.items() if name.endswith(".xlsx")]
+    assert [sha256(d) for d in results] == [exchange.result_sha256] and exchange.state == "delivered"
+    [receipt] = [d for name, d in outbox.items() if "ontvangstbevestiging" in name]  # the receipt, once, on this channel too
+    assert exchange.request_sha256.encode() in receipt
     assert [e.kind for e in run.side_effects("delivered")] == ["delivered"]
 
     # The retention run finds the result in the outbox folder by its content, deletes it, certifies it.
