@@ -74,6 +74,7 @@ def test_sftp_killed_during_delivery_then_restarted_delivers_exactly_once(method
     deliver = next(ti for ti in run.get_task_instances() if ti.task_id == "deliver_result")
     assert deliver.try_number >= 2, "the first delivery try should have failed and been retried"
     outbox = method1.municipality.account.local_dir("outbox")
-    assert sorted(p.name for p in outbox.iterdir()) == [next(iter(method1.results()))]  # no .part left
+    receipt = f"groeipakket_ontvangstbevestiging_{method1.municipality.nis}_exchange-1.txt"
+    assert sorted(p.name for p in outbox.iterdir()) == [receipt, next(iter(method1.results()))]  # no .part left
     assert len(method1.side_effects("delivered")) == 1
     assert [a for a, _ in method1.actions()].count("result.delivered") == 1
