@@ -37,8 +37,11 @@ from welfare_exchange.feeds import workbook
 from welfare_exchange.feeds.interval import FeedInterval
 from welfare_exchange.intake import encrypt_agile
 from welfare_exchange.protocols import check_gate, get
-from welfare_exchange.staging import Staging, atomic_write
+from welfare_exchange.staging import Staging
 from welfare_exchange.transport import sftp
+
+#: The built feed in staging (encrypted with the protocol's key), what every re-run re-sends.
+FEED_FILE = "feed.xlsx"
 
 log = logging.getLogger(__name__)
 
@@ -162,10 +165,10 @@ def build_feed(exchange_id: int, interval: FeedInterval, run: RunInfo) -> str:
         exchange = ledger.get_exchange(session, exchange_id)
         protocol = get(session, exchange.protocol_id)
     staging = Staging(protocol.id, exchange.id)
-    target = staging.path("feed.xlsx")
-    if exchange.result_sha256 and target.exists() and _sha256(target.read_bytes()) == exchange.result_sha256:
+    staged = staging.sha256(FEED_FILE)
+    if exchange.result_sha256 and staged == exchange.result_sha256:
         return exchange.result_sha256
-    if exchange.result_sha256 and target.exists():
+    if exchange.result_sha256 and staged is not None:
         raise RuntimeError(
             f"feed exchange {exchange_id}: the staged feed file differs from the one recorded in the ledger; "
             "it is not delivered. Runbook: 'A staged file was changed'."
@@ -173,9 +176,10 @@ def build_feed(exchange_id: int, interval: FeedInterval, run: RunInfo) -> str:
     rows = changes_.deserialise(staging.read_encrypted("changes"))
     password = key_password(protocol)
     plain = workbook.build_workbook(protocol, interval, rows, result_deadline(protocol, interval))
-    atomic_write(target, encrypt_agile(plain, password))
+    built = encrypt_agile(plain, password)
     del plain
-    digest = _sha256(target.read_bytes())
+    staging.write_file(FEED_FILE, built)
+    digest = _sha256(built)
     with session_scope() as session:
         exchange = ledger.get_exchange(session, exchange_id)
         ledger.update_exchange(session, exchange, state="built", result_sha256=digest)
@@ -227,13 +231,13 @@ def deliver_feed(feed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
         # Recorded below if a crash came between the delivery and its audit fact (fact_key: once).
         sent, size, how = effect.sha256, (effect.detail or {}).get("bytes", 0), "(the delivery was recorded by a later try)"
     else:
-        staged = Staging(protocol.id, exchange_id).path("feed.xlsx")
+        staged = Staging(protocol.id, exchange_id).read_file(FEED_FILE)
         if protocol.channel == "smime":
             sent, size, how = _deliver_by_mail(protocol, exchange_id, interval, staged, name, digest, key, run)
         else:
             with session_scope() as session:
                 ledger.begin_side_effect(session, key, kind="feed_delivered", exchange_id=exchange_id, target=posixpath.join(OUTBOX, name))
-            sent, size = sftp.deliver(sftp.sftp_hook(protocol.channel_connection), staged, OUTBOX, name)
+            sent, size = sftp.upload_bytes(sftp.sftp_hook(protocol.channel_connection), staged, OUTBOX, name)
             if sent != digest:
                 raise RuntimeError(f"feed exchange {exchange_id}: the delivered file's hash differs from the built feed; not recorded")
             with session_scope() as session:
@@ -268,7 +272,7 @@ def _deliver_by_mail(
     """
     from welfare_exchange.exchange.channels import smime as mail_channel
 
-    payload = staged.read_bytes()
+    payload = staged
     if hashlib.sha256(payload).hexdigest() != digest:
         raise RuntimeError(f"feed exchange {exchange_id}: the staged feed's hash differs from the built feed; nothing sent")
     sent = mail_channel.send_once(
@@ -302,8 +306,8 @@ def record_retention(exchange_id: int, interval: FeedInterval, name: str, run: R
                 sha256=exchange.result_sha256,
             )
         ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where="local",
-            location=str(staging.folder), deadline=deadline, rule=rule,
+            session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where=staging.where,
+            location=staging.location(), deadline=deadline, rule=rule,
         )
         audit.record(
             session, "retention.scheduled", actor=run.actor, protocol=protocol, exchange_id=exchange_id,

@@ -121,9 +121,10 @@ def schedule_retention(session: Session, protocol: Protocol, exchange: Exchange)
     """Record when the exchange's staged file must be gone (the protocol's result retention after
     its date); the retention run deletes it and certifies the deletion. Returns the deadline."""
     deadline = exchange.exchange_date + dt.timedelta(days=protocol.result_retention_days)
+    staging = Staging(protocol.id, exchange.id)
     ledger.schedule_deletion(
-        session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
-        location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline,
+        session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where=staging.where,
+        location=staging.location(), deadline=deadline,
         rule=f"referral file: {protocol.result_retention_days} days after it was built (protocol {protocol.id})",
     )
     return deadline

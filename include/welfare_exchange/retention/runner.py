@@ -2,7 +2,9 @@
 
 For every :class:`~welfare_exchange.db.models.RetentionItem` due on the run's date it deletes the
 thing — a file on the municipality's SFTP account (``received/``, ``quarantine/``, ``outbox/``),
-a request message in the agency's IMAP mailbox (S/MIME channel), a local staging folder or file, or a ledger payload in the project database — and records a
+a request message in the agency's IMAP mailbox (S/MIME channel), a local staging folder or file, an
+exchange's staged files in the project database (staging back end ``postgres``), or a ledger payload in
+the project database — and records a
 **deletion certificate** in the audit trail: what was verified to be the recorded copy, which
 SHA-256, when (the record's timestamp and the run's date), under which rule.
 
@@ -53,7 +55,7 @@ from welfare_exchange.db.models import AuditRecord, Exchange, Protocol, Retentio
 from welfare_exchange.errors import WelfareExchangeError
 from welfare_exchange.retention import imap, rules
 from welfare_exchange.settings import get_settings
-from welfare_exchange.staging import unseal
+from welfare_exchange.staging import DATABASE, delete_from_database, unseal
 from welfare_exchange.transport import sftp
 from welfare_exchange.transport.mail import MailTransportError
 
@@ -217,6 +219,11 @@ def _delete_local(item: RetentionItem, before_delete: Callable[[str], None]) -> 
     before_delete(verified)
     path.unlink()
     return verified
+
+
+def _delete_staged_blobs(item: RetentionItem, before_delete: Callable[[str], None]) -> str | None:
+    """Delete an exchange's staged files (or one) kept in the project database, once identified."""
+    return delete_from_database(item.location, item.sha256, before_delete)
 
 
 #: A fetch used to stream the request into ``staging/protocol-<id>/incoming/`` before moving it
@@ -419,7 +426,7 @@ def delete_due(
     with session_scope() as session:
         items = [(i.id, i.where, i.location) for i in due_items(session, as_of, exchange_id=exchange_id, kinds=kinds)]
     # A staged file before the staging folder that holds it: each is identified and certified on its own.
-    items.sort(key=lambda entry: -len(pathlib.Path(entry[2]).parts) if entry[1] == "local" else 0)
+    items.sort(key=lambda entry: -len(pathlib.Path(entry[2]).parts) if entry[1] in ("local", DATABASE) else 0)
     by_connection: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for item_id, where, location in items:
         if where == "sftp":
@@ -433,6 +440,8 @@ def delete_due(
         try:
             if where == "local":
                 _delete_one(item_id, _delete_local, as_of, actor, report)
+            elif where == DATABASE:
+                _delete_one(item_id, _delete_staged_blobs, as_of, actor, report)
             elif where == "imap":
                 _delete_one(item_id, _delete_mail, as_of, actor, report)
             elif where == "db":
@@ -445,7 +454,7 @@ def delete_due(
                                     as_of, actor, f"ledger payload {item.location}")
                 report.certificates.append(cert)
             else:
-                raise RetentionIncomplete(f"unknown retention place {where!r} (sftp, imap, local or db)")
+                raise RetentionIncomplete(f"unknown retention place {where!r} (sftp, imap, local, staging_db or db)")
         except (RetentionIncomplete, MailTransportError, ValueError, OSError) as err:
             report.failures.append(f"item {item_id} ({where}): {_error_text(err)}")
 
