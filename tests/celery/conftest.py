@@ -93,15 +93,16 @@ def celery_airflow(tmp_path_factory, request):
     started: list[CeleryAirflow] = []
 
     def start(dags_folder, env: dict | None = None, timeout: float = 300,
-              worker_env: list[dict] | None = None) -> CeleryAirflow:
-        """``worker_env``: one worker per entry, each with these variables on top (default: one worker)."""
+              worker_env: list[dict] | None = None, broker_url: str | None = None) -> CeleryAirflow:
+        """``worker_env``: one worker per entry, each with these variables on top (default: one
+        worker); ``broker_url``: another Redis than the shared one (one the test may restart)."""
         home = tmp_path_factory.mktemp("airflow-celery")
         backend = url.set(drivername="postgresql").render_as_string(hide_password=False)
         server = AirflowServer(home=home, env={
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
-            "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
+            "AIRFLOW__CELERY__BROKER_URL": broker_url or REDIS_URL,
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{backend}",
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",

@@ -23,11 +23,16 @@ def _seconds(name: str, default: float) -> dt.timedelta:
     return dt.timedelta(seconds=float(os.environ.get(name, default)))
 
 
-def _try_key(ti: Any) -> str:
+def _try_key(ti: Any, try_number: int | None = None) -> str:
     """``dag:run:task[:map index]:try`` — one task try, mapped tasks (a feed per municipality) included."""
     map_index = getattr(ti, "map_index", -1)
     mapped = f":{map_index}" if map_index is not None and map_index >= 0 else ""
-    return f"{ti.dag_id}:{ti.run_id}:{ti.task_id}{mapped}:{getattr(ti, 'try_number', 0)}"
+    number = getattr(ti, "try_number", 0) if try_number is None else try_number
+    return f"{ti.dag_id}:{ti.run_id}:{ti.task_id}{mapped}:{number}"
+
+
+#: The facts that record how a try ended (``fact_key`` prefixes).
+OUTCOME_KEYS = ("succeeded", "retried", "failed")
 
 
 def on_task_start(context: Any) -> None:
@@ -41,13 +46,37 @@ def on_task_start(context: Any) -> None:
     """
     ti = context["ti"]
     params = context.get("params") or {}
+    actor = audit.Actor.from_context(context)
     with session_scope() as session:
         audit.record(
-            session, "task.started", "started", actor=audit.Actor.from_context(context),
-            protocol_id=params.get("protocol_id"),
+            session, "task.started", "started", actor=actor, protocol_id=params.get("protocol_id"),
             message=f"task {ti.task_id} started (try {getattr(ti, 'try_number', '?')})",
             fact_key=f"started:{_try_key(ti)}",
         )
+        _account_for_earlier_tries(session, ti, actor, params.get("protocol_id"))
+
+
+def _account_for_earlier_tries(session, ti: Any, actor: audit.Actor, protocol_id: int | None) -> None:
+    """Record, once, each earlier try of this task that left no start or no outcome in the trail.
+
+    A try whose start could not be recorded failed before its step ran; a try whose process was
+    killed, or whose database was down when it failed, could not record its outcome. The next
+    try closes the gap (``task.try_unrecorded``), so the trail accounts for every try.
+    """
+    for number in range(1, int(getattr(ti, "try_number", 1) or 1)):
+        key = _try_key(ti, number)
+        missing = [what for what, present in (
+            ("start", audit.fact_exists(session, f"started:{key}")),
+            ("outcome", any(audit.fact_exists(session, f"{prefix}:{key}") for prefix in OUTCOME_KEYS)),
+        ) if not present]
+        if missing:
+            audit.record(
+                session, "task.try_unrecorded", "failure", actor=actor, protocol_id=protocol_id,
+                message=f"try {number} of task {ti.task_id} had no {' and no '.join(missing)} in the audit trail when "
+                f"try {ti.try_number} started (its process was killed, or the project database was unreachable); "
+                "Airflow retried it",
+                fact_key=f"unrecorded:{key}",
+            )
 
 
 def on_task_success(context: Any) -> None:
