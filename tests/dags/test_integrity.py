@@ -56,7 +56,8 @@ for dag_id, dag in bag.dags.items():
         "tasks": {t.task_id: {"owner": t.owner, "retries": t.retries,
                               "backoff": t.retry_exponential_backoff,
                               "callback": bool(t.on_failure_callback),
-                              "start_callback": bool(t._pre_execute_hook),
+                              "start_callback": bool(getattr(t, "_pre_execute_hook", None)
+                                                     or getattr(t, "partial_kwargs", {}).get("pre_execute")),
                               "retry_callback": bool(t.on_retry_callback),
                               "success_callback": bool(t.on_success_callback)} for t in dag.tasks},
     }
