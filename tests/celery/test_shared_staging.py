@@ -89,6 +89,7 @@ def test_ten_exchanges_on_two_workers_without_a_shared_folder(postgres_db, sftp_
     assert left == {"request.fernet", "result.xlsx"}, left
     report = runner.delete_due(LOGICAL_DATE.date() + dt.timedelta(days=400), actor=audit.Actor(type="user", name="test"),
                                kinds=("staging", "request_file"), raise_on_failure=False)
+    assert report.failures == [] and report.missing == []
     assert len([c for c in report.certificates if c.kind == "staging"]) == EXCHANGES
     with session_scope() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(StagedBlob)) == 0

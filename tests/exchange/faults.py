@@ -28,6 +28,9 @@ def airflow_env(**extra) -> dict:
         # A try whose process died with the scheduler is found within seconds, not 5 minutes.
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        # A restarted scheduler adopts (or resets) the tries its dead predecessor left running
+        # on this check, every 5 minutes by default.
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
         **extra,
     })
     return env
