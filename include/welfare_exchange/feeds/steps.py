@@ -134,7 +134,7 @@ def detect_changes(feeds: list[dict[str, Any]], interval: FeedInterval, run: Run
 
 def result_deadline(protocol: Protocol, interval: FeedInterval) -> dt.date:
     """The day the municipality (and the agency's staging) must have deleted the feed file."""
-    return interval.end + dt.timedelta(days=protocol.result_retention_days)
+    return ledger.result_deadline(protocol, interval.end, what="feed", after="the interval ended")[0]
 
 
 def build_feed(exchange_id: int, interval: FeedInterval, run: RunInfo) -> str:
@@ -251,8 +251,7 @@ def record_retention(exchange_id: int, interval: FeedInterval, name: str, run: R
         protocol = get(session, exchange.protocol_id)
     staging = Staging(protocol.id, exchange_id)
     removed = staging.remove("changes")  # the encrypted feed file stays: it is what a re-run re-sends
-    deadline = result_deadline(protocol, interval)
-    rule = f"feed: {protocol.result_retention_days} days after the interval ended (protocol {protocol.id})"
+    deadline, rule = ledger.result_deadline(protocol, interval.end, what="feed", after="the interval ended")
     with session_scope() as session:
         sent = ledger.find_side_effect(session, f"feed:{exchange_id}:delivered")
         location = ((sent.detail or {}) if sent is not None else {}).get("location")

@@ -537,12 +537,11 @@ def _schedule_staging_deletion(session, exchange, protocol) -> dt.date:
     """The campaign's staging folder (family list, letter PDFs, report) goes ``result_retention_days``
     after the campaign. Scheduled as soon as the family list is written, so a campaign that stops
     halfway leaves no list without a deadline; an upsert, so asking again changes nothing."""
-    deadline = exchange.exchange_date + dt.timedelta(days=protocol.result_retention_days)
+    deadline, rule = ledger.result_deadline(protocol, exchange.exchange_date, after="the campaign",
+                                            what="campaign staging (family list, letter PDFs, report)")
     ledger.schedule_deletion(
         session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
-        location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline,
-        rule=f"campaign staging (family list, letter PDFs, report): {protocol.result_retention_days} days after "
-        f"the campaign (protocol {protocol.id})",
+        location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline, rule=rule,
     )
     return deadline
 

@@ -31,6 +31,7 @@ from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
 from welfare_exchange.errors import ProtocolError
 from welfare_exchange.channels.common import key_password as _key_password
+from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeLimits
 from welfare_exchange.transport import sftp
@@ -61,45 +62,29 @@ def send_once(
     the transaction that completes it — and again, harmlessly, on every later call (it must be
     idempotent), so a crash between the delivery and the bookkeeping heals on the retry.
     """
-    if protocol.channel == "smime":
-        from welfare_exchange.channels import smime as mail_channel
-
-        sent = mail_channel.send_once(
-            protocol, key=key, kind=kind, exchange_id=exchange_id, subject=subject, payload=data, filename=name,
-            message_key=key, today=run.exchange_date, run=run,
-        )
-        if on_done is not None:
-            with session_scope() as session:
-                on_done(session)
-        return {"name": name, "already_delivered": bool(sent.get("already_sent"))}
-    if protocol.channel != "sftp":
-        raise ProtocolError(f"protocol {protocol.id}: no referral delivery over channel {protocol.channel!r}")
-    with session_scope() as session:
-        effect = ledger.find_side_effect(session, key)
-        done = effect is not None and effect.state == "done"
-        if done:
-            if on_done is not None:
-                on_done(session)
-        else:
-            ledger.begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=posixpath.join(OUTBOX, name))
-    if done:
+    try:
+        channel = channel_for(protocol)
+    except ValueError:
+        raise ProtocolError(f"protocol {protocol.id}: no referral delivery over channel {protocol.channel!r}") from None
+    sent = channel.send_file(
+        protocol, key=key, kind=kind, exchange_id=exchange_id, name=name, payload=data, subject=subject,
+        content_type="application/octet-stream", actor=run.actor, attempt=f"{run.run_id}:{run.try_number}",
+        today=run.exchange_date, reference=key,
+    )
+    if sent.already_sent:
         log.info("%s was already delivered; nothing sent again", kind)
-        return {"name": name, "sha256": effect.sha256, "already_delivered": True}
-    # Idempotent on the server too: the same bytes already there are not uploaded again.
-    digest, size = sftp.upload_bytes(_hook(protocol), data, OUTBOX, name)
-    with session_scope() as session:
-        ledger.complete_side_effect(session, key, sha256=digest, detail={"bytes": size})
-        if on_done is not None:
+    if on_done is not None:  # idempotent: run again on every later call, so a crash before it heals on the retry
+        with session_scope() as session:
             on_done(session)
-    return {"name": name, "sha256": digest, "already_delivered": False}
+    return {"name": name, "sha256": sent.sha256, "already_delivered": sent.already_sent, "location": sent.location}
 
 
 def remote_copy(protocol: Protocol, name: str) -> tuple[str, str] | None:
     """``(where, location)`` of a file sent to the Sociaal Huis, for its deletion deadline;
     ``None`` when the channel keeps no copy the agency can delete (e-mail)."""
-    if protocol.channel == "sftp":
-        return "sftp", f"{protocol.channel_connection}:{posixpath.join(OUTBOX, name)}"
-    return None
+    channel = channel_for(protocol)
+    location = channel.sent_location(protocol, name)
+    return None if location is None else (channel.places[0], location)
 
 
 # ----------------------------------------------------------------------------- feedback in
