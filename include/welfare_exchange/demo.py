@@ -386,9 +386,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--request-size", type=int, default=3000, help="children sampled from Gent (fewer if it has fewer)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the run")
+    parser.add_argument("--referral", action="store_true",
+                        help="run the referral round trip instead (list to the Sociaal Huis, feedback, evaluation)")
     args = parser.parse_args(argv)
     quiet_libraries()
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    if args.referral:
+        from welfare_exchange import demo_referral
+
+        return demo_referral.run(args)
     return run_demo(args)
 
 
