@@ -1,7 +1,7 @@
 """The referral round trip as a demo (``python -m welfare_exchange.demo --referral``, ``make demo-referral``).
 
 A fresh workspace, a generated entitlement store and referral candidates, a real SFTP server on
-loopback, a signed referral agreement with the Sociaal Huis of Gent, and Airflow private to the
+loopback, a signed referral agreement with the Sociaal Huis of Antwerpen, and Airflow private to the
 demo: the referral DAG sends the encrypted list, the Sociaal Huis (played here) returns an
 encrypted feedback file, the feedback DAG records it and writes the evaluation report to the
 agency's own outbox. Figures only; no personal data is printed.
@@ -16,7 +16,9 @@ import os
 import time
 from pathlib import Path
 
-REFERRAL_KEY_CONNECTION = "key_44021_referral"
+#: Antwerpen: many young families, and not the NIS of the Method 1 demo (Gent), which may run meanwhile.
+NIS = "11002"
+REFERRAL_KEY_CONNECTION = f"key_{NIS}_referral"
 OUTCOMES = ("gecontacteerd", "ondersteuning gestart", "geweigerd", "onbereikbaar", "verhuisd")
 
 
@@ -67,18 +69,18 @@ def run(args: argparse.Namespace) -> int:
         demo._cli("entitlements", "generate", "--children", str(args.children), "--seed", str(args.seed), "--no-progress")
         say(f"workspace {demo._rel(workspace)}: database migrated, entitlement store of {args.children:,} children")
         candidates_csv = workspace / "referral_candidates.csv"
-        demo._cli("referral", "generate", "--out", str(candidates_csv), "--seed", str(args.seed), "--nis", demo.NIS)
+        demo._cli("referral", "generate", "--out", str(candidates_csv), "--seed", str(args.seed), "--nis", NIS)
         say(f"referral candidates (Kind en Gezin): {demo._cli('referral', 'import', str(candidates_csv))}")
         candidates_csv.unlink()  # personal data: not left on disk
 
         sftp = SftpServer(chroot_capable_root(workspace / "sftp"))
         sftp.start()
-        account = sftp.add_municipality(demo.NIS)
+        account = sftp.add_municipality(NIS)
         password = secrets.token_urlsafe(24)
-        conn_name, conn_value = sftp.env_var(demo.NIS)
+        conn_name, conn_value = sftp.env_var(NIS)
         today = dt.date.today()
         protocol_id = int(demo._cli(
-            "protocol", "create", "--nis", demo.NIS, "--kind", "referral", "--channel", "sftp",
+            "protocol", "create", "--nis", NIS, "--kind", "referral", "--channel", "sftp",
             "--key-connection", REFERRAL_KEY_CONNECTION, "--agreement-ref", f"SO/{today.year}/demo",
             "--agreement-date", (today - dt.timedelta(days=40)).isoformat(), "--secrecy-conditions", "art. 7",
             "--college-decision-ref", f"BCSD/{today.year}/demo",
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
         entry = next(p for p in read_snapshot() if int(p["id"]) == protocol_id)
         list_dag, feedback_dag = referral_dag_id(entry), feedback_dag_id(entry)
-        say(f"referral agreement: protocol {protocol_id} signed with the Sociaal Huis of Gent → DAGs {list_dag}, {feedback_dag}")
+        say(f"referral agreement: protocol {protocol_id} signed with the Sociaal Huis of Antwerpen → DAGs {list_dag}, {feedback_dag}")
         say(f"dry run: {demo._cli('referral', 'select', '--protocol', str(protocol_id))}")
 
         env = {**demo._settings_env(workspace), conn_name: conn_value,
