@@ -105,6 +105,13 @@ def take_feedback(protocol: Protocol, handle: str, *, key: str) -> tuple[bytes, 
         target = (effect.detail or {}).get("remote") if effect is not None and effect.state == "done" else None
     if target is None:
         name = sftp.find_by_handle(hook, INBOX, handle)
+        if name is None and effect is not None:  # moved by an earlier try that stopped before recording it
+            moved = sftp.find_by_handle(hook, RECEIVED, handle)
+            if moved is not None:
+                target = posixpath.join(RECEIVED, moved)
+                with session_scope() as session:
+                    ledger.complete_side_effect(session, key, detail={"remote": target})
+    if target is None:
         if name is None:
             raise sftp.RemoteFileMissing(
                 f"the feedback file the sensor found is no longer in {INBOX}/ on connection {protocol.channel_connection!r}: "
