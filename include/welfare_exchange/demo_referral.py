@@ -1,7 +1,7 @@
 """The referral round trip as a demo (``python -m welfare_exchange.demo --referral``, ``make demo-referral``).
 
 A fresh workspace, a generated entitlement store and referral candidates, a real SFTP server on
-loopback, a signed referral agreement with the Sociaal Huis of Antwerpen, and Airflow private to the
+loopback, a signed referral agreement with the Sociaal Huis of a large city (Antwerpen when free), and Airflow private to the
 demo: the referral DAG sends the encrypted list, the Sociaal Huis (played here) returns an
 encrypted feedback file, the feedback DAG records it and writes the evaluation report to the
 agency's own outbox. Figures only; no personal data is printed.
@@ -16,9 +16,23 @@ import os
 import time
 from pathlib import Path
 
-#: Antwerpen: many young families, and not the NIS of the Method 1 demo (Gent), which may run meanwhile.
-NIS = "11002"
-REFERRAL_KEY_CONNECTION = f"key_{NIS}_referral"
+#: Cities with many young families, Antwerpen first. Not Gent (the Method 1 demo's), and one whose
+#: SFTP account no other process on this machine holds: such an account would vanish when that
+#: process ends.
+CITIES = ("11002", "71016", "24062", "31005", "12025", "35013", "34022", "46021")
+
+
+def _free_city() -> str:
+    import pwd
+
+    from welfare_exchange.devtools.sftp_server import ACCOUNT_PREFIX
+
+    for nis in CITIES:
+        try:
+            pwd.getpwnam(f"{ACCOUNT_PREFIX}{nis}")
+        except KeyError:
+            return nis
+    return CITIES[0]
 OUTCOMES = ("gecontacteerd", "ondersteuning gestart", "geweigerd", "onbereikbaar", "verhuisd")
 
 
@@ -53,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from welfare_exchange.devtools.sftp_server import SftpServer, chroot_capable_root
 
     say = demo.Progress()
+    NIS = _free_city()  # noqa: N806 - the demo's municipality, as in demo.py
+    REFERRAL_KEY_CONNECTION = f"key_{NIS}_referral"  # noqa: N806
     workspace = Path(args.workspace).resolve()
     airflow = sftp = None
     try:
@@ -94,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
         entry = next(p for p in read_snapshot() if int(p["id"]) == protocol_id)
         list_dag, feedback_dag = referral_dag_id(entry), feedback_dag_id(entry)
-        say(f"referral agreement: protocol {protocol_id} signed with the Sociaal Huis of Antwerpen → DAGs {list_dag}, {feedback_dag}")
+        say(f"referral agreement: protocol {protocol_id} signed with the Sociaal Huis of {entry['municipality']} → DAGs {list_dag}, {feedback_dag}")
         say(f"dry run: {demo._cli('referral', 'select', '--protocol', str(protocol_id))}")
 
         env = {**demo._settings_env(workspace), conn_name: conn_value,
