@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             codes = list(session.scalars(sa.select(Referral.code).where(Referral.protocol_id == protocol_id).order_by(Referral.id)))
             selected = len(codes)
             sent = session.scalar(sa.select(sa.func.count()).select_from(Referral).where(Referral.sent_at.is_not(None)))
-        (account.local_dir("inbox") / "terugkoppeling_demo.xlsx").write_bytes(_feedback_file(codes, password, today))
+        sftp.drop_request(NIS, _feedback_file(codes, password, today), "terugkoppeling_demo.xlsx")  # as the Sociaal Huis would
         say(f"the Sociaal Huis returns encrypted feedback on {len(codes)} referrals (inbox/terugkoppeling_demo.xlsx)")
         run_id = airflow.trigger(feedback_dag)
         state = airflow.wait_for_run(feedback_dag, run_id, timeout=args.timeout, on_task_state=demo._on_task_state(say))
