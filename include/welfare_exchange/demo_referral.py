@@ -25,8 +25,9 @@ CITIES = ("11002", "71016", "24062", "31005", "12025", "35013", "34022", "46021"
 def _free_city() -> str:
     import pwd
 
-    from welfare_exchange.devtools.sftp_server import ACCOUNT_PREFIX
+    from welfare_exchange.devtools.sftp_server import ACCOUNT_PREFIX, sweep_stale_accounts
 
+    sweep_stale_accounts()  # accounts left by ended processes do not count as held
     for nis in CITIES:
         try:
             pwd.getpwnam(f"{ACCOUNT_PREFIX}{nis}")
@@ -85,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
         demo._cli("entitlements", "generate", "--children", str(args.children), "--seed", str(args.seed), "--no-progress")
         say(f"workspace {demo._rel(workspace)}: database migrated, entitlement store of {args.children:,} children")
         candidates_csv = workspace / "referral_candidates.csv"
-        demo._cli("referral", "generate", "--out", str(candidates_csv), "--seed", str(args.seed), "--nis", NIS)
+        # Six birth years rather than two: enough families in one city for a readable demo.
+        born_from = (dt.date.today() - dt.timedelta(days=6 * 365)).isoformat()
+        demo._cli("referral", "generate", "--out", str(candidates_csv), "--seed", str(args.seed), "--nis", NIS,
+                  "--born-from", born_from)
         say(f"referral candidates (Kind en Gezin): {demo._cli('referral', 'import', str(candidates_csv))}")
         candidates_csv.unlink()  # personal data: not left on disk
 
@@ -138,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
             codes = list(session.scalars(sa.select(Referral.code).where(Referral.protocol_id == protocol_id).order_by(Referral.id)))
             selected = len(codes)
             sent = session.scalar(sa.select(sa.func.count()).select_from(Referral).where(Referral.sent_at.is_not(None)))
+        if not sent:
+            raise demo.DemoError("no family was referred: the generated candidates gave none with consent in kansarmoede")
         sftp.drop_request(NIS, _feedback_file(codes, password, today), "terugkoppeling_demo.xlsx")  # as the Sociaal Huis would
         say(f"the Sociaal Huis returns encrypted feedback on {len(codes)} referrals (inbox/terugkoppeling_demo.xlsx)")
         run_id = airflow.trigger(feedback_dag)
