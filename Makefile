@@ -29,10 +29,10 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	@touch $@
 
 demo: install
-	@$(ENV) $(PY) -m welfare_exchange.demo
+	@$(ENV) $(PY) -m welfare_exchange.devtools.demo
 
 demo-referral: install
-	@$(ENV) $(PY) -m welfare_exchange.demo --referral --workspace var/demo-referral
+	@$(ENV) $(PY) -m welfare_exchange.devtools.demo --referral --workspace var/demo-referral
 
 test: install
 	@$(ENV) $(PY) -m pytest $(PYTEST_ARGS)

@@ -7,8 +7,8 @@ import datetime as dt
 from airflow.sdk import CronDataIntervalTimetable
 
 from tests.dagutil import load_dag_file
-from welfare_exchange.exchange.defaults import OWNER
-from welfare_exchange.feeds.assets import ENTITLEMENT_SNAPSHOT
+from welfare_exchange.orchestration.defaults import OWNER
+from welfare_exchange.orchestration.assets import ENTITLEMENT_SNAPSHOT
 from welfare_exchange.feeds.interval import BRUSSELS
 
 def test_structural_feeds_dag_shape(monkeypatch, tmp_path):

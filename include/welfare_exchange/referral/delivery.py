@@ -30,8 +30,8 @@ from welfare_exchange import ledger
 from welfare_exchange.channels import registry as channels
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
-from welfare_exchange.exchange.common import key_password as _key_password
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.channels.common import key_password as _key_password
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeLimits
 from welfare_exchange.transport import sftp
 

@@ -1,4 +1,4 @@
-"""The referral round trip as a demo (``python -m welfare_exchange.demo --referral``, ``make demo-referral``).
+"""The referral round trip as a demo (``python -m welfare_exchange.devtools.demo --referral``, ``make demo-referral``).
 
 A fresh workspace, a generated entitlement store and referral candidates, a real SFTP server on
 loopback, a signed referral agreement with the Sociaal Huis of a large city (Antwerpen when free), and Airflow private to the
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     import sqlalchemy as sa
 
-    from welfare_exchange import demo
+    from welfare_exchange.devtools import demo
     from welfare_exchange.devtools.airflow_server import AirflowServer
     from welfare_exchange.devtools.sftp_server import SftpServer, chroot_capable_root
 
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         ).split()[-1])
         for action in ("submit", "advise", "sign"):
             demo._cli("protocol", action, str(protocol_id))
-        from welfare_exchange.exchange.dag_factory import read_snapshot
+        from welfare_exchange.orchestration.dag_factory import read_snapshot
         from welfare_exchange.orchestration.referral_dag import feedback_dag_id, referral_dag_id
 
         entry = next(p for p in read_snapshot() if int(p["id"]) == protocol_id)
@@ -174,3 +174,27 @@ def run(args: argparse.Namespace) -> int:
             airflow.stop()
         if sftp is not None:
             sftp.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    from welfare_exchange.devtools import demo
+
+    parser = argparse.ArgumentParser(prog="python -m welfare_exchange.devtools.demo --referral",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workspace", default=str(demo.REPO_ROOT / "var" / "demo-referral"), help="recreated on every run")
+    parser.add_argument("--children", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--request-size", type=int, default=3000, help="unused here (the Method 1 demo's)")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for each run")
+    args = parser.parse_args(argv)
+    demo.quiet_libraries()
+    signal.signal(signal.SIGTERM, demo._sigterm_as_interrupt)
+    return run(args)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
