@@ -1,7 +1,7 @@
 """The referral round trip as a demo (``python -m welfare_exchange.devtools.demo --referral``, ``make demo-referral``).
 
 A fresh workspace, a generated entitlement store and referral candidates, a real SFTP server on
-loopback, a signed referral agreement with the Sociaal Huis of a large city (Antwerpen when free), and Airflow private to the
+loopback, a signed referral agreement with the Sociaal Huis of a large city (Oostende when free), and Airflow private to the
 demo: the referral DAG sends the encrypted list, the Sociaal Huis (played here) returns an
 encrypted feedback file, the feedback DAG records it and writes the evaluation report to the
 agency's own outbox. Figures only; no personal data is printed.
@@ -16,10 +16,9 @@ import os
 import time
 from pathlib import Path
 
-#: Cities with many young families, Antwerpen first. Not Gent (the Method 1 demo's), and one whose
-#: SFTP account no other process on this machine holds: such an account would vanish when that
-#: process ends.
-CITIES = ("11002", "71016", "24062", "31005", "12025", "35013", "34022", "46021")
+#: Large cities no test or other demo uses: dev SFTP accounts are system-wide, and an account
+#: another process also holds is removed (and re-made with other ids) when that process ends.
+CITIES = ("35013", "34022", "71016", "46021", "13040", "23088", "42006")
 
 
 def _free_city() -> str:
