@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.engine import dispose_engines
 from welfare_exchange.db.models import AuditRecord
-from welfare_exchange.exchange.defaults import on_task_retry, on_task_start, on_task_success
+from welfare_exchange.orchestration.defaults import on_task_retry, on_task_start, on_task_success
 
 
 def context(try_number: int, task_id: str = "match_entitlements") -> dict:

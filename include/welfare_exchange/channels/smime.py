@@ -36,7 +36,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 from types import SimpleNamespace
 from collections.abc import Callable
 from typing import Any
@@ -48,8 +47,8 @@ from welfare_exchange.channels.base import Channel, Sent
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol, SideEffect
 from welfare_exchange.errors import InputError, ProtocolError
-from welfare_exchange.exchange import result
-from welfare_exchange.exchange.common import (
+from welfare_exchange.channels.common import (
+    result_file_name,
     REQUEST_CATEGORIES,
     RESULT_CATEGORIES,
     ExchangeRefused,
@@ -58,9 +57,10 @@ from welfare_exchange.exchange.common import (
     report_text,
     require_gate,
 )
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeError
 from welfare_exchange.protocols import get
+from welfare_exchange.settings import get_mail_settings
 from welfare_exchange.staging import RESULT_FILE, Staging
 from welfare_exchange.transport import mail, smime
 
@@ -82,17 +82,17 @@ UNNAMED_ATTACHMENT = "aanvraag.xlsx"
 
 def imap_conn_id() -> str:
     """The agency mailbox's Airflow connection (``WELFARE_EXCHANGE_IMAP_CONN_ID``, default ``imap_agency``)."""
-    return os.environ.get("WELFARE_EXCHANGE_IMAP_CONN_ID") or mail.DEFAULT_IMAP_CONN_ID
+    return get_mail_settings().imap_conn_id
 
 
 def smime_conn_id() -> str:
     """The agency's S/MIME identity connection (``WELFARE_EXCHANGE_SMIME_CONN_ID``, default ``smime_agency``)."""
-    return os.environ.get("WELFARE_EXCHANGE_SMIME_CONN_ID") or mail.DEFAULT_SMIME_CONN_ID
+    return get_mail_settings().smime_conn_id
 
 
 def max_message_bytes() -> int:
     """Largest request message accepted (``WELFARE_EXCHANGE_MAIL_MAX_BYTES``, default 25 MiB)."""
-    return int(os.environ.get("WELFARE_EXCHANGE_MAIL_MAX_BYTES") or smime.DEFAULT_MAX_MESSAGE_BYTES)
+    return get_mail_settings().max_message_bytes
 
 
 # --------------------------------------------------------------------------- configuration
@@ -455,19 +455,17 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
 def _finish_fetch(protocol_id: int, exchange_id: int, item: dict[str, Any], run: RunInfo) -> int:
     """Move the message from ``INBOX`` to ``Processed`` (once) and record the deletion deadlines."""
     key = f"exchange:{exchange_id}:received"
-    with session_scope() as session:
-        effect = ledger.begin_side_effect(session, key, kind="received", exchange_id=exchange_id)
-        done, detail = effect.state == "done", dict(effect.detail or item)
-    if not done:
-        # Moved already by a try that crashed before recording it: found in Processed by its digest.
-        detail = {**detail, **_located(_move(detail, mailbox=INBOX, to=PROCESSED))}
-        with session_scope() as session:
-            exchange, _ = load_exchange(session, exchange_id)
-            ledger.complete_side_effect(session, key, sha256=exchange.request_sha256, detail=detail)
+    with ledger.side_effect(key, kind="received", exchange_id=exchange_id) as effect:
+        if effect.pending:
+            # Moved already by a try that crashed before recording it: found in Processed by its digest.
+            moved = {**item, **_located(_move(item, mailbox=INBOX, to=PROCESSED))}
+            with session_scope() as session:
+                exchange, _ = load_exchange(session, exchange_id)
+            effect.complete(sha256=exchange.request_sha256, detail=moved)
+    detail = dict(effect.detail or item)
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
-        deadline = exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days)
-        rule = f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})"
+        deadline, rule = ledger.request_deadline(protocol, exchange.exchange_date)
         staging = Staging(protocol.id, exchange.id)
         if not ledger.is_done(session, f"exchange:{exchange_id}:quarantined"):  # else the item followed the message
             _schedule_message(session, protocol, exchange.id, "request_message", detail, deadline, rule)
@@ -598,17 +596,14 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
         exchange, protocol = load_exchange(session, exchange_id)
         received = ledger.find_side_effect(session, f"exchange:{exchange_id}:received")
         item = dict(received.detail or {}) if received is not None else {}
-        done = ledger.is_done(session, key)
-        if not done:
-            ledger.begin_side_effect(session, key, kind="quarantined", exchange_id=exchange_id, target=REJECTED)
-    if not done:
-        if item.get("sha256"):
-            # Found in Processed by its digest (the UID the move was given is only a hint).
-            item = {**item, **_located(_move(item, mailbox=item.get("mailbox", PROCESSED), to=REJECTED))}
-        else:  # received before messages were recorded by digest: nothing identifies it safely
-            log.warning("exchange %s: the request message has no recorded digest; it stays in %s", exchange_id, PROCESSED)
-        with session_scope() as session:
-            ledger.complete_side_effect(session, key, detail=item)
+    with ledger.side_effect(key, kind="quarantined", exchange_id=exchange_id, target=REJECTED) as effect:
+        if effect.pending:
+            if item.get("sha256"):
+                # Found in Processed by its digest (the UID the move was given is only a hint).
+                item = {**item, **_located(_move(item, mailbox=item.get("mailbox", PROCESSED), to=REJECTED))}
+            else:  # received before messages were recorded by digest: nothing identifies it safely
+                log.warning("exchange %s: the request message has no recorded digest; it stays in %s", exchange_id, PROCESSED)
+            effect.complete(detail=item)
     send_once(
         protocol, key=f"exchange:{exchange_id}:report", kind="report", exchange_id=exchange_id,
         subject=f"Groeipakket: validatierapport uitwisseling {exchange_id} / validation report",
@@ -623,9 +618,7 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
         if located.get("mailbox") == REJECTED:
             _schedule_message(
                 session, protocol, exchange_id, "quarantine", located,
-                exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days),
-                f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
-                moved_from=("request_message", PROCESSED),
+                *ledger.request_deadline(protocol, exchange.exchange_date), moved_from=("request_message", PROCESSED),
             )
         audit.record(
             session, "request.quarantined", "refused", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
@@ -651,7 +644,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     key = f"exchange:{exchange_id}:delivered"
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
-        name = result.result_file_name(protocol, exchange)
+        name = result_file_name(protocol, exchange)
         effect = ledger.find_side_effect(session, key)
         done = effect is not None and effect.state == "done"
         if done:
@@ -832,6 +825,7 @@ class SmimeChannel(Channel):
     name = "smime"
     places = ("imap",)
     sensor = "mailbox"
+    sender_identity = True
     refusal_hint = REFUSAL_HINT
 
     def find_request(self, protocol_id, *, actor=None, on=None, **_):

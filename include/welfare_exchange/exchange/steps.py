@@ -24,6 +24,7 @@ for every channel.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import gc
 import hashlib
@@ -38,7 +39,8 @@ from welfare_exchange.db import session_scope
 from welfare_exchange.entitlements import history
 from welfare_exchange.exchange import matching, result
 from welfare_exchange.channels.registry import channel_for
-from welfare_exchange.exchange.common import (  # noqa: F401 (re-exported: the steps' public names)
+from welfare_exchange.channels.common import (  # noqa: F401 (re-exported: the steps' public names)
+    result_file_name,
     REQUEST_CATEGORIES,
     RESULT_CATEGORIES,
     ExchangeRefused,
@@ -51,7 +53,7 @@ from welfare_exchange.exchange.common import (  # noqa: F401 (re-exported: the s
     sha256_file,
 )
 from welfare_exchange.errors import AgencySideError, ProtocolError
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeError, IntakeLimits, encrypt_agile, read_request
 from welfare_exchange.protocols import check_gate, get
 from welfare_exchange.retention.rules import RULE_AFTER_MATCH
@@ -183,6 +185,72 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
     return summary
 
 
+def receipt_text(protocol, exchange) -> bytes:
+    """The acknowledgement of a request: what the municipality can check against its own file.
+
+    Exchange id, when it was received, the SHA-256 of the file as received and the number of
+    rows to be processed — no name, no number, nothing from inside the file.
+    """
+    received = exchange.created_at.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+    rows = (exchange.counts or {}).get("valid")
+    lines = [
+        "Groeipakket - ontvangstbevestiging van uw aanvraag / acknowledgement of receipt of your request",
+        "",
+        f"Protocol: {protocol.id} ({protocol.nis_code})",
+        f"Uitwisseling / exchange: {exchange.id}",
+        f"Ontvangen op / received at: {received}",
+        f"SHA-256 van het ontvangen bestand / of the file received: {exchange.request_sha256}",
+        f"Rijen die verwerkt worden / rows to be processed: {rows}",
+        "",
+        "Het resultaat volgt via hetzelfde kanaal. / The result follows over the same channel.",
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def receipt_name(protocol, exchange) -> str:
+    """Never the municipality's file name (it may hold personal data)."""
+    return f"groeipakket_ontvangstbevestiging_{protocol.nis_code}_exchange-{exchange.id}.txt"
+
+
+def send_receipt(exchange_id: int, run: RunInfo) -> dict[str, Any]:
+    """Acknowledge the validated request to the municipality on its channel — once (the ledger).
+
+    Runs after validation (the rows to be processed are known) beside the matching. A re-run, or
+    a clear of the task, sends nothing again; the audit records ``request.acknowledged`` once.
+    A refused request gets its validation report instead (this task does not run).
+    """
+    key = f"exchange:{exchange_id}:receipt"
+    with session_scope() as session:
+        exchange, protocol = _exchange(session, exchange_id)
+        if not ledger.is_done(session, key):
+            require_gate(protocol, exchange.exchange_date)
+        if (exchange.counts or {}).get("valid") is None:
+            raise RuntimeError(f"exchange {exchange_id} is not validated yet: clear decrypt_and_validate first")
+        payload, name = receipt_text(protocol, exchange), receipt_name(protocol, exchange)
+    channel = channel_for(protocol)
+    sent = channel.send_file(
+        protocol, key=key, kind="receipt_sent", exchange_id=exchange_id, name=name, payload=payload,
+        subject=f"Groeipakket: ontvangstbevestiging uitwisseling {exchange_id} / receipt of exchange {exchange_id}",
+        content_type="text/plain", actor=run.actor, attempt=f"{run.run_id}:{run.try_number}",
+        today=run.exchange_date, sensitive=False,
+    )
+    with session_scope() as session:
+        exchange, protocol = _exchange(session, exchange_id)
+        if sent.location is not None:
+            deadline, rule = ledger.result_deadline(protocol, exchange.exchange_date, what="receipt")
+            channel.schedule_copy(session, protocol, exchange_id=exchange_id, kind="report", location=sent.location,
+                                  deadline=deadline, rule=rule, sha256=sent.sha256, size=sent.size)
+        audit.record(
+            session, "request.acknowledged", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
+            file_hashes={"request": exchange.request_sha256, "receipt": sent.sha256},
+            counts={"rows": (exchange.counts or {}).get("valid")},
+            message=f"receipt of the request sent to the municipality ({channel.name}): exchange id, time of receipt, "
+            "SHA-256 of its file, rows to be processed",
+            fact_key=key,
+        )
+    return {"name": name, "sha256": sent.sha256, "already_sent": sent.already_sent}
+
+
 def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
     """Set the refused request aside on its channel, send the municipality a report, record it (once each).
 
@@ -280,7 +348,7 @@ def build_result(exchange_id: int, run: RunInfo, *, out: os.PathLike | str | Non
             )
     if out is not None:
         atomic_write(pathlib.Path(out), staging.read_file(RESULT_FILE))
-    return {"result_sha256": exchange.result_sha256 or staging.sha256(RESULT_FILE), "name": result.result_file_name(protocol, exchange)}
+    return {"result_sha256": exchange.result_sha256 or staging.sha256(RESULT_FILE), "name": result_file_name(protocol, exchange)}
 
 
 # ------------------------------------------------------------------- beside 7. data subjects

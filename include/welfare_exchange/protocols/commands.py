@@ -7,11 +7,13 @@ import json
 import pathlib
 
 from welfare_exchange import audit
-from welfare_exchange.channels.registry import names as channel_names
+from welfare_exchange.protocols.channels import names as channel_names
+from welfare_exchange.protocols.channels import needs_sender_identity
 from welfare_exchange.cliutil import iso_date
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
 from welfare_exchange.errors import IllegalTransition, InputError, ProtocolError
+from welfare_exchange.municipalities import by_nis
 from welfare_exchange.protocols import registry
 
 _LIFECYCLE_HELP = {
@@ -126,10 +128,6 @@ def _csv(text: str | None) -> list[str] | None:
 
 def _municipality_name(nis: str) -> str:
     try:
-        from welfare_exchange.entitlements.municipalities import by_nis
-    except ImportError:
-        return f"NIS {nis}"
-    try:
         return by_nis(nis).name
     except (KeyError, LookupError):
         raise InputError(f"unknown NIS code {nis}: give --municipality or a code of a Flemish municipality") from None
@@ -164,7 +162,7 @@ def _offer(path: pathlib.Path | None) -> dict | None:
 def _create(args: argparse.Namespace) -> int:
     offer = _offer(args.offer_file)
     certificates = [_certificate_pem(path) for path in args.sender_certificate]
-    if args.channel == "smime" and (not args.sender_address or not certificates):
+    if needs_sender_identity(args.channel) and (not args.sender_address or not certificates):
         raise InputError(
             "an e-mail (smime) protocol needs the municipality's sender address (--sender-address) and the "
             "certificate its DPO exchanged with the agency's (--sender-certificate FILE): requests are tied to "

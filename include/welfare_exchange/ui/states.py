@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from welfare_exchange.failures import CAUSES, RUNBOOK
-from welfare_exchange.ui.airflow_api import ACTIVE_TASK_STATES, Run, Task
+from welfare_exchange.orchestration.airflow_api import ACTIVE_TASK_STATES, Run, Task
 
 STATES = ("waiting", "running", "failed", "quarantined", "delivered", "duplicate", "no_request", "overdue", "unknown")
 #: States after which nothing more happens (a retry cannot change them).
@@ -40,6 +40,7 @@ TASK_LABELS = {
     "wait_for_request": "waiting for the request",
     "fetch_request": "taking the request into staging",
     "decrypt_and_validate": "decrypting and validating the request",
+    "send_receipt": "acknowledging the request to the municipality",
     "match_entitlements": "matching against the entitlement store",
     "build_result": "building and encrypting the result",
     "protocol_gate_before_delivery": "checking the protocol gate before delivery",

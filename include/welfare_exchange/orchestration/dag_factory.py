@@ -11,7 +11,6 @@ connection.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import os
 import re
@@ -20,17 +19,17 @@ from typing import Any
 
 from airflow.sdk import DAG, TriggerRule, chain, get_current_context, get_parsing_context, task
 from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from welfare_exchange.channels.registry import channel_for, names
-from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.exchange import steps
-from welfare_exchange.exchange.context import RunInfo
-from welfare_exchange.exchange.defaults import default_args
-from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
-from welfare_exchange.sensors.mail_arrival import MailRequestArrivalSensor
-from welfare_exchange.sensors.request_arrival import RequestArrivalSensor
-from welfare_exchange.settings import get_settings
+from welfare_exchange.orchestration.defaults import default_args
+from welfare_exchange.orchestration.sensors.channel_arrival import ChannelArrivalSensor
+from welfare_exchange.orchestration.sensors.protocol_gate import ProtocolGateSensor
+from welfare_exchange.orchestration.sensors.mail_arrival import MailRequestArrivalSensor
+from welfare_exchange.orchestration.sensors.request_arrival import RequestArrivalSensor
+from welfare_exchange.orchestration.tasks import run_step
+from welfare_exchange.settings import get_settings, get_timing
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -48,6 +47,7 @@ toeslag* from the protocol's reference date on, and who their *begunstigde* is.
 | 2 | `wait_for_request` | {wait} |
 | 3 | `fetch_request` | {fetch} |
 | 4 | `decrypt_and_validate` | decrypts in memory; {refuse} |
+| beside 5 | `send_receipt` | acknowledges the request to the municipality on its channel, once: exchange id, received at, SHA-256 of its file, rows to be processed (no personal data) |
 | 5 | `match_entitlements` | one set join in the project database |
 | 6 | `build_result` | result + validation report, encrypted (AES-256); built once, so re-runs send identical bytes |
 | 7 | `protocol_gate_before_delivery` | the gate once more: a protocol revoked meanwhile blocks delivery |
@@ -75,32 +75,9 @@ def method1_dag_id(entry: dict[str, Any]) -> str:
     return protocol_dag_id("method1", entry)
 
 
-def run_step(step: Callable[..., Any]) -> Callable[..., Any]:
-    """Call a step with this task's :class:`RunInfo`; make unfixable errors fail without retries.
-
-    The steps of every protocol DAG (Method 1 and Method 2) are plain functions taking the run
-    info after their positional arguments; this is the one place they get it.
-    """
-
-    @functools.wraps(step)
-    def wrapper(*args, **kwargs):
-        run = RunInfo.from_context(get_current_context())
-        try:
-            return step(*args, run, **kwargs)
-        except (InputError, ProtocolError) as err:
-            # A wrong password or a revoked protocol does not get better by retrying.
-            raise AirflowFailException(str(err)) from None
-
-    return wrapper
-
-
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
 def _arrival_sensor(entry: dict[str, Any], poke: float):
     """``wait_for_request``: the sensor the protocol's channel asks for (:attr:`Channel.sensor`)."""
-    timeout = _seconds("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", 24 * 3600)
+    timeout = get_timing().arrival_timeout
     channel = channel_for(entry)
     build = ARRIVAL_SENSORS.get(channel.sensor)
     if build is None:
@@ -115,7 +92,7 @@ def _sftp_inbox_sensor(entry: dict[str, Any], *, poke: float, timeout: float):
         task_id="wait_for_request",
         protocol_id=int(entry["id"]),
         sftp_conn_id=entry["channel_connection"],
-        settle_seconds=_seconds("WELFARE_EXCHANGE_SETTLE_SECONDS", 10),
+        settle_seconds=get_timing().settle_seconds,
         poke_interval=poke,
         timeout=timeout,
         soft_fail=True,
@@ -132,21 +109,35 @@ def _mailbox_sensor(entry: dict[str, Any], *, poke: float, timeout: float):
         protocol_id=int(entry["id"]),
         sender_address=(entry.get("sender_address") or "").strip().lower(),
         imap_conn_id=mail_channel.imap_conn_id(),
-        deferrable=os.environ.get("WELFARE_EXCHANGE_MAIL_DEFERRABLE", "").lower() in ("1", "true", "yes"),
+        deferrable=get_timing().mail_deferrable,
         poke_interval=poke,
         timeout=timeout,
         soft_fail=True,  # no message today: the run ends skipped, not failed
     )
 
 
+def _channel_sensor(entry: dict[str, Any], *, poke: float, timeout: float):
+    return ChannelArrivalSensor(
+        task_id="wait_for_request",
+        protocol_id=int(entry["id"]),
+        channel=entry["channel"],
+        poke_interval=poke,
+        timeout=timeout,
+        soft_fail=True,
+    )
+
+
 #: :attr:`Channel.sensor` → the ``wait_for_request`` sensor it names.
-ARRIVAL_SENSORS: dict[str, Callable[..., Any]] = {"sftp_inbox": _sftp_inbox_sensor, "mailbox": _mailbox_sensor}
+ARRIVAL_SENSORS: dict[str, Callable[..., Any]] = {
+    "sftp_inbox": _sftp_inbox_sensor, "mailbox": _mailbox_sensor, "generic": _channel_sensor,
+}
 
 
 def build_method1_dag(entry: dict[str, Any]) -> DAG:
     """The Method 1 DAG of one protocol (``entry`` is one protocol of the registry snapshot)."""
     protocol_id = int(entry["id"])
-    poke = _seconds("WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS", 60)
+    timing = get_timing()
+    poke = timing.poke_interval
     with DAG(
         dag_id=method1_dag_id(entry),
         dag_display_name=f"Method 1 · {entry['municipality']} ({entry['nis_code']}) · protocol {protocol_id}",
@@ -165,7 +156,7 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
             protocol_id=protocol_id,
             requirements={"kind": "method1", "channel": entry["channel"]},
             poke_interval=poke,
-            timeout=_seconds("WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS", 7 * 24 * 3600),
+            timeout=timing.gate_timeout,
             retries=0,
         )
         arrival = _arrival_sensor(entry, poke)
@@ -180,6 +171,10 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
         @task(task_id="decrypt_and_validate")
         def decrypt_and_validate(exchange_id: int) -> dict[str, Any]:
             return run_step(steps.decrypt_and_validate)(exchange_id)
+
+        @task(task_id="send_receipt")
+        def send_receipt(exchange_id: int) -> dict[str, Any]:
+            return run_step(steps.send_receipt)(exchange_id)
 
         @task(task_id="match_entitlements")
         def match_entitlements(exchange_id: int) -> dict[str, int]:
@@ -214,11 +209,12 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
         exchange_id = fetch_request(arrival.output)
         built = build_result(exchange_id)
         retention = record_retention(exchange_id)
+        validated = decrypt_and_validate(exchange_id)
         chain(
             gate,
             arrival,
             exchange_id,
-            decrypt_and_validate(exchange_id),
+            validated,
             match_entitlements(exchange_id),
             built,
             protocol_gate_before_delivery(exchange_id),
@@ -227,6 +223,8 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
         )
         # The staged lists it reads are deleted by record_retention, so that waits for it.
         chain(built, record_data_subjects(), retention)
+        # The municipality's acknowledgement, beside the matching: it never holds up the result.
+        chain(validated, send_receipt(exchange_id))
     return dag
 
 
@@ -284,7 +282,7 @@ def build_mail_triage_dag() -> DAG:
         dag_display_name="Method 1 · agency mailbox triage (unknown senders)",
         description="Refuse e-mail from senders that no e-mail protocol registers",
         doc_md=build_mail_triage_dag.__doc__,
-        schedule=os.environ.get("WELFARE_EXCHANGE_MAIL_TRIAGE_SCHEDULE") or "@hourly",
+        schedule=get_timing().mail_triage_schedule,
         start_date=START,
         catchup=False,
         max_active_runs=1,
