@@ -33,7 +33,7 @@ from welfare_exchange.errors import InputError
 from welfare_exchange.channels import sftp_inbox as inbox
 from welfare_exchange.intake import IntakeError, IntakeLimits
 from welfare_exchange.protocols import get
-from welfare_exchange.staging import Staging
+from welfare_exchange.staging import RESULT_FILE, Staging
 from welfare_exchange.transport import sftp
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ def _finish_fetch(protocol_id: int, exchange_id: int, name: str, run: RunInfo) -
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
         deadline, rule = ledger.request_deadline(protocol, exchange.exchange_date)
+        staging = Staging(protocol.id, exchange.id)
         if not ledger.is_done(session, f"exchange:{exchange_id}:quarantined"):  # else the item followed the file
             ledger.schedule_deletion(
                 session, protocol_id=protocol.id, exchange_id=exchange.id, kind="request_file", where="sftp",
@@ -136,8 +137,8 @@ def _finish_fetch(protocol_id: int, exchange_id: int, name: str, run: RunInfo) -
                 sha256=exchange.request_sha256, size=exchange.request_size,
             )
         ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
-            location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline, rule=rule,
+            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where=staging.where,
+            location=staging.location(), deadline=deadline, rule=rule,
         )
     return exchange_id
 
@@ -212,8 +213,9 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
         if effect.was_done:
             log.info("exchange %s was already delivered at %s; nothing sent again", exchange_id, effect.done_at)
             return {"name": name, "sha256": effect.sha256, "already_delivered": True}
-        staged = Staging(protocol.id, exchange.id).path("result.xlsx")
-        digest, size = sftp.deliver(_hook(protocol), staged, OUTBOX, name)
+        staged = Staging(protocol.id, exchange.id).read_file(RESULT_FILE)
+        digest, size = sftp.upload_bytes(_hook(protocol), staged, OUTBOX, name)
+        del staged
         if digest != exchange.result_sha256:
             raise RuntimeError(f"exchange {exchange_id}: the delivered file's hash differs from the built result; not recorded as delivered")
         _record_delivery(exchange_id, name, digest, size, run)  # completes it with the exchange's state and fact
@@ -238,8 +240,9 @@ def confirm_delivery(exchange_id: int, run: RunInfo) -> bool:
         name = result_file_name(protocol, exchange)
     if exchange.result_sha256 is None or sftp.remote_sha256(_hook(protocol), posixpath.join(OUTBOX, name)) != exchange.result_sha256:
         return False
-    staged = Staging(protocol.id, exchange.id).path("result.xlsx")
-    _record_delivery(exchange_id, name, exchange.result_sha256, staged.stat().st_size if staged.exists() else None, run)
+    staged = Staging(protocol.id, exchange.id)
+    _record_delivery(exchange_id, name, exchange.result_sha256,
+                     len(staged.read_file(RESULT_FILE)) if staged.has(RESULT_FILE) else None, run)
     return True
 
 

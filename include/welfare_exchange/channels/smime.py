@@ -61,7 +61,7 @@ from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeError
 from welfare_exchange.protocols import get
 from welfare_exchange.settings import get_mail_settings
-from welfare_exchange.staging import Staging
+from welfare_exchange.staging import RESULT_FILE, Staging
 from welfare_exchange.transport import mail, smime
 
 log = logging.getLogger(__name__)
@@ -466,11 +466,12 @@ def _finish_fetch(protocol_id: int, exchange_id: int, item: dict[str, Any], run:
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
         deadline, rule = ledger.request_deadline(protocol, exchange.exchange_date)
+        staging = Staging(protocol.id, exchange.id)
         if not ledger.is_done(session, f"exchange:{exchange_id}:quarantined"):  # else the item followed the message
             _schedule_message(session, protocol, exchange.id, "request_message", detail, deadline, rule)
         ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
-            location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline, rule=rule,
+            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where=staging.where,
+            location=staging.location(), deadline=deadline, rule=rule,
         )
     return exchange_id
 
@@ -654,8 +655,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
             payload_bytes, digest = None, effect.sha256
         signer = (ledger.find_side_effect(session, f"exchange:{exchange_id}:received").detail or {}).get("signed_by")
     if not done:
-        staged = Staging(protocol.id, exchange.id).path("result.xlsx")
-        payload = staged.read_bytes()
+        payload = Staging(protocol.id, exchange.id).read_file(RESULT_FILE)
         payload_bytes, digest = len(payload), hashlib.sha256(payload).hexdigest()
         if digest != exchange.result_sha256:
             raise RuntimeError(f"exchange {exchange_id}: the staged result's hash differs from the built result; nothing sent")

@@ -501,10 +501,7 @@ def _deliver_report_revision(exchange_id: int, revision: int, counts: dict[str, 
         offer_title=offer["title"], counts=counts, revision=revision,
     )
     name = report_lib.report_name(protocol.nis_code, protocol.id, exchange_id, revision)
-    Staging(protocol.id, exchange.id).folder.mkdir(parents=True, exist_ok=True)
-    from welfare_exchange.staging import atomic_write
-
-    atomic_write(Staging(protocol.id, exchange.id).path(name), data)  # counts only: no personal data
+    Staging(protocol.id, exchange.id).write_file(name, data)  # counts only: no personal data
     channel = channel_for(protocol)
     sent = channel.send_file(
         protocol, key=key, kind="report_delivered", exchange_id=exchange_id, name=name, payload=data,
@@ -539,9 +536,10 @@ def _schedule_staging_deletion(session, exchange, protocol) -> dt.date:
     halfway leaves no list without a deadline; an upsert, so asking again changes nothing."""
     deadline, rule = ledger.result_deadline(protocol, exchange.exchange_date, after="the campaign",
                                             what="campaign staging (family list, letter PDFs, report)")
+    staging = Staging(protocol.id, exchange.id)
     ledger.schedule_deletion(
-        session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
-        location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline, rule=rule,
+        session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where=staging.where,
+        location=staging.location(), deadline=deadline, rule=rule,
     )
     return deadline
 

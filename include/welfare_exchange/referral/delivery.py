@@ -27,11 +27,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from welfare_exchange import ledger
+from welfare_exchange.channels import registry as channels
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
-from welfare_exchange.errors import ProtocolError
 from welfare_exchange.channels.common import key_password as _key_password
-from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeLimits
 from welfare_exchange.transport import sftp
@@ -54,35 +53,31 @@ def _hook(protocol: Protocol):
 
 def send_once(
     protocol: Protocol, data: bytes, name: str, *, key: str, kind: str, exchange_id: int | None, subject: str,
-    run: RunInfo, on_done: Callable[[Session], Any] | None = None,
+    run: RunInfo, on_done: Callable[[Session], Any] | None = None, sensitive: bool = True,
 ) -> dict[str, Any]:
     """Deliver ``data`` as ``name`` on the protocol's channel, once per ``key``.
 
-    The ledger records the intent before and the delivery after. ``on_done(session)`` runs in
-    the transaction that completes it — and again, harmlessly, on every later call (it must be
-    idempotent), so a crash between the delivery and the bookkeeping heals on the retry.
+    The channel (:meth:`welfare_exchange.channels.base.Channel.send_file`) records the intent
+    before and the delivery after. ``on_done(session)`` then runs — on every call, so it must be
+    idempotent: a crash between the delivery and the bookkeeping heals on the retry.
     """
-    try:
-        channel = channel_for(protocol)
-    except ValueError:
-        raise ProtocolError(f"protocol {protocol.id}: no referral delivery over channel {protocol.channel!r}") from None
-    sent = channel.send_file(
+    sent = channels.channel_for(protocol).send_file(
         protocol, key=key, kind=kind, exchange_id=exchange_id, name=name, payload=data, subject=subject,
         content_type="application/octet-stream", actor=run.actor, attempt=f"{run.run_id}:{run.try_number}",
-        today=run.exchange_date, reference=key,
+        today=run.exchange_date, sensitive=sensitive, reference=key,
     )
-    if sent.already_sent:
-        log.info("%s was already delivered; nothing sent again", kind)
-    if on_done is not None:  # idempotent: run again on every later call, so a crash before it heals on the retry
+    if on_done is not None:
         with session_scope() as session:
             on_done(session)
+    if sent.already_sent:
+        log.info("%s was already delivered; nothing sent again", kind)
     return {"name": name, "sha256": sent.sha256, "already_delivered": sent.already_sent, "location": sent.location}
 
 
 def remote_copy(protocol: Protocol, name: str) -> tuple[str, str] | None:
     """``(where, location)`` of a file sent to the Sociaal Huis, for its deletion deadline;
     ``None`` when the channel keeps no copy the agency can delete (e-mail)."""
-    channel = channel_for(protocol)
+    channel = channels.channel_for(protocol)
     location = channel.sent_location(protocol, name)
     return None if location is None else (channel.places[0], location)
 
@@ -110,6 +105,13 @@ def take_feedback(protocol: Protocol, handle: str, *, key: str) -> tuple[bytes, 
         target = (effect.detail or {}).get("remote") if effect is not None and effect.state == "done" else None
     if target is None:
         name = sftp.find_by_handle(hook, INBOX, handle)
+        if name is None and effect is not None:  # moved by an earlier try that stopped before recording it
+            moved = sftp.find_by_handle(hook, RECEIVED, handle)
+            if moved is not None:
+                target = posixpath.join(RECEIVED, moved)
+                with session_scope() as session:
+                    ledger.complete_side_effect(session, key, detail={"remote": target})
+    if target is None:
         if name is None:
             raise sftp.RemoteFileMissing(
                 f"the feedback file the sensor found is no longer in {INBOX}/ on connection {protocol.channel_connection!r}: "

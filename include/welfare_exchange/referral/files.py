@@ -121,8 +121,9 @@ def schedule_retention(session: Session, protocol: Protocol, exchange: Exchange)
     """Record when the exchange's staged file must be gone (the protocol's result retention after
     its date); the retention run deletes it and certifies the deletion. Returns the deadline."""
     deadline, rule = ledger.result_deadline(protocol, exchange.exchange_date, what="referral file", after="it was built")
+    staging = Staging(protocol.id, exchange.id)
     ledger.schedule_deletion(
-        session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
-        location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline, rule=rule,
+        session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where=staging.where,
+        location=staging.location(), deadline=deadline, rule=rule,
     )
     return deadline

@@ -179,6 +179,7 @@ def receive_feedback(protocol_id: int, handle: str, run: RunInfo) -> dict[str, A
         delivery.send_once(
             protocol, report, name, key=f"referral-feedback:{result.exchange_id}:report", kind="report_delivered",
             exchange_id=result.exchange_id, subject=f"Terugkoppeling geweigerd - protocol {protocol.id}", run=run,
+            sensitive=False,
         )
         copy = delivery.remote_copy(protocol, name)
         if copy is not None:
