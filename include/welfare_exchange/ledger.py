@@ -249,11 +249,15 @@ def _of_exchange(exchange_id: int | None):
     return RetentionItem.exchange_id.is_(None) if exchange_id is None else RetentionItem.exchange_id == exchange_id
 
 
-def request_deadline(protocol: Protocol, received_on: dt.date) -> tuple[dt.date, str]:
-    """When a request's copies must be gone, and the rule that says so: the protocol's
-    ``request_retention_days`` after the day it was received (the exchange date)."""
+def request_deadline(
+    protocol: Protocol, received_on: dt.date, *, what: str = "request", after: str | None = "receipt"
+) -> tuple[dt.date, str]:
+    """When what a municipality sent (``what``: request, feedback file, inbox notice, …) must be
+    gone, and the rule that says so: the protocol's ``request_retention_days`` after the day it
+    was received (the exchange date; ``after`` names it in the rule, ``None`` leaves it out)."""
     days = protocol.request_retention_days
-    return received_on + dt.timedelta(days=days), f"request: {days} days after receipt (protocol {protocol.id})"
+    since = f" after {after}" if after else ""
+    return received_on + dt.timedelta(days=days), f"{what}: {days} days{since} (protocol {protocol.id})"
 
 
 def result_deadline(

@@ -277,7 +277,7 @@ def schedule_retention(session, protocol: Protocol, exchange: Exchange, result_d
     ledger.schedule_deletion(
         session, protocol_id=protocol.id, exchange_id=exchange.id, kind="result_file", where="sftp",
         location=f"{protocol.channel_connection}:{posixpath.join(OUTBOX, name)}", deadline=result_deadline,
-        rule=f"result: {protocol.result_retention_days} days after the exchange (protocol {protocol.id})",
+        rule=ledger.result_deadline(protocol, exchange.exchange_date)[1],
         sha256=exchange.result_sha256, size=((delivered.detail or {}).get("bytes") if delivered is not None else None),
     )
     if protocol.delete_request_after_match:  # "delete the request as soon as matching is done"

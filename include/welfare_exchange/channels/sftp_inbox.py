@@ -170,8 +170,7 @@ def _answer_one(protocol_id: int, f: sftp.RemoteFile, reason: str, hook: SFTPHoo
     with session_scope() as session:
         protocol = get(session, protocol_id)
         ledger.complete_side_effect(session, key, sha256=digest, detail={"remote": target, "report": name})
-        rule = f"inbox notice: {protocol.request_retention_days} days (protocol {protocol.id})"
-        deadline = on + dt.timedelta(days=protocol.request_retention_days)
+        deadline, rule = ledger.request_deadline(protocol, on, what="inbox notice", after=None)
         for kind, location in (("quarantine", target), ("report", posixpath.join(OUTBOX, name))):
             ledger.schedule_deletion(
                 session, protocol_id=protocol.id, exchange_id=None, kind=kind, where="sftp",

@@ -444,9 +444,8 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
         moved = _move({**_item(message), "sha256": message_sha}, mailbox=INBOX, to=PROCESSED)
         with session_scope() as session:
             protocol = get(session, protocol_id)
-            days = protocol.request_retention_days
             _schedule_message(session, protocol, duplicate_of, "request_message", _located(moved),
-                              run.exchange_date + dt.timedelta(days=days), f"request: {days} days after receipt (protocol {protocol.id})")
+                              *ledger.request_deadline(protocol, run.exchange_date))
         log.info("duplicate request: same attachment as exchange %s; message moved to %s, not processed again", duplicate_of, PROCESSED)
         return None
     return _finish_fetch(protocol_id, exchange.id, _item(message), run)
@@ -549,10 +548,8 @@ def reject(protocol_id: int | None, message: mail.RawMessage, err: smime.SmimeEr
             message=f"{err.code}: {err} (message moved to {REJECTED})", fact_key=key,
         )
         if protocol is not None:
-            retention_days = protocol.request_retention_days
             _schedule_message(session, protocol, None, "rejected_message", located,
-                              run.exchange_date + dt.timedelta(days=retention_days),
-                              f"request: {retention_days} days after receipt (protocol {protocol.id})")
+                              *ledger.request_deadline(protocol, run.exchange_date))
     log.warning("request message refused (%s): %s", err.code, err)
     if protocol is None or err.code == "unknown_sender":
         return

@@ -13,7 +13,7 @@ import hashlib
 import pathlib
 import sys
 
-from welfare_exchange import audit
+from welfare_exchange import audit, ledger
 from welfare_exchange.cliutil import add_password_arguments, iso_date, read_password
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange
@@ -69,7 +69,7 @@ def _match(args: argparse.Namespace) -> int:
         sha = hashlib.sha256(data).hexdigest()
         draft = Exchange(id=0, protocol_id=protocol.id, request_sha256=sha, request_name=args.request.name, exchange_date=on)
         summary = outcome.report.summary()
-        deadline = on + dt.timedelta(days=protocol.result_retention_days)
+        deadline, _ = ledger.result_deadline(protocol, on)
         plain = result.build_workbook(protocol, draft, rows, outcome.report.to_rows(), summary, deadline)
         key, source = _result_password(protocol, password)
         encrypted = encrypt_agile(plain, key)

@@ -500,7 +500,7 @@ def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
                 session, protocol_id=protocol.id, exchange_id=exchange_id, kind="request_file", where=staging.where,
                 location=staging.location(staged_request), deadline=request_deadline_, sha256=exchange.request_sha256,
                 rule=RULE_AFTER_MATCH.format(id=protocol.id) if protocol.delete_request_after_match
-                else f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
+                else ledger.request_deadline(protocol, exchange.exchange_date)[1],
             )
         staging_deadline = max(request_deadline_, result_deadline_)
         ledger.schedule_deletion(

@@ -128,7 +128,7 @@ def render_list(protocol: Protocol, on: dt.date, members: Sequence[tuple[Referra
             "Trekt een gezin zijn toestemming in, dan ontvangt u een intrekkingsbericht met het doorverwijzingsnummer: "
             "neem dan geen contact meer op en verwijder de gegevens van dat gezin.",
         ),
-        ("Vernietigen uiterlijk op", (on + dt.timedelta(days=protocol.result_retention_days)).isoformat()),
+        ("Vernietigen uiterlijk op", ledger.result_deadline(protocol, on)[0].isoformat()),
     ])
     return book.to_bytes()
 

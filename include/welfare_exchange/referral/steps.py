@@ -139,7 +139,8 @@ def record_retention(protocol_id: int, run: RunInfo) -> dict[str, Any]:
                 ledger.schedule_deletion(
                     session, protocol_id=protocol.id, exchange_id=exchange.id, kind="result_file", where=remote[0],
                     location=remote[1], deadline=deadline, sha256=exchange.result_sha256,
-                    rule=f"referral file sent: {protocol.result_retention_days} days after it was built (protocol {protocol.id})",
+                    rule=ledger.result_deadline(protocol, exchange.exchange_date, what="referral file sent",
+                                                after="it was built")[1],
                 )
                 scheduled += 1
     return {"scheduled": scheduled}
@@ -168,8 +169,7 @@ def receive_feedback(protocol_id: int, handle: str, run: RunInfo) -> dict[str, A
         protocol = get(session, protocol_id)
         result = feedback.receive_feedback(session, protocol, data, password=password, on=run.exchange_date, actor=run.actor)
         exchange = ledger.get_exchange(session, result.exchange_id)
-        deadline = run.exchange_date + dt.timedelta(days=protocol.request_retention_days)
-        rule = f"feedback file: {protocol.request_retention_days} days after receipt (protocol {protocol.id})"
+        deadline, rule = ledger.request_deadline(protocol, run.exchange_date, what="feedback file")
     digest, size = hashlib.sha256(data).hexdigest(), len(data)
     del data
     if result.refused is not None:

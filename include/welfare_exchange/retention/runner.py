@@ -475,10 +475,14 @@ def _error_text(err: BaseException) -> str:
 # --------------------------------------------------------------------------- audit trail
 
 
+def audit_term(days: int | None = None) -> dt.timedelta:
+    """The audit trail's legal term (``WELFARE_EXCHANGE_AUDIT_RETENTION_DAYS`` unless ``days``)."""
+    return dt.timedelta(days=get_settings().audit_retention_days if days is None else days)
+
+
 def audit_cutoff(as_of: dt.date, days: int | None = None) -> dt.datetime:
     """Records before this moment are past their legal term on ``as_of``."""
-    days = get_settings().audit_retention_days if days is None else days
-    day = as_of - dt.timedelta(days=days)
+    day = as_of - audit_term(days)
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
 
 
@@ -504,7 +508,7 @@ def prune_audit(as_of: dt.date, *, actor: audit.Actor) -> dict[str, Any]:
                 f"the audit trail does not verify ({report.reason}): nothing is pruned, so the evidence is kept. "
                 "Run `welfare-exchange audit verify` and follow the runbook step 'The audit chain is broken'."
             )
-        voucher = report.anchors.voucher(min(cutoff, now - dt.timedelta(days=get_settings().audit_retention_days)))
+        voucher = report.anchors.voucher(min(cutoff, now - audit_term()))
         if voucher is None:
             log.info("audit records before %s are past their term, but no anchor that old vouches for them yet", cutoff.date())
             return {"cutoff": cutoff.isoformat(), "records_pruned": 0, "waiting_for": "an anchor older than the legal term"}
