@@ -170,27 +170,6 @@ def send_email(alert: FailureAlert, conn, conn_id: str = SMTP_CONN_ID) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
-def _claim(key: str) -> bool | None:
-    """Record the alert in the ledger: True = ours to send, False = already sent, None = unknown."""
-    try:
-        with session_scope() as session:
-            if ledger.is_done(session, key):
-                return False
-            ledger.begin_side_effect(session, key, kind="alert", exchange_id=None)
-        return True
-    except Exception as err:
-        log.warning("alert: the ledger is unreachable (%s); sending without the once-only check", type(err).__name__)
-        return None
-
-
-def _complete(key: str, detail: dict[str, str]) -> None:
-    try:
-        with session_scope() as session:
-            ledger.complete_side_effect(session, key, detail=detail)
-    except Exception as err:
-        log.warning("alert: could not record the alert as sent (%s)", type(err).__name__)
-
-
 def send_failure_alert(
     *,
     dag_id: str,
@@ -241,23 +220,27 @@ def send_failure_alert(
             return {name: "not configured" for name in channels}
         mapped = f":{map_index}" if map_index is not None and map_index >= 0 else ""
         key = f"alert:{alert.dag_id}:{alert.run_id}:{alert.task_id}{mapped}:{try_number}"[:250]
-        if _claim(key) is False:
-            log.info("alert for %s/%s try %s already sent", alert.dag_id, alert.task_id, try_number)
-            return {name: "already sent" for name in channels}
-        for name, (conn_id, sender) in channels.items():
-            conn = connections[name]
-            if conn is None:
-                outcomes[name] = "not configured"
-                continue
-            try:
-                sender(alert, conn, conn_id)
-                outcomes[name] = "sent"
-            except Exception as err:
-                # The error text may quote the endpoint (tokens in URLs): the type is enough.
-                outcomes[name] = f"failed: {type(err).__name__}"
-                log.error("alert by %s (connection %s) failed: %s", name, conn_id, type(err).__name__)
-        if any(outcome == "sent" for outcome in outcomes.values()):
-            _complete(key, outcomes)
+        # Tolerant: with the ledger unreachable the alert goes out without the once-only check.
+        with ledger.side_effect(key, kind="alert", tolerant=True) as effect:
+            if effect.was_done:
+                log.info("alert for %s/%s try %s already sent", alert.dag_id, alert.task_id, try_number)
+                return {name: "already sent" for name in channels}
+            for name, (conn_id, sender) in channels.items():
+                conn = connections[name]
+                if conn is None:
+                    outcomes[name] = "not configured"
+                    continue
+                try:
+                    sender(alert, conn, conn_id)
+                    outcomes[name] = "sent"
+                except Exception as err:
+                    # The error text may quote the endpoint (tokens in URLs): the type is enough.
+                    outcomes[name] = f"failed: {type(err).__name__}"
+                    log.error("alert by %s (connection %s) failed: %s", name, conn_id, type(err).__name__)
+            if any(outcome == "sent" for outcome in outcomes.values()):
+                effect.complete(detail=outcomes)
+            else:
+                effect.keep_pending()
         log.info("failure alert for %s/%s: %s", alert.dag_id, alert.task_id, outcomes)
     except Exception as err:  # an alert must never replace the task's own failure
         log.error("failure alert could not be prepared (%s)", type(err).__name__)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from sqlalchemy.orm import Session
 from welfare_exchange.db.models import Exchange, Protocol, RetentionItem, SideEffect
 from welfare_exchange.errors import InputError
 from welfare_exchange.exchange_state import EXCHANGE_STATES, ExchangeStateError, move  # noqa: F401 (re-exported)
+
+_log = logging.getLogger(__name__)
 
 
 def get_exchange(session: Session, exchange_id: int) -> Exchange:
@@ -177,7 +180,9 @@ class Effect:
 
     ``pending``: act now (nothing recorded it done). ``was_done``: an earlier call did it; its
     ``sha256``/``detail``/``target`` are the recorded ones. ``interrupted``: an earlier try
-    recorded the intent and stopped before recording the outcome (check the far side).
+    recorded the intent and stopped before recording the outcome (check the far side; its
+    ``detail`` is what that try noted). ``recorded``: False when a ``tolerant`` effect could not
+    reach the ledger (the act goes ahead unrecorded).
     """
 
     key: str
@@ -188,7 +193,11 @@ class Effect:
     detail: dict[str, Any] | None = None
     target: str | None = None
     done_at: dt.datetime | None = None
+    recorded: bool = True
+    tolerant: bool = field(default=False, repr=False)
     _completed: bool = field(default=False, repr=False)
+    _acted: bool = field(default=False, repr=False)
+    _kept_pending: bool = field(default=False, repr=False)
 
     def complete(self, *, sha256: str | None = None, detail: dict[str, Any] | None = None, session: Session | None = None) -> None:
         """Record the act done (in ``session`` when given, so it commits with what the caller records beside it)."""
@@ -196,15 +205,29 @@ class Effect:
 
         if not self.pending or self._completed:
             return
-        with contextlib.nullcontext(session) if session is not None else session_scope() as s:
-            done = complete_side_effect(s, self.key, sha256=sha256, detail=detail)
-            self.sha256, self.detail, self.done_at = done.sha256, done.detail, done.done_at
+        self._acted = True  # the act happened: an error from here on never forgets the intent
+        if not self.recorded:
+            self._completed = True
+            return
+        try:
+            with contextlib.nullcontext(session) if session is not None else session_scope() as s:
+                done = complete_side_effect(s, self.key, sha256=sha256, detail=detail)
+                self.sha256, self.detail, self.done_at = done.sha256, done.detail, done.done_at
+        except Exception as err:
+            if not self.tolerant:
+                raise
+            _log.warning("side effect %s: could not record it done (%s)", self.key.split(":", 1)[0], type(err).__name__)
         self._completed = True
+
+    def keep_pending(self) -> None:
+        """The body did not act after all (nothing was sent): leave the intent ``pending``, not done."""
+        self._kept_pending = True
 
 
 @contextlib.contextmanager
 def side_effect(
-    key: str, *, kind: str, exchange_id: int | None = None, target: str | None = None, forget_on_error: bool = False
+    key: str, *, kind: str, exchange_id: int | None = None, target: str | None = None, forget_on_error: bool = False,
+    tolerant: bool = False,
 ) -> Iterator[Effect]:
     """Begin → act → complete, once per ``key``, with the ledger's semantics.
 
@@ -217,30 +240,57 @@ def side_effect(
 
     An effect already ``done`` is yielded with ``pending=False`` and its recorded outcome: the
     body acts on nothing. Otherwise the intent is committed (``pending``) before the body runs;
-    the body acts and calls :meth:`Effect.complete` (or it is completed, empty, when the body
-    ends without error). An exception leaves the intent ``pending`` — the next try finds it
+    the body acts and calls :meth:`Effect.complete` — with ``session=`` to commit the outcome in
+    the same transaction as the facts recorded beside it — or :meth:`Effect.keep_pending` when it
+    did not act; an effect neither completed nor kept pending is completed, empty, when the body
+    ends without error. An exception leaves the intent ``pending`` — the next try finds it
     ``interrupted`` and checks the far side — unless ``forget_on_error`` (the far side surely
-    refused, as an SMTP server that did not accept the message): then the intent is removed so
-    the retry acts.
+    refused, as an SMTP server that did not accept the message) and the body had not begun to
+    record its outcome: then the intent is removed so the retry acts. ``tolerant``: a ledger that
+    cannot be reached (on begin or on completion) is logged, not raised — the act goes ahead
+    without the once-only check (a failure alert must go out even when the database is down).
+
+    Begin and complete are still called directly where this shape does not fit (kept so by
+    ``tests/test_one_rule.py``):
+
+    * ``retention/runner.py`` ``_begin``/``_certify``/``_report_missing``: the intent is begun only
+      for an item still pending in the transaction that re-reads it, and completed inside the
+      certificate's transaction — or runs later (a missing copy stays pending for days).
+    * ``outreach/outbox.py`` ``begin``/``settle``/``bulk_settle_letters``: the outbox is itself a
+      begin/settle ledger per offer e-mail, many per SMTP session and per transaction, with an
+      outcome (refused, uncertain) and an attempts count the context cannot express.
+    * ``outreach/resolution.py`` ``confirm``/``resend``: operator decisions under a row lock in the
+      caller's transaction; ``confirm`` records ``done`` with no act of ours.
+    * ``referral/delivery.py`` ``take_feedback``/``quarantine_feedback``: the file is found by
+      name in ``received/`` after a crash and the outcome written in the lookup's transaction
+      (being reworked on another branch; left as it is).
     """
     from welfare_exchange.db import session_scope
 
-    with session_scope() as session:
-        found = find_side_effect(session, key)
-        if found is not None and found.state == "done":
-            effect = Effect(key, pending=False, was_done=True, sha256=found.sha256, detail=found.detail,
-                            target=found.target, done_at=found.done_at)
-        else:
-            effect = Effect(key, pending=True, interrupted=found is not None, target=found.target if found else target)
-            begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=target)
+    try:
+        with session_scope() as session:
+            found = find_side_effect(session, key)
+            if found is not None and found.state == "done":
+                effect = Effect(key, pending=False, was_done=True, sha256=found.sha256, detail=found.detail,
+                                target=found.target, done_at=found.done_at, tolerant=tolerant)
+            else:
+                effect = Effect(key, pending=True, interrupted=found is not None, target=found.target if found else target,
+                                detail=dict(found.detail) if found is not None and found.detail else None, tolerant=tolerant)
+                begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=target)
+    except Exception as err:
+        if not tolerant:
+            raise
+        _log.warning("side effect %s: the ledger is unreachable (%s); acting without the once-only check",
+                     key.split(":", 1)[0], type(err).__name__)
+        effect = Effect(key, pending=True, target=target, recorded=False, tolerant=True)
     try:
         yield effect
     except BaseException:
-        if effect.pending and not effect._completed and forget_on_error:
+        if effect.pending and effect.recorded and not effect._acted and forget_on_error:
             with session_scope() as session:
                 session.execute(sa.delete(SideEffect).where(SideEffect.idempotency_key == key, SideEffect.state == "pending"))
         raise
-    if effect.pending and not effect._completed:
+    if effect.pending and not effect._completed and not effect._kept_pending:
         effect.complete()
 
 
