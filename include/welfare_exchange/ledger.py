@@ -198,6 +198,7 @@ class Effect:
     _completed: bool = field(default=False, repr=False)
     _acted: bool = field(default=False, repr=False)
     _kept_pending: bool = field(default=False, repr=False)
+    _begin: dict[str, Any] | None = field(default=None, repr=False)
 
     def complete(self, *, sha256: str | None = None, detail: dict[str, Any] | None = None, session: Session | None = None) -> None:
         """Record the act done (in ``session`` when given, so it commits with what the caller records beside it)."""
@@ -211,6 +212,8 @@ class Effect:
             return
         try:
             with contextlib.nullcontext(session) if session is not None else session_scope() as s:
+                if self._begin is not None:  # same_transaction: the intent is recorded with its outcome
+                    begin_side_effect(s, self.key, **self._begin)
                 done = complete_side_effect(s, self.key, sha256=sha256, detail=detail)
                 self.sha256, self.detail, self.done_at = done.sha256, done.detail, done.done_at
         except Exception as err:
@@ -227,7 +230,7 @@ class Effect:
 @contextlib.contextmanager
 def side_effect(
     key: str, *, kind: str, exchange_id: int | None = None, target: str | None = None, forget_on_error: bool = False,
-    tolerant: bool = False,
+    tolerant: bool = False, same_transaction: bool = False,
 ) -> Iterator[Effect]:
     """Begin → act → complete, once per ``key``, with the ledger's semantics.
 
@@ -249,6 +252,9 @@ def side_effect(
     record its outcome: then the intent is removed so the retry acts. ``tolerant``: a ledger that
     cannot be reached (on begin or on completion) is logged, not raised — the act goes ahead
     without the once-only check (a failure alert must go out even when the database is down).
+    ``same_transaction``: no intent is committed before the act; begin and complete are recorded
+    together, in one transaction, when the body completes it (an act safe to repeat after a
+    crash, as rewriting a staged file: nothing to check on the far side).
 
     Begin and complete are still called directly where this shape does not fit (kept so by
     ``tests/test_one_rule.py``):
@@ -276,7 +282,10 @@ def side_effect(
             else:
                 effect = Effect(key, pending=True, interrupted=found is not None, target=found.target if found else target,
                                 detail=dict(found.detail) if found is not None and found.detail else None, tolerant=tolerant)
-                begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=target)
+                if same_transaction:
+                    effect._begin = {"kind": kind, "exchange_id": exchange_id, "target": target}
+                else:
+                    begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=target)
     except Exception as err:
         if not tolerant:
             raise

@@ -152,39 +152,38 @@ def answer(
 def _answer_one(protocol_id: int, f: sftp.RemoteFile, reason: str, hook: SFTPHook, *, actor: audit.Actor,
                 on: dt.date, max_bytes: int, stale_after: float) -> bool:
     with session_scope() as session:
-        key, earlier = _occurrence(session, protocol_id, f)
-        ledger.begin_side_effect(session, key, kind="inbox_answered", exchange_id=None, target=QUARANTINE)
+        key, _ = _occurrence(session, protocol_id, f)
         protocol = get(session, protocol_id)
-    try:
-        target = sftp.move(hook, f.path, QUARANTINE)
-    except sftp.RemoteFileMissing:
-        if earlier is None:  # removed by the municipality before it could be answered: nothing to say
-            with session_scope() as session:
-                ledger.complete_side_effect(session, key, detail={"vanished": True})
-            log.info("%s left the inbox before it could be answered", sftp.shown(f.name))
-            return False
-        target = posixpath.join(QUARANTINE, f.name)  # moved by an earlier try that crashed before recording it
-    name = report_name(f)
-    digest, _ = sftp.upload_bytes(hook, report_text(protocol, f, reason, max_bytes=max_bytes, stale_after=stale_after),
-                                  OUTBOX, name)
-    with session_scope() as session:
-        protocol = get(session, protocol_id)
-        ledger.complete_side_effect(session, key, sha256=digest, detail={"remote": target, "report": name})
-        deadline, rule = ledger.request_deadline(protocol, on, what="inbox notice", after=None)
-        for kind, location in (("quarantine", target), ("report", posixpath.join(OUTBOX, name))):
-            ledger.schedule_deletion(
-                session, protocol_id=protocol.id, exchange_id=None, kind=kind, where="sftp",
-                location=f"{protocol.channel_connection}:{location}", deadline=deadline, rule=rule,
-                sha256=digest if kind == "report" else None,
+    with ledger.side_effect(key, kind="inbox_answered", target=QUARANTINE) as effect:
+        try:
+            target = sftp.move(hook, f.path, QUARANTINE)
+        except sftp.RemoteFileMissing:
+            if not effect.interrupted:  # removed by the municipality before it could be answered: nothing to say
+                effect.complete(detail={"vanished": True})
+                log.info("%s left the inbox before it could be answered", sftp.shown(f.name))
+                return False
+            target = posixpath.join(QUARANTINE, f.name)  # moved by an earlier try that crashed before recording it
+        name = report_name(f)
+        digest, _ = sftp.upload_bytes(hook, report_text(protocol, f, reason, max_bytes=max_bytes, stale_after=stale_after),
+                                      OUTBOX, name)
+        with session_scope() as session:
+            protocol = get(session, protocol_id)
+            effect.complete(sha256=digest, detail={"remote": target, "report": name}, session=session)
+            deadline, rule = ledger.request_deadline(protocol, on, what="inbox notice", after=None)
+            for kind, location in (("quarantine", target), ("report", posixpath.join(OUTBOX, name))):
+                ledger.schedule_deletion(
+                    session, protocol_id=protocol.id, exchange_id=None, kind=kind, where="sftp",
+                    location=f"{protocol.channel_connection}:{location}", deadline=deadline, rule=rule,
+                    sha256=digest if kind == "report" else None,
+                )
+            audit.record(
+                session, "request.quarantined" if reason == "too_large" else "inbox.quarantined", "refused",
+                actor=actor, protocol=protocol, counts={"bytes": f.size},
+                message=f"{reason}: file {sftp.shown(f.name)} ({f.size} bytes, last changed {_when(f.mtime)}) in the "
+                f"municipality's inbox was not taken{' and not downloaded' if reason == 'too_large' else ''}; moved to "
+                f"quarantine/, report {name} put in outbox/",
+                fact_key=key,
             )
-        audit.record(
-            session, "request.quarantined" if reason == "too_large" else "inbox.quarantined", "refused",
-            actor=actor, protocol=protocol, counts={"bytes": f.size},
-            message=f"{reason}: file {sftp.shown(f.name)} ({f.size} bytes, last changed {_when(f.mtime)}) in the "
-            f"municipality's inbox was not taken{' and not downloaded' if reason == 'too_large' else ''}; moved to "
-            f"quarantine/, report {name} put in outbox/",
-            fact_key=key,
-        )
     log.info("%s (%s) moved to quarantine; report %s in outbox", sftp.shown(f.name), reason, name)
     return True
 

@@ -482,11 +482,9 @@ def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
             "With more than one worker host set WELFARE_EXCHANGE_STAGING_BACKEND=postgres (README 'More than one "
             f"worker host'), delete them on that host, then retry. Runbook: '{RUNBOOK_SECTION}'."
         )
-    with session_scope() as session:
-        ledger.begin_side_effect(session, key, kind="intermediates_deleted", exchange_id=exchange_id)
-    removed = [name for name in ("valid", "matched", "report") if staging.remove(name)]
-    with session_scope() as session:
-        ledger.complete_side_effect(session, key, detail={"removed": removed})
+    with ledger.side_effect(key, kind="intermediates_deleted", exchange_id=exchange_id) as effect:
+        removed = [name for name in ("valid", "matched", "report") if staging.remove(name)]
+        effect.complete(detail={"removed": removed})
     with session_scope() as session:
         exchange, protocol = _exchange(session, exchange_id)
         result_deadline_ = result_deadline(protocol, exchange)

@@ -251,19 +251,16 @@ def render_letters(exchange_id: int, run: RunInfo, *, settings: OutreachSettings
     for number, batch in enumerate(letters_lib.batches(families, per_pdf), start=1):
         name = _batch_name(number)
         key = f"campaign:{exchange_id}:{name}"
-        with session_scope() as session:
-            effect = ledger.find_side_effect(session, key)
-            recorded = effect.sha256 if effect is not None and effect.state == "done" else None
-        if recorded and staging.has(name):
-            hashes[name] = recorded
-            continue
-        pdf = letters_lib.render_batch(campaign, batch)
-        digest = hashlib.sha256(pdf).hexdigest()
-        staging.write_encrypted(name, pdf)
-        del pdf
-        with session_scope() as session:
-            ledger.begin_side_effect(session, key, kind=LETTERS_KIND, exchange_id=exchange_id, target=name)
-            ledger.complete_side_effect(session, key, sha256=digest, detail={"letters": len(batch)})
+        with ledger.side_effect(key, kind=LETTERS_KIND, exchange_id=exchange_id, target=name,
+                                same_transaction=True) as effect:
+            if effect.was_done and effect.sha256 and staging.has(name):
+                hashes[name] = effect.sha256
+                continue
+            pdf = letters_lib.render_batch(campaign, batch)
+            digest = hashlib.sha256(pdf).hexdigest()
+            staging.write_encrypted(name, pdf)
+            del pdf
+            effect.complete(sha256=digest, detail={"letters": len(batch)})
         hashes[name] = digest
     counts = {"letters": len(families), "pdfs": len(hashes)}
     with session_scope() as session:

@@ -222,19 +222,20 @@ def report_evaluation(protocol_id: int, exchange_id: int, run: RunInfo) -> dict[
             return {"name": None, "skipped": exchange.state}
         data, shown = evaluation.render(protocol, evaluation.evaluate(session, protocol, run.exchange_date), run.exchange_date)
         name = evaluation.report_name(protocol, run.exchange_date).replace(".txt", f"-x{exchange_id}.txt")
-        ledger.begin_side_effect(session, key, kind=EVALUATION_KIND, exchange_id=exchange_id, target=name)
     path = get_settings().agency_outbox / "referral" / name
-    atomic_write(path, data)
-    with session_scope() as session:
-        protocol = get(session, protocol_id)
-        ledger.complete_side_effect(session, key, sha256=hashlib.sha256(data).hexdigest(), detail={"bytes": len(data), "shown": shown})
-        audit.record(
-            session, "referral.evaluation_reported", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
-            file_hashes={"report": hashlib.sha256(data).hexdigest()},
-            message=f"evaluation report of the referrals to the Sociaal Huis of {protocol.municipality} written to the "
-            "agency's outbox (counts only, small counts suppressed)",
-            fact_key=key,
-        )
+    with ledger.side_effect(key, kind=EVALUATION_KIND, exchange_id=exchange_id, target=name) as effect:
+        atomic_write(path, data)
+        with session_scope() as session:
+            protocol = get(session, protocol_id)
+            effect.complete(sha256=hashlib.sha256(data).hexdigest(), detail={"bytes": len(data), "shown": shown},
+                            session=session)
+            audit.record(
+                session, "referral.evaluation_reported", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
+                file_hashes={"report": hashlib.sha256(data).hexdigest()},
+                message=f"evaluation report of the referrals to the Sociaal Huis of {protocol.municipality} written to "
+                "the agency's outbox (counts only, small counts suppressed)",
+                fact_key=key,
+            )
     return {"name": name, "already_written": False, "referred": shown["outcomes"]["total"]}
 
 
