@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from welfare_exchange import audit, failures, ledger, xlsx
 from welfare_exchange.channels.base import Channel, Sent
 from welfare_exchange.db import session_scope
-from welfare_exchange.db.models import Exchange, Protocol, SideEffect
+from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.channels.common import (
     result_file_name,
@@ -308,11 +308,7 @@ def send_once(
         )
     else:
         message = _plain_message(payload, subject=subject, sender=agency_address, to=to, message_id=message_id)
-    # The intent is recorded only now: a message that could not even be built (no valid
-    # certificate) was certainly not sent.
-    with session_scope() as session:
-        ledger.begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=message_id)
-    if interrupted:
+    if interrupted:  # (the intent an earlier try recorded is still there: this try's begin adds nothing)
         log.warning("an earlier try was interrupted while sending message %s: sending the same message again", message_id)
         with session_scope() as session:
             audit.record(
@@ -322,20 +318,17 @@ def send_once(
                 "(same Message-ID) was sent again so that it is not lost",
                 fact_key=f"{key}:resent:{run.run_id}:{run.try_number}",
             )
-    try:
+    # The intent is recorded only now: a message that could not even be built (no valid
+    # certificate) was certainly not sent. It is forgotten when the server did not accept the
+    # message, so the retry sends. (The one case where it may have: the connection lost after the
+    # message's final dot, before the server's 250; the retry then sends the same Message-ID
+    # again, which is the lesser harm.)
+    with ledger.side_effect(key, kind=kind, exchange_id=exchange_id, target=message_id, forget_on_error=True) as effect:
         mail.send(protocol.channel_connection, message, sender=agency_address, to=to)
-    except Exception:
-        # The server did not accept it, so the retry must send. (The one case where it may
-        # have: the connection lost after the message's final dot, before the server's 250;
-        # the retry then sends the same Message-ID again, which is the lesser harm.)
-        with session_scope() as session:
-            session.execute(sa.delete(SideEffect).where(SideEffect.idempotency_key == key, SideEffect.state == "pending"))
-        raise
-    detail = {"message_id": message_id, "bytes": len(message), "encrypted": encrypt}
-    if fingerprint:
-        detail["recipient_certificate"] = fingerprint
-    with session_scope() as session:
-        ledger.complete_side_effect(session, key, sha256=hashlib.sha256(payload).hexdigest(), detail=detail)
+        detail = {"message_id": message_id, "bytes": len(message), "encrypted": encrypt}
+        if fingerprint:
+            detail["recipient_certificate"] = fingerprint
+        effect.complete(sha256=hashlib.sha256(payload).hexdigest(), detail=detail)
     return {**detail, "already_sent": False}
 
 
@@ -526,19 +519,16 @@ def reject(protocol_id: int | None, message: mail.RawMessage, err: smime.SmimeEr
     failures.require_sender_refusal(err, f"protocol {protocol_id}: the message stays in {INBOX}")
     item = _item(message)
     key = _rejected_key(protocol_id, item)
-    with session_scope() as session:
-        effect = ledger.begin_side_effect(session, key, kind="rejected", exchange_id=None, target=REJECTED)
-        done, located = effect.state == "done", dict(effect.detail or {})
-    if not done:
-        # Its digest is noted before the move, so a retry finds it in Rejected; a message too
-        # large to download is hashed in pieces on the server.
-        digest = located.get("sha256") or _digest(message)
-        with session_scope() as session:
-            ledger.find_side_effect(session, key).detail = {**item, "sha256": digest, "code": err.code, "reason": str(err)}
-        located = _located(_move({**item, "sha256": digest}, mailbox=INBOX, to=REJECTED))
-        with session_scope() as session:
-            ledger.complete_side_effect(session, key, sha256=located["sha256"],
-                                        detail={**located, "code": err.code, "reason": str(err)})
+    with ledger.side_effect(key, kind="rejected", target=REJECTED) as effect:
+        located = dict(effect.detail or {})
+        if effect.pending:
+            # Its digest is noted before the move, so a retry finds it in Rejected; a message too
+            # large to download is hashed in pieces on the server.
+            digest = located.get("sha256") or _digest(message)
+            with session_scope() as session:
+                ledger.find_side_effect(session, key).detail = {**item, "sha256": digest, "code": err.code, "reason": str(err)}
+            located = _located(_move({**item, "sha256": digest}, mailbox=INBOX, to=REJECTED))
+            effect.complete(sha256=located["sha256"], detail={**located, "code": err.code, "reason": str(err)})
     message_sha = located.get("sha256")
     with session_scope() as session:
         protocol = get(session, protocol_id) if protocol_id is not None else None
