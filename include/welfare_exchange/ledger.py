@@ -262,9 +262,14 @@ def side_effect(
     * ``retention/runner.py`` ``_begin``/``_certify``/``_report_missing``: the intent is begun only
       for an item still pending in the transaction that re-reads it, and completed inside the
       certificate's transaction — or runs later (a missing copy stays pending for days).
-    * ``outreach/outbox.py`` ``begin``/``settle``/``bulk_settle_letters``: the outbox is itself a
-      begin/settle ledger per offer e-mail, many per SMTP session and per transaction, with an
-      outcome (refused, uncertain) and an attempts count the context cannot express.
+    * ``outreach/outbox.py`` ``begin``/``settle``: the outbox is itself a begin/settle ledger per
+      offer e-mail, many per SMTP session and per transaction, with an outcome (refused,
+      uncertain) and an attempts count the context cannot express.
+    * ``channels/sftp.py`` ``_record_delivery``: completes the delivery in the transaction that
+      moves the exchange to ``delivered``; shared with ``confirm_delivery``, which completes a
+      delivery an earlier try left pending and must not begin one.
+    * ``channels/smime.py`` ``fetch_request``: the intent is begun, with the message's identity
+      noted, in the transaction that opens the exchange (being reworked on another branch).
     * ``outreach/resolution.py`` ``confirm``/``resend``: operator decisions under a row lock in the
       caller's transaction; ``confirm`` records ``done`` with no act of ours.
     * ``referral/delivery.py`` ``take_feedback``/``quarantine_feedback``: the file is found by
