@@ -60,6 +60,17 @@ def _percent(name: str, default: float) -> float:
     return number
 
 
+#: Airflow's task weight rules (``airflow.task.priority_strategy``); ``downstream`` is Airflow's default.
+TASK_WEIGHT_RULES = ("upstream", "downstream", "absolute")
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (os.environ.get(name) or default).strip().lower()
+    if value not in choices:
+        raise ValueError(f"setting {name} must be one of {', '.join(choices)}, got {os.environ.get(name)!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed view of the environment.
@@ -109,6 +120,9 @@ class Settings:
     :param airflow_api_conn_id: the Airflow connection (type ``http``: host = the API's URL,
         login and password of an operator) ``welfare-exchange exchange retry`` logs in with
         (``WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID``, default ``airflow_api``).
+    :param task_weight_rule: Airflow weight rule of every task (``WELFARE_EXCHANGE_TASK_WEIGHT_RULE``,
+        default ``upstream``: a started exchange finishes before the next one takes the slots;
+        ``downstream`` is Airflow's own default). See :mod:`welfare_exchange.exchange.scheduling`.
     """
 
     home: Path
@@ -130,6 +144,7 @@ class Settings:
     arrival_window_seconds: int
     airflow_api_url: str | None
     airflow_api_conn_id: str
+    task_weight_rule: str = "upstream"
 
 
 def get_settings() -> Settings:
@@ -154,4 +169,5 @@ def get_settings() -> Settings:
         arrival_window_seconds=_int("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", 24 * 3600),
         airflow_api_url=(os.environ.get("WELFARE_EXCHANGE_AIRFLOW_API_URL") or "").rstrip("/") or None,
         airflow_api_conn_id=os.environ.get("WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID") or "airflow_api",
+        task_weight_rule=_choice("WELFARE_EXCHANGE_TASK_WEIGHT_RULE", "upstream", TASK_WEIGHT_RULES),
     )

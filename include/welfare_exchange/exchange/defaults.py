@@ -13,6 +13,7 @@ from typing import Any
 
 from welfare_exchange import alerts, audit
 from welfare_exchange.db import session_scope
+from welfare_exchange.exchange import scheduling
 
 log = logging.getLogger(__name__)
 
@@ -76,4 +77,5 @@ def default_args() -> dict[str, Any]:
         "execution_timeout": dt.timedelta(hours=2),
         "on_execute_callback": on_task_start,
         "on_failure_callback": on_task_failure,
+        **scheduling.task_defaults(),
     }
