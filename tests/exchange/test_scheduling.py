@@ -122,3 +122,13 @@ def test_the_dev_airflow_preloads_and_derives_parallelism(monkeypatch, tmp_path)
     env = AirflowServer(home=tmp_path / "airflow").environment()
     assert env["AIRFLOW__CORE__PARALLELISM"] == str(scheduling.derived_parallelism())
     assert {k: env[k] for k in scheduling.scheduler_environment()} == scheduling.scheduler_environment()
+
+
+def test_celery_workers_import_the_preloaded_modules_at_boot():
+    from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+
+    from welfare_exchange.orchestration.celery_config import CELERY_CONFIG
+
+    assert set(scheduling.PRELOAD_MODULES) <= set(CELERY_CONFIG["imports"])
+    assert {k: v for k, v in CELERY_CONFIG.items() if k != "imports"} == {
+        k: v for k, v in DEFAULT_CELERY_CONFIG.items() if k != "imports"}
