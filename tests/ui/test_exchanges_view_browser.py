@@ -71,7 +71,8 @@ def test_exchanges_view_in_chromium_behind_airflow_login(sqlite_db, airflow_serv
             " return f && f.contentDocument && f.contentDocument.body ? f.contentDocument.body.innerText : ''; })()"
         )
         browser.wait_for(lambda: "Testgemeente Zonnedorp" in browser.evaluate(frame_text), 60, "the view inside the Airflow UI")
-        assert "Exchanges" in browser.text()  # the nav entry
+        # The nav entry (the outer page may still be laying out when the frame has loaded).
+        browser.wait_for(lambda: "Exchanges" in browser.text(), 30, "the nav entry")
         browser.screenshot(ARTIFACTS / "exchanges-view-in-airflow.png", full_page=False)
 
         # Logged out (cookie gone): back to the login page.

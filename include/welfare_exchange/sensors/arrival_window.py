@@ -50,7 +50,9 @@ class ArrivalWindow:
         with ProjectDbHook().session() as session:
             audit.record(session, "request.none_arrived", "skipped", actor=audit.Actor.from_context(context),
                          protocol_id=int(self.protocol_id), message=message,
-                         fact_key=f"none_arrived:{ti.dag_id}:{ti.run_id}:{start.isoformat()}")
+                         # One fact per run: a retried try (under load) opens a window of its own,
+                         # but the run has still only once found nothing.
+                         fact_key=f"none_arrived:{ti.dag_id}:{ti.run_id}")
         self.log.info("%s", message)
         raise AirflowSkipException(f"{message}: this run ends skipped")
 
