@@ -18,8 +18,8 @@ the time parallelism 4 took, with no lock errors. :func:`derived_parallelism` gi
 same rule when ``AIRFLOW__CORE__PARALLELISM`` is not set.
 
 **Less paid per try.** Each task try runs in a process forked from a LocalExecutor worker, which
-imports the DAG file again and, inside the step, the SFTP hook and paramiko: on this machine about
-0.4 s + 0.3 s of imports before the step starts, in every try. With the scheduler's
+imports Airflow's DAG bag and the DAG file again and, inside the step, the SFTP hook and
+paramiko: on this machine about 2 s of imports in every try, before and inside the step. With the scheduler's
 ``multiprocessing`` start method ``forkserver`` and :data:`PRELOAD_MODULES` preloaded there
 (Airflow 3.3's ``[scheduler] mp_start_method`` and ``mp_forkserver_preload``), the workers — and
 so every task process forked from them — start with those modules imported; the DAG file's own
@@ -46,10 +46,14 @@ MIN_PARALLELISM = 4
 #: runner, what the Method 1 DAG file imports, and what the steps import on first use.
 PRELOAD_MODULES = (
     "airflow.sdk.execution_time.task_runner",
+    # What the task runner imports to parse the DAG file (~1.5 s on this machine under load).
+    "airflow.dag_processing.dagbag",
+    "airflow.dag_processing.bundles.manager",
     "welfare_exchange.exchange.dag_factory",
     "welfare_exchange.exchange.channels.sftp",
     "welfare_exchange.exchange.channels.smime",
     "airflow.providers.sftp.hooks.sftp",
+    "sqlalchemy.dialects.postgresql.psycopg2",
 )
 
 
