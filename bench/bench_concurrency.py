@@ -174,10 +174,7 @@ class Cluster:
         self.queue = f"wx_bench_{uuid.uuid4().hex[:8]}"
         self.workers: list[subprocess.Popen] = []
         env = {**env, "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
-               "WELFARE_EXCHANGE_TASK_WEIGHT_RULE": "downstream" if policy == "today" else "upstream",
-               # Today: task processes forked from workers forked from the scheduler, nothing preloaded.
-               **({"AIRFLOW__SCHEDULER__MP_START_METHOD": "fork", "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": ""}
-                  if policy == "today" else {})}
+               "WELFARE_EXCHANGE_TASK_WEIGHT_RULE": "downstream" if policy == "today" else "upstream"}
         if backend in ("postgres", "celery"):
             self.metadata_db = f"wx_bench_af_{uuid.uuid4().hex[:10]}"
             _pg(f'CREATE DATABASE "{self.metadata_db}"')

@@ -45,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from welfare_exchange.exchange.scheduling import derived_parallelism, scheduler_environment
+from welfare_exchange.exchange.scheduling import derived_parallelism
 from welfare_exchange.settings import get_settings
 
 HOST = "127.0.0.1"
@@ -171,8 +171,6 @@ class AirflowServer:
                 # Sensors that can wait in the triggerer do (the SFTP arrival wait): no task
                 # process per look, no try used up by waiting.
                 "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": env.get("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE") or "True",
-                # Task processes start with the project's modules imported (see scheduling).
-                **{k: env.get(k) or v for k, v in scheduler_environment().items()},
             }
         )
         if self._own_home:

@@ -17,14 +17,15 @@ the time parallelism 4 took, with no lock errors. :func:`derived_parallelism` gi
 :data:`TASKS_PER_CORE` slots per core; ``scripts/env.sh`` and the image's entrypoint apply the
 same rule when ``AIRFLOW__CORE__PARALLELISM`` is not set.
 
-**Less paid per try.** Each task try runs in a process forked from a LocalExecutor worker, which
+**Less paid per try.** Each task try runs in a process forked from an executor worker; it
 imports Airflow's DAG bag and the DAG file again and, inside the step, the SFTP hook and
-paramiko: on this machine about 2 s of imports in every try, before and inside the step. With the scheduler's
-``multiprocessing`` start method ``forkserver`` and :data:`PRELOAD_MODULES` preloaded there
-(Airflow 3.3's ``[scheduler] mp_start_method`` and ``mp_forkserver_preload``), the workers — and
-so every task process forked from them — start with those modules imported; the DAG file's own
-parse then only builds the one DAG the task belongs to (``get_parsing_context()``). Restart the
-scheduler after upgrading the project, as for any installed code.
+paramiko (about 2 s of imports on this machine under load). A Celery worker imports
+:data:`PRELOAD_MODULES` once at boot, before it forks its pool
+(:mod:`welfare_exchange.orchestration.celery_config`), so its task processes inherit them; the
+DAG file's own parse then builds only the task's DAG (``get_parsing_context()``). The
+LocalExecutor's workers are forked from the scheduler, which has Airflow's DAG bag imported
+already. (Airflow 3.3's ``[scheduler] mp_start_method=forkserver`` with these modules preloaded
+was measured *slower*: 10–20 s between a try's start and its DAG parse, every try, under load.)
 
 Plain Python: no Airflow import, so the rules are testable on their own.
 """
@@ -42,11 +43,11 @@ TASKS_PER_CORE = 4
 MIN_PARALLELISM = 4
 
 
-#: Imported once by the scheduler's fork server, inherited by every task process: the task
-#: runner, what the Method 1 DAG file imports, and what the steps import on first use.
+#: Imported once by a Celery worker at boot, inherited by every task process: the task runner,
+#: what it imports to parse a DAG file, what the Method 1 DAG file imports, and what the steps
+#: import on first use.
 PRELOAD_MODULES = (
     "airflow.sdk.execution_time.task_runner",
-    # What the task runner imports to parse the DAG file (~1.5 s on this machine under load).
     "airflow.dag_processing.dagbag",
     "airflow.dag_processing.bundles.manager",
     "welfare_exchange.exchange.dag_factory",
@@ -55,12 +56,6 @@ PRELOAD_MODULES = (
     "airflow.providers.sftp.hooks.sftp",
     "sqlalchemy.dialects.postgresql.psycopg2",
 )
-
-
-def scheduler_environment() -> dict[str, str]:
-    """The scheduler's settings that preload :data:`PRELOAD_MODULES` for its task processes."""
-    return {"AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
-            "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": ",".join(PRELOAD_MODULES)}
 
 
 def task_defaults() -> dict[str, str]:
