@@ -174,7 +174,9 @@ class Cluster:
         self.queue = f"wx_bench_{uuid.uuid4().hex[:8]}"
         self.workers: list[subprocess.Popen] = []
         env = {**env, "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
-               "WELFARE_EXCHANGE_TASK_WEIGHT_RULE": "downstream" if policy == "today" else "upstream"}
+               "WELFARE_EXCHANGE_TASK_WEIGHT_RULE": "downstream" if policy == "today" else "upstream",
+               # Today: Airflow's own LocalExecutor, nothing preloaded (the Celery run sets its own).
+               **({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"} if policy == "today" else {})}
         if backend in ("postgres", "celery"):
             self.metadata_db = f"wx_bench_af_{uuid.uuid4().hex[:10]}"
             _pg(f'CREATE DATABASE "{self.metadata_db}"')

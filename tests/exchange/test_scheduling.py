@@ -117,6 +117,11 @@ def test_the_dev_airflow_derives_parallelism(monkeypatch, tmp_path):
     monkeypatch.delenv("AIRFLOW__CORE__PARALLELISM", raising=False)
     env = AirflowServer(home=tmp_path / "airflow").environment()
     assert env["AIRFLOW__CORE__PARALLELISM"] == str(scheduling.derived_parallelism())
+    from welfare_exchange.orchestration import executor
+
+    assert env["AIRFLOW__CORE__EXECUTOR"] == executor.EXECUTOR
+    assert issubclass(executor.PreloadingLocalExecutor, __import__("airflow.executors.local_executor",
+                                                                   fromlist=["LocalExecutor"]).LocalExecutor)
 
 
 def test_celery_workers_import_the_preloaded_modules_at_boot():

@@ -154,7 +154,8 @@ class AirflowServer:
                 "AIRFLOW_HOME": str(self.home),
                 # The venv's bin first: Airflow starts helpers by name.
                 "PATH": os.pathsep.join([str(Path(_airflow_bin()).parent), env.get("PATH", "")]),
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                # The LocalExecutor, its task processes started with the project's modules imported.
+                "AIRFLOW__CORE__EXECUTOR": "welfare_exchange.orchestration.executor.PreloadingLocalExecutor",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 # LocalExecutor starts `parallelism` worker processes: derived from the cores.
                 "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM") or str(derived_parallelism()),

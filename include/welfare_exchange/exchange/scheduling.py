@@ -18,14 +18,14 @@ the time parallelism 4 took, with no lock errors. :func:`derived_parallelism` gi
 same rule when ``AIRFLOW__CORE__PARALLELISM`` is not set.
 
 **Less paid per try.** Each task try runs in a process forked from an executor worker; it
-imports Airflow's DAG bag and the DAG file again and, inside the step, the SFTP hook and
-paramiko (about 2 s of imports on this machine under load). A Celery worker imports
-:data:`PRELOAD_MODULES` once at boot, before it forks its pool
-(:mod:`welfare_exchange.orchestration.celery_config`), so its task processes inherit them; the
-DAG file's own parse then builds only the task's DAG (``get_parsing_context()``). The
-LocalExecutor's workers are forked from the scheduler, which has Airflow's DAG bag imported
-already. (Airflow 3.3's ``[scheduler] mp_start_method=forkserver`` with these modules preloaded
-was measured *slower*: 10–20 s between a try's start and its DAG parse, every try, under load.)
+imported Airflow's DAG bag and the DAG file again and, inside the step, the SFTP hook and
+paramiko: measured in a batch on 2 cores, the DAG file's import and parse took 2.5 s (median) of
+every try, more than the step. :data:`PRELOAD_MODULES` are imported once before the workers are
+forked — by the LocalExecutor of :mod:`welfare_exchange.orchestration.executor`, and by a Celery
+worker at boot (:mod:`welfare_exchange.orchestration.celery_config`) — so every task process
+inherits them; the DAG file's own parse then builds only the task's DAG
+(``get_parsing_context()``). (Airflow 3.3's ``[scheduler] mp_start_method=forkserver`` with these
+modules preloaded was measured *slower*: 10–20 s between a try's start and its parse.)
 
 Plain Python: no Airflow import, so the rules are testable on their own.
 """
@@ -43,7 +43,7 @@ TASKS_PER_CORE = 4
 MIN_PARALLELISM = 4
 
 
-#: Imported once by a Celery worker at boot, inherited by every task process: the task runner,
+#: Imported once before the executor's workers are forked, inherited by every task process: the task runner,
 #: what it imports to parse a DAG file, what the Method 1 DAG file imports, and what the steps
 #: import on first use.
 PRELOAD_MODULES = (
