@@ -10,7 +10,10 @@ An exchange's state changes only through :func:`update_exchange`, which applies 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -168,9 +171,98 @@ def complete_side_effect(
     return effect
 
 
+@dataclass
+class Effect:
+    """One side effect as :func:`side_effect` hands it to the code that acts.
+
+    ``pending``: act now (nothing recorded it done). ``was_done``: an earlier call did it; its
+    ``sha256``/``detail``/``target`` are the recorded ones. ``interrupted``: an earlier try
+    recorded the intent and stopped before recording the outcome (check the far side).
+    """
+
+    key: str
+    pending: bool
+    was_done: bool = False
+    interrupted: bool = False
+    sha256: str | None = None
+    detail: dict[str, Any] | None = None
+    target: str | None = None
+    done_at: dt.datetime | None = None
+    _completed: bool = field(default=False, repr=False)
+
+    def complete(self, *, sha256: str | None = None, detail: dict[str, Any] | None = None, session: Session | None = None) -> None:
+        """Record the act done (in ``session`` when given, so it commits with what the caller records beside it)."""
+        from welfare_exchange.db import session_scope
+
+        if not self.pending or self._completed:
+            return
+        with contextlib.nullcontext(session) if session is not None else session_scope() as s:
+            done = complete_side_effect(s, self.key, sha256=sha256, detail=detail)
+            self.sha256, self.detail, self.done_at = done.sha256, done.detail, done.done_at
+        self._completed = True
+
+
+@contextlib.contextmanager
+def side_effect(
+    key: str, *, kind: str, exchange_id: int | None = None, target: str | None = None, forget_on_error: bool = False
+) -> Iterator[Effect]:
+    """Begin → act → complete, once per ``key``, with the ledger's semantics.
+
+    ::
+
+        with ledger.side_effect(key, kind="delivered", exchange_id=7, target=path) as effect:
+            if effect.pending:
+                digest, size = upload(...)
+                effect.complete(sha256=digest, detail={"bytes": size})
+
+    An effect already ``done`` is yielded with ``pending=False`` and its recorded outcome: the
+    body acts on nothing. Otherwise the intent is committed (``pending``) before the body runs;
+    the body acts and calls :meth:`Effect.complete` (or it is completed, empty, when the body
+    ends without error). An exception leaves the intent ``pending`` — the next try finds it
+    ``interrupted`` and checks the far side — unless ``forget_on_error`` (the far side surely
+    refused, as an SMTP server that did not accept the message): then the intent is removed so
+    the retry acts.
+    """
+    from welfare_exchange.db import session_scope
+
+    with session_scope() as session:
+        found = find_side_effect(session, key)
+        if found is not None and found.state == "done":
+            effect = Effect(key, pending=False, was_done=True, sha256=found.sha256, detail=found.detail,
+                            target=found.target, done_at=found.done_at)
+        else:
+            effect = Effect(key, pending=True, interrupted=found is not None, target=found.target if found else target)
+            begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=target)
+    try:
+        yield effect
+    except BaseException:
+        if effect.pending and not effect._completed and forget_on_error:
+            with session_scope() as session:
+                session.execute(sa.delete(SideEffect).where(SideEffect.idempotency_key == key, SideEffect.state == "pending"))
+        raise
+    if effect.pending and not effect._completed:
+        effect.complete()
+
+
 def _of_exchange(exchange_id: int | None):
     """The retention items of this exchange (of none, for copies outside any exchange)."""
     return RetentionItem.exchange_id.is_(None) if exchange_id is None else RetentionItem.exchange_id == exchange_id
+
+
+def request_deadline(protocol: Protocol, received_on: dt.date) -> tuple[dt.date, str]:
+    """When a request's copies must be gone, and the rule that says so: the protocol's
+    ``request_retention_days`` after the day it was received (the exchange date)."""
+    days = protocol.request_retention_days
+    return received_on + dt.timedelta(days=days), f"request: {days} days after receipt (protocol {protocol.id})"
+
+
+def result_deadline(
+    protocol: Protocol, on: dt.date, *, what: str = "result", after: str = "the exchange"
+) -> tuple[dt.date, str]:
+    """When what the agency sent (``what``: result, report, feed, …) must be gone, and the rule:
+    the protocol's ``result_retention_days`` after ``on`` (the day named by ``after``)."""
+    days = protocol.result_retention_days
+    return on + dt.timedelta(days=days), f"{what}: {days} days after {after} (protocol {protocol.id})"
 
 
 def schedule_deletion(

@@ -111,6 +111,9 @@ class Settings:
     :param referral_feedback_days: the term within which a Sociaal Huis reports back on a referral
         it received (``WELFARE_EXCHANGE_REFERRAL_FEEDBACK_DAYS``, default 42 days); a referral
         without feedback after it is flagged.
+    :param agency_outbox: the agency's own outbox, where reports meant for the agency itself
+        land (``WELFARE_EXCHANGE_AGENCY_OUTBOX``, default ``<home>/agency-outbox``), e.g. the
+        referral evaluation reports; counts only, never personal data.
     :param arrival_window_seconds: how long a run waits for a request
         (``WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS``, default 24 h; the Exchanges view shows
         when a waiting run's window closes).
@@ -141,6 +144,7 @@ class Settings:
     audit_signing_public_key: str | None
     import_max_withdrawn_percent: float
     referral_feedback_days: int
+    agency_outbox: Path
     arrival_window_seconds: int
     airflow_api_url: str | None
     airflow_api_conn_id: str
@@ -166,6 +170,7 @@ def get_settings() -> Settings:
         audit_signing_public_key=os.environ.get("WELFARE_EXCHANGE_AUDIT_SIGNING_PUBLIC_KEY") or None,
         import_max_withdrawn_percent=_percent("WELFARE_EXCHANGE_IMPORT_MAX_WITHDRAWN_PERCENT", 5.0),
         referral_feedback_days=_int("WELFARE_EXCHANGE_REFERRAL_FEEDBACK_DAYS", 42),
+        agency_outbox=_path("WELFARE_EXCHANGE_AGENCY_OUTBOX", home / "agency-outbox"),
         arrival_window_seconds=_int("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", 24 * 3600),
         airflow_api_url=(os.environ.get("WELFARE_EXCHANGE_AIRFLOW_API_URL") or "").rstrip("/") or None,
         airflow_api_conn_id=os.environ.get("WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID") or "airflow_api",

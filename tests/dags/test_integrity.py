@@ -29,6 +29,9 @@ SNAPSHOT = {
         {"id": 4, "nis_code": "31005", "municipality": "Brugge", "kind": "structural", "channel": "sftp",
          "channel_connection": "sftp_31005", "key_connection": "key_31005", "status": "signed", "schedule": None,
          "valid_from": "2026-01-01", "valid_until": None, "sender_address": None},
+        {"id": 5, "nis_code": "12025", "municipality": "Mechelen", "kind": "referral", "channel": "sftp",
+         "channel_connection": "sftp_12025", "key_connection": "key_12025", "status": "signed", "schedule": None,
+         "valid_from": "2026-01-01", "valid_until": None, "sender_address": None},
     ]
 }
 

@@ -28,7 +28,7 @@ from welfare_exchange import insz
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange
 from welfare_exchange.exchange import steps
-from welfare_exchange.exchange.channels import smime as mail_channel
+from welfare_exchange.channels import smime as mail_channel
 from welfare_exchange.exchange.common import ExchangeRefused
 from welfare_exchange.exchange.context import RunInfo
 from welfare_exchange.intake import encrypt_agile

@@ -24,6 +24,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 DEFAULT_REFERENCE_DATE = dt.date(2020, 3, 1)
 
+#: The supplements of the Groeipakket: what the entitlement store holds and a protocol may name.
+SUPPLEMENTS = ("sociale_toeslag", "zorgtoeslag", "schooltoeslag")
+
 
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: sa.JSON, list[str]: sa.JSON}

@@ -16,6 +16,7 @@ Groeipakket supplements over time — valid periods, and when the agency recorde
 from welfare_exchange.entitlements.generator import generate
 from welfare_exchange.entitlements.importer import import_csv
 from welfare_exchange.entitlements.municipalities import MUNICIPALITIES, Municipality, by_nis
-from welfare_exchange.entitlements.store import SUPPLEMENTS, sample_children
+from welfare_exchange.db.models import SUPPLEMENTS
+from welfare_exchange.entitlements.store import sample_children
 
 __all__ = ["MUNICIPALITIES", "SUPPLEMENTS", "Municipality", "by_nis", "generate", "import_csv", "sample_children"]

@@ -47,13 +47,13 @@ from sqlalchemy.orm import Session
 from welfare_exchange import audit
 from welfare_exchange.db.engine import get_engine, session_scope
 from welfare_exchange.entitlements import history, municipalities
+from welfare_exchange.db.models import SUPPLEMENTS
 from welfare_exchange.entitlements.progress import Progress
 from welfare_exchange.entitlements.store import (
     _CONTACT_LIMITS,
     BulkLoader,
     MAX_REPORTED,
     REQUIRED_COLUMNS,
-    SUPPLEMENTS,
     _insz_problem,
     _parse_date,
     _read_header,

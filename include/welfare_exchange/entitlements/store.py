@@ -35,8 +35,6 @@ from welfare_exchange.errors import InputError
 
 log = logging.getLogger(__name__)
 
-#: The supplements of the Groeipakket that the store holds.
-SUPPLEMENTS = ("sociale_toeslag", "zorgtoeslag", "schooltoeslag")
 
 #: The store's tables in the order they must be emptied (entitlement refers to the other two).
 TABLES = ("entitlement", "beneficiary", "child")

@@ -22,6 +22,7 @@ from airflow.sdk import DAG, TriggerRule, chain, get_current_context, get_parsin
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from welfare_exchange.channels.registry import channel_for, names
 from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.exchange import steps
 from welfare_exchange.exchange.context import RunInfo
@@ -59,40 +60,9 @@ Re-running: clear any task or the whole run — see the runbook, *Re-run a faile
 No personal data appears in logs, XCom or the run configuration.
 """
 
-#: What differs in the documentation of each channel's DAG.
-CHANNEL_DOC = {
-    "sftp": {
-        "how_sent": "into its SFTP `inbox/`",
-        "wait": "takes only complete files (no `.part`, size stable across two looks), oldest first",
-        "fetch": "downloads the file, SHA-256, seals it into staging with the staging key, ledger entry; a file already processed is a "
-        "*duplicate* and skipped",
-        "refuse": "a bad file goes to `quarantine/` with a report in `outbox/`",
-        "deliver": "`.part` upload, rename, verified; the ledger makes it happen once",
-        "connections": "Channel connection: `{channel_connection}` · key connection: `{key_connection}` "
-        "(its password is the file password).",
-    },
-    "smime": {
-        "how_sent": "as the attachment of an S/MIME-encrypted e-mail to the agency's mailbox",
-        "wait": "looks (headers only) for a message from the protocol's registered sender, oldest first",
-        "fetch": "S/MIME-decrypts with the agency's key, checks sender, pinned certificate, signature, cipher, size "
-        "and the single attachment; seals the attachment into staging; a refused message goes to "
-        "the `Rejected` folder with a report; the same file again is a *duplicate*",
-        "refuse": "a bad file's message goes to `Rejected` with a report by e-mail",
-        "deliver": "S/MIME (AES-256) to the municipality's pinned certificate over SMTP, with a Message-ID derived "
-        "from the exchange; the ledger makes it happen once",
-        "connections": "Mailbox: `{imap_conn_id}` · agency S/MIME identity: `{smime_conn_id}` · SMTP: "
-        "`{channel_connection}` · key connection: `{key_connection}` (its password is the file password).",
-    },
-}
-
-
 def dag_doc(entry: dict[str, Any]) -> str:
-    """The DAG's ``doc_md``: the steps as they read for this protocol's channel."""
-    from welfare_exchange.exchange.channels import smime as mail_channel
-
-    names = {**entry, "imap_conn_id": mail_channel.imap_conn_id(), "smime_conn_id": mail_channel.smime_conn_id()}
-    parts = {k: v.format(**names) for k, v in CHANNEL_DOC[entry["channel"]].items()}
-    return DOC.format(**names, **parts)
+    """The DAG's ``doc_md``: the steps as the protocol's channel says they read."""
+    return DOC.format(**entry, **channel_for(entry).doc(entry))
 
 
 def protocol_dag_id(prefix: str, entry: dict[str, Any]) -> str:
@@ -129,34 +99,48 @@ def _seconds(name: str, default: float) -> float:
 
 
 def _arrival_sensor(entry: dict[str, Any], poke: float):
-    """``wait_for_request`` for the protocol's channel: the SFTP inbox or the agency's mailbox."""
+    """``wait_for_request``: the sensor the protocol's channel asks for (:attr:`Channel.sensor`)."""
     timeout = _seconds("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", 24 * 3600)
-    if entry["channel"] == "smime":
-        from welfare_exchange.exchange.channels import smime as mail_channel
+    channel = channel_for(entry)
+    build = ARRIVAL_SENSORS.get(channel.sensor)
+    if build is None:
+        raise ValueError(f"channel {channel.name!r} asks for arrival sensor {channel.sensor!r}, which does not exist")
+    # The arrival window: no request within it ends the run skipped (audited as
+    # request.none_arrived), whatever the mode; waiting is not a try, so no retry is used up.
+    return build(entry, poke=poke, timeout=timeout)
 
-        return MailRequestArrivalSensor(
-            task_id="wait_for_request",
-            protocol_id=int(entry["id"]),
-            sender_address=(entry.get("sender_address") or "").strip().lower(),
-            imap_conn_id=mail_channel.imap_conn_id(),
-            deferrable=os.environ.get("WELFARE_EXCHANGE_MAIL_DEFERRABLE", "").lower() in ("1", "true", "yes"),
-            poke_interval=poke,
-            timeout=timeout,
-            soft_fail=True,  # no message today: the run ends skipped, not failed
-        )
+
+def _sftp_inbox_sensor(entry: dict[str, Any], *, poke: float, timeout: float):
     return RequestArrivalSensor(
         task_id="wait_for_request",
         protocol_id=int(entry["id"]),
         sftp_conn_id=entry["channel_connection"],
         settle_seconds=_seconds("WELFARE_EXCHANGE_SETTLE_SECONDS", 10),
         poke_interval=poke,
-        # The arrival window: no request within it ends the run skipped (audited as
-        # request.none_arrived), whatever the mode; waiting is not a try, so no retry is used up.
         timeout=timeout,
         soft_fail=True,
         # Read when the DAG is built, as the SFTP provider's sensor does (no project variable).
         deferrable=conf.getboolean("operators", "default_deferrable", fallback=False),
     )
+
+
+def _mailbox_sensor(entry: dict[str, Any], *, poke: float, timeout: float):
+    from welfare_exchange.channels import smime as mail_channel
+
+    return MailRequestArrivalSensor(
+        task_id="wait_for_request",
+        protocol_id=int(entry["id"]),
+        sender_address=(entry.get("sender_address") or "").strip().lower(),
+        imap_conn_id=mail_channel.imap_conn_id(),
+        deferrable=os.environ.get("WELFARE_EXCHANGE_MAIL_DEFERRABLE", "").lower() in ("1", "true", "yes"),
+        poke_interval=poke,
+        timeout=timeout,
+        soft_fail=True,  # no message today: the run ends skipped, not failed
+    )
+
+
+#: :attr:`Channel.sensor` → the ``wait_for_request`` sensor it names.
+ARRIVAL_SENSORS: dict[str, Callable[..., Any]] = {"sftp_inbox": _sftp_inbox_sensor, "mailbox": _mailbox_sensor}
 
 
 def build_method1_dag(entry: dict[str, Any]) -> DAG:
@@ -277,10 +261,10 @@ def method1_dags(path: os.PathLike | str | None = None) -> dict[str, DAG]:
     dags = {}
     entries = read_snapshot(path)
     for entry in entries:
-        if entry["kind"] == "method1" and entry["channel"] in CHANNEL_DOC and is_wanted(method1_dag_id(entry)):
+        if entry["kind"] == "method1" and entry["channel"] in names() and is_wanted(method1_dag_id(entry)):
             dag = build_method1_dag(entry)
             dags[dag.dag_id] = dag
-    if any(e["channel"] == "smime" for e in entries) and is_wanted(MAIL_TRIAGE_DAG_ID):
+    if any(e["channel"] in names() and channel_for(e).sensor == "mailbox" for e in entries) and is_wanted(MAIL_TRIAGE_DAG_ID):
         dag = build_mail_triage_dag()
         dags[dag.dag_id] = dag
     return dags
@@ -310,7 +294,7 @@ def build_mail_triage_dag() -> DAG:
 
         @task(task_id="reject_unknown_senders")
         def reject_unknown_senders() -> dict[str, int]:
-            from welfare_exchange.exchange.channels import smime as mail_channel
+            from welfare_exchange.channels import smime as mail_channel
 
             return run_step(mail_channel.reject_unknown_senders)()
 

@@ -15,9 +15,9 @@ for what no retry can fix (the DAG fails the task at once) and let transport and
 errors through (the DAG retries those with backoff).
 
 The steps do not care how the request came in or how the result leaves: receiving,
-quarantining, delivering and the channel's own retention are in
-:mod:`welfare_exchange.exchange.channels` (``sftp`` or ``smime``), chosen by the protocol's
-``channel``. Decrypting, validating, matching, building and recording retention are the same
+quarantining, delivering and the channel's own retention are the protocol's channel's
+(:class:`welfare_exchange.channels.base.Channel`, found by
+:func:`welfare_exchange.channels.registry.channel_for`). Decrypting, validating, matching, building and recording retention are the same
 for every channel.
 """
 
@@ -36,7 +36,7 @@ from welfare_exchange import audit, failures, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.entitlements import history
 from welfare_exchange.exchange import matching, result
-from welfare_exchange.exchange.channels import for_channel
+from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.exchange.common import (  # noqa: F401 (re-exported: the steps' public names)
     REQUEST_CATEGORIES,
     RESULT_CATEGORIES,
@@ -66,7 +66,7 @@ REQUEST_COPIES = ("request_file", "request_message")
 
 
 def _channel(protocol):
-    return for_channel(protocol.channel)
+    return channel_for(protocol)
 
 
 def _bulk_step(step):
@@ -113,8 +113,8 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
     is a duplicate of one already processed (recorded in the audit; nothing else happens).
     """
     with session_scope() as session:
-        channel = get(session, protocol_id).channel
-    return for_channel(channel).fetch_request(protocol_id, item, run)
+        channel = channel_for(get(session, protocol_id))
+    return channel.fetch_request(protocol_id, item, run)
 
 
 # ------------------------------------------------------------------ 4. decrypt and validate
@@ -133,7 +133,7 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
         if exchange.state == "quarantined":
             raise ExchangeRefused(
                 f"exchange {exchange_id} ({protocol.municipality}): the request file was refused "
-                f"({exchange.failure_code}) and is not processed again. {_channel(protocol).REFUSAL_HINT} "
+                f"({exchange.failure_code}) and is not processed again. {_channel(protocol).refusal_hint} "
                 "A corrected file makes a new exchange. Runbook: 'A request was refused'.",
                 code=exchange.failure_code,
             )
@@ -160,7 +160,7 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
         quarantine(exchange_id, err, run)
         raise ExchangeRefused(
             f"exchange {exchange_id} ({protocol.municipality}): the request file cannot be processed: {err} "
-            f"{_channel(protocol).REFUSAL_HINT} "
+            f"{_channel(protocol).refusal_hint} "
             f"Runbook: 'A request was refused'."
         ) from None
     summary = outcome.report.summary()

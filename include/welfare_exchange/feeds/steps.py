@@ -21,12 +21,12 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import posixpath
 from typing import Any
 
 import sqlalchemy as sa
 
 from welfare_exchange import audit, ledger, xlsx
+from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import ProtocolError
@@ -38,7 +38,6 @@ from welfare_exchange.feeds.interval import FeedInterval
 from welfare_exchange.intake import encrypt_agile
 from welfare_exchange.protocols import check_gate, get
 from welfare_exchange.staging import Staging, atomic_write
-from welfare_exchange.transport import sftp
 
 log = logging.getLogger(__name__)
 
@@ -211,41 +210,44 @@ def deliver_feed(feed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
             )
     if decision is not None and not decision.is_open:
         raise ProtocolError(f"feed {interval} for {feed['label']} blocked: {decision.reason}. Nothing was sent.")
-    if protocol.channel not in ("sftp", "smime"):
+    try:
+        channel = channel_for(protocol)
+    except ValueError:
         raise FeedChannelUnsupported(
             f"feed {interval} for {feed['label']}: protocol {protocol.id} uses channel {protocol.channel!r}, which "
             "cannot carry structural feeds. Nothing was sent. Runbook: 'A structural feed cannot be delivered'."
-        )
+        ) from None
     # Once delivered, the feed is never built again: the ledger keeps the delivered file's hash.
     digest = exchange.result_sha256 if decision is None else build_feed(exchange_id, interval, run)
     name = workbook.feed_file_name(protocol, interval)
-    with session_scope() as session:
-        effect = ledger.find_side_effect(session, key)
-        already = effect is not None and effect.state == "done"
+    payload = Staging(protocol.id, exchange_id).path("feed.xlsx").read_bytes() if decision is not None else b""
+    if decision is not None and hashlib.sha256(payload).hexdigest() != digest:
+        raise RuntimeError(f"feed exchange {exchange_id}: the staged feed's hash differs from the built feed; nothing sent")
+    # The channel sends it once (the ledger's key): a re-run sends nothing, and an interrupted
+    # send is finished. The certificate of an e-mailed feed must be valid on the day it is
+    # encrypted — today, also for a back-filled month.
+    sent = channel.send_file(
+        protocol, key=key, kind="feed_delivered", exchange_id=exchange_id, name=name, payload=payload,
+        subject=f"Groeipakket: structurele gegevens {interval.start} t.e.m. {interval.last_day} / "
+        f"structural feed {interval.start} to {interval.last_day}",
+        content_type=xlsx.CONTENT_TYPE, actor=run.actor, attempt=f"{run.run_id}:{run.try_number}", today=dt.date.today(),
+        reference=f"feed/{protocol.id}/{exchange_id}/{digest}",
+    )
+    del payload
+    already = sent.already_sent
     if already:
-        log.info("feed exchange %s was already delivered at %s; nothing sent again", exchange_id, effect.done_at)
-        # Recorded below if a crash came between the delivery and its audit fact (fact_key: once).
-        sent, size, how = effect.sha256, (effect.detail or {}).get("bytes", 0), "(the delivery was recorded by a later try)"
-    else:
-        staged = Staging(protocol.id, exchange_id).path("feed.xlsx")
-        if protocol.channel == "smime":
-            sent, size, how = _deliver_by_mail(protocol, exchange_id, interval, staged, name, digest, key, run)
-        else:
-            with session_scope() as session:
-                ledger.begin_side_effect(session, key, kind="feed_delivered", exchange_id=exchange_id, target=posixpath.join(OUTBOX, name))
-            sent, size = sftp.deliver(sftp.sftp_hook(protocol.channel_connection), staged, OUTBOX, name)
-            if sent != digest:
-                raise RuntimeError(f"feed exchange {exchange_id}: the delivered file's hash differs from the built feed; not recorded")
-            with session_scope() as session:
-                ledger.complete_side_effect(session, key, sha256=sent, detail={"bytes": size})
-            how = "to the municipality's outbox over SFTP and verified"
+        log.info("feed exchange %s was already delivered; nothing sent again", exchange_id)
+    elif sent.sha256 != digest:
+        raise RuntimeError(f"feed exchange {exchange_id}: the delivered file's hash differs from the built feed; not recorded")
+    how = sent.how if not already else "(the delivery was recorded by a later try)"
+    size = sent.size
     with session_scope() as session:
         exchange = ledger.get_exchange(session, exchange_id)
         if exchange.state != "delivered":
             ledger.update_exchange(session, exchange, state="delivered")
         audit.record(
             session, "feed.delivered", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
-            data_categories=FEED_CATEGORIES, file_hashes={"feed": sent}, counts={"bytes": size},
+            data_categories=FEED_CATEGORIES, file_hashes={"feed": sent.sha256}, counts={"bytes": size},
             message=f"encrypted feed {name!r} for {interval} delivered {how}", fact_key=key,
         )
     record_retention(exchange_id, interval, name, run)
@@ -254,35 +256,6 @@ def deliver_feed(feed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
         rows = (exchange.counts or {}).get("rows", 0)
     return {"protocol_id": protocol.id, "nis_code": protocol.nis_code, "name": name, "sha256": digest, "rows": rows,
             "already_delivered": already}
-
-
-def _deliver_by_mail(
-    protocol: Protocol, exchange_id: int, interval: FeedInterval, staged, name: str, digest: str, key: str, run: RunInfo
-) -> tuple[str, int, str]:
-    """Mail the feed, S/MIME-encrypted (AES-256) to the municipality's pinned certificate, once.
-
-    The same sending as a Method 1 result (:func:`welfare_exchange.exchange.channels.smime.send_once`):
-    the ledger holds the Message-ID, derived from the feed, so a re-run sends nothing and an
-    interrupted send is repeated with the same Message-ID. The certificate must be valid on the
-    day the message is encrypted — today, also for a back-filled month.
-    """
-    from welfare_exchange.exchange.channels import smime as mail_channel
-
-    payload = staged.read_bytes()
-    if hashlib.sha256(payload).hexdigest() != digest:
-        raise RuntimeError(f"feed exchange {exchange_id}: the staged feed's hash differs from the built feed; nothing sent")
-    sent = mail_channel.send_once(
-        protocol, key=key, kind="feed_delivered", exchange_id=exchange_id,
-        subject=f"Groeipakket: structurele gegevens {interval.start} t.e.m. {interval.last_day} / "
-        f"structural feed {interval.start} to {interval.last_day}",
-        payload=payload, filename=name, content_type=xlsx.CONTENT_TYPE,
-        message_key=f"feed/{protocol.id}/{exchange_id}/{digest}", today=dt.date.today(), run=run,
-    )
-    fingerprint = str(sent.get("recipient_certificate", ""))[:16]
-    return digest, len(payload), (
-        f"by e-mail, S/MIME AES-256 to the municipality's registered certificate SHA-256 {fingerprint}…, "
-        f"Message-ID {sent['message_id']}"
-    )
 
 
 def record_retention(exchange_id: int, interval: FeedInterval, name: str, run: RunInfo) -> None:
@@ -295,11 +268,12 @@ def record_retention(exchange_id: int, interval: FeedInterval, name: str, run: R
     deadline = result_deadline(protocol, interval)
     rule = f"feed: {protocol.result_retention_days} days after the interval ended (protocol {protocol.id})"
     with session_scope() as session:
-        if protocol.channel == "sftp":  # a mailed feed's copy is in the municipality's mailbox: theirs to delete
-            ledger.schedule_deletion(
-                session, protocol_id=protocol.id, exchange_id=exchange_id, kind="result_file", where="sftp",
-                location=f"{protocol.channel_connection}:{posixpath.join(OUTBOX, name)}", deadline=deadline, rule=rule,
-                sha256=exchange.result_sha256,
+        sent = ledger.find_side_effect(session, f"feed:{exchange_id}:delivered")
+        location = ((sent.detail or {}) if sent is not None else {}).get("location")
+        if location is not None:  # else the copy is not the agency's (a mailed feed is in the municipality's mailbox)
+            channel_for(protocol).schedule_copy(
+                session, protocol, exchange_id=exchange_id, kind="result_file", location=location, deadline=deadline,
+                rule=rule, sha256=exchange.result_sha256,
             )
         ledger.schedule_deletion(
             session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where="local",

@@ -20,11 +20,11 @@ import datetime as dt
 import hashlib
 import logging
 import os
-import posixpath
 from dataclasses import dataclass
 from typing import Any
 
 from welfare_exchange import audit, ledger
+from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import ProtocolError
@@ -459,12 +459,13 @@ def report_to_municipality(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     recheck_gate(exchange_id, run)
     key = _report_key(exchange_id, 1)
     with session_scope() as session:
-        exchange, _, _ = load_campaign(session, exchange_id)
+        exchange, protocol, _ = load_campaign(session, exchange_id)
         counts = _report_counts(session, exchange)
         effect = ledger.find_side_effect(session, key)
         if effect is not None and effect.state == "done":
             log.info("report of campaign %s was already delivered; nothing sent again", exchange_id)
-            return {"name": effect.target, "sha256": effect.sha256, "already_delivered": True}
+            name = report_lib.report_name(protocol.nis_code, protocol.id, exchange_id, 1)
+            return {"name": name, "sha256": effect.sha256, "already_delivered": True}
     return _deliver_report_revision(exchange_id, 1, counts, run.actor)
 
 
@@ -509,63 +510,29 @@ def _deliver_report_revision(exchange_id: int, revision: int, counts: dict[str, 
     from welfare_exchange.staging import atomic_write
 
     atomic_write(Staging(protocol.id, exchange.id).path(name), data)  # counts only: no personal data
-    with session_scope() as session:
-        ledger.begin_side_effect(session, key, kind="report_delivered", exchange_id=exchange_id, target=name)
-    where = deliver_report(protocol, exchange_id, name, data, message_key=key)
-    digest = hashlib.sha256(data).hexdigest()
+    channel = channel_for(protocol)
+    sent = channel.send_file(
+        protocol, key=key, kind="report_delivered", exchange_id=exchange_id, name=name, payload=data,
+        subject=f"Groeipakket: rapport campagne {exchange_id}", content_type="text/plain", actor=actor,
+        attempt=f"v{revision}", today=dt.date.today(), sensitive=False,
+    )
+    digest = sent.sha256
     with session_scope() as session:
         exchange, protocol, _ = load_campaign(session, exchange_id)
-        ledger.complete_side_effect(session, key, sha256=digest, detail={"where": where})
         ledger.update_exchange(session, exchange, state="delivered", counts={"report": shown, "report_revision": revision})
-        if where.startswith("sftp:"):
-            ledger.schedule_deletion(
-                session, protocol_id=protocol.id, exchange_id=exchange_id, kind="report", where="sftp",
-                location=f"{protocol.channel_connection}:{posixpath.join(OUTBOX, name)}",
-                deadline=exchange.exchange_date + dt.timedelta(days=protocol.result_retention_days),
-                rule=f"report: {protocol.result_retention_days} days after the campaign (protocol {protocol.id})",
-                sha256=digest,
-            )
+        if sent.location is not None:
+            deadline, rule = ledger.result_deadline(protocol, exchange.exchange_date, what="report", after="the campaign")
+            channel.schedule_copy(session, protocol, exchange_id=exchange_id, kind="report", location=sent.location,
+                                  deadline=deadline, rule=rule, sha256=digest)
         version = f" (version {revision}, replaces version {revision - 1})" if revision > 1 else ""
         audit.record(
             session, "report.delivered", actor=actor, protocol=protocol, exchange_id=exchange_id,
             file_hashes={"report": digest}, counts={"shown": shown},
-            message=f"counts-only campaign report {name!r}{version} delivered ({where.split(':', 1)[0]}); "
+            message=f"counts-only campaign report {name!r}{version} delivered ({channel.name}); "
             "counts under 10 suppressed",
             fact_key=f"{key}:delivered",
         )
-    return {"name": name, "sha256": digest, "already_delivered": False, "revision": revision}
-
-
-def deliver_report(protocol: Protocol, exchange_id: int, name: str, data: bytes, *, message_key: str | None = None) -> str:
-    """Put the report where the protocol's channel says; returns where it went.
-
-    SFTP: the municipality's ``outbox/`` (``.part`` then rename, verified). S/MIME: an
-    encrypted e-mail to the municipality's registered address and certificate.
-    """
-    if protocol.channel == "sftp":
-        from welfare_exchange.transport import sftp
-
-        sftp.upload_bytes(sftp.sftp_hook(protocol.channel_connection), data, OUTBOX, name)
-        return f"sftp:{posixpath.join(OUTBOX, name)}"
-    if protocol.channel == "smime":
-        from welfare_exchange.transport import mail, smime
-
-        if not protocol.sender_address or not protocol.sender_certificates:
-            raise ProtocolError(
-                f"protocol {protocol.id} has no registered address or certificate of the municipality: "
-                "the report cannot be sent encrypted"
-            )
-        settings = OutreachSettings.from_env()
-        sender = settings.sender_address()
-        message = smime.encrypt(
-            data, smime.load_certificate(protocol.sender_certificates[0]), filename=name,
-            subject=f"Groeipakket: rapport campagne {exchange_id}", sender=sender, to=protocol.sender_address,
-            message_id=mail.make_message_id(message_key or _report_key(exchange_id, 1), sender.rsplit("@", 1)[-1]),
-            body_text="Het rapport van de campagne (enkel aantallen) zit in de bijlage.\r\n", content_type="text/plain",
-        )
-        mail.send(settings.smtp_conn_id, message, sender=sender, to=protocol.sender_address)
-        return "smime:e-mail"
-    raise ProtocolError(f"protocol {protocol.id}: unknown channel {protocol.channel!r}")
+    return {"name": name, "sha256": digest, "already_delivered": sent.already_sent, "revision": revision}
 
 
 # ----------------------------------------------------------------------- 7. retention

@@ -2,7 +2,6 @@
 
 from welfare_exchange.protocols.registry import (
     ALLOWED_RESULT_FIELDS,
-    CHANNELS,
     KINDS,
     REFERRAL_FIELDS,
     STATUSES,
@@ -18,7 +17,6 @@ from welfare_exchange.protocols.registry import (
 
 __all__ = [
     "ALLOWED_RESULT_FIELDS",
-    "CHANNELS",
     "KINDS",
     "REFERRAL_FIELDS",
     "STATUSES",

@@ -7,6 +7,7 @@ import json
 import pathlib
 
 from welfare_exchange import audit
+from welfare_exchange.channels.registry import names as channel_names
 from welfare_exchange.cliutil import iso_date
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create = commands.add_parser("create", help="register a new protocol (draft); prints its id")
     create.add_argument("--nis", required=True, help="5-digit NIS code of the municipality")
     create.add_argument("--kind", required=True, choices=registry.KINDS)
-    create.add_argument("--channel", required=True, choices=registry.CHANNELS)
+    create.add_argument("--channel", required=True, choices=channel_names())
     _field_options(create, amend=False)
     create.set_defaults(handler=_create)
 

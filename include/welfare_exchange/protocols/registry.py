@@ -27,15 +27,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from welfare_exchange import audit
-from welfare_exchange.db.models import DEFAULT_REFERENCE_DATE, Protocol, ProtocolTransition
+from welfare_exchange.channels.registry import names as channel_names
+from welfare_exchange.db.models import DEFAULT_REFERENCE_DATE, SUPPLEMENTS, Protocol, ProtocolTransition
 from welfare_exchange.errors import IllegalTransition, InputError, ProtocolError
 from welfare_exchange.outreach.offer import validate_offer
 from welfare_exchange.settings import get_settings
 
 KINDS = ("method1", "method2", "structural", "referral")
-CHANNELS = ("sftp", "smime")
 STATUSES = ("draft", "submitted", "advised", "signed", "suspended", "revoked", "expired")
-SUPPLEMENTS = ("sociale_toeslag", "zorgtoeslag", "schooltoeslag")
 
 #: Fields a result may carry; a protocol allows a subset (minimal and proportional).
 ALLOWED_RESULT_FIELDS = (
@@ -217,8 +216,8 @@ def _validated(values: dict[str, Any]) -> dict[str, Any]:
         raise InputError(f"NIS code must be 5 digits, got {nis_code!r}")
     if kind not in KINDS:
         raise InputError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if channel not in CHANNELS:
-        raise InputError(f"channel must be one of {', '.join(CHANNELS)}, got {channel!r}")
+    if channel not in channel_names():
+        raise InputError(f"channel must be one of {', '.join(channel_names())}, got {channel!r}")
     for name in ("municipality", "channel_connection", "key_connection", "legal_basis", "purpose"):
         if not (values[name] or "").strip():
             raise InputError(f"the protocol's {name.replace('_', ' ')} must not be empty")

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from welfare_exchange.db.models import Beneficiary, Child
+from welfare_exchange.db.models import SUPPLEMENTS, Beneficiary, Child
 from welfare_exchange.entitlements.municipalities import by_nis
 from welfare_exchange.exchange.matching import match
 from welfare_exchange.referral.candidates import REQUIRED_COLUMNS
@@ -47,7 +47,6 @@ WITHDRAW_P = 0.06
 CRITERIA_COUNTS = ((3, 0.50), (4, 0.30), (5, 0.15), (6, 0.05))
 INCOME_P_SOCIALE = 0.9
 WINDOW_DAYS = 730
-_SUPPLEMENTS = ("sociale_toeslag", "zorgtoeslag", "schooltoeslag")
 _SYLLABLES = ("ka", "ri", "lo", "me", "sa", "vo", "ne", "ta", "mi", "do", "ju", "le", "ro", "fa", "ze", "wi", "bo", "ha")
 _STREETS = ("Kwetsel", "Biezen", "Oeverloop", "Wilgen", "Zavel", "Heiweg", "Brem", "Vlaskouter")
 COLUMNS = REQUIRED_COLUMNS + ("parent_insz",)
@@ -109,7 +108,7 @@ def generate_candidates(
     numbers = [c.insz for c in children]
     parent_of: dict[str, str] = {}
     sociale: set[str] = set()
-    for row in match(session, numbers, supplements=_SUPPLEMENTS, reference_date=since, exchange_date=until):
+    for row in match(session, numbers, supplements=SUPPLEMENTS, reference_date=since, exchange_date=until):
         parent_of[row.child_insz] = row.beneficiary_insz  # the last (latest) pair wins
         if row.supplement == "sociale_toeslag":
             sociale.add(row.child_insz)

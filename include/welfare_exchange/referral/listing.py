@@ -133,7 +133,8 @@ def render_list(protocol: Protocol, on: dt.date, members: Sequence[tuple[Referra
     return book.to_bytes()
 
 
-def _find_exchange(session: Session, protocol: Protocol, on: dt.date) -> Exchange | None:
+def find_list_exchange(session: Session, protocol: Protocol, on: dt.date) -> Exchange | None:
+    """The ledger exchange of the list of ``protocol`` for the run date ``on``, if one was opened."""
     digest = hashlib.sha256(_list_key(protocol, on).encode()).hexdigest()
     return session.scalar(sa.select(Exchange).where(Exchange.protocol_id == protocol.id, Exchange.request_sha256 == digest))
 
@@ -149,7 +150,7 @@ def build_referral_list(
     """
     require_gate(protocol, on)
     name = list_file_name(protocol, on)
-    exchange = _find_exchange(session, protocol, on)
+    exchange = find_list_exchange(session, protocol, on)
     if exchange is not None and files.delivery_begun(session, exchange, delivery_key(exchange.id)):
         return files.staged(exchange, LIST_NAME)  # fixed bytes; None once retention removed them
     if exchange is not None:

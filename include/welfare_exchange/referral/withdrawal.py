@@ -44,6 +44,12 @@ def _key(protocol: Protocol, on: dt.date) -> str:
     return f"referral-withdrawal:{protocol.id}:{on.isoformat()}"
 
 
+def find_notice_exchange(session: Session, protocol: Protocol, on: dt.date) -> Exchange | None:
+    """The ledger exchange of the withdrawal notice of ``protocol`` for ``on``, if one was opened."""
+    digest = hashlib.sha256(_key(protocol, on).encode()).hexdigest()
+    return session.scalar(sa.select(Exchange).where(Exchange.protocol_id == protocol.id, Exchange.request_sha256 == digest))
+
+
 def _noticed(session: Session, exchange_id: int) -> list[Referral]:
     return list(session.scalars(sa.select(Referral).where(Referral.notice_exchange_id == exchange_id).order_by(Referral.id)))
 
@@ -77,8 +83,7 @@ def build_withdrawal_notice(
     Each sent referral is named in one notice only; a re-run for the same date gives the same bytes.
     """
     require_gate(protocol, on)
-    digest = hashlib.sha256(_key(protocol, on).encode()).hexdigest()
-    exchange = session.scalar(sa.select(Exchange).where(Exchange.protocol_id == protocol.id, Exchange.request_sha256 == digest))
+    exchange = find_notice_exchange(session, protocol, on)
     if exchange is not None and files.delivery_begun(session, exchange, notice_delivery_key(exchange.id)):
         return files.staged(exchange, NOTICE_NAME)  # fixed bytes; None once retention removed them
     if exchange is None:

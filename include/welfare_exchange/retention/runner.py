@@ -51,10 +51,10 @@ from welfare_exchange import audit, insz, ledger, untrusted
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange, Protocol, RetentionItem, SideEffect
 from welfare_exchange.errors import WelfareExchangeError
-from welfare_exchange.retention import imap, rules
+from welfare_exchange.channels import registry as channels
+from welfare_exchange.retention import rules
 from welfare_exchange.settings import get_settings
 from welfare_exchange.staging import unseal
-from welfare_exchange.transport import sftp
 from welfare_exchange.transport.mail import MailTransportError
 
 log = logging.getLogger(__name__)
@@ -125,25 +125,14 @@ def shown_location(item: RetentionItem) -> str:
     Locations are kept in the database to find the copy; a municipality may have named the
     file, so its name appears only as a handle. Staging paths are the agency's own.
     """
-    if item.where == "sftp":
-        conn_id, _, path = item.location.partition(":")
-        return f"{conn_id}:{untrusted.shown_path(path)}"
-    if item.where == "imap":
-        conn_id, mailbox, _ = (item.location.split(":", 2) + ["", ""])[:3]
-        return f"{conn_id}:{mailbox}"
+    channel = channels.for_place(item.where)
+    if channel is not None:
+        return channel.shown_location(item.location)
     if item.where == "local":
         path = pathlib.Path(item.location)
         root = get_settings().staging_dir
         return str(path.relative_to(root)) if path.is_relative_to(root) else untrusted.shown_path(item.location)
     return item.location
-
-
-def split_sftp_location(location: str) -> tuple[str, str]:
-    """``"<conn id>:<remote path>"`` → ``(conn id, remote path)``."""
-    conn_id, sep, path = location.partition(":")
-    if not sep or not conn_id or not path:
-        raise ValueError("an SFTP retention location must be '<connection id>:<remote path>'")
-    return conn_id, path
 
 
 def due_items(
@@ -343,7 +332,8 @@ def _report_missing(session: Session, item: RetentionItem, as_of: dt.date, actor
     if first:
         item.missing_since = as_of
     closing = (as_of - item.missing_since).days >= MISSING_LOOK_DAYS
-    why = ("no digest was recorded for it, so it cannot be identified" if item.sha256 is None and item.where in ("sftp", "imap")
+    why = ("no digest was recorded for it, so it cannot be identified"
+           if item.sha256 is None and channels.for_place(item.where) is not None
            else "no copy with the recorded content was found")
     if closing:
         item.deleted_at = dt.datetime.now(dt.timezone.utc)
@@ -363,24 +353,6 @@ def _report_missing(session: Session, item: RetentionItem, as_of: dt.date, actor
     log.warning("retention item %s (%s at %s) is missing: %s; not certified", item.id, item.kind, shown_location(item), why)
 
 
-def _delete_mail(item: RetentionItem, before_delete: Callable[[str], None]) -> str | None:
-    if item.sha256 is None:
-        return None
-    return imap.delete_message(item.location, sha256=item.sha256, size=item.size, uidvalidity=item.uidvalidity,
-                               uid=item.uid, before_delete=before_delete)
-
-
-def _sftp_deleter(hook: Any, paths: dict[int, str]) -> Callable[[RetentionItem, Callable[[str], None]], str | None]:
-    """Deletes an item's file on one SFTP account (``paths``: item id → remote path)."""
-
-    def delete(item: RetentionItem, before_delete: Callable[[str], None]) -> str | None:
-        if item.sha256 is None:
-            return None
-        return sftp.delete_verified(hook, paths[item.id], sha256=item.sha256, size=item.size, before_delete=before_delete)
-
-    return delete
-
-
 def _delete_one(item_id: int, delete: Callable[[RetentionItem, Callable[[str], None]], str | None], as_of: dt.date,
                 actor: audit.Actor, report: RunReport) -> None:
     """Begin, locate-verify-delete, certify (or report missing) one item."""
@@ -398,7 +370,7 @@ def delete_due(
     as_of: dt.date,
     *,
     actor: audit.Actor,
-    hook_factory: Callable[[str], Any] = sftp.sftp_hook,
+    hook_factory: Callable[[str], Any] | None = None,
     raise_on_failure: bool = True,
     exchange_id: int | None = None,
     kinds: tuple[str, ...] | None = None,
@@ -407,7 +379,8 @@ def delete_due(
 
     :param as_of: the run's date (the DAG run's logical date).
     :param actor: who deletes (the Airflow task, or the operator from the CLI).
-    :param hook_factory: builds the SFTP hook for a connection id (tests may pass options).
+    :param hook_factory: builds the SFTP hook for a connection id (tests may pass options); handed
+        to every channel's :meth:`~welfare_exchange.channels.base.Channel.deleter`.
     :param raise_on_failure: raise :class:`RetentionIncomplete` when any item stays due (a
         missing copy does not: no retry finds it sooner; it is audited and flagged instead).
     :param exchange_id: only this exchange's items (an exchange deleting its own request at once).
@@ -420,21 +393,20 @@ def delete_due(
         items = [(i.id, i.where, i.location) for i in due_items(session, as_of, exchange_id=exchange_id, kinds=kinds)]
     # A staged file before the staging folder that holds it: each is identified and certified on its own.
     items.sort(key=lambda entry: -len(pathlib.Path(entry[2]).parts) if entry[1] == "local" else 0)
-    by_connection: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    # A channel's copies, per store (an SFTP account, a mailbox): a store that cannot be reached
+    # stops its own items only.
+    by_store: dict[tuple[str, str], list[int]] = defaultdict(list)
     for item_id, where, location in items:
-        if where == "sftp":
+        channel = channels.for_place(where)
+        if channel is not None:
             try:
-                conn_id, path = split_sftp_location(location)
+                by_store[(channel.name, channel.store_of(location))].append(item_id)
             except ValueError as err:
                 report.failures.append(f"item {item_id}: {err}")
-                continue
-            by_connection[conn_id].append((item_id, path))
             continue
         try:
             if where == "local":
                 _delete_one(item_id, _delete_local, as_of, actor, report)
-            elif where == "imap":
-                _delete_one(item_id, _delete_mail, as_of, actor, report)
             elif where == "db":
                 item, earlier = _begin(item_id)
                 if item is None:
@@ -445,21 +417,25 @@ def delete_due(
                                     as_of, actor, f"ledger payload {item.location}")
                 report.certificates.append(cert)
             else:
-                raise RetentionIncomplete(f"unknown retention place {where!r} (sftp, imap, local or db)")
-        except (RetentionIncomplete, MailTransportError, ValueError, OSError) as err:
+                raise RetentionIncomplete(f"unknown retention place {where!r} ({', '.join(_places())})")
+        except (RetentionIncomplete, ValueError, OSError) as err:
             report.failures.append(f"item {item_id} ({where}): {_error_text(err)}")
 
-    for conn_id, entries in sorted(by_connection.items()):
-        delete_file = _sftp_deleter(hook_factory(conn_id), dict(entries))
-        for index, (item_id, _) in enumerate(entries):
+    options = {} if hook_factory is None else {"hook_factory": hook_factory}
+    for (name, store), entries in sorted(by_store.items()):
+        channel = channels.channel_for(name)
+        delete_copy = channel.deleter(store, **options)
+        for index, item_id in enumerate(entries):
             try:
-                _delete_one(item_id, delete_file, as_of, actor, report)
-            except sftp.SftpTransportError as err:
-                # The server is unreachable (or refuses): the rest of this account's items would
-                # fail the same way; they all stay due and the run fails after the others.
+                _delete_one(item_id, delete_copy, as_of, actor, report)
+            except channel.unreachable as err:
+                # The store is unreachable (or refuses): the rest of its items would fail the
+                # same way; they all stay due and the run fails after the others.
                 left = len(entries) - index
-                report.failures.append(f"connection {conn_id!r}: {left} item(s) not deleted: {_error_text(err)}")
+                report.failures.append(f"connection {store!r}: {left} item(s) not deleted: {_error_text(err)}")
                 break
+            except (RetentionIncomplete, MailTransportError, ValueError, OSError) as err:
+                report.failures.append(f"item {item_id} ({name}): {_error_text(err)}")
 
     with session_scope() as session:
         report.still_due = sum(1 for i in due_items(session, as_of) if i.missing_since is None)
@@ -476,6 +452,10 @@ def delete_due(
             + f". The task retries with backoff; runbook: {RUNBOOK_STEP}."
         )
     return report
+
+
+def _places() -> list[str]:
+    return [place for name in channels.names() for place in channels.channel_for(name).places] + ["local", "db"]
 
 
 def _error_text(err: BaseException) -> str:

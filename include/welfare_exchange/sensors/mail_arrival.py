@@ -57,7 +57,7 @@ class MailRequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
         self.deferrable = deferrable
 
     def _look(self) -> dict[str, Any] | None:
-        from welfare_exchange.exchange.channels import smime as channel
+        from welfare_exchange.channels import smime as channel
 
         return channel.first_waiting(self.sender_address, self.imap_conn_id)
 

@@ -34,7 +34,7 @@ class MailArrivalTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from welfare_exchange.exchange.channels import smime as channel
+        from welfare_exchange.channels import smime as channel
 
         failures = 0
         while True:

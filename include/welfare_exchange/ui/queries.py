@@ -121,6 +121,8 @@ class ProtocolRow:
     last_exchange: LastExchange | None = None
     current: Current | None = None
     retention: Retention = field(default_factory=Retention)
+    #: A referral agreement's latest evaluation report: its file, when, the (suppressed) figures.
+    evaluation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -173,9 +175,24 @@ def _dag_id_of(protocol: Protocol) -> str | None:
         from welfare_exchange.exchange.method2_dag import method2_dag_id
 
         return method2_dag_id(entry)
+    if protocol.kind == "referral":
+        from welfare_exchange.orchestration.referral_dag import referral_dag_id
+
+        return referral_dag_id(entry)
     if protocol.kind == "structural":
         return "structural_feeds"  # one DAG for every municipality's feed
     return None
+
+
+def _evaluation(session: Session, protocol: Protocol) -> dict[str, Any] | None:
+    if protocol.kind != "referral":
+        return None
+    from welfare_exchange.referral.steps import latest_evaluation
+
+    found = latest_evaluation(session, protocol.id)
+    if found is None:
+        return None
+    return {"file": found["file"], "at": _iso(found["at"]), "outcomes": found["outcomes"]}
 
 
 def _iso(value: dt.date | dt.datetime | None) -> str | None:
@@ -496,6 +513,7 @@ def overview(session: Session, today: dt.date | None = None, *, api: AirflowApi 
                 last_exchange=last_row,
                 current=current.get(p.id),
                 retention=retention.get(p.id, Retention()),
+                evaluation=_evaluation(session, p),
             )
         )
     return Overview(

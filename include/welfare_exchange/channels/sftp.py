@@ -12,9 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import posixpath
+from collections.abc import Callable
 from typing import Any
 
-from welfare_exchange import audit, ledger
+from welfare_exchange import audit, ledger, untrusted
+from welfare_exchange.channels.base import Channel, Deleter, Sent
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.exchange import result
@@ -298,3 +300,129 @@ def schedule_retention(session, protocol: Protocol, exchange: Exchange, result_d
                 rule=f"request: deleted as soon as matching is done (protocol {protocol.id})",
                 sha256=exchange.request_sha256, size=exchange.request_size,
             )
+
+
+# ----------------------------------------------------------------------------- the channel
+
+
+def find_request(
+    protocol_id: int, *, actor, on: dt.date, settle_seconds: float = 10.0, max_bytes: int | None = None,
+    stale_after: float | None = None, previous: sftp.Look | None = None, directory: str = INBOX,
+) -> dict[str, Any] | None:
+    """One look at ``inbox/``: answer what is no request (quarantined, reported, once), return the
+    oldest complete request's handle — never its name — or ``None``.
+
+    A file is complete when its size and mtime did not change across two looks ``settle_seconds``
+    apart (or since ``previous``, the trigger's last listing).
+    """
+    with session_scope() as session:
+        protocol = get(session, protocol_id)
+        conn_id = protocol.channel_connection
+    hook = sftp.sftp_hook(conn_id)
+    max_bytes = IntakeLimits.from_env().max_file_bytes if max_bytes is None else int(max_bytes)
+    stale_after = inbox.stale_upload_seconds() if stale_after is None else float(stale_after)
+    survey = sftp.survey_inbox(hook, directory, sftp.DEFAULT_REQUEST_PATTERNS, settle_seconds, max_bytes=max_bytes,
+                               stale_after=stale_after, previous=previous)
+    if survey.unanswered:
+        answered = inbox.answer(protocol_id, survey, hook, actor=actor, on=on, max_bytes=max_bytes, stale_after=stale_after)
+        log.info("%d file(s) in %s that are no request to take were quarantined and reported", answered, directory)
+    if not survey.ready:
+        return None
+    first = survey.ready[0]
+    log.info("request file %s is complete (%d bytes); %d more waiting", sftp.shown(first.name), first.size, len(survey.ready) - 1)
+    # XCom never carries the file name (a municipality may put a number in it): a handle.
+    return {"name_sha256": sftp.name_handle(first.name), "size": first.size, "mtime": first.mtime, "directory": directory}
+
+
+def send_file(
+    protocol: Protocol, *, key: str, kind: str, exchange_id: int | None, name: str, payload: bytes, subject: str,
+    content_type: str, actor, attempt: str, today: dt.date, sensitive: bool = True, reference: str | None = None,
+) -> Sent:
+    """Put ``payload`` in ``outbox/`` as ``name`` (``.part``, rename, verified) — once per ``key``."""
+    del subject, content_type, actor, attempt, today, sensitive, reference  # a file in the outbox has no envelope; it is sealed already
+    target = posixpath.join(OUTBOX, name)
+    location = f"{protocol.channel_connection}:{target}"
+    with ledger.side_effect(key, kind=kind, exchange_id=exchange_id, target=target) as effect:
+        if effect.pending:
+            digest, size = sftp.upload_bytes(_hook(protocol), payload, OUTBOX, name)
+            effect.complete(sha256=digest, detail={"bytes": size, "location": location})
+    return Sent(sha256=effect.sha256, size=(effect.detail or {}).get("bytes", len(payload)),
+                how="to the municipality's outbox over SFTP and verified",
+                location=(effect.detail or {}).get("location", location), already_sent=effect.was_done, detail=effect.detail)
+
+
+def deleter(store: str, *, hook_factory=sftp.sftp_hook, **_: Any) -> Deleter:
+    """Deletes an item's file on one SFTP account (``store``: its connection id), after checking its SHA-256."""
+    hook = hook_factory(store)
+
+    def delete(item, before_delete: Callable[[str], None]) -> str | None:
+        if item.sha256 is None:
+            return None
+        _, path = split_location(item.location)
+        return sftp.delete_verified(hook, path, sha256=item.sha256, size=item.size, before_delete=before_delete)
+
+    return delete
+
+
+def split_location(location: str) -> tuple[str, str]:
+    """``"<conn id>:<remote path>"`` → ``(conn id, remote path)``."""
+    conn_id, sep, path = location.partition(":")
+    if not sep or not conn_id or not path:
+        raise ValueError("an SFTP retention location must be '<connection id>:<remote path>'")
+    return conn_id, path
+
+
+class SftpChannel(Channel):
+    """The municipality's chrooted SFTP folders."""
+
+    name = "sftp"
+    places = ("sftp",)
+    sensor = "sftp_inbox"
+    refusal_hint = REFUSAL_HINT
+    unreachable = (sftp.SftpTransportError,)
+
+    def find_request(self, protocol_id, *, actor, on, **options):
+        return find_request(protocol_id, actor=actor, on=on, **options)
+
+    def doc(self, entry):
+        return {
+            "how_sent": "into its SFTP `inbox/`",
+            "wait": "takes only complete files (no `.part`, size stable across two looks), oldest first",
+            "fetch": "downloads the file, SHA-256, seals it into staging with the staging key, ledger entry; a file already "
+            "processed is a *duplicate* and skipped",
+            "refuse": "a bad file goes to `quarantine/` with a report in `outbox/`",
+            "deliver": "`.part` upload, rename, verified; the ledger makes it happen once",
+            "connections": f"Channel connection: `{entry['channel_connection']}` · key connection: `{entry['key_connection']}` "
+            "(its password is the file password).",
+        }
+
+    def fetch_request(self, protocol_id, item, run):
+        return fetch_request(protocol_id, item, run)
+
+    def quarantine(self, exchange_id, err, run):
+        return quarantine(exchange_id, err, run)
+
+    def deliver(self, exchange_id, run):
+        return deliver(exchange_id, run)
+
+    def confirm_delivery(self, exchange_id, run):
+        return confirm_delivery(exchange_id, run)
+
+    def schedule_retention(self, session, protocol, exchange, result_deadline, request_deadline):
+        return schedule_retention(session, protocol, exchange, result_deadline, request_deadline)
+
+    def send_file(self, protocol, **kwargs):
+        return send_file(protocol, **kwargs)
+
+    def shown_location(self, location):
+        conn_id, _, path = location.partition(":")
+        return f"{conn_id}:{untrusted.shown_path(path)}"
+
+    def store_of(self, location):
+        return split_location(location)[0]
+
+    def deleter(self, store, **options):
+        return deleter(store, **options)
+
+
+CHANNEL = SftpChannel()

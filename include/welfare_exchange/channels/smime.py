@@ -37,11 +37,14 @@ import datetime as dt
 import hashlib
 import logging
 import os
+from types import SimpleNamespace
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
 from welfare_exchange import audit, failures, ledger, xlsx
+from welfare_exchange.channels.base import Channel, Sent
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol, SideEffect
 from welfare_exchange.errors import InputError, ProtocolError
@@ -292,7 +295,7 @@ def send_once(
         effect = ledger.find_side_effect(session, key)
         if effect is not None and effect.state == "done":
             log.info("message %s was already sent at %s; nothing sent again", effect.target, effect.done_at)
-            return {"message_id": effect.target, "already_sent": True, **(effect.detail or {})}
+            return {"message_id": effect.target, "already_sent": True, "sha256": effect.sha256, **(effect.detail or {})}
         interrupted = effect is not None
     to = sender_address(protocol)
     fingerprint = None
@@ -743,3 +746,140 @@ def reject_unknown_senders(run: RunInfo, conn_id: str | None = None) -> dict[str
         reject(None, message, err, run)
         refused += 1
     return {"rejected": refused, "known_senders": len(known)}
+
+
+# ----------------------------------------------------------------------------- the channel
+
+
+def send_file(
+    protocol: Protocol, *, key: str, kind: str, exchange_id: int | None, name: str, payload: bytes, subject: str,
+    content_type: str, actor, attempt: str, today: dt.date, sensitive: bool = True, reference: str | None = None,
+) -> Sent:
+    """Mail ``payload`` as attachment ``name``, S/MIME (AES-256) to the municipality's pinned certificate — once.
+
+    A report without personal data (``sensitive=False``) goes as plain text when no valid
+    certificate of the municipality exists to encrypt to; anything else needs one.
+    """
+    encrypt = sensitive or _has_valid_certificate(protocol, today)
+    sent = send_once(
+        protocol, key=key, kind=kind, exchange_id=exchange_id, subject=subject, payload=payload, filename=name,
+        content_type=content_type, message_key=reference or key.replace(":", "/"), today=today, encrypt=encrypt,
+        run=SimpleNamespace(actor=actor, run_id=attempt, try_number=None),
+    )
+    fingerprint = str(sent.get("recipient_certificate", ""))[:16]
+    how = (f"by e-mail, S/MIME AES-256 to the municipality's registered certificate SHA-256 {fingerprint}…, "
+           f"Message-ID {sent['message_id']}") if sent.get("encrypted", True) else f"by e-mail, Message-ID {sent['message_id']}"
+    if sent["already_sent"]:
+        return Sent(sha256=sent.get("sha256") or "", size=int(sent.get("bytes", 0)), how=how, already_sent=True, detail=sent)
+    return Sent(sha256=hashlib.sha256(payload).hexdigest(), size=len(payload), how=how, detail=sent)
+
+
+def delete_message(
+    location: str, *, sha256: str, size: int | None = None, uidvalidity: int | None = None,
+    uid: int | None = None, before_delete: Callable[[str], None] | None = None,
+) -> str | None:
+    """Delete the kept message whose raw content has ``sha256``; what was verified, or ``None`` when
+    no folder holds it (the caller reports it missing).
+
+    The channel records each message it keeps as ``"<imap conn id>:<mailbox>:<SHA-256>"`` with
+    the SHA-256 of the raw message and, as a hint, the UID the server gave it in that folder. The
+    recorded folder is searched first (the hinted UID, then every message of that size), then the
+    channel's other folders (a person may have moved it). A UID alone never decides — UIDs are per
+    folder, and requests sent with the OpenSSL command line carry no Message-ID — so another
+    municipality's message is never taken for ours.
+
+    :param before_delete: called with the verification text just before the expunge.
+    :raises welfare_exchange.transport.mail.MailTransportError: the server is unreachable or
+        refuses: the item stays due and the retention run fails (and retries).
+    """
+    conn_id, mailbox = split_location(location)
+    with mail._imap_client(conn_id, None) as client:
+        for folder in (mailbox, *(f for f in KEPT_FOLDERS if f != mailbox)):
+            hint = {"uidvalidity": uidvalidity, "uid": uid} if folder == mailbox else {}
+            found = mail.find_message(client, folder, sha256=sha256, size=size, readonly=False, **hint)
+            if found is None:
+                continue
+            verified = f"{found.describe()} matched (connection {conn_id!r})"
+            if before_delete is not None:
+                before_delete(verified)
+            mail.delete_found(client, found)
+            return verified
+    return None
+
+
+#: Where the channel keeps messages; a copy not in its recorded folder is looked for in the others.
+KEPT_FOLDERS = (PROCESSED, REJECTED)
+
+
+def split_location(location: str) -> tuple[str, str]:
+    """``"<conn>:<mailbox>:<reference>"`` → ``(conn, mailbox)``."""
+    conn_id, mailbox, ref = (location.split(":", 2) + ["", ""])[:3]
+    if not conn_id or not mailbox or not ref:
+        raise ValueError("an IMAP retention location must be '<connection id>:<mailbox>:<message reference>'")
+    return conn_id, mailbox
+
+
+def _delete_kept(item, before_delete: Callable[[str], None]) -> str | None:
+    if item.sha256 is None:
+        return None
+    return delete_message(item.location, sha256=item.sha256, size=item.size, uidvalidity=item.uidvalidity,
+                          uid=item.uid, before_delete=before_delete)
+
+
+class SmimeChannel(Channel):
+    """The agency's mailbox (IMAP) for requests, SMTP for what leaves, S/MIME both ways."""
+
+    name = "smime"
+    places = ("imap",)
+    sensor = "mailbox"
+    refusal_hint = REFUSAL_HINT
+
+    def find_request(self, protocol_id, *, actor=None, on=None, **_):
+        with session_scope() as session:
+            address = sender_address(get(session, protocol_id))
+        return first_waiting(address, imap_conn_id())
+
+    def doc(self, entry):
+        return {
+            "how_sent": "as the attachment of an S/MIME-encrypted e-mail to the agency's mailbox",
+            "wait": "looks (headers only) for a message from the protocol's registered sender, oldest first",
+            "fetch": "S/MIME-decrypts with the agency's key, checks sender, pinned certificate, signature, cipher, size "
+            "and the single attachment; seals the attachment into staging; a refused message goes to "
+            "the `Rejected` folder with a report; the same file again is a *duplicate*",
+            "refuse": "a bad file's message goes to `Rejected` with a report by e-mail",
+            "deliver": "S/MIME (AES-256) to the municipality's pinned certificate over SMTP, with a Message-ID derived "
+            "from the exchange; the ledger makes it happen once",
+            "connections": f"Mailbox: `{imap_conn_id()}` · agency S/MIME identity: `{smime_conn_id()}` · SMTP: "
+            f"`{entry['channel_connection']}` · key connection: `{entry['key_connection']}` (its password is the file password).",
+        }
+
+    def fetch_request(self, protocol_id, item, run):
+        return fetch_request(protocol_id, item, run)
+
+    def quarantine(self, exchange_id, err, run):
+        return quarantine(exchange_id, err, run)
+
+    def deliver(self, exchange_id, run):
+        return deliver(exchange_id, run)
+
+    def confirm_delivery(self, exchange_id, run):
+        return confirm_delivery(exchange_id, run)
+
+    def schedule_retention(self, session, protocol, exchange, result_deadline, request_deadline):
+        return schedule_retention(session, protocol, exchange, result_deadline, request_deadline)
+
+    def send_file(self, protocol, **kwargs):
+        return send_file(protocol, **kwargs)
+
+    def shown_location(self, location):
+        conn_id, mailbox, _ = (location.split(":", 2) + ["", ""])[:3]
+        return f"{conn_id}:{mailbox}"
+
+    def store_of(self, location):
+        return split_location(location)[0]
+
+    def deleter(self, store, **_):
+        return _delete_kept
+
+
+CHANNEL = SmimeChannel()
