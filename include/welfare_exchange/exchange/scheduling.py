@@ -51,8 +51,8 @@ PRELOAD_MODULES = (
     "airflow.dag_processing.dagbag",
     "airflow.dag_processing.bundles.manager",
     "welfare_exchange.exchange.dag_factory",
-    "welfare_exchange.exchange.channels.sftp",
-    "welfare_exchange.exchange.channels.smime",
+    "welfare_exchange.channels.sftp",
+    "welfare_exchange.channels.smime",
     "airflow.providers.sftp.hooks.sftp",
     "sqlalchemy.dialects.postgresql.psycopg2",
 )
