@@ -29,7 +29,7 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	@touch $@
 
 demo: install
-	@$(ENV) $(PY) -m welfare_exchange.demo
+	@$(ENV) $(PY) -m welfare_exchange.devtools.demo
 
 test: install
 	@$(ENV) $(PY) -m pytest $(PYTEST_ARGS)

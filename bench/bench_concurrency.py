@@ -247,7 +247,7 @@ def _run_batch(cluster: Cluster, server, project_url: str, entries: list[dict], 
 
     from welfare_exchange.db import session_scope
     from welfare_exchange.db.models import Exchange, SideEffect
-    from welfare_exchange.exchange.dag_factory import method1_dag_id
+    from welfare_exchange.orchestration.dag_factory import method1_dag_id
 
     af = cluster.airflow
     files = {e["nis_code"]: _request(project_url, e["nis_code"], r, tag, password) for e, r in zip(entries, rows)}
@@ -338,7 +338,7 @@ def run_configuration(backend: str, policy: str, sizes: list[int], scale: float,
     from welfare_exchange.db.engine import dispose_engines
     from welfare_exchange.devtools.sftp_server import SftpServer, chroot_capable_root
     from welfare_exchange.entitlements.municipalities import MUNICIPALITIES
-    from welfare_exchange.exchange.dag_factory import method1_dag_id
+    from welfare_exchange.orchestration.dag_factory import method1_dag_id
     from welfare_exchange.protocols import create, registry, transition
 
     children = max(1_000, round(STORE_CHILDREN * scale))

@@ -97,7 +97,7 @@ def run_scheduler(folder: pathlib.Path, url: str, request: pathlib.Path, passwor
     from welfare_exchange.db import session_scope, upgrade
     from welfare_exchange.devtools.airflow_server import AirflowServer
     from welfare_exchange.devtools.sftp_server import SftpServer, chroot_capable_root
-    from welfare_exchange.exchange.dag_factory import method1_dag_id
+    from welfare_exchange.orchestration.dag_factory import method1_dag_id
     from welfare_exchange.protocols import create, registry, transition
 
     run_dir = folder / f"run-{int(time.time())}"

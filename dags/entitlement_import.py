@@ -17,50 +17,7 @@ A successful import emits an event on the Asset `entitlement_snapshot`
 waits for such an event dated after the interval it reports on.
 """
 
-from airflow.sdk import Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
+# An Airflow DAG file (Airflow parses only files that name it); orchestration builds the DAG.
+from welfare_exchange.orchestration.entitlement_import_dag import build_entitlement_import_dag
 
-from welfare_exchange import audit
-from welfare_exchange.errors import InputError
-from welfare_exchange.exchange.defaults import default_args
-from welfare_exchange.feeds.assets import ENTITLEMENT_SNAPSHOT
-from welfare_exchange.feeds.store_refresh import import_entitlements
-
-
-@dag(
-    dag_id="entitlement_import",
-    dag_display_name="Entitlement store · import",
-    description="Import the entitlement extract and emit the entitlement_snapshot Asset event",
-    doc_md=__doc__,
-    schedule=None,
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
-    params={
-        "import_file": Param(None, type=["null", "string"], description="CSV path on the worker (default: the drop location)"),
-        "mode": Param("full", enum=["full", "delta"],
-                      description="full: the agency's whole extract (what it lacks is withdrawn); delta: a partial file"),
-        "allow_shrink": Param(False, type="boolean",
-                              description="confirm a full extract that withdraws more than the allowed share of the entitlements"),
-    },
-    tags=["entitlements", "asset"],
-)
-def entitlement_import():
-    @task(task_id="import_entitlements", outlets=[ENTITLEMENT_SNAPSHOT])
-    def import_entitlements_task(import_file: str | None = None) -> dict:
-        context = get_current_context()
-        params = context["params"]
-        try:
-            counts = import_entitlements(
-                import_file, audit.Actor.from_context(context), mode=params.get("mode") or "full",
-                allow_shrink=bool(params.get("allow_shrink")),
-            )
-        except InputError as err:  # a refused file does not get better by retrying
-            raise AirflowFailException(str(err)) from None
-        context["outlet_events"][ENTITLEMENT_SNAPSHOT].extra = counts
-        return counts
-
-    import_entitlements_task("{{ params.import_file or '' }}")
-
-
-entitlement_import()
+entitlement_import_dag = build_entitlement_import_dag(doc_md=__doc__)

@@ -5,9 +5,9 @@ agency's mailbox for S/MIME e-mail — and runs the same steps after receipt. Wi
 protocol there is also ``method1_mail_triage``, which refuses mail from unknown senders.
 
 The DAGs are built from the registry snapshot file (written by every protocol change), never
-from a database query: see ``welfare_exchange.exchange.dag_factory``.
+from a database query: see ``welfare_exchange.orchestration.dag_factory``.
 """
 
-from welfare_exchange.exchange.dag_factory import method1_dags
+from welfare_exchange.orchestration.dag_factory import method1_dags
 
 globals().update(method1_dags())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from welfare_exchange.orchestration import hooks  # noqa: F401  (the view reads connections through them)
 from welfare_exchange.ui import URL_PREFIX, create_app
 
 

@@ -22,6 +22,9 @@ os.environ.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
 os.environ.setdefault("WELFARE_EXCHANGE_AUDIT_HMAC_KEY", secrets.token_hex(32))
 os.environ.setdefault("WELFARE_EXCHANGE_AUDIT_SIGNING_KEY", secrets.token_hex(32))  # any 32 bytes: an Ed25519 key
 
+# Steps called directly read connections as the tasks do: through the Airflow hooks.
+import welfare_exchange.orchestration.hooks  # noqa: E402,F401
+
 pytest_plugins = ["pytester"] + sorted(
     f"tests.fixtures.{path.stem}"
     for path in (_ROOT / "tests" / "fixtures").glob("*.py")

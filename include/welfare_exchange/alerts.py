@@ -1,7 +1,7 @@
 """Failure alerts: tell the on-call operator that an exchange task failed, and what to read.
 
 Called by the exchange DAGs' failure callback
-(:func:`welfare_exchange.exchange.defaults.on_task_failure`, through :func:`task_failed`) once a
+(:func:`welfare_exchange.orchestration.defaults.on_task_failure`, through :func:`task_failed`) once a
 task's last try failed. An alert says which DAG run and task, which protocol and exchange, the
 failure's cause and the runbook section it points to (:mod:`welfare_exchange.failures`), the
 reason (our own error text, already free of personal data) — never personal data: every text
@@ -34,7 +34,7 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 
-from welfare_exchange import audit, failures, insz, ledger
+from welfare_exchange import audit, connections, failures, insz, ledger
 from welfare_exchange.db import session_scope
 
 log = logging.getLogger(__name__)
@@ -98,22 +98,14 @@ def _run_path(dag_id: str, run_id: str) -> str:
 def _airflow_url() -> str:
     # [api] base_url when the deployment sets it (links in e-mails need a host); else paths.
     try:
-        from airflow.configuration import conf
-
-        return (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+        return connections.hooks().base_url()
     except Exception:
         return ""
 
 
 def _connection(conn_id: str):
-    """The Airflow connection, or ``None`` when it does not exist (the channel is off)."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        return BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return None
+    """The connection, or ``None`` when it does not exist (the channel is off)."""
+    return connections.find(conn_id)
 
 
 def _exchange_of_run(dag_id: str, run_id: str, protocol_id: int | None = None) -> int | None:
@@ -132,7 +124,7 @@ def webhook_url(conn) -> str:
         base = host.rstrip("/")
     else:
         base = f"{conn.schema or 'http'}://{host}" + (f":{conn.port}" if conn.port else "")
-    endpoint = str((conn.extra_dejson or {}).get("endpoint") or "")
+    endpoint = str((conn.extra or {}).get("endpoint") or "")
     if endpoint and not endpoint.startswith("/"):
         endpoint = "/" + endpoint
     return base + endpoint
@@ -142,7 +134,7 @@ def send_webhook(alert: FailureAlert, conn, conn_id: str = WEBHOOK_CONN_ID) -> N
     """POST the alert as JSON; raises on a transport error or a non-2xx answer."""
     import httpx
 
-    headers = {"Content-Type": "application/json", **{str(k): str(v) for k, v in ((conn.extra_dejson or {}).get("headers") or {}).items()}}
+    headers = {"Content-Type": "application/json", **{str(k): str(v) for k, v in ((conn.extra or {}).get("headers") or {}).items()}}
     if conn.password:
         headers["Authorization"] = f"Bearer {conn.password}"
     body = {**asdict(alert), "airflow_url": _airflow_url() + alert.run_path}
@@ -151,7 +143,7 @@ def send_webhook(alert: FailureAlert, conn, conn_id: str = WEBHOOK_CONN_ID) -> N
 
 
 def _recipients(conn) -> list[str]:
-    to = (conn.extra_dejson or {}).get("to") or []
+    to = (conn.extra or {}).get("to") or []
     if isinstance(to, str):
         to = to.split(",")
     return [address.strip() for address in to if address and address.strip()]
@@ -159,22 +151,20 @@ def _recipients(conn) -> list[str]:
 
 def send_email(alert: FailureAlert, conn, conn_id: str = SMTP_CONN_ID) -> None:
     """Send the alert as a plain-text e-mail through the smtp provider's hook."""
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
-
     recipients = _recipients(conn)
     if not recipients:
         raise ValueError(f"connection {conn_id!r} has no recipients: set extra.to")
-    sender = (conn.extra_dejson or {}).get("from_email") or conn.login or "welfare-exchange@localhost"
+    sender = (conn.extra or {}).get("from_email") or conn.login or "welfare-exchange@localhost"
     message = EmailMessage()
     message["Subject"] = alert.subject()
     message["From"] = sender
     message["To"] = ", ".join(recipients)
     message["X-Welfare-Exchange-Event"] = alert.event
     message.set_content(alert.text(_airflow_url()))
-    with SmtpHook(smtp_conn_id=conn_id) as hook:
+    with connections.hooks().smtp(conn_id) as client:
         # The hook opens the connection (TLS, login) from the connection's settings; the message
         # is ours, so it goes through the client the hook opened.
-        hook._smtp_client.send_message(message, from_addr=sender, to_addrs=recipients)
+        client.send_message(message, from_addr=sender, to_addrs=recipients)
 
 
 # --------------------------------------------------------------------------- entry point

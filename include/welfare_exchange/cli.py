@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 
+from welfare_exchange import connections
 from welfare_exchange.errors import InputError, WelfareExchangeError
 
 #: Modules that contribute sub-commands, in the order ``--help`` lists them.
@@ -50,7 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _AirflowHooksOnFirstUse:
+    """The Airflow hooks as the CLI's connection source, Airflow imported only when a command
+    first reads a connection (most commands read none, and start faster without it)."""
+
+    def __getattr__(self, name: str):
+        from welfare_exchange.orchestration.hooks import AirflowHooks
+
+        hooks = AirflowHooks()
+        connections.install(hooks)
+        return getattr(hooks, name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    connections.install(_AirflowHooksOnFirstUse())  # type: ignore[arg-type]
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -13,6 +13,8 @@ class WelfareExchangeError(Exception):
 
     #: Short machine-readable reason, used in audit records and validation reports.
     code: str = "error"
+    #: No retry can fix it (bad input, a closed protocol): a task fails at once (:func:`is_permanent`).
+    permanent: bool = False
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -24,12 +26,14 @@ class InputError(WelfareExchangeError):
     """Bad input from outside (a file, a command-line argument): the CLI exits with code 2."""
 
     code = "bad_input"
+    permanent = True
 
 
 class ProtocolError(WelfareExchangeError):
     """The protocol does not allow what was asked (not signed, revoked, wrong channel, …)."""
 
     code = "protocol"
+    permanent = True
 
 
 class IllegalTransition(ProtocolError):
@@ -46,3 +50,9 @@ class AgencySideError(WelfareExchangeError):
     """
 
     code = "unknown"
+
+
+def is_permanent(err: BaseException) -> bool:
+    """Whether no retry can fix ``err``: the task fails at once
+    (:mod:`welfare_exchange.orchestration.tasks` is the one place that acts on it)."""
+    return bool(getattr(err, "permanent", False))

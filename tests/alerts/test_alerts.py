@@ -115,8 +115,8 @@ def test_alerts_still_go_out_when_the_project_database_is_down(webhook, smtp, mo
     ],
 )
 def test_webhook_url(conn, url):
-    from airflow.sdk import Connection
+    from welfare_exchange.connections import Connection
 
     connection = Connection(conn_id="alert_webhook", conn_type="http", host=conn["host"], port=conn.get("port"),
-                            schema=conn.get("schema"), extra=json.dumps(conn["extra"]))
+                            schema=conn.get("schema"), extra=conn["extra"])
     assert alerts.webhook_url(connection) == url

@@ -126,7 +126,7 @@ def test_a_task_process_builds_only_its_own_method1_dag(tmp_path, monkeypatch, w
     # manager does not unset them afterwards, so the test sets them through monkeypatch).
     from airflow.sdk.definitions.context import _AIRFLOW_PARSING_CONTEXT_DAG_ID, _AIRFLOW_PARSING_CONTEXT_TASK_ID
 
-    from welfare_exchange.exchange.dag_factory import method1_dags
+    from welfare_exchange.orchestration.dag_factory import method1_dags
 
     snapshot = tmp_path / "snapshot.json"
     snapshot.write_text(json.dumps(SNAPSHOT))

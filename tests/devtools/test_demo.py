@@ -26,7 +26,7 @@ def test_demo_runs_the_exchange_through_the_scheduler():
     workspace = Path(os.environ["WELFARE_EXCHANGE_HOME"]) / f"test-demo-{uuid.uuid4().hex[:8]}"
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "welfare_exchange.demo", "--workspace", str(workspace), "--children", "5000"],
+            [sys.executable, "-m", "welfare_exchange.devtools.demo", "--workspace", str(workspace), "--children", "5000"],
             capture_output=True, text=True, timeout=600, check=False,
         )
         output = done.stdout + done.stderr

@@ -43,3 +43,19 @@ def test_an_account_made_by_the_server_is_removed_when_its_process_exits(tmp_pat
               "s._ensure_system_account('wx_99992'); import pwd; pwd.getpwnam('wx_99992')")
     subprocess.run([sys.executable, "-c", script], check=True)
     assert not _exists("wx_99992")
+
+
+def test_an_account_two_processes_hold_stays_until_the_last_one_exits():
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "from welfare_exchange.devtools import sftp_server as s; s._ensure_system_account('wx_99993'); "
+        "import sys; print('made', flush=True); sys.stdin.read()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    try:
+        assert holder.stdout.readline().strip() == "made"
+        # A second process takes the same account and exits first: the account stays for the holder.
+        subprocess.run([sys.executable, "-c", "from welfare_exchange.devtools import sftp_server as s; "
+                        "s._ensure_system_account('wx_99993')"], check=True)
+        assert _exists("wx_99993")
+    finally:
+        holder.communicate("")
+    assert not _exists("wx_99993")

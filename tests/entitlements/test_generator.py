@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from welfare_exchange import insz
 from welfare_exchange.cli import main
 from welfare_exchange.db import get_engine, session_scope
-from welfare_exchange.entitlements import generator, municipalities, sample_children
+from welfare_exchange import municipalities
+from welfare_exchange.entitlements import generator, sample_children
 from welfare_exchange.entitlements.generator import REFERENCE_DATE, STORE_DATE, generate
 from welfare_exchange.errors import InputError
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from welfare_exchange.entitlements import municipalities
-from welfare_exchange.entitlements.municipalities import MUNICIPALITIES, by_nis
+from welfare_exchange import municipalities
+from welfare_exchange.municipalities import MUNICIPALITIES, by_nis
 
 
 def test_285_unique_flemish_codes():

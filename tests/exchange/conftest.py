@@ -17,7 +17,7 @@ from tests.exchange.builders import World, build_world
 from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange, SideEffect
-from welfare_exchange.exchange.dag_factory import method1_dags
+from welfare_exchange.orchestration.dag_factory import method1_dags
 from welfare_exchange.protocols import create, registry, transition
 
 #: The run's logical date: every test decides the age window and the match on it, not on today.

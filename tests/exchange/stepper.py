@@ -20,7 +20,7 @@ from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange, SideEffect
 from welfare_exchange.errors import ProtocolError
 from welfare_exchange.exchange import steps
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.protocols import check_gate, get
 
 #: The DAG's tasks in a topological order, each with its upstream tasks.

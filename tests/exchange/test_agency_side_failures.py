@@ -22,7 +22,7 @@ from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord
 from welfare_exchange.errors import AgencySideError
 from welfare_exchange.exchange import steps
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import reader
 from welfare_exchange.intake.failures import IntakeError
 

@@ -18,7 +18,7 @@ from welfare_exchange import audit, insz
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord
 from welfare_exchange.exchange import steps
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 
 pytestmark = [pytest.mark.sftp]
 

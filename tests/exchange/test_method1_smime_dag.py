@@ -25,8 +25,8 @@ from welfare_exchange import audit, insz
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord
 from welfare_exchange.exchange import steps
-from welfare_exchange.exchange.context import RunInfo
-from welfare_exchange.exchange.dag_factory import MAIL_TRIAGE_DAG_ID, method1_dags
+from welfare_exchange.runinfo import RunInfo
+from welfare_exchange.orchestration.dag_factory import MAIL_TRIAGE_DAG_ID, method1_dags
 
 
 def _request(m, n: int = 120):
@@ -234,12 +234,12 @@ def test_protocol_create_registers_certificates_and_the_signature_requirement(sq
 def test_deferrable_trigger_finds_the_senders_message_and_serialises(method1_mail, openssl, tmp_path):
     import asyncio
 
-    from welfare_exchange.triggers.mail_arrival import MailArrivalTrigger
+    from welfare_exchange.orchestration.triggers.mail_arrival import MailArrivalTrigger
 
     m = method1_mail
     trigger = MailArrivalTrigger(GENT_ADDRESS, "imap_agency", 0.2)
     path, kwargs = trigger.serialize()
-    assert path == "welfare_exchange.triggers.mail_arrival.MailArrivalTrigger"
+    assert path == "welfare_exchange.orchestration.triggers.mail_arrival.MailArrivalTrigger"
     numbers, _, _ = _request(m, n=5)
     m.servers.inject("agency", _mail_from_openssl(openssl, m, tmp_path, encrypted_request(numbers, m.password), "-aes256", "-binary"))
 

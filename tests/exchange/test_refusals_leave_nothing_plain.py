@@ -29,8 +29,8 @@ from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange
 from welfare_exchange.exchange import steps
 from welfare_exchange.channels import smime as mail_channel
-from welfare_exchange.exchange.common import ExchangeRefused
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.channels.common import ExchangeRefused
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import encrypt_agile
 from welfare_exchange.protocols import get
 from welfare_exchange.settings import get_settings

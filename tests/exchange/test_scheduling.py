@@ -28,7 +28,7 @@ def _weights(entry: dict) -> dict[str, int]:
     """``{task_id: priority weight}`` as the scheduler computes it from the serialized DAG."""
     from airflow.serialization.serialized_objects import DagSerialization
 
-    from welfare_exchange.exchange.dag_factory import build_method1_dag
+    from welfare_exchange.orchestration.dag_factory import build_method1_dag
 
     serialized = DagSerialization.from_dict(DagSerialization.to_dict(build_method1_dag(entry)))
     return {t.task_id: t.weight_rule.get_weight(types.SimpleNamespace(task=t)) for t in serialized.tasks}

@@ -132,7 +132,7 @@ class FeedWorld:
 
         with session_scope() as session:
             registry.write_snapshot(session)
-        return load_dag_file("structural_feeds").structural_feeds()
+        return load_dag_file("structural_feeds").structural_feeds_dag
 
     def run(self, month: str):
         return self.dag().test(logical_date=MONTH_END[month])

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.feeds import steps
 from welfare_exchange.feeds.interval import FeedInterval
 from welfare_exchange.protocols import transition

@@ -7,8 +7,8 @@ import datetime as dt
 from airflow.sdk import CronDataIntervalTimetable
 
 from tests.dagutil import load_dag_file
-from welfare_exchange.exchange.defaults import OWNER
-from welfare_exchange.feeds.assets import ENTITLEMENT_SNAPSHOT
+from welfare_exchange.orchestration.defaults import OWNER
+from welfare_exchange.orchestration.assets import ENTITLEMENT_SNAPSHOT
 from welfare_exchange.feeds.interval import BRUSSELS
 
 def test_structural_feeds_dag_shape(monkeypatch, tmp_path):
@@ -17,7 +17,7 @@ def test_structural_feeds_dag_shape(monkeypatch, tmp_path):
     monkeypatch.setenv("WELFARE_EXCHANGE_FEED_SCHEDULE", "0 0 1 * *")
     monkeypatch.setenv("WELFARE_EXCHANGE_FEED_START_DATE", "2025-01-01")
     monkeypatch.delenv("WELFARE_EXCHANGE_FEED_DEADLINE_ALERT", raising=False)
-    dag = load_dag_file("structural_feeds").structural_feeds()
+    dag = load_dag_file("structural_feeds").structural_feeds_dag
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
     assert dag.catchup is True and dag.start_date.astimezone(BRUSSELS).date() == dt.date(2025, 1, 1) and dag.max_active_runs == 1
     assert dag.deadline and dag.deadline[0].interval > dt.timedelta(days=31)
@@ -35,6 +35,6 @@ def test_structural_feeds_dag_shape(monkeypatch, tmp_path):
 
 
 def test_entitlement_import_emits_the_snapshot_asset():
-    dag = load_dag_file("entitlement_import").entitlement_import()
+    dag = load_dag_file("entitlement_import").entitlement_import_dag
     assert dag.schedule is None  # triggered after each extract
     assert dag.task_dict["import_entitlements"].outlets == [ENTITLEMENT_SNAPSHOT]

@@ -16,6 +16,7 @@ from welfare_exchange.db.models import AuditRecord
 from welfare_exchange.feeds import config, deadline, workbook
 from welfare_exchange.feeds.changes import NEW, FeedChange
 from welfare_exchange.feeds.interval import BRUSSELS, FeedInterval
+from welfare_exchange.orchestration import deadline as airflow_deadline
 
 D = dt.date
 OCT = FeedInterval(D(2026, 10, 1), D(2026, 11, 1))
@@ -73,7 +74,7 @@ def test_config_from_environment(monkeypatch):
 def test_the_deadline_alert_covers_the_longest_month_plus_the_delay(monkeypatch):
     monkeypatch.setenv("WELFARE_EXCHANGE_FEED_DEADLINE_HOURS", "24")
     assert deadline.longest_interval("0 0 1 * *") == dt.timedelta(days=31)
-    alert = deadline.deadline_alert()
+    alert = airflow_deadline.deadline_alert()
     assert alert.interval == dt.timedelta(days=32)
     assert deadline.due(OCT) == dt.datetime(2026, 11, 2, tzinfo=BRUSSELS)
 

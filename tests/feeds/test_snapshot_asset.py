@@ -38,7 +38,7 @@ def test_import_emits_the_event_and_the_feed_waits_for_a_fresh_store(feed_world,
     _drop_extract(tmp_path, monkeypatch, 11)
     before = _latest_event_time()
 
-    imported = load_dag_file("entitlement_import").entitlement_import().test(run_conf={"mode": "delta"})
+    imported = load_dag_file("entitlement_import").entitlement_import_dag.test(run_conf={"mode": "delta"})
 
     assert imported.state == "success", task_states(imported, by_map_index=True)
     after = _latest_event_time()
@@ -66,7 +66,7 @@ def test_the_import_dag_refuses_a_truncated_full_extract_unless_confirmed(feed_w
     """The DAG takes the same choice as the CLI: full by default, guarded; ``allow_shrink`` confirms."""
     world = feed_world(1, missing_key=None)
     _drop_extract(tmp_path, monkeypatch, 13)
-    dag = load_dag_file("entitlement_import").entitlement_import()
+    dag = load_dag_file("entitlement_import").entitlement_import_dag
     before = _latest_event_time()
 
     refused = dag.test()

@@ -16,7 +16,7 @@ from tests.fixtures.mail import GENT_ADDRESS
 from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import RetentionItem
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.feeds import steps
 
 

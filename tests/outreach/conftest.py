@@ -25,7 +25,7 @@ from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange, SideEffect
 from welfare_exchange.devtools.mail_server import LOOPBACK, free_port
-from welfare_exchange.exchange.method2_dag import method2_dags
+from welfare_exchange.orchestration.method2_dag import method2_dags
 from welfare_exchange.protocols import create, registry, transition
 
 SENDER = "groeipakket@agency.test"

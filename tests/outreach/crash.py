@@ -14,7 +14,7 @@ from tests.outreach.conftest import EXCHANGE_DATE
 #: outbox not yet told), ``before_send`` (the n-th message was begun, never handed over).
 WORKER = r"""
 import datetime as dt, os, signal, sys
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.outreach import smtp, steps
 
 mode, n, exchange_id, day = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

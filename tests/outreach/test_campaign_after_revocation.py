@@ -8,7 +8,7 @@ from tests.outreach.conftest import EXCHANGE_DATE
 from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.outreach import steps
 
 

@@ -14,7 +14,7 @@ from tests.outreach.builders import OFFER
 from tests.outreach.conftest import EXCHANGE_DATE, SENDER
 from welfare_exchange import audit, cli
 from welfare_exchange.db import session_scope
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.outreach import steps
 from welfare_exchange.outreach.report import report_name
 from welfare_exchange.staging import Staging

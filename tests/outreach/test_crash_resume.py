@@ -17,7 +17,7 @@ from tests.outreach.crash import worker as start_worker
 from tests.outreach.crash import worker_killing_itself
 from welfare_exchange import audit, ledger
 from welfare_exchange.db import session_scope
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.outreach import outbox, steps
 from welfare_exchange.outreach.templates import message_key
 

@@ -12,7 +12,7 @@ from tests.outreach.builders import OFFER, REFERENCE
 from welfare_exchange import audit, cli, insz
 from welfare_exchange.db import session_scope
 from welfare_exchange.errors import InputError
-from welfare_exchange.outreach.offer import validate_offer
+from welfare_exchange.protocols.offer import validate_offer
 from welfare_exchange.protocols import create, get
 
 

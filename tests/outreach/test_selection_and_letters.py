@@ -10,7 +10,7 @@ from pypdf import PdfReader
 from tests.outreach.builders import OFFER, REFERENCE, build_store
 from welfare_exchange.db import session_scope
 from welfare_exchange.outreach import letters
-from welfare_exchange.outreach.offer import validate_offer
+from welfare_exchange.protocols.offer import validate_offer
 from welfare_exchange.outreach.selection import Family, select_families
 from welfare_exchange.outreach.templates import Campaign, email_message, plain_text
 

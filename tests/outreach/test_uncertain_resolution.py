@@ -27,7 +27,7 @@ from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord
 from welfare_exchange.devtools.mail_server import LOOPBACK, free_port
 from welfare_exchange.errors import InputError, ProtocolError
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.outreach import outbox, report, resolution, steps
 from welfare_exchange.outreach.templates import email_message
 

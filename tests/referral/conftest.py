@@ -15,7 +15,7 @@ from tests.referral.builders import TODAY as IMPORT_DAY
 from welfare_exchange import audit, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Referral
-from welfare_exchange.entitlements.municipalities import MUNICIPALITIES
+from welfare_exchange.municipalities import MUNICIPALITIES
 from welfare_exchange.orchestration.referral_dag import feedback_dag_id, referral_dag_id, referral_dags
 from welfare_exchange.protocols import get, registry
 from welfare_exchange.referral import candidates, listing

@@ -25,8 +25,8 @@ from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import RetentionItem
 from welfare_exchange.exchange import steps
 from welfare_exchange.channels import smime as channel
-from welfare_exchange.exchange.common import ExchangeRefused
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.channels.common import ExchangeRefused
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.retention import runner
 
 

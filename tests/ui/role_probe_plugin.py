@@ -11,7 +11,8 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI
 
-from welfare_exchange.ui import auth, create_app
+from welfare_exchange.orchestration import ui_auth as auth
+from welfare_exchange.ui import create_app
 
 PROBE_PREFIX = "/welfare-exchange-probe"
 

@@ -42,7 +42,7 @@ def seed(nis: str = "99101", municipality: str = "Testgemeente Zonnedorp") -> Se
         )
         for action in ("submit", "advise", "sign"):
             transition(session, protocol.id, action, actor=user, on=dt.date(2026, 10, 1))
-        from welfare_exchange.exchange.dag_factory import method1_dag_id
+        from welfare_exchange.orchestration.dag_factory import method1_dag_id
 
         dag_id = method1_dag_id({"id": protocol.id, "nis_code": nis, "municipality": municipality})
         exchange, _ = ledger.open_exchange(

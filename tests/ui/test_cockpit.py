@@ -20,7 +20,7 @@ from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Protocol
 from welfare_exchange.ui import app as ui_app
 from welfare_exchange.ui import create_app, queries
-from welfare_exchange.ui.airflow_api import AirflowApi, Run, Task
+from welfare_exchange.orchestration.airflow_api import AirflowApi, Run, Task
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from tests.ui.browser import Browser, fetch_status, log_in_fab
 from welfare_exchange import audit, cli, insz
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange
-from welfare_exchange.exchange.dag_factory import method1_dag_id
+from welfare_exchange.orchestration.dag_factory import method1_dag_id
 from welfare_exchange.protocols import registry
 from welfare_exchange.settings import REPO_ROOT
 from welfare_exchange.ui import URL_PREFIX

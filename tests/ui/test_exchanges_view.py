@@ -19,7 +19,8 @@ from tests.ui.role_probe_plugin import add_level_routes
 from tests.ui.seed import TODAY
 from welfare_exchange import audit, insz
 from welfare_exchange.db import session_scope
-from welfare_exchange.ui import URL_PREFIX, auth, create_app, queries
+from welfare_exchange.orchestration import ui_auth as auth
+from welfare_exchange.ui import URL_PREFIX, create_app, queries
 
 GOOD_TOKEN = "good-token"
 

@@ -31,7 +31,7 @@ from welfare_exchange.ui import URL_PREFIX
 
 ARTIFACTS = REPO_ROOT / "var" / "test-artifacts"
 PROBE = role_probe_plugin.PROBE_PREFIX
-#: FAB role → the project level it gives (the table in welfare_exchange.ui.auth).
+#: FAB role → the project level it gives (the table in welfare_exchange.orchestration.ui_auth).
 ROLES = {"Viewer": "viewer", "User": "operator", "Op": "operator", "Admin": "admin"}
 
 

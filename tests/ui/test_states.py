@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from welfare_exchange.ui.airflow_api import Run, Task
+from welfare_exchange.orchestration.airflow_api import Run, Task
 from welfare_exchange.ui.states import Delivery, FailureFact, Ledger, derive
 
 T0 = dt.datetime(2026, 11, 2, 9, 0, tzinfo=dt.timezone.utc)

@@ -52,7 +52,9 @@ from welfare_exchange.audit.trail import (
     VerifyResult,
     canonical_encoding,
     record,
+    verify,
 )
+from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord
 from welfare_exchange.settings import get_settings
 
@@ -375,32 +377,32 @@ def anchor_head(*, actor: Actor, path: pathlib.Path | None = None) -> dict[str, 
     :class:`~welfare_exchange.audit.authentication.AnchorAuthError` when the TSA or the key is
     unavailable: the task fails and retries; no unauthenticated anchor is ever written.
     """
-    from welfare_exchange.audit import integrity
-    from welfare_exchange.db import session_scope
-
     store = path or anchor_file()
     with _locked(store):
         for attempt in (1, 2):
             with session_scope() as session:
-                report = integrity.check(session, store, anchoring_at=dt.datetime.now(dt.timezone.utc))
-                if not report.ok:
+                # The whole check (welfare_exchange.audit.integrity.check): the chain, then the anchors.
+                chain = verify(session)
+                checked = check_anchors(session, chain, store, anchoring_at=dt.datetime.now(dt.timezone.utc)) if chain.ok else None
+                if checked is None or not checked.ok:
+                    reason = chain.reason if checked is None else checked.mismatch
                     raise AnchoringRefused(
-                        f"the audit trail does not verify ({report.reason}): no anchor is written over it. Runbook: {RUNBOOK_STEP}."
+                        f"the audit trail does not verify ({reason}): no anchor is written over it. Runbook: {RUNBOOK_STEP}."
                     )
                 lines = read_store(store)
-                if attempt == 1 and _record_late(session, report.chain, lines, actor):
+                if attempt == 1 and _record_late(session, chain, lines, actor):
                     continue  # verify again, the late fact included
-                if report.chain.last_id == 0:
+                if chain.last_id == 0:
                     return {"sequence": None, "reason": "the audit trail is empty"}
-                head = session.get(AuditRecord, report.chain.last_id)
+                head = session.get(AuditRecord, chain.last_id)
                 encoding = canonical_encoding({name: getattr(head, name) for name in HASHED_FIELDS})
             break
         fields: dict[str, Any] = {
             "seq": len(lines) + 1,
             "prev": lines[-1].digest if lines else GENESIS,
             "anchored_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "last_id": report.chain.last_id,
-            "last_hash": report.chain.last_hash,
+            "last_id": chain.last_id,
+            "last_hash": chain.last_hash,
         }
         methods = _methods()
         if "timestamp" in methods:

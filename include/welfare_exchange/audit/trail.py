@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import getpass
 import hashlib
 import hmac
 import io
@@ -25,6 +24,7 @@ from welfare_exchange.db.models import (
     AuditSubject,
     Protocol,
 )
+from welfare_exchange.runinfo import Actor
 from welfare_exchange.settings import get_settings
 
 GENESIS = "0" * 64
@@ -37,40 +37,6 @@ HASHED_FIELDS = (
     "file_hashes", "counts", "subject_ref", "subjects_count", "subjects_digest", "message",
     "fact_key", "prev_hash",
 )
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who acts: the system (an Airflow task, with its ids and try number) or a named user."""
-
-    type: str = "system"
-    name: str = "welfare-exchange"
-    dag_id: str | None = None
-    run_id: str | None = None
-    task_id: str | None = None
-    try_number: int | None = None
-
-    @classmethod
-    def from_context(cls, context: Any) -> Actor:
-        """The Airflow task described by a task context (``get_current_context()``)."""
-        ti = context["ti"]
-        return cls(
-            type="system",
-            name="airflow",
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            try_number=getattr(ti, "try_number", None),
-        )
-
-    @classmethod
-    def current_user(cls) -> Actor:
-        """The operator running the CLI."""
-        try:
-            name = getpass.getuser()
-        except (KeyError, OSError):
-            name = "unknown"
-        return cls(type="user", name=name)
 
 
 def _hmac_key() -> bytes:

@@ -2,8 +2,8 @@
 
 The built-in channels are loaded on first use (their modules are heavy: transports, crypto).
 Another channel registers itself with :func:`register` — one call, and every exchange, the
-protocol registry, the DAG factory and the retention run know it. This module imports nothing
-of the project, so the protocol registry can validate names with it.
+protocol registry (through :mod:`welfare_exchange.protocols.channels`, the names it checks),
+the DAG factory and the retention run know it.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from welfare_exchange.protocols import channels as protocol_channels
+
 if TYPE_CHECKING:
     from welfare_exchange.channels.base import Channel
 
-#: The channels the project ships, with the module that implements each (its ``CHANNEL``).
-CHANNELS = ("sftp", "smime")
+#: The module that implements each channel the project ships (its ``CHANNEL``).
 _BUILT_IN = {"sftp": "welfare_exchange.channels.sftp", "smime": "welfare_exchange.channels.smime"}
 
 _registered: dict[str, Channel] = {}
@@ -24,17 +25,19 @@ _registered: dict[str, Channel] = {}
 def register(channel: Channel) -> Channel:
     """Make ``channel`` known under its ``name`` (replacing an earlier registration of that name)."""
     _registered[channel.name] = channel
+    protocol_channels.allow(channel.name)
     return channel
 
 
 def unregister(name: str) -> None:
     """Forget a channel registered with :func:`register` (tests); built-ins come back on next use."""
     _registered.pop(name, None)
+    protocol_channels.forget(name)
 
 
 def names() -> tuple[str, ...]:
     """Every channel a protocol may name: the built-ins, then those registered."""
-    return CHANNELS + tuple(sorted(n for n in _registered if n not in CHANNELS))
+    return protocol_channels.names()
 
 
 def channel_for(protocol_or_name: Any) -> Channel:

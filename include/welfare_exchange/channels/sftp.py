@@ -19,8 +19,8 @@ from welfare_exchange import audit, ledger, untrusted
 from welfare_exchange.channels.base import Channel, Deleter, Sent
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
-from welfare_exchange.exchange import result
-from welfare_exchange.exchange.common import (
+from welfare_exchange.channels.common import (
+    result_file_name,
     REQUEST_CATEGORIES,
     RESULT_CATEGORIES,
     load_exchange,
@@ -28,9 +28,9 @@ from welfare_exchange.exchange.common import (
     report_text,
     require_gate,
 )
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.errors import InputError
-from welfare_exchange.exchange import inbox
+from welfare_exchange.channels import sftp_inbox as inbox
 from welfare_exchange.intake import IntakeError, IntakeLimits
 from welfare_exchange.protocols import get
 from welfare_exchange.staging import Staging
@@ -221,7 +221,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     key = f"exchange:{exchange_id}:delivered"
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
-        name = result.result_file_name(protocol, exchange)
+        name = result_file_name(protocol, exchange)
         effect = ledger.find_side_effect(session, key)
         if effect is not None and effect.state == "done":
             log.info("exchange %s was already delivered at %s; nothing sent again", exchange_id, effect.done_at)
@@ -249,7 +249,7 @@ def confirm_delivery(exchange_id: int, run: RunInfo) -> bool:
         effect = ledger.find_side_effect(session, key)
         if effect is None or effect.state == "done":
             return effect is not None
-        name = result.result_file_name(protocol, exchange)
+        name = result_file_name(protocol, exchange)
     if exchange.result_sha256 is None or sftp.remote_sha256(_hook(protocol), posixpath.join(OUTBOX, name)) != exchange.result_sha256:
         return False
     staged = Staging(protocol.id, exchange.id).path("result.xlsx")
@@ -283,7 +283,7 @@ def validation_report_name(protocol: Protocol, exchange: Exchange) -> str:
 
 def schedule_retention(session, protocol: Protocol, exchange: Exchange, result_deadline: dt.date, request_deadline: dt.date) -> None:
     """Record the deletion deadlines of what this exchange left on the SFTP server."""
-    name = result.result_file_name(protocol, exchange)
+    name = result_file_name(protocol, exchange)
     delivered = ledger.find_side_effect(session, f"exchange:{exchange.id}:delivered")
     ledger.schedule_deletion(
         session, protocol_id=protocol.id, exchange_id=exchange.id, kind="result_file", where="sftp",

@@ -36,7 +36,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 from types import SimpleNamespace
 from collections.abc import Callable
 from typing import Any
@@ -48,8 +47,8 @@ from welfare_exchange.channels.base import Channel, Sent
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol, SideEffect
 from welfare_exchange.errors import InputError, ProtocolError
-from welfare_exchange.exchange import result
-from welfare_exchange.exchange.common import (
+from welfare_exchange.channels.common import (
+    result_file_name,
     REQUEST_CATEGORIES,
     RESULT_CATEGORIES,
     ExchangeRefused,
@@ -58,9 +57,10 @@ from welfare_exchange.exchange.common import (
     report_text,
     require_gate,
 )
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeError
 from welfare_exchange.protocols import get
+from welfare_exchange.settings import get_mail_settings
 from welfare_exchange.staging import Staging
 from welfare_exchange.transport import mail, smime
 
@@ -82,17 +82,17 @@ UNNAMED_ATTACHMENT = "aanvraag.xlsx"
 
 def imap_conn_id() -> str:
     """The agency mailbox's Airflow connection (``WELFARE_EXCHANGE_IMAP_CONN_ID``, default ``imap_agency``)."""
-    return os.environ.get("WELFARE_EXCHANGE_IMAP_CONN_ID") or mail.DEFAULT_IMAP_CONN_ID
+    return get_mail_settings().imap_conn_id
 
 
 def smime_conn_id() -> str:
     """The agency's S/MIME identity connection (``WELFARE_EXCHANGE_SMIME_CONN_ID``, default ``smime_agency``)."""
-    return os.environ.get("WELFARE_EXCHANGE_SMIME_CONN_ID") or mail.DEFAULT_SMIME_CONN_ID
+    return get_mail_settings().smime_conn_id
 
 
 def max_message_bytes() -> int:
     """Largest request message accepted (``WELFARE_EXCHANGE_MAIL_MAX_BYTES``, default 25 MiB)."""
-    return int(os.environ.get("WELFARE_EXCHANGE_MAIL_MAX_BYTES") or smime.DEFAULT_MAX_MESSAGE_BYTES)
+    return get_mail_settings().max_message_bytes
 
 
 # --------------------------------------------------------------------------- configuration
@@ -650,7 +650,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     key = f"exchange:{exchange_id}:delivered"
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
-        name = result.result_file_name(protocol, exchange)
+        name = result_file_name(protocol, exchange)
         effect = ledger.find_side_effect(session, key)
         done = effect is not None and effect.state == "done"
         if done:

@@ -88,13 +88,13 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 
-from welfare_exchange.settings import REPO_ROOT
+from welfare_exchange.settings import REPO_ROOT, get_settings
 from welfare_exchange.transport.sftp import conn_id_for
 
 log = logging.getLogger(__name__)
@@ -736,10 +736,10 @@ def _tool(name: str) -> str:
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
-#: The comment that marks an account as this dev server's, with the process that made it.
+#: The comment that marks an account as this dev server's, with the processes that hold it.
 _ACCOUNT_MARK = "welfare-exchange dev sftp pid="
 _swept = False
-_made_here: list[str] = []
+_held_here: list[str] = []
 
 
 def _pid_alive(pid: int) -> bool:
@@ -752,46 +752,74 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_accounts(names: list[str]) -> None:
-    """Delete accounts (agency logins first: they are members of the municipality's group)."""
-    for name in sorted(names, key=lambda n: not n.startswith(AGENCY_ACCOUNT_PREFIX)):
-        # userdel removes the account's own group with it; an account still in use stays (retried later).
+def _holders(entry: pwd.struct_passwd) -> list[int] | None:
+    """The processes named in a dev account's mark (None: not an account of this server)."""
+    if not entry.pw_name.startswith((ACCOUNT_PREFIX, AGENCY_ACCOUNT_PREFIX)):
+        return None
+    if not entry.pw_gecos.startswith(_ACCOUNT_MARK):
+        return None
+    try:
+        return [int(p) for p in entry.pw_gecos[len(_ACCOUNT_MARK):].split(",") if p]
+    except ValueError:
+        return None
+
+
+def _mark(username: str, holders: list[int]) -> None:
+    subprocess.run([_tool("usermod"), "--comment", _ACCOUNT_MARK + ",".join(map(str, holders)), username],
+                   capture_output=True, text=True)
+
+
+def _release(keep: Callable[[int], bool]) -> list[str]:
+    """Drop every holder ``keep`` refuses from the marks; delete the accounts nobody holds any more."""
+    removed = []
+    for entry in pwd.getpwall():
+        holders = _holders(entry)
+        if holders is None:
+            continue
+        kept = [pid for pid in holders if keep(pid)]
+        if not kept:
+            removed.append(entry.pw_name)
+        elif kept != holders:
+            _mark(entry.pw_name, kept)
+    # Agency logins first: they are members of the municipality's group. userdel removes the
+    # account's own group with it; an account still in use stays (the next sweep retries).
+    for name in sorted(removed, key=lambda n: not n.startswith(AGENCY_ACCOUNT_PREFIX)):
         subprocess.run([_tool("userdel"), name], capture_output=True, text=True)
+    return removed
 
 
 def sweep_stale_accounts() -> list[str]:
-    """Delete the dev server's accounts whose creating process has ended.
+    """Delete the dev server's accounts that no live process holds any more.
 
     Every test session makes accounts for the municipalities it invents; without this sweep they
-    piled up run after run until ``useradd`` found no free group id. Accounts of a live process
-    (another test session on this machine) are left alone.
+    piled up run after run until ``useradd`` found no free group id. An account held by a live
+    process (another test session, the demo) stays.
     """
-    stale = []
-    for entry in pwd.getpwall():
-        if not entry.pw_name.startswith((ACCOUNT_PREFIX, AGENCY_ACCOUNT_PREFIX)):
-            continue
-        if not entry.pw_gecos.startswith(_ACCOUNT_MARK):
-            continue
-        try:
-            pid = int(entry.pw_gecos[len(_ACCOUNT_MARK):])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            stale.append(entry.pw_name)
-    _remove_accounts(stale)
-    return stale
+    me = os.getpid()
+    return _release(lambda pid: pid == me or _pid_alive(pid))
 
 
-def _remove_own_accounts(creator: int) -> None:
-    if os.getpid() == creator:  # not in a forked child that inherited the hook
-        _remove_accounts(list(_made_here))
+def _release_own_accounts(owner: int) -> None:
+    if os.getpid() == owner:  # not in a forked child that inherited the hook
+        _release(lambda pid: pid != owner and _pid_alive(pid))
+
+
+def _hold(username: str) -> None:
+    """Name this process among the account's holders (an account of someone else's is left as is)."""
+    try:
+        holders = _holders(pwd.getpwnam(username))
+    except KeyError:
+        return
+    if holders is not None and os.getpid() not in holders:
+        _mark(username, [*holders, os.getpid()])
+    _held_here.append(username)
 
 
 def _ensure_system_account(username: str, *, member_of: str | None = None) -> pwd.struct_passwd:
     """Create the no-shell account if missing; make sure sshd does not see it as locked.
 
-    The account is marked with the creating process and removed when that process exits (or by
-    the next sweep, should it be killed), so repeated test runs do not exhaust the group ids.
+    The account is marked with the processes that hold it and removed when the last of them exits
+    (or by the next sweep, should it be killed), so repeated test runs do not exhaust the group ids.
 
     :param member_of: a group the account must also be in (the agency's account joins the
         municipality's group, to read what the municipality uploads).
@@ -800,11 +828,12 @@ def _ensure_system_account(username: str, *, member_of: str | None = None) -> pw
     if not _swept:
         _swept = True
         sweep_stale_accounts()
-        atexit.register(_remove_own_accounts, os.getpid())
+        atexit.register(_release_own_accounts, os.getpid())
     extra = ["--groups", member_of] if member_of else []
     for attempt in range(10):
         try:
             user = pwd.getpwnam(username)
+            _hold(username)
             break
         except KeyError:
             pass
@@ -817,7 +846,7 @@ def _ensure_system_account(username: str, *, member_of: str | None = None) -> pw
                                 capture_output=True, text=True)
         if result.returncode == 0:
             user = pwd.getpwnam(username)
-            _made_here.append(username)
+            _held_here.append(username)
             break
         # Another test session may be creating the same account or holding the passwd lock.
         time.sleep(0.2 * (attempt + 1))
@@ -885,14 +914,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run the server in the foreground until Ctrl-C / SIGTERM (for the demo)."""
     parser = argparse.ArgumentParser(prog="python -m welfare_exchange.devtools.sftp_server",
                                      description="OpenSSH SFTP server on 127.0.0.1, one chroot per municipality")
-    parser.add_argument("--root", type=Path, default=Path(os.environ.get("WELFARE_EXCHANGE_HOME", "var")) / "sftp")
+    parser.add_argument("--root", type=Path, default=None, help="default: the home folder's sftp/")
     parser.add_argument("--nis", action="append", default=[], help="municipality NIS code (repeatable)")
     parser.add_argument("--port", type=int, default=None, help="the agency's listener")
     parser.add_argument("--municipality-port", type=int, default=None, help="the municipalities' listener")
     parser.add_argument("--env-file", type=Path, default=None,
                         help="also write the AIRFLOW_CONN_SFTP_<NIS> lines to this file (mode 600)")
     args = parser.parse_args(argv)
-    server = SftpServer(args.root, port=args.port, municipality_port=args.municipality_port)
+    server = SftpServer(args.root or get_settings().home / "sftp", port=args.port, municipality_port=args.municipality_port)
     try:
         for nis in args.nis:
             server.add_municipality(nis)

@@ -1,6 +1,6 @@
 """``make up``: the demo's set-up, then Airflow left running on http://127.0.0.1:8080 for a person.
 
-Same preparation as ``make demo`` (:func:`welfare_exchange.demo.prepare`) in its own workspace
+Same preparation as ``make demo`` (:func:`welfare_exchange.devtools.demo.prepare`) in its own workspace
 ``var/up/`` (recreated on every start): a small entitlement store, the SFTP server on loopback
 with Gent's account, a signed Method 1 protocol and an encrypted request waiting in Gent's
 inbox. Airflow then runs in the foreground with the checkout's own home (``var/airflow``, so
@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from welfare_exchange import demo
+from welfare_exchange.devtools import demo
 from welfare_exchange.devtools.airflow_server import AirflowServer, default_home
 from welfare_exchange.settings import REPO_ROOT
 

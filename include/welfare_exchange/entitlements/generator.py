@@ -9,7 +9,7 @@ invented words. The shape follows the mission's figures:
   The family's beneficiary (*begunstigde*, the parent who is paid) is an adult born 1960–2000,
   20–40 years older than the eldest child.
 * **Domicile.** The family lives in a municipality drawn by
-  :attr:`~welfare_exchange.entitlements.municipalities.Municipality.weight` (Antwerpen gets
+  :attr:`~welfare_exchange.municipalities.Municipality.weight` (Antwerpen gets
   ~9 %). The store has no domicile column for beneficiaries, so "a child domiciled in another
   municipality than its beneficiary" shows in two ways: ~4 % of children (15 % of those aged
   18+) live in another municipality than their siblings (co-parenting, foster care, a student
@@ -56,8 +56,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from welfare_exchange import audit, insz
-from welfare_exchange.entitlements import municipalities
+from welfare_exchange import audit, insz, municipalities
 from welfare_exchange.entitlements.progress import Progress
 from welfare_exchange.entitlements.store import Chunk, replace_store
 from welfare_exchange.errors import InputError

@@ -46,7 +46,8 @@ from sqlalchemy.orm import Session
 
 from welfare_exchange import audit
 from welfare_exchange.db.engine import get_engine, session_scope
-from welfare_exchange.entitlements import history, municipalities
+from welfare_exchange import municipalities
+from welfare_exchange.entitlements import history
 from welfare_exchange.db.models import SUPPLEMENTS
 from welfare_exchange.entitlements.progress import Progress
 from welfare_exchange.entitlements.store import (

@@ -1,6 +1,5 @@
 """The exchanges themselves: the steps of Method 1 (and the shared pieces of the others).
 
-* :mod:`.context` — the exchange date and the acting task, from an Airflow context;
 * :mod:`.steps` — each step of a Method 1 exchange as a plain function (tested without Airflow);
 * :mod:`.matching` — the set join against the entitlement store;
 * :mod:`.result` — the result workbook, encrypted with the protocol's key;

@@ -49,11 +49,6 @@ AUTHOR = "Opgroeien / Agentschap Uitbetaling Groeipakket"
 CONFIDENTIAL = "Vertrouwelijk: persoonsgegevens. Enkel te gebruiken voor het doel in het protocol."
 
 
-def result_file_name(protocol: Protocol, exchange: Exchange) -> str:
-    """E.g. ``groeipakket_resultaat_44021_exchange-12_2026-11-28.xlsx``."""
-    return f"groeipakket_resultaat_{protocol.nis_code}_exchange-{exchange.id}_{exchange.exchange_date.isoformat()}.xlsx"
-
-
 def build_workbook(
     protocol: Protocol,
     exchange: Exchange,

@@ -50,7 +50,7 @@ PRELOAD_MODULES = (
     "airflow.sdk.execution_time.task_runner",
     "airflow.dag_processing.dagbag",
     "airflow.dag_processing.bundles.manager",
-    "welfare_exchange.exchange.dag_factory",
+    "welfare_exchange.orchestration.dag_factory",
     "welfare_exchange.channels.sftp",
     "welfare_exchange.channels.smime",
     "airflow.providers.sftp.hooks.sftp",

@@ -37,7 +37,8 @@ from welfare_exchange.db import session_scope
 from welfare_exchange.entitlements import history
 from welfare_exchange.exchange import matching, result
 from welfare_exchange.channels.registry import channel_for
-from welfare_exchange.exchange.common import (  # noqa: F401 (re-exported: the steps' public names)
+from welfare_exchange.channels.common import (  # noqa: F401 (re-exported: the steps' public names)
+    result_file_name,
     REQUEST_CATEGORIES,
     RESULT_CATEGORIES,
     ExchangeRefused,
@@ -50,7 +51,7 @@ from welfare_exchange.exchange.common import (  # noqa: F401 (re-exported: the s
     sha256_file,
 )
 from welfare_exchange.errors import AgencySideError, ProtocolError
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeError, IntakeLimits, encrypt_agile, read_request
 from welfare_exchange.protocols import check_gate, get
 from welfare_exchange.retention.rules import RULE_AFTER_MATCH
@@ -279,7 +280,7 @@ def build_result(exchange_id: int, run: RunInfo, *, out: os.PathLike | str | Non
             )
     if out is not None:
         atomic_write(pathlib.Path(out), target.read_bytes())
-    return {"result_sha256": exchange.result_sha256 or _sha256(target), "name": result.result_file_name(protocol, exchange)}
+    return {"result_sha256": exchange.result_sha256 or _sha256(target), "name": result_file_name(protocol, exchange)}
 
 
 # ------------------------------------------------------------------- beside 7. data subjects

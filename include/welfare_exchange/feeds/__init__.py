@@ -12,5 +12,5 @@ also with retroactive effect, marked as such.
 * :mod:`~welfare_exchange.feeds.workbook` — the deterministic feed workbook;
 * :mod:`~welfare_exchange.feeds.steps` — what the DAG's tasks call;
 * :mod:`~welfare_exchange.feeds.deadline` — the delivery deadline, its check and alert;
-* :mod:`~welfare_exchange.feeds.assets` — the entitlement-snapshot Asset.
+* :mod:`~welfare_exchange.orchestration.assets` — the entitlement-snapshot Asset.
 """

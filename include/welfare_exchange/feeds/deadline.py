@@ -4,8 +4,9 @@ Two ways a missed deadline is noticed, both ending in :func:`check` — which re
 ``feed.deadline_missed`` audit fact per interval (idempotent) and logs an alert an operator
 can act on (which interval, how many municipalities are still waiting; never personal data):
 
-* the DAG's Airflow 3 **Deadline Alert** (:func:`deadline_alert`): the scheduler notices the
-  run is not finished in time and the triggerer runs :func:`feed_deadline_missed` — this
+* the DAG's Airflow 3 **Deadline Alert** (:func:`welfare_exchange.orchestration.deadline.deadline_alert`):
+  the scheduler notices the run is not finished in time and the triggerer runs
+  :func:`~welfare_exchange.orchestration.deadline.feed_deadline_missed`, which calls :func:`check` — this
   catches a run that is stuck or never got going;
 * the run's own ``summarise_feeds`` task, which calls :func:`check` at its end — this catches
   a run that finished after the deadline or with municipalities undelivered, and also works
@@ -18,7 +19,6 @@ configured delay (for monthly feeds: 31 days + the delay; at most three days lat
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from typing import Any
@@ -29,6 +29,7 @@ from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, SideEffect
 from welfare_exchange.feeds.config import TIMEZONE, FeedConfig, get_feed_config
+from welfare_exchange.feeds.gate import open_protocols
 from welfare_exchange.feeds.interval import FeedInterval
 
 log = logging.getLogger(__name__)
@@ -53,19 +54,6 @@ def longest_interval(schedule: str, samples: int = 24) -> dt.timedelta:
         longest = max(longest, current - previous)
         previous = current
     return longest
-
-
-def deadline_alert(config: FeedConfig | None = None):
-    """The DAG's Airflow Deadline Alert (see the module docstring)."""
-    from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
-
-    config = config or get_feed_config()
-    return DeadlineAlert(
-        name="structural feed not delivered in time",
-        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
-        interval=longest_interval(config.schedule) + config.deadline,
-        callback=AsyncCallback(feed_deadline_missed),
-    )
 
 
 def delivery_state(session, interval: FeedInterval, protocol_ids: list[int]) -> dict[int, dt.datetime | None]:
@@ -99,13 +87,11 @@ def check(
         open for the interval (what the scheduler's alert uses, having no task output).
     :returns: ``{"due", "missed", "waiting", "late"}`` (counts, no personal data).
     """
-    from welfare_exchange.feeds import steps
-
     now = now or dt.datetime.now(dt.timezone.utc)
     deadline = due(interval, config)
     with session_scope() as session:
         if protocol_ids is None:
-            protocol_ids = [p.id for p in steps.open_protocols(session, interval)]
+            protocol_ids = [p.id for p in open_protocols(session, interval)]
         state = delivery_state(session, interval, protocol_ids)
         waiting = sorted(pid for pid, at in state.items() if at is None)
         late = sorted(pid for pid, at in state.items() if at is not None and at > deadline)
@@ -125,21 +111,3 @@ def check(
             interval, deadline.isoformat(), len(waiting), len(state), len(late),
         )
     return {"due": deadline.isoformat(), "missed": missed, "waiting": len(waiting), "late": len(late)}
-
-
-async def feed_deadline_missed(context: dict[str, Any] | None = None, **_: Any) -> None:
-    """The Deadline Alert's callback (runs in the triggerer): check and record, off the event loop."""
-    run = (context or {}).get("dag_run") or {}
-    start, end = run.get("data_interval_start"), run.get("data_interval_end")
-    if not start or not end:
-        log.error("deadline alert for a structural feed run without a data interval (run %s)", run.get("run_id"))
-        return
-    from welfare_exchange.feeds.interval import BRUSSELS
-
-    def _day(value: str) -> dt.date:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(BRUSSELS).date()
-
-    interval = FeedInterval(_day(start), _day(end))
-    actor = audit.Actor(type="system", name="airflow", dag_id=run.get("dag_id"), run_id=run.get("run_id"),
-                        task_id="deadline_alert")
-    await asyncio.to_thread(check, interval, None, actor)

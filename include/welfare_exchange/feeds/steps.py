@@ -30,38 +30,24 @@ from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import ProtocolError
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.exchange.steps import key_password
 from welfare_exchange.feeds import changes as changes_
-from welfare_exchange.feeds import workbook
+from welfare_exchange.feeds import deadline, workbook
+from welfare_exchange.feeds.gate import KIND, gate, open_protocols
 from welfare_exchange.feeds.interval import FeedInterval
 from welfare_exchange.intake import encrypt_agile
-from welfare_exchange.protocols import check_gate, get
+from welfare_exchange.protocols import get
 from welfare_exchange.staging import Staging, atomic_write
 
 log = logging.getLogger(__name__)
 
 OUTBOX = "outbox"
-KIND = "structural"
 FEED_CATEGORIES = ["wijziging", "INSZ kind", "INSZ begunstigde", "recht op sociale toeslag", "periode"]
 
 
 class FeedChannelUnsupported(ProtocolError):
     """The protocol's channel cannot carry structural feeds (yet)."""
-
-
-def _gate(protocol: Protocol, interval: FeedInterval):
-    # The data is about the interval: the protocol must cover its last day, and be in force now
-    # (a protocol revoked or suspended since blocks even a back-fill of an old month).
-    return check_gate(protocol, interval.last_day, kind=KIND, channel=protocol.channel)
-
-
-def open_protocols(session, interval: FeedInterval) -> list[Protocol]:
-    """The structural protocols whose gate is open for ``interval``, by NIS code and id."""
-    protocols = session.scalars(
-        sa.select(Protocol).where(Protocol.kind == KIND, Protocol.status == "signed").order_by(Protocol.nis_code, Protocol.id)
-    )
-    return [p for p in protocols if _gate(p, interval).is_open]
 
 
 def _label(protocol: Protocol) -> str:
@@ -201,7 +187,7 @@ def deliver_feed(feed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
         protocol = get(session, exchange.protocol_id)
         # The ledger first: a feed already delivered is not the gate's to block (a protocol
         # revoked afterwards neither fails it nor adds a "blocked" fact).
-        decision = None if ledger.is_done(session, key) else _gate(protocol, interval)
+        decision = None if ledger.is_done(session, key) else gate(protocol, interval)
         if decision is not None and not decision.is_open:
             ledger.update_exchange(session, exchange, state="failed", failure_code="protocol_closed")
             audit.record(
@@ -296,7 +282,6 @@ def _sha256(data: bytes) -> str:
 
 def summarise(feeds: list[dict[str, Any]], interval: FeedInterval, run: RunInfo) -> dict[str, Any]:
     """Counts per outcome, the deadline check; raises when a municipality was left undelivered."""
-    from welfare_exchange.feeds import deadline
 
     protocol_ids = [f["protocol_id"] for f in feeds or []]
     with session_scope() as session:
@@ -328,3 +313,5 @@ def summarise(feeds: list[dict[str, Any]], interval: FeedInterval, run: RunInfo)
 
 class FeedIncomplete(RuntimeError):
     """Some municipalities of a feed run were not delivered (each has its own failed task)."""
+
+    permanent = True  # the summary's task fails without retries: clearing the failed deliveries fixes it

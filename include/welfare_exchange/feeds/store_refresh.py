@@ -1,24 +1,23 @@
 """Refreshing the entitlement store from Airflow, so the refresh becomes an Asset event.
 
 The ``entitlement_import`` DAG calls :func:`import_entitlements`; its task declares
-:data:`~welfare_exchange.feeds.assets.ENTITLEMENT_SNAPSHOT` as an outlet, so a successful
+:data:`~welfare_exchange.orchestration.assets.ENTITLEMENT_SNAPSHOT` as an outlet, so a successful
 import emits the event the structural feeds wait for. The event's extra carries counts only.
 """
 
 from __future__ import annotations
 
-import os
 import pathlib
 from typing import Any
 
 from welfare_exchange import audit
 from welfare_exchange.errors import InputError
-from welfare_exchange.settings import get_settings
+from welfare_exchange.settings import entitlement_import_file
 
 
 def default_import_file() -> str:
     """Where the agency's extract is dropped (``WELFARE_EXCHANGE_ENTITLEMENT_IMPORT_FILE``)."""
-    return os.environ.get("WELFARE_EXCHANGE_ENTITLEMENT_IMPORT_FILE") or str(get_settings().home / "imports" / "entitlements.csv")
+    return str(entitlement_import_file())
 
 
 def import_entitlements(path: str | None, actor: audit.Actor, *, mode: str = "full", allow_shrink: bool = False) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -32,9 +31,9 @@ from welfare_exchange.intake.columns import AmbiguousColumn, Candidate, cell_tex
 from welfare_exchange.intake.decrypt import check_zip, decrypt, detect_encryption
 from welfare_exchange.intake.failures import IntakeError
 from welfare_exchange.intake.validation import ValidationReport, Validator
+from welfare_exchange.settings import INTAKE_PREFIX, intake_overrides
 from welfare_exchange.untrusted import shown
 
-_ENV_PREFIX = "WELFARE_EXCHANGE_INTAKE_"
 # A sheet may carry a few title or note rows above and below the data.
 _SPARE_ROWS = 100
 _CHECK_EVERY = 10_000
@@ -68,15 +67,15 @@ class IntakeLimits:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "IntakeLimits":
         """Defaults overridden by ``WELFARE_EXCHANGE_INTAKE_<FIELD>`` variables."""
-        environ = os.environ if environ is None else environ
+        given = intake_overrides(environ)
         values = {}
         for name, default in cls().__dict__.items():
-            raw = environ.get(_ENV_PREFIX + name.upper())
-            if raw not in (None, ""):
+            raw = given.get(name)
+            if raw is not None:
                 try:
                     values[name] = type(default)(raw)
                 except ValueError as exc:
-                    raise ValueError(f"setting {_ENV_PREFIX + name.upper()} must be a number") from exc
+                    raise ValueError(f"setting {INTAKE_PREFIX + name.upper()} must be a number") from exc
         return cls(**values)
 
 

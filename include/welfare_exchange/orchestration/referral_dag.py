@@ -24,18 +24,18 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from welfare_exchange import ledger
 from welfare_exchange.db import session_scope
-from welfare_exchange.exchange.context import RunInfo
-from welfare_exchange.exchange.dag_factory import is_wanted, protocol_dag_id, read_snapshot, run_step
-from welfare_exchange.exchange.defaults import default_args
+from welfare_exchange.runinfo import RunInfo
+from welfare_exchange.orchestration.dag_factory import is_wanted, protocol_dag_id, read_snapshot
+from welfare_exchange.orchestration.tasks import run_step
+from welfare_exchange.orchestration.defaults import default_args
 from welfare_exchange.protocols import get
 from welfare_exchange.referral import delivery, steps
-from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
-from welfare_exchange.settings import get_settings
+from welfare_exchange.orchestration.sensors.protocol_gate import ProtocolGateSensor
+from welfare_exchange.settings import get_settings, get_timing, text
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 #: The agreement's default rhythm (``--schedule`` on the protocol overrides it).
 DEFAULT_SCHEDULE = "@weekly"
-FEEDBACK_SCHEDULE = "@daily"
 
 LIST_DOC = """\
 ### Referral to the Sociaal Huis — {municipality} (NIS {nis_code}), protocol {id}
@@ -79,17 +79,13 @@ def feedback_dag_id(entry: dict[str, Any]) -> str:
     return protocol_dag_id("referral_feedback", entry)
 
 
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
 def _gate(entry: dict[str, Any], poke: float) -> ProtocolGateSensor:
     return ProtocolGateSensor(
         task_id="protocol_gate",
         protocol_id=int(entry["id"]),
         requirements={"kind": "referral", "channel": entry["channel"]},
         poke_interval=poke,
-        timeout=_seconds("WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS", 7 * 24 * 3600),
+        timeout=get_timing().gate_timeout,
         retries=0,
     )
 
@@ -114,7 +110,7 @@ def build_referral_dag(entry: dict[str, Any]) -> DAG:
         params={"protocol_id": protocol_id},
         tags=_tags(entry),
     ) as dag:
-        gate = _gate(entry, _seconds("WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS", 60))
+        gate = _gate(entry, get_timing().poke_interval)
 
         @task(task_id="build_referral_list")
         def build_referral_list() -> dict[str, Any]:
@@ -178,13 +174,13 @@ class FeedbackArrivalSensor(BaseSensorOperator):
 def build_feedback_dag(entry: dict[str, Any]) -> DAG:
     """The feedback DAG of one agreement (SFTP channel)."""
     protocol_id = int(entry["id"])
-    poke = _seconds("WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS", 60)
+    poke = get_timing().poke_interval
     with DAG(
         dag_id=feedback_dag_id(entry),
         dag_display_name=f"Referral feedback · {entry['municipality']} ({entry['nis_code']}) · protocol {protocol_id}",
         description=f"Feedback of the Sociaal Huis of {entry['municipality']} on the referrals it received",
         doc_md=FEEDBACK_DOC.format(**entry),
-        schedule=os.environ.get("WELFARE_EXCHANGE_REFERRAL_FEEDBACK_SCHEDULE") or FEEDBACK_SCHEDULE,
+        schedule=text("WELFARE_EXCHANGE_REFERRAL_FEEDBACK_SCHEDULE"),
         start_date=START,
         catchup=False,
         max_active_runs=1,
@@ -196,7 +192,7 @@ def build_feedback_dag(entry: dict[str, Any]) -> DAG:
         arrival = FeedbackArrivalSensor(
             task_id="wait_for_feedback",
             protocol_id=protocol_id,
-            settle_seconds=_seconds("WELFARE_EXCHANGE_SETTLE_SECONDS", 10),
+            settle_seconds=get_timing().settle_seconds,
             poke_interval=poke,
             timeout=get_settings().arrival_window_seconds,
         )

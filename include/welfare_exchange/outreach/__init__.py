@@ -9,8 +9,8 @@ municipality only gets counts, small ones suppressed.
 One run of the Method 2 DAG is one *campaign*, an :class:`~welfare_exchange.db.models.Exchange`
 in the ledger. Modules:
 
-* :mod:`~welfare_exchange.outreach.offer` — the offer's JSON shape, validated when the protocol
-  is created;
+* :mod:`~welfare_exchange.protocols.offer` (beside the registry) — the offer's JSON shape,
+  validated when the protocol is created;
 * :mod:`~welfare_exchange.outreach.selection` — the families, one set-based query;
 * :mod:`~welfare_exchange.outreach.templates` — the Dutch e-mail and letter texts;
 * :mod:`~welfare_exchange.outreach.letters` — printable PDF letters, batched for the mail room;

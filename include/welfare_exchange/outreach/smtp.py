@@ -23,6 +23,7 @@ import logging
 import smtplib
 from dataclasses import dataclass
 
+from welfare_exchange import connections
 from welfare_exchange.transport.mail import MailTransportError
 
 log = logging.getLogger(__name__)
@@ -66,24 +67,18 @@ class SmtpSession:
     def close(self) -> None:
         if self._hook is not None:
             with contextlib.suppress(Exception):
-                self._hook.__exit__(None, None, None)
+                self._hook.close()
         self._hook = self._client = None
 
     def _connect(self) -> smtplib.SMTP:
         if self._client is None:
-            from airflow.providers.smtp.hooks.smtp import SmtpHook
-
-            hook = SmtpHook(smtp_conn_id=self.smtp_conn_id)
-            hook.__enter__()
-            client = getattr(hook, "_smtp_client", None)
-            if client is None:
-                with contextlib.suppress(Exception):
-                    hook.__exit__(None, None, None)
-                raise MailTransportError(
-                    "the smtp provider's SmtpHook no longer exposes its client: adapt "
-                    "welfare_exchange.outreach.smtp to the installed provider version"
-                )
-            self._hook, self._client = hook, client
+            stack = contextlib.ExitStack()
+            try:
+                client = stack.enter_context(connections.hooks().smtp(self.smtp_conn_id))
+            except RuntimeError as exc:  # a provider change: the hook opened no client
+                stack.close()
+                raise MailTransportError(str(exc)) from None
+            self._hook, self._client = stack, client
         return self._client
 
     def send(self, message: bytes, *, sender: str, recipient: str) -> SendResult:

@@ -19,24 +19,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from welfare_exchange import audit, ledger
+from welfare_exchange import audit, connections, ledger
 from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import ProtocolError
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.outreach import letters as letters_lib
 from welfare_exchange.outreach import outbox
 from welfare_exchange.outreach import report as report_lib
 from welfare_exchange.outreach import selection
-from welfare_exchange.outreach.offer import offer_dates, offer_digest, validate_offer
+from welfare_exchange.protocols.offer import offer_dates, offer_digest, validate_offer
 from welfare_exchange.outreach.smtp import BOUNCED, NOT_SENT, SENT, UNCERTAIN, SmtpSession
 from welfare_exchange.outreach.templates import Campaign, email_message, message_key
 from welfare_exchange.protocols import check_gate, get
+from welfare_exchange.settings import get_outreach_settings
 from welfare_exchange.staging import Staging
 from welfare_exchange.transport.mail import MailTransportError
 
@@ -72,22 +72,17 @@ class OutreachSettings:
 
     @classmethod
     def from_env(cls) -> OutreachSettings:
-        env = os.environ.get
+        s = get_outreach_settings()
         return cls(
-            smtp_conn_id=env("WELFARE_EXCHANGE_OUTREACH_SMTP_CONN") or "smtp_agency",
-            sender=env("WELFARE_EXCHANGE_OUTREACH_SENDER") or None,
-            rate_per_second=float(env("WELFARE_EXCHANGE_OUTREACH_RATE") or 5),
-            letters_per_pdf=int(env("WELFARE_EXCHANGE_OUTREACH_LETTERS_PER_PDF") or 500),
-            gate_recheck_seconds=float(env("WELFARE_EXCHANGE_OUTREACH_GATE_RECHECK_SECONDS") or 30),
+            smtp_conn_id=s.smtp_conn_id, sender=s.sender, rate_per_second=s.rate_per_second,
+            letters_per_pdf=s.letters_per_pdf, gate_recheck_seconds=s.gate_recheck_seconds,
         )
 
     def sender_address(self) -> str:
         if self.sender:
             return self.sender
-        from airflow.sdk import BaseHook
-
         try:
-            extra = BaseHook.get_connection(self.smtp_conn_id).extra_dejson
+            extra = connections.get(self.smtp_conn_id).extra
         except Exception as exc:
             raise ProtocolError(
                 f"the SMTP connection {self.smtp_conn_id!r} cannot be read ({type(exc).__name__}): create it "

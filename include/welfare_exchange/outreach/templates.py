@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from typing import Any
 
-from welfare_exchange.exchange.context import BRUSSELS
+from welfare_exchange.runinfo import BRUSSELS
 from welfare_exchange.transport.mail import make_message_id
 
 AGENCY = "Groeipakket"
@@ -36,7 +36,7 @@ class Campaign:
 
     :param exchange_id: the campaign's ledger id (the reference on every message).
     :param municipality: the municipality whose offer it is.
-    :param offer: the validated offer (:func:`welfare_exchange.outreach.offer.validate_offer`).
+    :param offer: the validated offer (:func:`welfare_exchange.protocols.offer.validate_offer`).
     :param campaign_date: the run's exchange date (the date on every message).
     """
 

@@ -7,11 +7,12 @@ import json
 import pathlib
 
 from welfare_exchange import audit
-from welfare_exchange.channels.registry import names as channel_names
+from welfare_exchange.protocols.channels import names as channel_names
 from welfare_exchange.cliutil import iso_date
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
 from welfare_exchange.errors import IllegalTransition, InputError, ProtocolError
+from welfare_exchange.municipalities import by_nis
 from welfare_exchange.protocols import registry
 
 _LIFECYCLE_HELP = {
@@ -125,10 +126,6 @@ def _csv(text: str | None) -> list[str] | None:
 
 
 def _municipality_name(nis: str) -> str:
-    try:
-        from welfare_exchange.entitlements.municipalities import by_nis
-    except ImportError:
-        return f"NIS {nis}"
     try:
         return by_nis(nis).name
     except (KeyError, LookupError):

@@ -27,10 +27,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from welfare_exchange import audit
-from welfare_exchange.channels.registry import names as channel_names
+from welfare_exchange.protocols.channels import names as channel_names
 from welfare_exchange.db.models import DEFAULT_REFERENCE_DATE, SUPPLEMENTS, Protocol, ProtocolTransition
 from welfare_exchange.errors import IllegalTransition, InputError, ProtocolError
-from welfare_exchange.outreach.offer import validate_offer
+from welfare_exchange.protocols.offer import validate_offer
 from welfare_exchange.settings import get_settings
 
 KINDS = ("method1", "method2", "structural", "referral")

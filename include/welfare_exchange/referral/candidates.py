@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 from welfare_exchange import audit
 from welfare_exchange import insz as insz_lib
 from welfare_exchange.db.models import AuditRecord, ReferralCandidate
-from welfare_exchange.entitlements.municipalities import is_known
+from welfare_exchange.municipalities import is_known
 from welfare_exchange.errors import InputError
 from welfare_exchange.referral import contacts
 from welfare_exchange.referral.criteria import CRITERIA, in_kansarmoede, ordered

@@ -30,8 +30,8 @@ from welfare_exchange import ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
 from welfare_exchange.errors import ProtocolError
-from welfare_exchange.exchange.common import key_password as _key_password
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.channels.common import key_password as _key_password
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeLimits
 from welfare_exchange.transport import sftp
 
@@ -62,7 +62,7 @@ def send_once(
     idempotent), so a crash between the delivery and the bookkeeping heals on the retry.
     """
     if protocol.channel == "smime":
-        from welfare_exchange.exchange.channels import smime as mail_channel
+        from welfare_exchange.channels import smime as mail_channel
 
         sent = mail_channel.send_once(
             protocol, key=key, kind=kind, exchange_id=exchange_id, subject=subject, payload=data, filename=name,

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from welfare_exchange.db.models import SUPPLEMENTS, Beneficiary, Child
-from welfare_exchange.entitlements.municipalities import by_nis
+from welfare_exchange.municipalities import by_nis
 from welfare_exchange.exchange.matching import match
 from welfare_exchange.referral.candidates import REQUIRED_COLUMNS
 from welfare_exchange.referral.criteria import CRITERIA

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from welfare_exchange import audit, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
-from welfare_exchange.exchange.context import RunInfo
+from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.protocols import get
 from welfare_exchange.referral import delivery, evaluation, feedback, files, listing, withdrawal
 from welfare_exchange.referral.selection import require_gate, selection_counts

@@ -1,9 +1,9 @@
 """Mail transport: poll the agency's mailbox over IMAP and send results over SMTP.
 
 What the encrypted e-mail channel's tasks call; the S/MIME work itself is in
-:mod:`welfare_exchange.transport.smime`. Connections come from Airflow (``imap_agency``,
-``smtp_agency``, ``smime_agency`` by default) and are looked up when a task runs, never at
-import or parse time.
+:mod:`welfare_exchange.transport.smime`. Connections (``imap_agency``, ``smtp_agency``,
+``smime_agency`` by default) come from :mod:`welfare_exchange.connections` (filled by the Airflow
+hooks) and are looked up when a task runs, never at import or parse time.
 
 Guarantees the exchange relies on:
 
@@ -39,14 +39,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 
+from welfare_exchange import connections
 from welfare_exchange.errors import WelfareExchangeError
+from welfare_exchange.settings import DEFAULTS
 from welfare_exchange.transport import smime
 
 log = logging.getLogger(__name__)
 
-DEFAULT_IMAP_CONN_ID = "imap_agency"
-DEFAULT_SMTP_CONN_ID = "smtp_agency"
-DEFAULT_SMIME_CONN_ID = "smime_agency"
+# The defaults of the settings (welfare_exchange.settings.DEFAULTS holds each once).
+DEFAULT_IMAP_CONN_ID: str = DEFAULTS["WELFARE_EXCHANGE_IMAP_CONN_ID"]  # type: ignore[assignment]
+DEFAULT_SMTP_CONN_ID: str = DEFAULTS["WELFARE_EXCHANGE_OUTREACH_SMTP_CONN"]  # type: ignore[assignment]
+DEFAULT_SMIME_CONN_ID: str = DEFAULTS["WELFARE_EXCHANGE_SMIME_CONN_ID"]  # type: ignore[assignment]
 PROCESSED_MAILBOX = "Processed"
 REJECTED_MAILBOX = "Rejected"
 
@@ -157,26 +160,18 @@ def _imap_client(
                 client.logout()
         return
 
-    # The provider's hook reads host, port, login, password and the use_ssl / ssl_context
-    # extras from the connection exactly as the Airflow UI documents them.
-    from airflow.providers.imap.hooks.imap import ImapHook
-
+    # The hook reads host, port, login, password and the use_ssl / ssl_context extras from the
+    # connection exactly as the Airflow UI documents them.
     conn_id = imap_conn_id or DEFAULT_IMAP_CONN_ID
-    hook = ImapHook(imap_conn_id=conn_id)
-    try:
-        hook.get_conn()
-    except (OSError, imaplib.IMAP4.error) as exc:
-        raise MailTransportError(
-            f"cannot log in to the IMAP server of connection {conn_id!r}: check its host, port, "
-            f"login, password and use_ssl extra ({type(exc).__name__})"
-        ) from exc
-    client = hook.mail_client
-    assert client is not None
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(connections.hooks().imap(conn_id))
+        except (OSError, imaplib.IMAP4.error) as exc:
+            raise MailTransportError(
+                f"cannot log in to the IMAP server of connection {conn_id!r}: check its host, port, "
+                f"login, password and use_ssl extra ({type(exc).__name__})"
+            ) from exc
         yield client
-    finally:
-        with contextlib.suppress(Exception):
-            client.logout()
 
 
 def _quote(mailbox: str) -> str:
@@ -520,18 +515,9 @@ def send(
         )
     recipients = [to] if isinstance(to, str) else list(to)
 
-    from airflow.providers.smtp.hooks.smtp import SmtpHook
-
-    # The hook handles TLS, STARTTLS, login and OAuth2 from the connection; its own
-    # send_email_smtp builds a new MIME message, so the ready S/MIME bytes go through the
-    # client it opened.
-    with SmtpHook(smtp_conn_id=smtp_conn_id) as hook:
-        client = getattr(hook, "_smtp_client", None)
-        if client is None:
-            raise MailTransportError(
-                "the smtp provider's SmtpHook no longer exposes its client: adapt "
-                "welfare_exchange.transport.mail.send to the installed provider version"
-            )
+    # The hook handles TLS, STARTTLS, login and OAuth2 from the connection; the ready S/MIME
+    # bytes go through the client it opened.
+    with connections.hooks().smtp(smtp_conn_id) as client:
         try:
             refused = client.sendmail(sender, recipients, message_bytes)
         except Exception as exc:  # smtplib raises several unrelated classes
@@ -561,10 +547,8 @@ def load_agency_identity(conn_id: str = DEFAULT_SMIME_CONN_ID):
     :param conn_id: the connection id.
     :returns: ``(certificate, private_key)``.
     """
-    from airflow.sdk import BaseHook
-
-    connection = BaseHook.get_connection(conn_id)
-    extra = connection.extra_dejson
+    connection = connections.get(conn_id)
+    extra = connection.extra
     if not extra.get("certificate") or not extra.get("private_key"):
         raise MailTransportError(
             f"connection {conn_id!r} must hold the agency's S/MIME 'certificate' and "

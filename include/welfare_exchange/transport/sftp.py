@@ -1,7 +1,8 @@
 """SFTP transport: what the exchange tasks call to receive requests and deliver results.
 
-Every function takes an :class:`~airflow.providers.sftp.hooks.sftp.SFTPHook` (paramiko) that
-the task builds when it runs — :func:`sftp_hook` does that — never at import or DAG-parse
+Every function takes an :class:`SFTPHook` — anything whose ``get_managed_conn()`` yields a paramiko
+``SFTPClient``, in practice the SFTP provider's hook — that the task builds when it runs
+(:func:`sftp_hook` asks :mod:`welfare_exchange.connections` for it), never at import or DAG-parse
 time. Each call opens the hook's managed connection and closes it again, unless the caller
 already holds one (``with hook.get_managed_conn():`` around several calls reuses it).
 
@@ -50,14 +51,13 @@ import stat
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Protocol
 
-from welfare_exchange import untrusted
+from welfare_exchange import connections, untrusted
 from welfare_exchange.errors import WelfareExchangeError
 
 if TYPE_CHECKING:  # imported when a session opens: every DAG parse imports this module, few tasks use SFTP
     import paramiko
-    from airflow.providers.sftp.hooks.sftp import SFTPHook
 
 log = logging.getLogger(__name__)
 
@@ -177,19 +177,22 @@ def conn_id_for(nis: str) -> str:
     return f"sftp_{nis}"
 
 
+class SFTPHook(Protocol):
+    """What this module needs of an SFTP connection: sessions (the provider's ``SFTPHook`` fits)."""
+
+    def get_managed_conn(self) -> contextlib.AbstractContextManager[paramiko.SFTPClient]: ...
+
+
 def sftp_hook(conn_id: str, **kwargs) -> SFTPHook:
-    """Build the provider's SFTP hook for a connection; call it inside a task, not at parse time.
+    """The SFTP sessions of a connection; call it inside a task, not at parse time.
 
-    :param conn_id: Airflow connection id (e.g. ``sftp_44021``); its extras should pin the
-        server's ``host_key``.
-    :param kwargs: passed to ``SFTPHook``. ``conn_retry_attempts`` defaults to 1: the
-        provider's own retry repeats every failure (a refused login too) at a fixed 3–5 s;
-        :func:`_session` retries only a refused handshake, with backoff.
+    :param conn_id: connection id (e.g. ``sftp_44021``); its extras should pin the server's
+        ``host_key``.
+    :param kwargs: passed to the hook (see
+        :meth:`welfare_exchange.orchestration.hooks.AirflowHooks.sftp`; :func:`_session` retries
+        only a refused handshake, with backoff).
     """
-    from airflow.providers.sftp.hooks.sftp import SFTPHook
-
-    kwargs.setdefault("conn_retry_attempts", 1)
-    return SFTPHook(ssh_conn_id=conn_id, **kwargs)
+    return connections.hooks().sftp(conn_id, **kwargs)
 
 
 class _HashingWriter:

@@ -63,10 +63,11 @@ from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from welfare_exchange.errors import InputError
+from welfare_exchange.settings import DEFAULTS
 
 #: Largest message accepted, in bytes. A 200,000-row request is ~6 MB as .xlsx; S/MIME makes
 #: a message ~1.9x its attachment, and many mail servers cap messages at 25 MB anyway.
-DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = int(DEFAULTS["WELFARE_EXCHANGE_MAIL_MAX_BYTES"] or 0)  # 25 MiB, one default in settings
 
 #: Days before expiry from which a certificate gives a warning.
 EXPIRY_WARNING_DAYS = 30

@@ -5,7 +5,7 @@ everything else lives here so it can be tested without an Airflow API server:
 
 * :mod:`~welfare_exchange.ui.queries` — the overview, read from the project database
   (registry, ledger, retention, audit-chain status); no personal data by construction;
-* :mod:`~welfare_exchange.ui.auth` — Airflow's own login and the project's three levels
+* :mod:`~welfare_exchange.orchestration.ui_auth` — Airflow's own login and the project's three levels
   (viewer, operator, admin), enforced: FastAPI plugin apps are *not* protected by Airflow;
 * :mod:`~welfare_exchange.ui.app` — the FastAPI app: an HTML page and a JSON API.
 """

@@ -1,6 +1,6 @@
 """The FastAPI app behind the Exchanges view, mounted by the Airflow plugin at :data:`URL_PREFIX`.
 
-Routes (all behind Airflow's login; the level each needs, see :mod:`welfare_exchange.ui.auth`):
+Routes (all behind Airflow's login; the level each needs, see :mod:`welfare_exchange.orchestration.ui_auth`):
 
 * ``GET /`` — every protocol and where its exchange is now (viewer);
 * ``GET /history`` — every exchange and run, filtered by municipality or NIS, kind, state and
@@ -16,7 +16,7 @@ Routes (all behind Airflow's login; the level each needs, see :mod:`welfare_exch
 A browser that is not logged in is sent to Airflow's login page and back; a script gets 401.
 
 Airflow's state is read through its REST API with the caller's own token
-(:mod:`welfare_exchange.ui.airflow_api`); the project database is read, and written only by a
+(:mod:`welfare_exchange.orchestration.airflow_api`); the project database is read, and written only by a
 retry's audit fact. The login cookie comes with every request the browser makes, so the POST
 routes also require a CSRF token: the pages carry it and send it back in ``X-CSRF-Token``,
 and it must equal the ``wx_csrf`` cookie (double submit) — a form or script on another site
@@ -45,7 +45,9 @@ from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.errors import InputError
 from welfare_exchange.failures import CAUSES
-from welfare_exchange.ui import airflow_api, auth, queries, retry, runbook, states
+from welfare_exchange.orchestration import airflow_api
+from welfare_exchange.orchestration import ui_auth as auth
+from welfare_exchange.ui import queries, retry, runbook, states
 
 log = logging.getLogger(__name__)
 
@@ -146,10 +148,10 @@ def _register_filter(request: Request) -> audit.RegisterFilter:
 def create_app(caller_resolver: auth.CallerResolver | None = None, airflow: AirflowFactory | None = None) -> FastAPI:
     """The plugin's FastAPI app.
 
-    :param caller_resolver: validates a token and returns the :class:`~welfare_exchange.ui.auth.Caller`
-        (default: Airflow's auth manager, :func:`welfare_exchange.ui.auth.airflow_caller_from_token`).
+    :param caller_resolver: validates a token and returns the :class:`~welfare_exchange.orchestration.ui_auth.Caller`
+        (default: Airflow's auth manager, :func:`welfare_exchange.orchestration.ui_auth.airflow_caller_from_token`).
     :param airflow: makes the Airflow API client acting as the caller (default: this API server,
-        :func:`welfare_exchange.ui.airflow_api.url_of_this_server`). Tests pass their own.
+        :func:`welfare_exchange.orchestration.airflow_api.url_of_this_server`). Tests pass their own.
     """
     app = FastAPI(
         title="Welfare exchanges",

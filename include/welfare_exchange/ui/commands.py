@@ -14,7 +14,8 @@ import sys
 
 from welfare_exchange.cliutil import read_password
 from welfare_exchange.errors import InputError
-from welfare_exchange.ui import airflow_api, retry
+from welfare_exchange.orchestration import airflow_api
+from welfare_exchange.ui import retry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -32,13 +32,13 @@ from sqlalchemy.orm import Session
 from welfare_exchange import audit, failures
 from welfare_exchange.audit import integrity
 from welfare_exchange.db.models import AuditRecord, Exchange, Protocol, RetentionItem, SideEffect
-from welfare_exchange.exchange.context import BRUSSELS
-from welfare_exchange.exchange.result import result_file_name
+from welfare_exchange.runinfo import BRUSSELS
+from welfare_exchange.channels.common import result_file_name
 from welfare_exchange.feeds.config import get_feed_config
 from welfare_exchange.protocols.registry import check_gate
 from welfare_exchange.settings import get_settings
 from welfare_exchange.ui import states
-from welfare_exchange.ui.airflow_api import MAX_ROWS, AirflowApi, AirflowApiError, Run, Task
+from welfare_exchange.orchestration.airflow_api import MAX_ROWS, AirflowApi, AirflowApiError, Run, Task
 from welfare_exchange.untrusted import shown
 
 log = logging.getLogger(__name__)
@@ -168,11 +168,11 @@ def _dag_id_of(protocol: Protocol) -> str | None:
     # because the factory pulls in the Airflow task SDK, which the view itself does not need.
     entry = {"id": protocol.id, "nis_code": protocol.nis_code, "municipality": protocol.municipality}
     if protocol.kind == "method1":  # over SFTP or e-mail: the same DAG factory, the same id
-        from welfare_exchange.exchange.dag_factory import method1_dag_id
+        from welfare_exchange.orchestration.dag_factory import method1_dag_id
 
         return method1_dag_id(entry)
     if protocol.kind == "method2":
-        from welfare_exchange.exchange.method2_dag import method2_dag_id
+        from welfare_exchange.orchestration.method2_dag import method2_dag_id
 
         return method2_dag_id(entry)
     if protocol.kind == "referral":
@@ -580,7 +580,7 @@ def history(session: Session, f: HistoryFilter, *, api: AirflowApi | None = None
     """Every exchange and every run of the matching protocols in the period, newest first, with its state.
 
     A run that opened no exchange (waiting, no request arrived, failed before the request was
-    taken) is a row of its own. At most :data:`~welfare_exchange.ui.airflow_api.MAX_ROWS` runs
+    taken) is a row of its own. At most :data:`~welfare_exchange.orchestration.airflow_api.MAX_ROWS` runs
     are read from Airflow (``cut`` says when there were more: narrow the period).
     """
     now = now or _now()

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from welfare_exchange import audit, failures
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange
-from welfare_exchange.ui.airflow_api import ACTIVE_TASK_STATES, AirflowApi, AirflowApiError
+from welfare_exchange.orchestration.airflow_api import ACTIVE_TASK_STATES, AirflowApi, AirflowApiError
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from welfare_exchange.failures import CAUSES, RUNBOOK
-from welfare_exchange.ui.airflow_api import ACTIVE_TASK_STATES, Run, Task
+from welfare_exchange.orchestration.airflow_api import ACTIVE_TASK_STATES, Run, Task
 
 STATES = ("waiting", "running", "failed", "quarantined", "delivered", "duplicate", "no_request", "overdue", "unknown")
 #: States after which nothing more happens (a retry cannot change them).

@@ -1,13 +1,15 @@
-"""What a step needs to know about the Airflow run it belongs to."""
+"""Who acts and for which day: what a step needs to know about the run it belongs to.
+
+The ground floor: imports nothing of the project, so every layer may use it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
-
-from welfare_exchange import audit
 
 #: Exchange dates are Belgian calendar days.
 BRUSSELS = ZoneInfo("Europe/Brussels")
@@ -22,6 +24,40 @@ def exchange_date(context: Any) -> dt.date:
     if moment is None:
         moment = context["dag_run"].run_after
     return moment.astimezone(BRUSSELS).date()
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: the system (an Airflow task, with its ids and try number) or a named user."""
+
+    type: str = "system"
+    name: str = "welfare-exchange"
+    dag_id: str | None = None
+    run_id: str | None = None
+    task_id: str | None = None
+    try_number: int | None = None
+
+    @classmethod
+    def from_context(cls, context: Any) -> Actor:
+        """The Airflow task described by a task context (``get_current_context()``)."""
+        ti = context["ti"]
+        return cls(
+            type="system",
+            name="airflow",
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            try_number=getattr(ti, "try_number", None),
+        )
+
+    @classmethod
+    def current_user(cls) -> Actor:
+        """The operator running the CLI."""
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = "unknown"
+        return cls(type="user", name=name)
 
 
 @dataclass(frozen=True)
@@ -46,10 +82,10 @@ class RunInfo:
         )
 
     @property
-    def actor(self) -> audit.Actor:
+    def actor(self) -> Actor:
         if self.dag_id is None:
-            return audit.Actor.current_user()
-        return audit.Actor(
+            return Actor.current_user()
+        return Actor(
             type="system", name="airflow", dag_id=self.dag_id, run_id=self.run_id, task_id=self.task_id,
             try_number=self.try_number,
         )

@@ -12,11 +12,11 @@ import logging
 from typing import Any
 
 from airflow.sdk import PokeReturnValue, get_current_context
-from airflow.sdk.exceptions import AirflowFailException
 
-from welfare_exchange.errors import InputError, ProtocolError
-from welfare_exchange.exchange.context import RunInfo
-from welfare_exchange.feeds import assets, steps
+from welfare_exchange.runinfo import RunInfo
+from welfare_exchange.feeds import steps
+from welfare_exchange.orchestration import assets
+from welfare_exchange.orchestration.tasks import fail, permanent_errors_fail
 from welfare_exchange.feeds.config import get_feed_config
 from welfare_exchange.feeds.interval import FeedInterval
 
@@ -52,11 +52,8 @@ def snapshot_is_fresh() -> PokeReturnValue:
 def _call(step, *args):
     context = get_current_context()
     interval = FeedInterval.from_context(context)
-    try:
+    with permanent_errors_fail():  # a revoked protocol or a missing key does not get better by retrying
         return step(*args, interval, _run(context, interval))
-    except (InputError, ProtocolError) as err:
-        # A revoked protocol or a missing key does not get better by retrying.
-        raise AirflowFailException(str(err)) from None
 
 
 def select_municipalities() -> list[dict[str, Any]]:
@@ -71,10 +68,8 @@ def deliver_feed(feed: dict[str, Any]) -> dict[str, Any]:
     context = get_current_context()
     context["feed_label"] = feed["label"]  # names the mapped task in the UI (map_index_template)
     interval = FeedInterval.parse(feed["interval"])
-    try:
+    with permanent_errors_fail():
         return steps.deliver_feed(feed, _run(context, interval))
-    except (InputError, ProtocolError) as err:
-        raise AirflowFailException(str(err)) from None
 
 
 def summarise_feeds(feeds: list[dict[str, Any]] | None) -> dict[str, Any]:
@@ -83,14 +78,12 @@ def summarise_feeds(feeds: list[dict[str, Any]] | None) -> dict[str, Any]:
     if feeds is None:
         # This task runs whatever happened upstream (all_done): no plan means the snapshot wait,
         # the selection or the detection failed, and the run must not look successful.
-        raise AirflowFailException(
+        fail(
             f"structural feed {interval} was not planned: an earlier task (snapshot wait, selection or change "
             "detection) failed; see its log. Nothing was delivered. Clear the run once the cause is fixed."
         )
-    try:
+    with permanent_errors_fail():  # FeedIncomplete: clearing the failed deliveries fixes it, not a retry
         return steps.summarise(feeds, interval, _run(context, interval))
-    except steps.FeedIncomplete as err:
-        raise AirflowFailException(str(err)) from None
 
 
 def start_datetime() -> dt.datetime:

@@ -8,8 +8,9 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from welfare_exchange.db.models import Exchange
-from welfare_exchange.hooks.project_db import ProjectDbHook
-from welfare_exchange.sensors.arrival_window import ArrivalWindow
+from welfare_exchange.orchestration.hooks.project_db import ProjectDbHook
+from welfare_exchange.orchestration.tasks import fail
+from welfare_exchange.orchestration.sensors.arrival_window import ArrivalWindow
 
 
 class MailRequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
@@ -20,13 +21,13 @@ class MailRequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
     cipher — by ``fetch_request``, which opens it. Several messages: the oldest is this run's
     exchange, the others wait for the next runs. Pokes in ``reschedule`` mode by default;
     ``deferrable=True`` waits in the triggerer instead
-    (:class:`~welfare_exchange.triggers.mail_arrival.MailArrivalTrigger`).
+    (:class:`~welfare_exchange.orchestration.triggers.mail_arrival.MailArrivalTrigger`).
 
     Idempotent: when this run already took a message (the task was cleared after the
     exchange started), it returns that same message at once.
 
     ``timeout`` is the arrival window: when it closes with no message, the audit records
-    ``request.none_arrived`` and the run ends skipped (:class:`~welfare_exchange.sensors.arrival_window.ArrivalWindow`).
+    ``request.none_arrived`` and the run ends skipped (:class:`~welfare_exchange.orchestration.sensors.arrival_window.ArrivalWindow`).
 
     The XCom value names where the message is (UID, UIDVALIDITY, size): no address, no
     header, no content.
@@ -80,7 +81,7 @@ class MailRequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
         result = self.poke(context)  # the usual case — already there — needs no deferral
         if result:
             return result.xcom_value
-        from welfare_exchange.triggers.mail_arrival import MailArrivalTrigger
+        from welfare_exchange.orchestration.triggers.mail_arrival import MailArrivalTrigger
 
         self.defer(
             trigger=MailArrivalTrigger(self.sender_address, self.imap_conn_id, self.poke_interval),
@@ -90,9 +91,7 @@ class MailRequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not event or event.get("status") != "found":
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(f"waiting for a request message failed: {(event or {}).get('reason', 'no event')}")
+            fail(f"waiting for a request message failed: {(event or {}).get('reason', 'no event')}")
         return event["message"]
 
     def _already_taken(self, run_id: str) -> dict | None:

@@ -9,7 +9,7 @@ from airflow.sdk.bases.operator import TriggerFailureReason
 from airflow.sdk.exceptions import AirflowSkipException
 
 from welfare_exchange import audit
-from welfare_exchange.hooks.project_db import ProjectDbHook
+from welfare_exchange.orchestration.hooks.project_db import ProjectDbHook
 
 Window = tuple[dt.datetime, dt.datetime]
 

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from typing import Any
 
 from welfare_exchange import alerts, audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.exchange import scheduling
+from welfare_exchange.orchestration import hooks  # noqa: F401  (DAG files import this: the tasks read connections through the hooks)
+from welfare_exchange.settings import get_timing
 
 log = logging.getLogger(__name__)
 
 OWNER = "welfare-exchange"
-
-
-def _seconds(name: str, default: float) -> dt.timedelta:
-    return dt.timedelta(seconds=float(os.environ.get(name, default)))
 
 
 def _try_key(ti: Any) -> str:
@@ -68,10 +65,11 @@ def on_task_failure(context: Any) -> None:
 
 def default_args() -> dict[str, Any]:
     """Task defaults: retries with exponential backoff for transient SFTP and database errors."""
+    timing = get_timing()
     return {
         "owner": OWNER,
-        "retries": int(os.environ.get("WELFARE_EXCHANGE_TASK_RETRIES", 4)),
-        "retry_delay": _seconds("WELFARE_EXCHANGE_RETRY_DELAY_SECONDS", 30),
+        "retries": timing.task_retries,
+        "retry_delay": dt.timedelta(seconds=timing.retry_delay),
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": dt.timedelta(minutes=30),
         "execution_timeout": dt.timedelta(hours=2),

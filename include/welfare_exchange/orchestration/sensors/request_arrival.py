@@ -11,8 +11,8 @@ from airflow.sdk.configuration import conf
 
 from welfare_exchange import audit
 from welfare_exchange.db.models import Exchange
-from welfare_exchange.hooks.project_db import ProjectDbHook
-from welfare_exchange.sensors.arrival_window import ArrivalWindow, Window, now
+from welfare_exchange.orchestration.hooks.project_db import ProjectDbHook
+from welfare_exchange.orchestration.sensors.arrival_window import ArrivalWindow, Window, now
 from welfare_exchange.transport import sftp
 
 
@@ -25,14 +25,14 @@ class RequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
     (oldest first). Whatever else lies in the inbox once it stopped changing — a dotfile,
     another extension, a file over the size limit, an upload abandoned under a temporary
     name — is answered: quarantined, reported to the municipality, audited
-    (:mod:`welfare_exchange.exchange.inbox`).
+    (:mod:`welfare_exchange.channels.sftp_inbox`).
 
     **The wait is a window.** ``timeout`` is the arrival window: when it closes with no
     request, the audit records ``request.none_arrived`` ("no request arrived between … and …;
     nothing to do") and the task ends *skipped*, and with it the rest of the run — never
     failed, and waiting never uses up retries. Deferrable (the default when Airflow's
     ``[operators] default_deferrable`` is on, as for the SFTP provider's sensor), the wait runs
-    in the triggerer (:class:`~welfare_exchange.triggers.request_arrival.RequestArrivalTrigger`)
+    in the triggerer (:class:`~welfare_exchange.orchestration.triggers.request_arrival.RequestArrivalTrigger`)
     and costs no worker slot and no task process per look; otherwise it pokes in
     ``reschedule`` mode.
 
@@ -88,7 +88,7 @@ class RequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
         return IntakeLimits.from_env().max_file_bytes
 
     def _stale_after(self) -> float:
-        from welfare_exchange.exchange import inbox
+        from welfare_exchange.channels import sftp_inbox as inbox
 
         return float(self.stale_after) if self.stale_after is not None else inbox.stale_upload_seconds()
 
@@ -100,8 +100,8 @@ class RequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
         if taken is not None:
             self.log.info("this run already took its request file (exchange %s)", taken["exchange_id"])
             return taken
-        from welfare_exchange.exchange import inbox
-        from welfare_exchange.exchange.context import exchange_date
+        from welfare_exchange.channels import sftp_inbox as inbox
+        from welfare_exchange.runinfo import exchange_date
 
         hook = sftp.sftp_hook(self.sftp_conn_id)
         max_bytes, stale_after = self._max_bytes(), self._stale_after()
@@ -139,7 +139,7 @@ class RequestArrivalSensor(ArrivalWindow, BaseSensorOperator):
         self._defer(window)
 
     def _defer(self, window: Window) -> None:
-        from welfare_exchange.triggers.request_arrival import RequestArrivalTrigger
+        from welfare_exchange.orchestration.triggers.request_arrival import RequestArrivalTrigger
 
         left = max((window[1] - now()).total_seconds(), 0.0)
         # Only a backstop: the trigger itself fires "timeout" at the deadline, so the audit says why.

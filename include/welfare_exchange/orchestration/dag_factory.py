@@ -11,7 +11,6 @@ connection.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import os
 import re
@@ -20,17 +19,16 @@ from typing import Any
 
 from airflow.sdk import DAG, TriggerRule, chain, get_current_context, get_parsing_context, task
 from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from welfare_exchange.channels.registry import channel_for, names
-from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.exchange import steps
-from welfare_exchange.exchange.context import RunInfo
-from welfare_exchange.exchange.defaults import default_args
-from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
-from welfare_exchange.sensors.mail_arrival import MailRequestArrivalSensor
-from welfare_exchange.sensors.request_arrival import RequestArrivalSensor
-from welfare_exchange.settings import get_settings
+from welfare_exchange.orchestration.defaults import default_args
+from welfare_exchange.orchestration.sensors.protocol_gate import ProtocolGateSensor
+from welfare_exchange.orchestration.sensors.mail_arrival import MailRequestArrivalSensor
+from welfare_exchange.orchestration.sensors.request_arrival import RequestArrivalSensor
+from welfare_exchange.orchestration.tasks import run_step
+from welfare_exchange.settings import get_settings, get_timing
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -75,32 +73,9 @@ def method1_dag_id(entry: dict[str, Any]) -> str:
     return protocol_dag_id("method1", entry)
 
 
-def run_step(step: Callable[..., Any]) -> Callable[..., Any]:
-    """Call a step with this task's :class:`RunInfo`; make unfixable errors fail without retries.
-
-    The steps of every protocol DAG (Method 1 and Method 2) are plain functions taking the run
-    info after their positional arguments; this is the one place they get it.
-    """
-
-    @functools.wraps(step)
-    def wrapper(*args, **kwargs):
-        run = RunInfo.from_context(get_current_context())
-        try:
-            return step(*args, run, **kwargs)
-        except (InputError, ProtocolError) as err:
-            # A wrong password or a revoked protocol does not get better by retrying.
-            raise AirflowFailException(str(err)) from None
-
-    return wrapper
-
-
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
 def _arrival_sensor(entry: dict[str, Any], poke: float):
     """``wait_for_request``: the sensor the protocol's channel asks for (:attr:`Channel.sensor`)."""
-    timeout = _seconds("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS", 24 * 3600)
+    timeout = get_timing().arrival_timeout
     channel = channel_for(entry)
     build = ARRIVAL_SENSORS.get(channel.sensor)
     if build is None:
@@ -115,7 +90,7 @@ def _sftp_inbox_sensor(entry: dict[str, Any], *, poke: float, timeout: float):
         task_id="wait_for_request",
         protocol_id=int(entry["id"]),
         sftp_conn_id=entry["channel_connection"],
-        settle_seconds=_seconds("WELFARE_EXCHANGE_SETTLE_SECONDS", 10),
+        settle_seconds=get_timing().settle_seconds,
         poke_interval=poke,
         timeout=timeout,
         soft_fail=True,
@@ -132,7 +107,7 @@ def _mailbox_sensor(entry: dict[str, Any], *, poke: float, timeout: float):
         protocol_id=int(entry["id"]),
         sender_address=(entry.get("sender_address") or "").strip().lower(),
         imap_conn_id=mail_channel.imap_conn_id(),
-        deferrable=os.environ.get("WELFARE_EXCHANGE_MAIL_DEFERRABLE", "").lower() in ("1", "true", "yes"),
+        deferrable=get_timing().mail_deferrable,
         poke_interval=poke,
         timeout=timeout,
         soft_fail=True,  # no message today: the run ends skipped, not failed
@@ -146,7 +121,8 @@ ARRIVAL_SENSORS: dict[str, Callable[..., Any]] = {"sftp_inbox": _sftp_inbox_sens
 def build_method1_dag(entry: dict[str, Any]) -> DAG:
     """The Method 1 DAG of one protocol (``entry`` is one protocol of the registry snapshot)."""
     protocol_id = int(entry["id"])
-    poke = _seconds("WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS", 60)
+    timing = get_timing()
+    poke = timing.poke_interval
     with DAG(
         dag_id=method1_dag_id(entry),
         dag_display_name=f"Method 1 · {entry['municipality']} ({entry['nis_code']}) · protocol {protocol_id}",
@@ -165,7 +141,7 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
             protocol_id=protocol_id,
             requirements={"kind": "method1", "channel": entry["channel"]},
             poke_interval=poke,
-            timeout=_seconds("WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS", 7 * 24 * 3600),
+            timeout=timing.gate_timeout,
             retries=0,
         )
         arrival = _arrival_sensor(entry, poke)
@@ -284,7 +260,7 @@ def build_mail_triage_dag() -> DAG:
         dag_display_name="Method 1 · agency mailbox triage (unknown senders)",
         description="Refuse e-mail from senders that no e-mail protocol registers",
         doc_md=build_mail_triage_dag.__doc__,
-        schedule=os.environ.get("WELFARE_EXCHANGE_MAIL_TRIAGE_SCHEDULE") or "@hourly",
+        schedule=get_timing().mail_triage_schedule,
         start_date=START,
         catchup=False,
         max_active_runs=1,

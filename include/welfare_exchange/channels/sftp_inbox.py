@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import posixpath
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -30,15 +29,15 @@ from typing import TYPE_CHECKING
 from welfare_exchange import audit, ledger
 from welfare_exchange.db import session_scope
 from welfare_exchange.protocols import get
+from welfare_exchange.settings import get_timing
 from welfare_exchange.transport import sftp
 
 if TYPE_CHECKING:
-    from airflow.providers.sftp.hooks.sftp import SFTPHook
+    from welfare_exchange.transport.sftp import SFTPHook
 
 log = logging.getLogger(__name__)
 
 INBOX, OUTBOX, QUARANTINE = "inbox", "outbox", "quarantine"
-STALE_UPLOAD_VARIABLE = "WELFARE_EXCHANGE_INBOX_STALE_UPLOAD_SECONDS"
 
 #: Advice every refusal report on the SFTP channel ends with when a file may have been taken half-written.
 UPLOAD_ADVICE = (
@@ -81,7 +80,7 @@ REASONS: dict[str, tuple[str, ...]] = {
 
 def stale_upload_seconds() -> float:
     """How long a temporary upload may stay unchanged before it is reported (default 24 h)."""
-    return float(os.environ.get(STALE_UPLOAD_VARIABLE) or 24 * 3600)
+    return get_timing().stale_upload
 
 
 def reason_for(survey: sftp.InboxSurvey, f: sftp.RemoteFile) -> str:

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from welfare_exchange.settings import REPO_ROOT
+from welfare_exchange.settings import REPO_ROOT, get_settings
 
 NIS = "44021"  # Gent
 KEY_CONNECTION = f"key_{NIS}"
@@ -113,12 +113,13 @@ def _settings_env(workspace: Path) -> dict[str, str]:
     }
     # `make` loads these from var/secrets.env; run by hand without it, the demo's throw-away
     # database gets throw-away keys (generated, never written).
-    for name, make in (
-        ("WELFARE_EXCHANGE_AUDIT_HMAC_KEY", lambda: secrets.token_hex(32)),
-        ("WELFARE_EXCHANGE_STAGING_KEY", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()),
-        ("WELFARE_EXCHANGE_AUDIT_SIGNING_KEY", lambda: secrets.token_hex(32)),
+    current = get_settings()
+    for name, value, make in (
+        ("WELFARE_EXCHANGE_AUDIT_HMAC_KEY", current.audit_hmac_key, lambda: secrets.token_hex(32)),
+        ("WELFARE_EXCHANGE_STAGING_KEY", current.staging_key, lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()),
+        ("WELFARE_EXCHANGE_AUDIT_SIGNING_KEY", current.audit_signing_key, lambda: secrets.token_hex(32)),
     ):
-        env[name] = os.environ.get(name) or make()
+        env[name] = value or make()
     return env
 
 
@@ -195,11 +196,11 @@ def prepare(workspace: Path, *, children: int = 20000, seed: int = 7, request_si
         ).split()[-1])
         for action in ("submit", "advise", "sign"):
             _cli("protocol", action, str(protocol_id))
-        from welfare_exchange.exchange.dag_factory import method1_dag_id, read_snapshot
+        from welfare_exchange.orchestration.dag_factory import method1_dag_id, read_snapshot
 
         entry = next((p for p in read_snapshot() if int(p["id"]) == protocol_id), None)
         if entry is None:
-            raise DemoError(f"protocol {protocol_id} is not in the registry snapshot {os.environ['WELFARE_EXCHANGE_REGISTRY_SNAPSHOT']}")
+            raise DemoError(f"protocol {protocol_id} is not in the registry snapshot {get_settings().registry_snapshot}")
         dag_id = method1_dag_id(entry)
         say(f"protocol {protocol_id} created, submitted, advised and signed → DAG {dag_id}")
 

@@ -1,8 +1,8 @@
-"""What every Method 1 step shares, whatever the channel: the gate, the key, refusals, reports.
+"""What every Method 1 step shares, whatever the channel: the gate, the key, refusals, reports,
+the result file's name.
 
-Kept apart from :mod:`.steps` so that the channel modules (:mod:`.channels.sftp`,
-:mod:`.channels.smime`) and the channel-agnostic steps can both use it without importing
-each other.
+Below both the channel modules (:mod:`.sftp`, :mod:`.smime`) and the channel-agnostic steps
+(:mod:`welfare_exchange.exchange.steps`), so that both use it and neither imports the other.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 from typing import Any
 
-from welfare_exchange import audit, ledger
+from welfare_exchange import audit, connections, ledger
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import InputError, ProtocolError
 from welfare_exchange.protocols import check_gate, get
@@ -27,11 +27,9 @@ class ExchangeRefused(InputError):
 
 def key_password(protocol: Protocol) -> str:
     """The file password agreed between the two DPOs: the password of the protocol's key connection."""
-    from airflow.sdk import BaseHook
-
     try:
-        connection = BaseHook.get_connection(protocol.key_connection)
-    except Exception as exc:  # AirflowNotFoundException and friends: say what to configure
+        connection = connections.get(protocol.key_connection)
+    except Exception as exc:  # not defined, or its backend unreachable: say what to configure
         raise ProtocolError(
             f"the key connection {protocol.key_connection!r} of protocol {protocol.id} cannot be read "
             f"({type(exc).__name__}): create it in Airflow (Admin > Connections) or as "
@@ -42,6 +40,11 @@ def key_password(protocol: Protocol) -> str:
         raise ProtocolError(f"the key connection {protocol.key_connection!r} of protocol {protocol.id} has no password",
                             code="key_connection_missing")
     return connection.password
+
+
+def result_file_name(protocol: Protocol, exchange: Exchange) -> str:
+    """The result file's name on every channel, e.g. ``groeipakket_resultaat_44021_exchange-12_2026-11-28.xlsx``."""
+    return f"groeipakket_resultaat_{protocol.nis_code}_exchange-{exchange.id}_{exchange.exchange_date.isoformat()}.xlsx"
 
 
 def require_gate(protocol: Protocol, on: dt.date) -> None:

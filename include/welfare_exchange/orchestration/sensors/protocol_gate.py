@@ -6,11 +6,11 @@ import datetime as dt
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowFailException
 
-from welfare_exchange.exchange.context import exchange_date
-from welfare_exchange.hooks.project_db import ProjectDbHook
-from welfare_exchange.triggers.protocol_gate import ProtocolGateTrigger
+from welfare_exchange.runinfo import exchange_date
+from welfare_exchange.orchestration.hooks.project_db import ProjectDbHook
+from welfare_exchange.orchestration.tasks import fail
+from welfare_exchange.orchestration.triggers.protocol_gate import ProtocolGateTrigger
 
 
 class ProtocolGateSensor(BaseSensorOperator):
@@ -37,7 +37,7 @@ class ProtocolGateSensor(BaseSensorOperator):
     def _decide(self, on: dt.date):
         decision = ProjectDbHook().gate_decision(int(self.protocol_id), on, **self.requirements)
         if decision.state == "closed":
-            raise AirflowFailException(f"protocol gate closed: {decision.reason}. Nothing was read or sent.")
+            fail(f"protocol gate closed: {decision.reason}. Nothing was read or sent.")
         return decision
 
     def poke(self, context) -> bool:
@@ -62,5 +62,5 @@ class ProtocolGateSensor(BaseSensorOperator):
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> None:
         if not event or event.get("status") != "open":
             reason = (event or {}).get("reason", "no decision")
-            raise AirflowFailException(f"protocol gate closed: {reason}. Nothing was read or sent.")
+            fail(f"protocol gate closed: {reason}. Nothing was read or sent.")
         self.log.info("protocol gate: %s", event.get("reason"))

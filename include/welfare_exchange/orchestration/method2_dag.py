@@ -1,6 +1,6 @@
 """Build one Method 2 DAG per protocol, from the registry snapshot — never from a database query.
 
-As for Method 1 (:mod:`welfare_exchange.exchange.dag_factory`), each municipality's campaigns
+As for Method 1 (:mod:`welfare_exchange.orchestration.dag_factory`), each municipality's campaigns
 are their own row in the Airflow UI: DAG id, display name and tags name the municipality, NIS
 code and protocol. A run is a campaign; the campaign's identity is decided by the ledger (the
 protocol, reference date, offer text and wave), not by the run — so a second run, a cleared
@@ -15,10 +15,12 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, chain, get_current_context, task
 
-from welfare_exchange.exchange.dag_factory import is_wanted, protocol_dag_id, read_snapshot, run_step
-from welfare_exchange.exchange.defaults import default_args
+from welfare_exchange.orchestration.dag_factory import is_wanted, protocol_dag_id, read_snapshot
+from welfare_exchange.orchestration.defaults import default_args
 from welfare_exchange.outreach import steps
-from welfare_exchange.sensors.protocol_gate import ProtocolGateSensor
+from welfare_exchange.orchestration.sensors.protocol_gate import ProtocolGateSensor
+from welfare_exchange.orchestration.tasks import run_step
+from welfare_exchange.settings import get_timing
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -56,7 +58,8 @@ def method2_dag_id(entry: dict[str, Any]) -> str:
 def build_method2_dag(entry: dict[str, Any]) -> DAG:
     """The Method 2 DAG of one protocol (``entry`` is one protocol of the registry snapshot)."""
     protocol_id = int(entry["id"])
-    poke = float(os.environ.get("WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS", 60))
+    timing = get_timing()
+    poke = timing.poke_interval
     with DAG(
         dag_id=method2_dag_id(entry),
         dag_display_name=f"Method 2 · {entry['municipality']} ({entry['nis_code']}) · protocol {protocol_id}",
@@ -75,7 +78,7 @@ def build_method2_dag(entry: dict[str, Any]) -> DAG:
             protocol_id=protocol_id,
             requirements={"kind": "method2"},
             poke_interval=poke,
-            timeout=float(os.environ.get("WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS", 7 * 24 * 3600)),
+            timeout=timing.gate_timeout,
             retries=0,
         )
 

@@ -12,11 +12,11 @@ import pytest
 
 from tests.fixtures.sftp import hold_startup, own_sftp_server, release_when_logged
 from welfare_exchange.transport import sftp as transport
-from welfare_exchange.triggers.request_arrival import RequestArrivalTrigger
+from welfare_exchange.orchestration.triggers.request_arrival import RequestArrivalTrigger
 
 pytestmark = pytest.mark.sftp
 
-PATH = "welfare_exchange.triggers.request_arrival.RequestArrivalTrigger"
+PATH = "welfare_exchange.orchestration.triggers.request_arrival.RequestArrivalTrigger"
 
 
 def _trigger(conn_id: str, seconds: float = 20, **kwargs) -> RequestArrivalTrigger:

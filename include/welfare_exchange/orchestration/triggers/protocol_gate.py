@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from welfare_exchange.hooks.project_db import ProjectDbHook
+from welfare_exchange.orchestration.hooks.project_db import ProjectDbHook
 
 
 class ProtocolGateTrigger(BaseTrigger):
