@@ -337,7 +337,7 @@ def run_configuration(backend: str, policy: str, sizes: list[int], scale: float,
     from welfare_exchange.db import session_scope
     from welfare_exchange.db.engine import dispose_engines
     from welfare_exchange.devtools.sftp_server import SftpServer, chroot_capable_root
-    from welfare_exchange.entitlements.municipalities import MUNICIPALITIES
+    from welfare_exchange.municipalities import MUNICIPALITIES
     from welfare_exchange.orchestration.dag_factory import method1_dag_id
     from welfare_exchange.protocols import create, registry, transition
 
