@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SYSTEM_PACKAGES := openssh-server openssh-client libreoffice-calc-nogui python3-uno dovecot-imapd docker-compose chromium
 
-.PHONY: install system-deps demo test lint bench up clean
+.PHONY: install system-deps demo demo-referral test lint bench up clean
 
 install: system-deps $(VENV)/.installed
 	@$(ENV) welfare-exchange db upgrade
@@ -30,6 +30,9 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 
 demo: install
 	@$(ENV) $(PY) -m welfare_exchange.devtools.demo
+
+demo-referral: install
+	@$(ENV) $(PY) -m welfare_exchange.devtools.demo --referral --workspace var/demo-referral
 
 test: install
 	@$(ENV) $(PY) -m pytest $(PYTEST_ARGS)

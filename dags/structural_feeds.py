@@ -25,4 +25,10 @@ See `docs/structural_feeds.md`. No personal data appears in logs, XCom or the ru
 
 from welfare_exchange.orchestration.feeds_dag import build_structural_feeds_dag
 
-structural_feeds_dag = build_structural_feeds_dag(doc_md=__doc__)
+
+def structural_feeds():
+    """The DAG, built again from the current settings (what the tests call)."""
+    return build_structural_feeds_dag(doc_md=__doc__)
+
+
+structural_feeds_dag = structural_feeds()

@@ -335,3 +335,18 @@ def test_docs_architecture_lists_the_layers_this_test_keeps():
             table[cells[1]] = {m.removesuffix(".py").rstrip("/") for m in re.findall(r"`([^`]+)`", modules)}
     assert table == dict(LAYERS)
     assert set().union(*table.values()) >= {unit_of(m) for m in import_graph() if "." in m}
+
+
+def test_connections_are_read_only_in_hooks():
+    """``get_connection`` (Airflow's reader) appears only under orchestration/hooks/: the logic asks
+    :mod:`welfare_exchange.connections` for a plain connection."""
+    readers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "hooks" in path.relative_to(PACKAGE).parts[:2]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "get_connection":
+                readers.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert readers == [], "connections read outside orchestration/hooks:\n" + "\n".join(readers)
+    hooks = (PACKAGE / "orchestration" / "hooks" / "airflow_connections.py").read_text()
+    assert "get_connection" in hooks  # the scan looks at the right thing

@@ -274,6 +274,43 @@ NO_EXCEPTION = (
 )
 
 
+def task_outcome(
+    *,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    outcome: str,
+    error: BaseException | None,
+    fact_key: str,
+    try_number: int | None = None,
+    protocol_id: int | None = None,
+) -> None:
+    """Record how a try ended that is not its run's last failure: ``success``, or ``retry`` (it
+    failed and will be retried: ``task.retried`` with its cause and runbook section). No alert:
+    Airflow tries again. Never raises (a callback must not hide the task's own outcome); what
+    could not be recorded is logged.
+    """
+    actor = audit.Actor(type="system", name="airflow", dag_id=dag_id, run_id=run_id, task_id=task_id,
+                        try_number=try_number)
+    if outcome == "retry":
+        cause = failures.classify(error, task_id)
+        text = f"{type(error).__name__}: {error}" if error is not None else NO_EXCEPTION
+        if insz.find_insz_shaped(text):
+            text = f"{type(error).__name__}: [message withheld: it contained personal data]"
+        action, message = "task.retried", failures.fact_message(cause, text)
+    else:
+        action, message = "task.succeeded", f"task {task_id} succeeded (try {try_number if try_number is not None else '?'})"
+    try:
+        with session_scope() as session:
+            exchange = ledger.exchange_of_run(session, dag_id, run_id, protocol_id)
+            audit.record(
+                session, action, outcome, actor=actor, protocol_id=protocol_id,
+                exchange_id=exchange.id if exchange is not None else None, message=message, fact_key=fact_key,
+            )
+    except Exception:
+        log.exception("could not record the try's outcome (%s) in the audit trail", outcome)
+
+
 def task_failed(
     *,
     dag_id: str,

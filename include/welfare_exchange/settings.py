@@ -28,6 +28,7 @@ DEFAULTS: dict[str, str | None] = {
     "WELFARE_EXCHANGE_HOME": None,                       # REPO_ROOT/var
     "WELFARE_EXCHANGE_DB_URL": None,                     # a SQLite file in home
     "WELFARE_EXCHANGE_STAGING_DIR": None,                # home/staging
+    "WELFARE_EXCHANGE_STAGING_BACKEND": "local",         # or postgres (README "More than one worker host")
     "WELFARE_EXCHANGE_REGISTRY_SNAPSHOT": None,          # home/registry_snapshot.json
     "WELFARE_EXCHANGE_ENTITLEMENT_IMPORT_FILE": None,    # home/imports/entitlements.csv
     # secrets
@@ -130,6 +131,17 @@ def _bool(name: str) -> bool:
     raise ValueError(f"setting {name} must be true or false, got {value!r}")
 
 
+#: Where staged files can live (:mod:`welfare_exchange.staging`).
+STAGING_BACKENDS = ("local", "postgres")
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    value = (_raw(name) or "").strip().lower()
+    if value not in choices:
+        raise ValueError(f"setting {name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 #: The ways an audit anchor can be authenticated outside the project database.
 ANCHOR_AUTH_METHODS = ("timestamp", "signature")
 
@@ -185,7 +197,12 @@ class Settings:
     :param db_url: SQLAlchemy URL of the project database (``WELFARE_EXCHANGE_DB_URL``);
         a SQLite file in ``home`` by default, ``postgresql+psycopg2://…`` in production.
     :param staging_dir: where fetched request files (sealed with the staging key) and encrypted
-        intermediates live until their retention ends (``WELFARE_EXCHANGE_STAGING_DIR``).
+        intermediates live until their retention ends (``WELFARE_EXCHANGE_STAGING_DIR``), with
+        the ``local`` staging back end.
+    :param staging_backend: where staged files live (``WELFARE_EXCHANGE_STAGING_BACKEND``):
+        ``local`` (default: the folder above, enough when every worker shares one disk) or
+        ``postgres`` (sealed blobs in the project database, which every worker host reaches;
+        README "More than one worker host").
     :param registry_snapshot: JSON snapshot of the protocol registry that DAG files read at
         parse time instead of querying the database (``WELFARE_EXCHANGE_REGISTRY_SNAPSHOT``).
     :param audit_hmac_key: key of the keyed HMAC that pseudonymises INSZ numbers in the audit
@@ -237,6 +254,7 @@ class Settings:
     home: Path
     db_url: str
     staging_dir: Path
+    staging_backend: str
     registry_snapshot: Path
     audit_hmac_key: str | None
     staging_key: str | None
@@ -264,6 +282,7 @@ def get_settings() -> Settings:
         home=home,
         db_url=_raw("WELFARE_EXCHANGE_DB_URL") or f"sqlite:///{home / 'welfare_exchange.db'}",
         staging_dir=_path("WELFARE_EXCHANGE_STAGING_DIR", home / "staging"),
+        staging_backend=_choice("WELFARE_EXCHANGE_STAGING_BACKEND", STAGING_BACKENDS),
         registry_snapshot=_path("WELFARE_EXCHANGE_REGISTRY_SNAPSHOT", home / "registry_snapshot.json"),
         audit_hmac_key=_raw("WELFARE_EXCHANGE_AUDIT_HMAC_KEY"),
         staging_key=_raw("WELFARE_EXCHANGE_STAGING_KEY"),

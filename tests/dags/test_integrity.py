@@ -59,7 +59,10 @@ for dag_id, dag in bag.dags.items():
         "tasks": {t.task_id: {"owner": t.owner, "retries": t.retries,
                               "backoff": t.retry_exponential_backoff,
                               "callback": bool(t.on_failure_callback),
-                              "start_callback": bool(t.on_execute_callback)} for t in dag.tasks},
+                              "start_callback": bool(getattr(t, "_pre_execute_hook", None)
+                                                     or getattr(t, "partial_kwargs", {}).get("pre_execute")),
+                              "retry_callback": bool(t.on_retry_callback),
+                              "success_callback": bool(t.on_success_callback)} for t in dag.tasks},
     }
 print("RESULT " + json.dumps(out))
 """
@@ -108,6 +111,7 @@ def test_every_dag_has_tags_docs_and_the_shared_defaults(parsed):
             assert task["owner"] == "welfare-exchange", f"{dag_id}.{task_id} owner"
             assert task["callback"], f"{dag_id}.{task_id} has no failure callback"
             assert task["start_callback"], f"{dag_id}.{task_id} does not record its start"
+            assert task["retry_callback"] and task["success_callback"], f"{dag_id}.{task_id} does not record every try's outcome"
             if task_id not in NO_RETRY:
                 assert task["retries"] >= 1, f"{dag_id}.{task_id} does not retry"
                 assert task["backoff"], f"{dag_id}.{task_id} has no exponential backoff"

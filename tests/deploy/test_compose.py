@@ -227,6 +227,8 @@ def test_volumes_for_logs_staging_and_state(compose_config):
         assert "/opt/welfare-exchange/home" in targets, name
     env = services["airflow-worker"]["environment"]
     assert env["WELFARE_EXCHANGE_STAGING_DIR"] == "/opt/welfare-exchange/staging"
+    # Workers may run on several hosts: staging in the project database every worker reaches.
+    assert env["WELFARE_EXCHANGE_STAGING_BACKEND"] == "postgres"
     # No service keeps a password file: FAB's users live in the metadata DB.
     for name, service in services.items():
         targets = [v if isinstance(v, str) else v["target"] for v in service.get("volumes", [])]

@@ -29,6 +29,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "wait_for_request": ("protocol_gate",),
     "fetch_request": ("wait_for_request",),
     "decrypt_and_validate": ("fetch_request",),
+    "send_receipt": ("decrypt_and_validate",),
     "match_entitlements": ("decrypt_and_validate",),
     "build_result": ("match_entitlements",),
     "record_data_subjects": ("build_result",),
@@ -40,6 +41,7 @@ TASKS = tuple(UPSTREAM)
 ALL_DONE = {"record_data_subjects"}
 _EXCHANGE_STEPS = {
     "decrypt_and_validate": steps.decrypt_and_validate,
+    "send_receipt": steps.send_receipt,
     "match_entitlements": steps.match_entitlements,
     "build_result": steps.build_result,
     "record_data_subjects": steps.record_data_subjects,
@@ -104,7 +106,8 @@ class StepRun:
     def _run(self, task: str) -> str:
         if task == "protocol_gate":
             with session_scope() as session:
-                decision = check_gate(get(session, self.protocol_id), self.exchange_date, kind="method1", channel="sftp")
+                protocol = get(session, self.protocol_id)
+                decision = check_gate(protocol, self.exchange_date, kind="method1", channel=protocol.channel)
             if not decision.is_open:
                 raise ProtocolError(f"protocol gate {decision.state}: {decision.reason}")
             return "success"

@@ -133,14 +133,14 @@ def test_a_delivery_uploaded_but_not_recorded_is_confirmed_from_the_server_not_b
     """The try died between the upload and the ledger; the protocol is revoked before the retry."""
     run = stepped.run
     run.clear(*downstream("protocol_gate")[:-2])  # everything before deliver_result and record_retention
-    original = transport.deliver
+    original = transport.upload_bytes  # the result is read from staging and uploaded from memory
 
     def upload_then_die(*args, **kwargs):
         original(*args, **kwargs)
         raise ConnectionResetError("worker killed after the upload")
 
     with monkeypatch.context() as patch:
-        patch.setattr(transport, "deliver", upload_then_die)
+        patch.setattr(transport, "upload_bytes", upload_then_die)
         assert run.clear("deliver_result") == {"deliver_result": "failed"}
     assert run.exchange().state == "built" and len(stepped.results()) == 1
     stepped.protocol("revoke")

@@ -50,24 +50,24 @@ def test_sftp_killed_during_delivery_then_restarted_delivers_exactly_once(method
     numbers = [n for n, _ in method1.world.children[:80]]
     method1.municipality.upload_request(encrypted_request(numbers, method1.password), "aanvraag.xlsx")
     server = method1.municipality.server
-    original = transport.deliver
+    original = transport.upload_bytes  # the result is read from staging and uploaded from memory
     calls = []
 
-    def crash_first_time(hook, local_path, remote_dir, name):
+    def crash_first_time(hook, data, remote_dir, name):
         calls.append(name)
         if len(calls) > 1:
-            return original(hook, local_path, remote_dir, name)
+            return original(hook, data, remote_dir, name)
         # Half a file lands as name.part, then the server dies mid-transfer.
         with method1.municipality.agency_sftp() as client, client.open(f"{remote_dir}/{name}.part", "wb") as remote:
-            remote.write(open(local_path, "rb").read()[:1000])
+            remote.write(data[:1000])
         server.kill()
         try:
             # Down for all of the hook's own connection retries: this try fails, Airflow retries...
-            return original(hook, local_path, remote_dir, name)
+            return original(hook, data, remote_dir, name)
         finally:
             server.start()  # ...and the retry finds the server back (restarted on that condition, not a timer).
 
-    monkeypatch.setattr(transport, "deliver", crash_first_time)
+    monkeypatch.setattr(transport, "upload_bytes", crash_first_time)
     run = method1.run()
 
     assert run.state == "success"

@@ -19,7 +19,7 @@ from welfare_exchange.transport import sftp as transport
 pytestmark = [pytest.mark.sftp]
 
 DOWNSTREAM = ("fetch_request", "decrypt_and_validate", "match_entitlements", "build_result",
-              "protocol_gate_before_delivery", "deliver_result", "record_retention", "record_data_subjects")
+              "protocol_gate_before_delivery", "deliver_result", "record_retention", "record_data_subjects", "send_receipt")
 
 
 def _records(action: str) -> list[AuditRecord]:

@@ -72,14 +72,15 @@ def test_openssl_request_by_mail_gets_exactly_one_encrypted_result(method1_mail,
     run = m.run(logical)
 
     assert run.state == "success", task_states(run)
-    replies = m.mailbox("gent")
-    assert len(replies) == 1, "exactly one message goes back"
-    reply = email.message_from_bytes(replies[0], policy=email.policy.default)
+    replies = {_open_reply(openssl, m, tmp_path, r)[0]: r for r in m.mailbox("gent")}
+    assert len(replies) == 2, "exactly two messages go back: the receipt and the result"
+    [receipt_name] = [n for n in replies if n.endswith(".txt")]
+    [name] = [n for n in replies if n.endswith(".xlsx")]
+    reply = email.message_from_bytes(replies[name], policy=email.policy.default)
     assert reply.get_content_type() == "application/pkcs7-mime" and reply["To"] == GENT_ADDRESS
-    asn1 = openssl("cms", "-cmsout", "-print", "-in", str(_write(tmp_path, "r.eml", replies[0])))
+    asn1 = openssl("cms", "-cmsout", "-print", "-in", str(_write(tmp_path, "r.eml", replies[name])))
     assert b"aes-256-cbc" in asn1.lower()
-    name, data = _open_reply(openssl, m, tmp_path, replies[0])
-    assert name.endswith(".xlsx")
+    _, data = _open_reply(openssl, m, tmp_path, replies[name])
     sheets = m.open_result(data)
     got = [(r[0], r[1], r[2], r[3] or None) for r in sheets["Resultaat"][1:]]
     expected = expected_pairs(m.world, set(numbers) | {stranger}, logical.date())
@@ -88,12 +89,17 @@ def test_openssl_request_by_mail_gets_exactly_one_encrypted_result(method1_mail,
 
     [exchange] = m.exchanges()
     assert exchange.state == "delivered"
+    # The receipt: the exchange, the SHA-256 of the file as received, the rows to be processed; no number.
+    _, receipt = _open_reply(openssl, m, tmp_path, replies[receipt_name])
+    assert f"exchange: {exchange.id}".encode() in receipt and exchange.request_sha256.encode() in receipt
+    assert f"rows to be processed: {exchange.counts['valid']}".encode() in receipt
+    assert not any(n.encode() in receipt for n in numbers)
     assert m.mailbox("agency") == [] and len(m.mailbox("agency", "Processed")) == 1
     [delivered] = m.side_effects("delivered")
     assert delivered.target == reply["Message-ID"], "the ledger holds the Message-ID that was sent"
     actions = [a for a, _ in m.actions()]
-    for step in ("request.fetched", "request.validated", "entitlements.matched", "result.built", "request.subjects",
-                 "result.subjects", "result.delivered", "retention.scheduled"):
+    for step in ("request.fetched", "request.validated", "request.acknowledged", "entitlements.matched", "result.built",
+                 "request.subjects", "result.subjects", "result.delivered", "retention.scheduled"):
         assert actions.count(step) == 1, step
     # The registered certificate that ends within 30 days: a warning, in the audit and the log.
     assert ("certificate.expiring", "warning") in m.actions()
@@ -107,13 +113,14 @@ def test_openssl_request_by_mail_gets_exactly_one_encrypted_result(method1_mail,
     item = {"uid": 1, "uidvalidity": 0, "size": 0}
     assert steps.fetch_request(m.protocol_id, item, info) == exchange.id
     steps.decrypt_and_validate(exchange.id, info)
+    assert steps.send_receipt(exchange.id, info)["already_sent"] is True
     steps.match_entitlements(exchange.id, info)
     assert steps.build_result(exchange.id, info)["result_sha256"] == exchange.result_sha256
     steps.recheck_gate(exchange.id, info)
     again = steps.deliver_result(exchange.id, info)
     assert again["already_delivered"] is True and again["message_id"] == reply["Message-ID"]
     steps.record_retention(exchange.id, info)
-    assert len(m.servers.delivered) == sent_before and len(m.mailbox("gent")) == 1
+    assert len(m.servers.delivered) == sent_before and len(m.mailbox("gent")) == 2
     assert len(m.side_effects("delivered")) == 1
     assert len(m.actions()) == facts_before
     with session_scope() as session:

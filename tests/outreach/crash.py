@@ -14,6 +14,7 @@ from tests.outreach.conftest import EXCHANGE_DATE
 #: outbox not yet told), ``before_send`` (the n-th message was begun, never handed over).
 WORKER = r"""
 import datetime as dt, os, signal, sys
+import welfare_exchange.orchestration.hooks  # a worker reads connections through the Airflow hooks (its DAG file imports them)
 from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.outreach import smtp, steps
 
@@ -57,6 +58,7 @@ def worker_killing_itself(stage: str, n: int, exchange_id: int) -> None:
 #: after the SMTP server accepted the resend, before the outbox was told.
 RESOLVER = r"""
 import datetime as dt, os, signal, sys
+import welfare_exchange.orchestration.hooks  # as the CLI does: connections through the Airflow hooks
 from welfare_exchange import audit
 from welfare_exchange.outreach import resolution, smtp
 

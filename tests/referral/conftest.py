@@ -120,11 +120,12 @@ def _free_flemish_nis(sftp_server) -> str:
 
 
 @pytest.fixture
-def agreement(sqlite_db, sftp_server, sftp_municipality_factory, monkeypatch) -> Agreement:
+def agreement(sqlite_db, sftp_server, sftp_municipality_factory, monkeypatch, tmp_path) -> Agreement:
     """A signed referral agreement (parent name and criteria only) over a real SFTP account."""
     municipality = sftp_municipality_factory(_free_flemish_nis(sftp_server))
     password = secrets.token_urlsafe(12)
     monkeypatch.setenv("AIRFLOW_CONN_KEY_REFERRAL", json.dumps({"conn_type": "generic", "password": password}))
+    monkeypatch.setenv("WELFARE_EXCHANGE_AGENCY_OUTBOX", str(tmp_path / "agency-outbox"))
     for name, value in {
         "WELFARE_EXCHANGE_SETTLE_SECONDS": "0.3", "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "1",
         "WELFARE_EXCHANGE_RETRY_DELAY_SECONDS": "1", "WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS": "3",

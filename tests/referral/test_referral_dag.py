@@ -160,3 +160,28 @@ def test_withdrawal_after_delivery_sends_one_notice_and_overdue_feedback_is_flag
         [fact] = session.scalars(sa.select(AuditRecord).where(AuditRecord.action == "referral.feedback_overdue")).all()
         assert fact.counts["referrals"] == 2
     assert "DEADLINE MISSED" in caplog.text
+
+
+def test_a_feedback_file_moved_by_a_try_that_died_before_recording_it_is_taken_from_received(agreement):
+    """The try moved the file to received/ and died before the ledger said so: the retry finds it
+    there (by its handle, never its name) instead of failing on an empty inbox."""
+    from welfare_exchange import ledger
+    from welfare_exchange.protocols import get
+    from welfare_exchange.referral import delivery
+    from welfare_exchange.transport import sftp
+
+    data = feedback_file([("DV-AAAA-BBBB", "gecontacteerd", TODAY)], agreement.password)
+    agreement.municipality.upload_request(data, "terugkoppeling_x.xlsx")
+    with session_scope() as session:
+        protocol = get(session, agreement.protocol_id)
+    handle = delivery.waiting_feedback(protocol, settle_seconds=0.2)
+    assert handle is not None and "terugkoppeling" not in handle
+    with session_scope() as session:
+        ledger.begin_side_effect(session, "take:test", kind="referral_feedback_received", exchange_id=None)
+    sftp.move(sftp.sftp_hook(protocol.channel_connection), "inbox/terugkoppeling_x.xlsx", "received")  # then the try died
+
+    got, remote = delivery.take_feedback(protocol, handle, key="take:test")
+    assert got == data and remote == "received/terugkoppeling_x.xlsx"
+    with session_scope() as session:
+        assert ledger.is_done(session, "take:test")
+    assert delivery.waiting_feedback(protocol, settle_seconds=0.2) is None

@@ -45,11 +45,17 @@ def test_days_after_delivery_deletes_on_the_deadline_not_a_day_before(project_db
     assert verify()
 
 
+def _staged_request(staging, data: bytes):
+    staging.write_request(data)
+    return staging.request_path()
+
+
 def test_rerun_deletes_nothing_twice_and_a_copy_gone_is_reported_missing_never_certified(project_db):
     pid = signed_protocol()
     eid = exchange(pid)
     staging = staging_with_files(pid, eid)
-    gone = staging.write_request(f"{pid}a".encode())  # the exchange's request, sealed
+    staging.write_request(f"{pid}a".encode())  # the exchange's request, sealed
+    gone = staging.request_path()
     first = schedule(pid, eid, "request_file", "local", str(gone), EXCHANGE_DATE, sha256=get_exchange(eid).request_sha256)
     second = schedule(pid, eid, "staging", "local", str(staging.folder), EXCHANGE_DATE)
     gone.unlink()  # removed by hand before the run
@@ -79,7 +85,7 @@ def test_a_staged_request_due_with_its_folder_is_certified_before_the_folder_goe
     eid = exchange(pid)
     staging = staging_with_files(pid, eid, "result.xlsx")
     folder = schedule(pid, eid, "staging", "local", str(staging.folder), EXCHANGE_DATE)
-    request = schedule(pid, eid, "request_file", "local", str(staging.write_request(f"{pid}a".encode())), EXCHANGE_DATE,
+    request = schedule(pid, eid, "request_file", "local", str(_staged_request(staging, f"{pid}a".encode())), EXCHANGE_DATE,
                        sha256=get_exchange(eid).request_sha256)
 
     report = runner.delete_due(EXCHANGE_DATE, actor=ACTOR)
@@ -90,7 +96,7 @@ def test_a_staged_request_due_with_its_folder_is_certified_before_the_folder_goe
 def test_a_staged_file_whose_content_changed_is_not_deleted(project_db):
     pid = signed_protocol()
     eid = exchange(pid)
-    staged = staging_with_files(pid, eid).write_request(b"another request")
+    staged = _staged_request(staging_with_files(pid, eid), b"another request")
     item_id = schedule(pid, eid, "request_file", "local", str(staged), EXCHANGE_DATE, sha256=get_exchange(eid).request_sha256)
 
     report = runner.delete_due(EXCHANGE_DATE, actor=ACTOR)

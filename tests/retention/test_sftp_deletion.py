@@ -60,7 +60,7 @@ def test_after_an_exchange_every_file_is_deleted_on_its_deadline_with_certificat
     assert run.state == "success", task_states(run)
     assert method1.outbox() == {}
     certs = {r.message.split(")")[0].split(": ")[1]: r for r in records("retention.deleted")}
-    assert set(certs) == {"request_file (sftp", "request_file (local", "result_file (sftp", "staging (local"}
+    assert set(certs) == {"request_file (sftp", "request_file (local", "result_file (sftp", "report (sftp", "staging (local"}
     assert certs["result_file (sftp"].file_hashes == {"result_file": exchange.result_sha256}
     assert all(c.exchange_id == exchange.id and c.protocol_id == method1.protocol_id for c in certs.values())
 

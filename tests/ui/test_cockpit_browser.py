@@ -182,9 +182,10 @@ def test_states_history_register_and_retry_in_chromium(sqlite_db, sftp_municipal
                                 "headers: {'X-CSRF-Token': document.querySelector('meta[name=csrf-token]').content}})"
                                 ".then(r => r.status)") == 409  # delivered: nothing to retry
 
-    # Exactly once, and nothing but the result.
+    # Exactly once, and nothing but the receipt and the result.
     outbox = failing.read_outbox()
-    assert list(outbox) == [f"groeipakket_resultaat_{failing.nis}_exchange-{failed_exchange.id}_2026-11-02.xlsx"]
+    assert sorted(outbox) == [f"groeipakket_ontvangstbevestiging_{failing.nis}_exchange-{failed_exchange.id}.txt",
+                              f"groeipakket_resultaat_{failing.nis}_exchange-{failed_exchange.id}_2026-11-02.xlsx"]
     with session_scope() as session:
         delivered = session.scalars(sa.select(AuditRecord).where(AuditRecord.action == "result.delivered")).all()
         assert [r.exchange_id for r in delivered] == [failed_exchange.id]

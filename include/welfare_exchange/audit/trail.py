@@ -107,6 +107,11 @@ def _refuse_personal_data(*texts: str | None) -> None:
             raise ValueError("an audit message may not contain an INSZ number; pass it as `subject`")
 
 
+def fact_exists(session: Session, fact_key: str) -> bool:
+    """Whether the fact with this ``fact_key`` is recorded."""
+    return session.scalar(sa.select(AuditRecord.id).where(AuditRecord.fact_key == fact_key)) is not None
+
+
 def record(
     session: Session,
     action: str,

@@ -54,6 +54,8 @@ class Channel(abc.ABC):
       sensor that calls :meth:`find_request`), or a name the orchestration layer knows for a
       channel with its own, richer sensor (``"sftp_inbox"``, ``"mailbox"``);
     * ``refusal_hint`` — where an operator finds a refused request and what the municipality got;
+    * ``sender_identity`` — a protocol on it must register the municipality's sender address and
+      certificate (the channel ties requests to both);
     * ``unreachable`` — the errors meaning the store itself cannot be reached (the retention run
       stops that store's items and retries later).
     """
@@ -63,6 +65,7 @@ class Channel(abc.ABC):
     sensor: ClassVar[str] = "generic"
     refusal_hint: ClassVar[str] = ""
     unreachable: ClassVar[tuple[type[BaseException], ...]] = ()
+    sender_identity: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ arrival
 
@@ -134,6 +137,11 @@ class Channel(abc.ABC):
         even where it could not encrypt it). ``reference``: a stable name of what is sent, for
         a channel that derives an identity from it (a Message-ID); default the key.
         """
+
+    def sent_location(self, protocol, name: str) -> str | None:
+        """Where a file :meth:`send_file` sent as ``name`` lies on the channel, when the agency must
+        delete it later (``None`` when the copy is the municipality's)."""
+        del protocol, name
 
     # ------------------------------------------------------------------ retention
 

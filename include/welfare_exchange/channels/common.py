@@ -108,14 +108,14 @@ def sha256_file(path) -> str:
 
 
 def result_deadline(protocol: Protocol, exchange: Exchange) -> dt.date:
-    return exchange.exchange_date + dt.timedelta(days=protocol.result_retention_days)
+    return ledger.result_deadline(protocol, exchange.exchange_date)[0]
 
 
 def request_deadline(protocol: Protocol, exchange: Exchange) -> dt.date:
     """When the request (and its copies on the channel) must be gone."""
     if protocol.delete_request_after_match:  # "delete the request as soon as matching is done"
         return exchange.exchange_date
-    return exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days)
+    return ledger.request_deadline(protocol, exchange.exchange_date)[0]
 
 
 def report_text(protocol: Protocol, exchange: Exchange, err: InputError, *, file_name: bool = True) -> bytes:

@@ -25,7 +25,7 @@ _registered: dict[str, Channel] = {}
 def register(channel: Channel) -> Channel:
     """Make ``channel`` known under its ``name`` (replacing an earlier registration of that name)."""
     _registered[channel.name] = channel
-    protocol_channels.allow(channel.name)
+    protocol_channels.allow(channel.name, sender_identity=channel.sender_identity)
     return channel
 
 

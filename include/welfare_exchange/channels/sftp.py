@@ -33,7 +33,7 @@ from welfare_exchange.errors import InputError
 from welfare_exchange.channels import sftp_inbox as inbox
 from welfare_exchange.intake import IntakeError, IntakeLimits
 from welfare_exchange.protocols import get
-from welfare_exchange.staging import Staging
+from welfare_exchange.staging import RESULT_FILE, Staging
 from welfare_exchange.transport import sftp
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,10 @@ def fetch_request(protocol_id: int, remote: dict[str, Any], run: RunInfo) -> int
         target = sftp.move(hook, posixpath.join(INBOX, name), RECEIVED)
         with session_scope() as session:
             protocol = get(session, protocol_id)
-            days = protocol.request_retention_days
+            deadline, rule = ledger.request_deadline(protocol, run.exchange_date)
             ledger.schedule_deletion(
                 session, protocol_id=protocol.id, exchange_id=duplicate_of, kind="request_file", where="sftp",
-                location=f"{protocol.channel_connection}:{target}", deadline=run.exchange_date + dt.timedelta(days=days),
-                rule=f"request: {days} days after receipt (protocol {protocol.id})", sha256=digest, size=size,
+                location=f"{protocol.channel_connection}:{target}", deadline=deadline, rule=rule, sha256=digest, size=size,
             )
         log.info("duplicate request: same content as exchange %s; moved to %s, not processed again", duplicate_of, sftp.shown(target))
         return None
@@ -119,22 +118,18 @@ def _finish_fetch(protocol_id: int, exchange_id: int, name: str, run: RunInfo) -
     key = f"exchange:{exchange_id}:received"
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
-        done = ledger.is_done(session, key)
-        hook = _hook(protocol)
-    if not done:
-        with session_scope() as session:
-            ledger.begin_side_effect(session, key, kind="received", exchange_id=exchange_id)
-        try:
-            target = sftp.move(hook, posixpath.join(INBOX, name), RECEIVED)
-        except sftp.RemoteFileMissing:  # moved by an earlier try that crashed before recording it
-            target = posixpath.join(RECEIVED, name)
-        with session_scope() as session:
-            ledger.complete_side_effect(session, key, sha256=exchange.request_sha256, detail={"remote": target})
+    with ledger.side_effect(key, kind="received", exchange_id=exchange_id) as effect:
+        if effect.pending:
+            try:
+                target = sftp.move(_hook(protocol), posixpath.join(INBOX, name), RECEIVED)
+            except sftp.RemoteFileMissing:  # moved by an earlier try that crashed before recording it
+                target = posixpath.join(RECEIVED, name)
+            effect.complete(sha256=exchange.request_sha256, detail={"remote": target})
+    target = effect.detail["remote"]
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
-        target = ledger.find_side_effect(session, key).detail["remote"]
-        deadline = exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days)
-        rule = f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})"
+        deadline, rule = ledger.request_deadline(protocol, exchange.exchange_date)
+        staging = Staging(protocol.id, exchange.id)
         if not ledger.is_done(session, f"exchange:{exchange_id}:quarantined"):  # else the item followed the file
             ledger.schedule_deletion(
                 session, protocol_id=protocol.id, exchange_id=exchange.id, kind="request_file", where="sftp",
@@ -142,8 +137,8 @@ def _finish_fetch(protocol_id: int, exchange_id: int, name: str, run: RunInfo) -
                 sha256=exchange.request_sha256, size=exchange.request_size,
             )
         ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
-            location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline, rule=rule,
+            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where=staging.where,
+            location=staging.location(), deadline=deadline, rule=rule,
         )
     return exchange_id
 
@@ -156,39 +151,31 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
         received = ledger.find_side_effect(session, f"exchange:{exchange_id}:received")
-        moved = ledger.find_side_effect(session, f"exchange:{exchange_id}:quarantined")
     hook = _hook(protocol)
-    if moved is None or moved.state != "done":
-        source = received.detail["remote"] if received and received.detail else posixpath.join(RECEIVED, exchange.request_name)
-        with session_scope() as session:
-            ledger.begin_side_effect(session, f"exchange:{exchange_id}:quarantined", kind="quarantined", exchange_id=exchange_id)
-        try:
-            target = sftp.move(hook, source, QUARANTINE)
-        except sftp.RemoteFileMissing:
-            target = posixpath.join(QUARANTINE, posixpath.basename(source))
-        with session_scope() as session:
-            ledger.complete_side_effect(session, f"exchange:{exchange_id}:quarantined", detail={"remote": target})
+    with ledger.side_effect(f"exchange:{exchange_id}:quarantined", kind="quarantined", exchange_id=exchange_id) as effect:
+        if effect.pending:
+            source = received.detail["remote"] if received and received.detail else posixpath.join(RECEIVED, exchange.request_name)
+            try:
+                target = sftp.move(hook, source, QUARANTINE)
+            except sftp.RemoteFileMissing:
+                target = posixpath.join(QUARANTINE, posixpath.basename(source))
+            effect.complete(detail={"remote": target})
     report_name = validation_report_name(protocol, exchange)
     report_key = f"exchange:{exchange_id}:report"
-    with session_scope() as session:
-        report_done = ledger.is_done(session, report_key)
-        if not report_done:
-            ledger.begin_side_effect(session, report_key, kind="report_delivered", exchange_id=exchange_id,
-                                     target=posixpath.join(OUTBOX, report_name))
-    if not report_done:
-        advice = inbox.advice_for_refusal(err.code)  # a file taken half-written: how to upload safely
-        report = report_text(protocol, exchange, err) + "".join(f"\n{line}" for line in advice).encode("utf-8")
-        digest, size = sftp.upload_bytes(hook, report + (b"\n" if advice else b""), OUTBOX, report_name)
-        with session_scope() as session:
-            ledger.complete_side_effect(session, report_key, sha256=digest, detail={"bytes": size})
+    with ledger.side_effect(report_key, kind="report_delivered", exchange_id=exchange_id,
+                            target=posixpath.join(OUTBOX, report_name)) as effect:
+        if effect.pending:
+            advice = inbox.advice_for_refusal(err.code)  # a file taken half-written: how to upload safely
+            report = report_text(protocol, exchange, err) + "".join(f"\n{line}" for line in advice).encode("utf-8")
+            digest, size = sftp.upload_bytes(hook, report + (b"\n" if advice else b""), OUTBOX, report_name)
+            effect.complete(sha256=digest, detail={"bytes": size})
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
         source = received.detail["remote"] if received and received.detail else None
         target = ledger.find_side_effect(session, f"exchange:{exchange_id}:quarantined").detail["remote"]
         report = ledger.find_side_effect(session, report_key)
         ledger.update_exchange(session, exchange, state="quarantined", failure_code=err.code)
-        deadline = exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days)
-        rule = f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})"
+        deadline, rule = ledger.request_deadline(protocol, exchange.exchange_date)
         conn = protocol.channel_connection
         moved = source is not None and ledger.move_copy(
             session, "request_file", f"{conn}:{source}", exchange_id=exchange_id, kind="quarantine",
@@ -222,16 +209,17 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
         name = result_file_name(protocol, exchange)
-        effect = ledger.find_side_effect(session, key)
-        if effect is not None and effect.state == "done":
+    with ledger.side_effect(key, kind="delivered", exchange_id=exchange_id, target=posixpath.join(OUTBOX, name)) as effect:
+        if effect.was_done:
             log.info("exchange %s was already delivered at %s; nothing sent again", exchange_id, effect.done_at)
             return {"name": name, "sha256": effect.sha256, "already_delivered": True}
-        ledger.begin_side_effect(session, key, kind="delivered", exchange_id=exchange_id, target=posixpath.join(OUTBOX, name))
-    staged = Staging(protocol.id, exchange.id).path("result.xlsx")
-    digest, size = sftp.deliver(_hook(protocol), staged, OUTBOX, name)
-    if digest != exchange.result_sha256:
-        raise RuntimeError(f"exchange {exchange_id}: the delivered file's hash differs from the built result; not recorded as delivered")
-    _record_delivery(exchange_id, name, digest, size, run)
+        staged = Staging(protocol.id, exchange.id).read_file(RESULT_FILE)
+        digest, size = sftp.upload_bytes(_hook(protocol), staged, OUTBOX, name)
+        del staged
+        if digest != exchange.result_sha256:
+            raise RuntimeError(f"exchange {exchange_id}: the delivered file's hash differs from the built result; not recorded as delivered")
+        _record_delivery(exchange_id, name, digest, size, run)  # completes it with the exchange's state and fact
+        effect.complete(sha256=digest, detail={"bytes": size})
     return {"name": name, "sha256": digest, "already_delivered": False}
 
 
@@ -252,8 +240,9 @@ def confirm_delivery(exchange_id: int, run: RunInfo) -> bool:
         name = result_file_name(protocol, exchange)
     if exchange.result_sha256 is None or sftp.remote_sha256(_hook(protocol), posixpath.join(OUTBOX, name)) != exchange.result_sha256:
         return False
-    staged = Staging(protocol.id, exchange.id).path("result.xlsx")
-    _record_delivery(exchange_id, name, exchange.result_sha256, staged.stat().st_size if staged.exists() else None, run)
+    staged = Staging(protocol.id, exchange.id)
+    _record_delivery(exchange_id, name, exchange.result_sha256,
+                     len(staged.read_file(RESULT_FILE)) if staged.has(RESULT_FILE) else None, run)
     return True
 
 
@@ -413,6 +402,9 @@ class SftpChannel(Channel):
 
     def send_file(self, protocol, **kwargs):
         return send_file(protocol, **kwargs)
+
+    def sent_location(self, protocol, name):
+        return f"{protocol.channel_connection}:{posixpath.join(OUTBOX, name)}"
 
     def shown_location(self, location):
         conn_id, _, path = location.partition(":")

@@ -61,7 +61,7 @@ from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeError
 from welfare_exchange.protocols import get
 from welfare_exchange.settings import get_mail_settings
-from welfare_exchange.staging import Staging
+from welfare_exchange.staging import RESULT_FILE, Staging
 from welfare_exchange.transport import mail, smime
 
 log = logging.getLogger(__name__)
@@ -455,24 +455,23 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
 def _finish_fetch(protocol_id: int, exchange_id: int, item: dict[str, Any], run: RunInfo) -> int:
     """Move the message from ``INBOX`` to ``Processed`` (once) and record the deletion deadlines."""
     key = f"exchange:{exchange_id}:received"
-    with session_scope() as session:
-        effect = ledger.begin_side_effect(session, key, kind="received", exchange_id=exchange_id)
-        done, detail = effect.state == "done", dict(effect.detail or item)
-    if not done:
-        # Moved already by a try that crashed before recording it: found in Processed by its digest.
-        detail = {**detail, **_located(_move(detail, mailbox=INBOX, to=PROCESSED))}
-        with session_scope() as session:
-            exchange, _ = load_exchange(session, exchange_id)
-            ledger.complete_side_effect(session, key, sha256=exchange.request_sha256, detail=detail)
+    with ledger.side_effect(key, kind="received", exchange_id=exchange_id) as effect:
+        if effect.pending:
+            # Moved already by a try that crashed before recording it: found in Processed by its digest.
+            moved = {**item, **_located(_move(item, mailbox=INBOX, to=PROCESSED))}
+            with session_scope() as session:
+                exchange, _ = load_exchange(session, exchange_id)
+            effect.complete(sha256=exchange.request_sha256, detail=moved)
+    detail = dict(effect.detail or item)
     with session_scope() as session:
         exchange, protocol = load_exchange(session, exchange_id)
-        deadline = exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days)
-        rule = f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})"
+        deadline, rule = ledger.request_deadline(protocol, exchange.exchange_date)
+        staging = Staging(protocol.id, exchange.id)
         if not ledger.is_done(session, f"exchange:{exchange_id}:quarantined"):  # else the item followed the message
             _schedule_message(session, protocol, exchange.id, "request_message", detail, deadline, rule)
         ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
-            location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline, rule=rule,
+            session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where=staging.where,
+            location=staging.location(), deadline=deadline, rule=rule,
         )
     return exchange_id
 
@@ -597,17 +596,14 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
         exchange, protocol = load_exchange(session, exchange_id)
         received = ledger.find_side_effect(session, f"exchange:{exchange_id}:received")
         item = dict(received.detail or {}) if received is not None else {}
-        done = ledger.is_done(session, key)
-        if not done:
-            ledger.begin_side_effect(session, key, kind="quarantined", exchange_id=exchange_id, target=REJECTED)
-    if not done:
-        if item.get("sha256"):
-            # Found in Processed by its digest (the UID the move was given is only a hint).
-            item = {**item, **_located(_move(item, mailbox=item.get("mailbox", PROCESSED), to=REJECTED))}
-        else:  # received before messages were recorded by digest: nothing identifies it safely
-            log.warning("exchange %s: the request message has no recorded digest; it stays in %s", exchange_id, PROCESSED)
-        with session_scope() as session:
-            ledger.complete_side_effect(session, key, detail=item)
+    with ledger.side_effect(key, kind="quarantined", exchange_id=exchange_id, target=REJECTED) as effect:
+        if effect.pending:
+            if item.get("sha256"):
+                # Found in Processed by its digest (the UID the move was given is only a hint).
+                item = {**item, **_located(_move(item, mailbox=item.get("mailbox", PROCESSED), to=REJECTED))}
+            else:  # received before messages were recorded by digest: nothing identifies it safely
+                log.warning("exchange %s: the request message has no recorded digest; it stays in %s", exchange_id, PROCESSED)
+            effect.complete(detail=item)
     send_once(
         protocol, key=f"exchange:{exchange_id}:report", kind="report", exchange_id=exchange_id,
         subject=f"Groeipakket: validatierapport uitwisseling {exchange_id} / validation report",
@@ -622,9 +618,7 @@ def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
         if located.get("mailbox") == REJECTED:
             _schedule_message(
                 session, protocol, exchange_id, "quarantine", located,
-                exchange.exchange_date + dt.timedelta(days=protocol.request_retention_days),
-                f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
-                moved_from=("request_message", PROCESSED),
+                *ledger.request_deadline(protocol, exchange.exchange_date), moved_from=("request_message", PROCESSED),
             )
         audit.record(
             session, "request.quarantined", "refused", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
@@ -661,8 +655,7 @@ def deliver(exchange_id: int, run: RunInfo) -> dict[str, Any]:
             payload_bytes, digest = None, effect.sha256
         signer = (ledger.find_side_effect(session, f"exchange:{exchange_id}:received").detail or {}).get("signed_by")
     if not done:
-        staged = Staging(protocol.id, exchange.id).path("result.xlsx")
-        payload = staged.read_bytes()
+        payload = Staging(protocol.id, exchange.id).read_file(RESULT_FILE)
         payload_bytes, digest = len(payload), hashlib.sha256(payload).hexdigest()
         if digest != exchange.result_sha256:
             raise RuntimeError(f"exchange {exchange_id}: the staged result's hash differs from the built result; nothing sent")
@@ -832,6 +825,7 @@ class SmimeChannel(Channel):
     name = "smime"
     places = ("imap",)
     sensor = "mailbox"
+    sender_identity = True
     refusal_hint = REFUSAL_HINT
 
     def find_request(self, protocol_id, *, actor=None, on=None, **_):

@@ -256,6 +256,27 @@ class RetentionItem(Base):
     deletion_outcome: Mapped[str | None] = mapped_column(sa.String(30))
 
 
+class StagedBlob(Base):
+    """A staged file of an exchange, kept in the project database (the ``postgres`` staging back end).
+
+    Every worker host reaches the database, so a step may run on any of them. ``content`` is
+    always sealed with the staging key (Fernet): never plaintext, whatever the file.
+    """
+
+    __tablename__ = "staged_blob"
+    __table_args__ = (sa.UniqueConstraint("exchange_id", "name", name="uq_staged_blob"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    protocol_id: Mapped[int] = mapped_column(index=True)
+    exchange_id: Mapped[int] = mapped_column(index=True)
+    #: The staged file's name in its exchange (``valid.fernet``, ``result.xlsx``): the agency's own names.
+    name: Mapped[str] = mapped_column(sa.String(200))
+    content: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    #: Size of the sealed content, for listings and certificates.
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
 # --------------------------------------------------------------------------- audit trail
 
 

@@ -225,7 +225,16 @@ class AirflowServer:
                 raise AirflowServerError(f"port {self.port} on {HOST} is already in use (another Airflow?)")
         self.migrate()
         self.process_log_dir.mkdir(parents=True, exist_ok=True)
-        env = self.environment()
+        try:
+            for name in COMPONENTS:
+                self._spawn(name)
+            self._wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self, name: str) -> None:
         commands = {
             "api-server": ["api-server", "--host", HOST, "--port", str(self.port), "--workers", "1"],
             # --skip-serve-logs: the log servers would listen on all interfaces; see module doc.
@@ -233,22 +242,35 @@ class AirflowServer:
             "dag-processor": ["dag-processor"],
             "triggerer": ["triggerer", "--skip-serve-logs"],
         }
-        try:
-            for name in COMPONENTS:
-                fh = open(self.process_log_dir / f"{name}.log", "ab")
-                self._log_handles.append(fh)
-                # Own session per component: stop() signals the whole group (task runners,
-                # uvicorn and parsing children included) and Ctrl-C in the terminal reaches
-                # only the caller, which then stops us in order.
-                self._procs[name] = subprocess.Popen(
-                    [_airflow_bin(), *commands[name]], env=env, cwd=self.home, stdin=subprocess.DEVNULL,
-                    stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                )
-            self._wait_healthy(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        fh = open(self.process_log_dir / f"{name}.log", "ab")
+        self._log_handles.append(fh)
+        # Own session per component: stop() signals the whole group (task runners, uvicorn and
+        # parsing children included) and Ctrl-C in the terminal reaches only the caller, which
+        # then stops us in order.
+        self._procs[name] = subprocess.Popen(
+            [_airflow_bin(), *commands[name]], env=self.environment(), cwd=self.home, stdin=subprocess.DEVNULL,
+            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def restart_component(self, name: str, sig: int = signal.SIGKILL, timeout: float = 120) -> None:
+        """Stop one component's whole process group with ``sig`` (default SIGKILL: a crash, its
+        running task processes with it), start it again and wait until Airflow is healthy."""
+        proc = self._procs[name]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        self._spawn(name)
+        self._wait_healthy(timeout)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's task instances as the REST API gives them (state, ``try_number``, ``pid``, …)."""
+        resp = self.request("GET", f"/api/v2/dags/{self._q(dag_id)}/dagRuns/{self._q(run_id)}/taskInstances",
+                            params={"limit": 1000})
+        return resp.json()["task_instances"]
 
     def stop(self, grace: float = 15.0) -> None:
         """Stop every component: SIGINT to each process group (Airflow's graceful shutdown), then

@@ -387,9 +387,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--request-size", type=int, default=3000, help="children sampled from Gent (fewer if it has fewer)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for the run")
+    parser.add_argument("--referral", action="store_true",
+                        help="run the referral round trip instead (list to the Sociaal Huis, feedback, evaluation)")
     args = parser.parse_args(argv)
     quiet_libraries()
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    if args.referral:
+        # Its own module (it reuses this one's helpers, so this one does not import it back).
+        rest = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--referral"]
+        os.execv(sys.executable, [sys.executable, "-m", "welfare_exchange.devtools.demo_referral", *rest])
     return run_demo(args)
 
 

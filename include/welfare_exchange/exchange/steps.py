@@ -24,8 +24,10 @@ for every channel.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import functools
 import gc
+import hashlib
 import json
 import logging
 import os
@@ -55,7 +57,7 @@ from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeError, IntakeLimits, encrypt_agile, read_request
 from welfare_exchange.protocols import check_gate, get
 from welfare_exchange.retention.rules import RULE_AFTER_MATCH
-from welfare_exchange.staging import Staging, atomic_write
+from welfare_exchange.staging import RESULT_FILE, RUNBOOK_SECTION, Staging, StagedFileMissing, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,72 @@ def decrypt_and_validate(exchange_id: int, run: RunInfo, *, limits: IntakeLimits
     return summary
 
 
+def receipt_text(protocol, exchange) -> bytes:
+    """The acknowledgement of a request: what the municipality can check against its own file.
+
+    Exchange id, when it was received, the SHA-256 of the file as received and the number of
+    rows to be processed — no name, no number, nothing from inside the file.
+    """
+    received = exchange.created_at.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+    rows = (exchange.counts or {}).get("valid")
+    lines = [
+        "Groeipakket - ontvangstbevestiging van uw aanvraag / acknowledgement of receipt of your request",
+        "",
+        f"Protocol: {protocol.id} ({protocol.nis_code})",
+        f"Uitwisseling / exchange: {exchange.id}",
+        f"Ontvangen op / received at: {received}",
+        f"SHA-256 van het ontvangen bestand / of the file received: {exchange.request_sha256}",
+        f"Rijen die verwerkt worden / rows to be processed: {rows}",
+        "",
+        "Het resultaat volgt via hetzelfde kanaal. / The result follows over the same channel.",
+    ]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def receipt_name(protocol, exchange) -> str:
+    """Never the municipality's file name (it may hold personal data)."""
+    return f"groeipakket_ontvangstbevestiging_{protocol.nis_code}_exchange-{exchange.id}.txt"
+
+
+def send_receipt(exchange_id: int, run: RunInfo) -> dict[str, Any]:
+    """Acknowledge the validated request to the municipality on its channel — once (the ledger).
+
+    Runs after validation (the rows to be processed are known) beside the matching. A re-run, or
+    a clear of the task, sends nothing again; the audit records ``request.acknowledged`` once.
+    A refused request gets its validation report instead (this task does not run).
+    """
+    key = f"exchange:{exchange_id}:receipt"
+    with session_scope() as session:
+        exchange, protocol = _exchange(session, exchange_id)
+        if not ledger.is_done(session, key):
+            require_gate(protocol, exchange.exchange_date)
+        if (exchange.counts or {}).get("valid") is None:
+            raise RuntimeError(f"exchange {exchange_id} is not validated yet: clear decrypt_and_validate first")
+        payload, name = receipt_text(protocol, exchange), receipt_name(protocol, exchange)
+    channel = channel_for(protocol)
+    sent = channel.send_file(
+        protocol, key=key, kind="receipt_sent", exchange_id=exchange_id, name=name, payload=payload,
+        subject=f"Groeipakket: ontvangstbevestiging uitwisseling {exchange_id} / receipt of exchange {exchange_id}",
+        content_type="text/plain", actor=run.actor, attempt=f"{run.run_id}:{run.try_number}",
+        today=run.exchange_date, sensitive=False,
+    )
+    with session_scope() as session:
+        exchange, protocol = _exchange(session, exchange_id)
+        if sent.location is not None:
+            deadline, rule = ledger.result_deadline(protocol, exchange.exchange_date, what="receipt")
+            channel.schedule_copy(session, protocol, exchange_id=exchange_id, kind="report", location=sent.location,
+                                  deadline=deadline, rule=rule, sha256=sent.sha256, size=sent.size)
+        audit.record(
+            session, "request.acknowledged", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
+            file_hashes={"request": exchange.request_sha256, "receipt": sent.sha256},
+            counts={"rows": (exchange.counts or {}).get("valid")},
+            message=f"receipt of the request sent to the municipality ({channel.name}): exchange id, time of receipt, "
+            "SHA-256 of its file, rows to be processed",
+            fact_key=key,
+        )
+    return {"name": name, "sha256": sent.sha256, "already_sent": sent.already_sent}
+
+
 def quarantine(exchange_id: int, err: IntakeError, run: RunInfo) -> None:
     """Set the refused request aside on its channel, send the municipality a report, record it (once each).
 
@@ -258,20 +326,20 @@ def build_result(exchange_id: int, run: RunInfo, *, out: os.PathLike | str | Non
         exchange, protocol = _exchange(session, exchange_id)
         sent = delivered(session, exchange_id)
     staging = Staging(protocol.id, exchange.id)
-    target = staging.path("result.xlsx")
     if sent:
         log.info("exchange %s was already delivered; its result is not built again", exchange_id)
-    elif exchange.result_sha256 and target.exists() and _sha256(target) == exchange.result_sha256:
+    elif exchange.result_sha256 and staging.sha256(RESULT_FILE) == exchange.result_sha256:
         log.info("result of exchange %s already built; reused", exchange_id)
     else:
         rows = matching.deserialise(staging.read_encrypted("matched"))
         report = json.loads(staging.read_encrypted("report"))
         plain = result.build_workbook(protocol, exchange, rows, report["rows"], report["summary"], result_deadline(protocol, exchange))
-        atomic_write(target, encrypt_agile(plain, key_password(protocol)))
+        built = encrypt_agile(plain, key_password(protocol))
         del plain
+        staging.write_file(RESULT_FILE, built)
         with session_scope() as session:
             exchange, protocol = _exchange(session, exchange_id)
-            ledger.update_exchange(session, exchange, state="built", result_sha256=_sha256(target))
+            ledger.update_exchange(session, exchange, state="built", result_sha256=hashlib.sha256(built).hexdigest())
             audit.record(
                 session, "result.built", actor=run.actor, protocol=protocol, exchange_id=exchange_id,
                 data_categories=[c for c in RESULT_CATEGORIES], file_hashes={"result": exchange.result_sha256},
@@ -279,8 +347,8 @@ def build_result(exchange_id: int, run: RunInfo, *, out: os.PathLike | str | Non
                 fact_key=f"exchange:{exchange_id}:built",
             )
     if out is not None:
-        atomic_write(pathlib.Path(out), target.read_bytes())
-    return {"result_sha256": exchange.result_sha256 or _sha256(target), "name": result_file_name(protocol, exchange)}
+        atomic_write(pathlib.Path(out), staging.read_file(RESULT_FILE))
+    return {"result_sha256": exchange.result_sha256 or staging.sha256(RESULT_FILE), "name": result_file_name(protocol, exchange)}
 
 
 # ------------------------------------------------------------------- beside 7. data subjects
@@ -304,9 +372,14 @@ def record_data_subjects(exchange_id: int, run: RunInfo) -> dict[str, int]:
     counts: dict[str, int] = {}
     with session_scope() as session:
         exchange, protocol = _exchange(session, exchange_id)
-        staging = Staging(protocol.id, exchange.id)
-        requested = staging.read_encrypted("valid").decode("ascii").split() if staging.has("valid") else None
-        pairs = matching.people(staging.read_encrypted("matched")) if staging.has("matched") else None
+        need_requested, need_result = _subjects_to_index(session, exchange_id)
+    staging = Staging(protocol.id, exchange.id)
+    # What the ledger says was staged must be found: an index that silently misses a step's
+    # list would make subject access miss people (StagedFileMissing: cause staging_missing).
+    requested = staging.read_encrypted("valid").decode("ascii").split() if need_requested else None
+    pairs = matching.people(staging.read_encrypted("matched")) if need_result else None
+    with session_scope() as session:
+        exchange, protocol = _exchange(session, exchange_id)
         if requested is not None:
             counts["requested"] = len(requested)
             audit.record(
@@ -327,6 +400,17 @@ def record_data_subjects(exchange_id: int, run: RunInfo) -> dict[str, int]:
                 fact_key=f"exchange:{exchange_id}:subjects:result",
             )
     return counts
+
+
+def _subjects_to_index(session, exchange_id: int) -> tuple[bool, bool]:
+    """Whether the request's and the result's people are still to be indexed: their step's fact is
+    recorded (so its staged list was written) and their subjects fact is not yet."""
+    def fact(key: str) -> bool:
+        return audit.fact_exists(session, f"exchange:{exchange_id}:{key}")
+
+    if fact("retention"):  # the intermediates are gone by design (an exchange older than the index)
+        return False, False
+    return (fact("validated") and not fact("subjects:requested"), fact("matched") and not fact("subjects:result"))
 
 
 # ----------------------------------------------------------------------------- 7. deliver
@@ -374,31 +458,54 @@ def deliver_result(exchange_id: int, run: RunInfo) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- 8. retention
 
 
+#: The intermediates ``record_retention`` drops, with the fact of the step that stages each.
+INTERMEDIATES = (("valid", "validated"), ("report", "validated"), ("matched", "matched"))
+
+
 def record_retention(exchange_id: int, run: RunInfo) -> dict[str, str]:
     """Record the result's deletion deadlines; drop the run's intermediates now."""
     with session_scope() as session:
         exchange, protocol = _exchange(session, exchange_id)
     staging = Staging(protocol.id, exchange.id)
+    key = f"exchange:{exchange_id}:intermediates_deleted"
+    with session_scope() as session:
+        expected = [name for name, fact in INTERMEDIATES if audit.fact_exists(session, f"exchange:{exchange_id}:{fact}")]
+        begun = ledger.find_side_effect(session, key) is not None
+    missing = [name for name in expected if not staging.has(name)]
+    if missing and not begun:
+        # The steps staged intermediates this worker does not reach (another host's folder):
+        # succeeding would leave them behind, unrecorded. (A try that began deleting them and
+        # stopped is the one case where some may already be gone.)
+        raise StagedFileMissing(
+            f"exchange {exchange_id}: its intermediates ({', '.join(missing)}) are not in {staging.store.describe()}; "
+            "they were staged where this worker does not reach (another worker host's folder?) and would stay there. "
+            "With more than one worker host set WELFARE_EXCHANGE_STAGING_BACKEND=postgres (README 'More than one "
+            f"worker host'), delete them on that host, then retry. Runbook: '{RUNBOOK_SECTION}'."
+        )
+    with session_scope() as session:
+        ledger.begin_side_effect(session, key, kind="intermediates_deleted", exchange_id=exchange_id)
     removed = [name for name in ("valid", "matched", "report") if staging.remove(name)]
+    with session_scope() as session:
+        ledger.complete_side_effect(session, key, detail={"removed": removed})
     with session_scope() as session:
         exchange, protocol = _exchange(session, exchange_id)
         result_deadline_ = result_deadline(protocol, exchange)
         request_deadline_ = request_deadline(protocol, exchange)
         _channel(protocol).schedule_retention(session, protocol, exchange, result_deadline_, request_deadline_)
-        staged_request = staging.request_path()
-        if staged_request.exists() and request_deadline_ < result_deadline_:
+        staged_request = staging.request_name()
+        if staged_request is not None and request_deadline_ < result_deadline_:
             # The staging folder lives as long as the result (a re-delivery sends the staged
             # file); the agency's copy of the request must go with the request's own deadline.
             ledger.schedule_deletion(
-                session, protocol_id=protocol.id, exchange_id=exchange_id, kind="request_file", where="local",
-                location=str(staged_request), deadline=request_deadline_, sha256=exchange.request_sha256,
+                session, protocol_id=protocol.id, exchange_id=exchange_id, kind="request_file", where=staging.where,
+                location=staging.location(staged_request), deadline=request_deadline_, sha256=exchange.request_sha256,
                 rule=RULE_AFTER_MATCH.format(id=protocol.id) if protocol.delete_request_after_match
                 else f"request: {protocol.request_retention_days} days after receipt (protocol {protocol.id})",
             )
         staging_deadline = max(request_deadline_, result_deadline_)
         ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where="local",
-            location=str(staging.folder), deadline=staging_deadline,
+            session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where=staging.where,
+            location=staging.location(), deadline=staging_deadline,
             rule="staging: kept until the request and result deadlines have both passed",
         )
         audit.record(

@@ -38,7 +38,10 @@ from welfare_exchange.feeds.gate import KIND, gate, open_protocols
 from welfare_exchange.feeds.interval import FeedInterval
 from welfare_exchange.intake import encrypt_agile
 from welfare_exchange.protocols import get
-from welfare_exchange.staging import Staging, atomic_write
+from welfare_exchange.staging import Staging
+
+#: The built feed in staging (encrypted with the protocol's key), what every re-run re-sends.
+FEED_FILE = "feed.xlsx"
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +137,7 @@ def detect_changes(feeds: list[dict[str, Any]], interval: FeedInterval, run: Run
 
 def result_deadline(protocol: Protocol, interval: FeedInterval) -> dt.date:
     """The day the municipality (and the agency's staging) must have deleted the feed file."""
-    return interval.end + dt.timedelta(days=protocol.result_retention_days)
+    return ledger.result_deadline(protocol, interval.end, what="feed", after="the interval ended")[0]
 
 
 def build_feed(exchange_id: int, interval: FeedInterval, run: RunInfo) -> str:
@@ -147,10 +150,10 @@ def build_feed(exchange_id: int, interval: FeedInterval, run: RunInfo) -> str:
         exchange = ledger.get_exchange(session, exchange_id)
         protocol = get(session, exchange.protocol_id)
     staging = Staging(protocol.id, exchange.id)
-    target = staging.path("feed.xlsx")
-    if exchange.result_sha256 and target.exists() and _sha256(target.read_bytes()) == exchange.result_sha256:
+    staged = staging.sha256(FEED_FILE)
+    if exchange.result_sha256 and staged == exchange.result_sha256:
         return exchange.result_sha256
-    if exchange.result_sha256 and target.exists():
+    if exchange.result_sha256 and staged is not None:
         raise RuntimeError(
             f"feed exchange {exchange_id}: the staged feed file differs from the one recorded in the ledger; "
             "it is not delivered. Runbook: 'A staged file was changed'."
@@ -158,9 +161,10 @@ def build_feed(exchange_id: int, interval: FeedInterval, run: RunInfo) -> str:
     rows = changes_.deserialise(staging.read_encrypted("changes"))
     password = key_password(protocol)
     plain = workbook.build_workbook(protocol, interval, rows, result_deadline(protocol, interval))
-    atomic_write(target, encrypt_agile(plain, password))
+    built = encrypt_agile(plain, password)
     del plain
-    digest = _sha256(target.read_bytes())
+    staging.write_file(FEED_FILE, built)
+    digest = _sha256(built)
     with session_scope() as session:
         exchange = ledger.get_exchange(session, exchange_id)
         ledger.update_exchange(session, exchange, state="built", result_sha256=digest)
@@ -206,7 +210,7 @@ def deliver_feed(feed: dict[str, Any], run: RunInfo) -> dict[str, Any]:
     # Once delivered, the feed is never built again: the ledger keeps the delivered file's hash.
     digest = exchange.result_sha256 if decision is None else build_feed(exchange_id, interval, run)
     name = workbook.feed_file_name(protocol, interval)
-    payload = Staging(protocol.id, exchange_id).path("feed.xlsx").read_bytes() if decision is not None else b""
+    payload = Staging(protocol.id, exchange_id).read_file(FEED_FILE) if decision is not None else b""
     if decision is not None and hashlib.sha256(payload).hexdigest() != digest:
         raise RuntimeError(f"feed exchange {exchange_id}: the staged feed's hash differs from the built feed; nothing sent")
     # The channel sends it once (the ledger's key): a re-run sends nothing, and an interrupted
@@ -251,8 +255,7 @@ def record_retention(exchange_id: int, interval: FeedInterval, name: str, run: R
         protocol = get(session, exchange.protocol_id)
     staging = Staging(protocol.id, exchange_id)
     removed = staging.remove("changes")  # the encrypted feed file stays: it is what a re-run re-sends
-    deadline = result_deadline(protocol, interval)
-    rule = f"feed: {protocol.result_retention_days} days after the interval ended (protocol {protocol.id})"
+    deadline, rule = ledger.result_deadline(protocol, interval.end, what="feed", after="the interval ended")
     with session_scope() as session:
         sent = ledger.find_side_effect(session, f"feed:{exchange_id}:delivered")
         location = ((sent.detail or {}) if sent is not None else {}).get("location")
@@ -262,8 +265,8 @@ def record_retention(exchange_id: int, interval: FeedInterval, name: str, run: R
                 rule=rule, sha256=exchange.result_sha256,
             )
         ledger.schedule_deletion(
-            session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where="local",
-            location=str(staging.folder), deadline=deadline, rule=rule,
+            session, protocol_id=protocol.id, exchange_id=exchange_id, kind="staging", where=staging.where,
+            location=staging.location(), deadline=deadline, rule=rule,
         )
         audit.record(
             session, "retention.scheduled", actor=run.actor, protocol=protocol, exchange_id=exchange_id,

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from airflow.sdk import BaseHook
 
+from welfare_exchange import connections
 from welfare_exchange.errors import InputError, WelfareExchangeError
 from welfare_exchange.settings import get_settings
 
@@ -252,8 +252,8 @@ def for_cli(url: str | None = None, username: str | None = None, password: str |
     conn_id = get_settings().airflow_api_conn_id
     if not (url and username and password):
         try:
-            connection = BaseHook.get_connection(conn_id)
-        except Exception as err:  # AirflowNotFoundException and friends
+            connection = connections.get(conn_id)
+        except Exception as err:  # not defined, or its backend unreachable
             raise InputError(
                 f"no Airflow API credentials: create the connection {conn_id!r} (type http: host = the API's URL, "
                 f"login and password of an operator; e.g. AIRFLOW_CONN_{conn_id.upper()}) or pass --api-url, --user "

@@ -24,6 +24,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 from welfare_exchange.channels.registry import channel_for, names
 from welfare_exchange.exchange import steps
 from welfare_exchange.orchestration.defaults import default_args
+from welfare_exchange.orchestration.sensors.channel_arrival import ChannelArrivalSensor
 from welfare_exchange.orchestration.sensors.protocol_gate import ProtocolGateSensor
 from welfare_exchange.orchestration.sensors.mail_arrival import MailRequestArrivalSensor
 from welfare_exchange.orchestration.sensors.request_arrival import RequestArrivalSensor
@@ -46,6 +47,7 @@ toeslag* from the protocol's reference date on, and who their *begunstigde* is.
 | 2 | `wait_for_request` | {wait} |
 | 3 | `fetch_request` | {fetch} |
 | 4 | `decrypt_and_validate` | decrypts in memory; {refuse} |
+| beside 5 | `send_receipt` | acknowledges the request to the municipality on its channel, once: exchange id, received at, SHA-256 of its file, rows to be processed (no personal data) |
 | 5 | `match_entitlements` | one set join in the project database |
 | 6 | `build_result` | result + validation report, encrypted (AES-256); built once, so re-runs send identical bytes |
 | 7 | `protocol_gate_before_delivery` | the gate once more: a protocol revoked meanwhile blocks delivery |
@@ -114,8 +116,21 @@ def _mailbox_sensor(entry: dict[str, Any], *, poke: float, timeout: float):
     )
 
 
+def _channel_sensor(entry: dict[str, Any], *, poke: float, timeout: float):
+    return ChannelArrivalSensor(
+        task_id="wait_for_request",
+        protocol_id=int(entry["id"]),
+        channel=entry["channel"],
+        poke_interval=poke,
+        timeout=timeout,
+        soft_fail=True,
+    )
+
+
 #: :attr:`Channel.sensor` → the ``wait_for_request`` sensor it names.
-ARRIVAL_SENSORS: dict[str, Callable[..., Any]] = {"sftp_inbox": _sftp_inbox_sensor, "mailbox": _mailbox_sensor}
+ARRIVAL_SENSORS: dict[str, Callable[..., Any]] = {
+    "sftp_inbox": _sftp_inbox_sensor, "mailbox": _mailbox_sensor, "generic": _channel_sensor,
+}
 
 
 def build_method1_dag(entry: dict[str, Any]) -> DAG:
@@ -157,6 +172,10 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
         def decrypt_and_validate(exchange_id: int) -> dict[str, Any]:
             return run_step(steps.decrypt_and_validate)(exchange_id)
 
+        @task(task_id="send_receipt")
+        def send_receipt(exchange_id: int) -> dict[str, Any]:
+            return run_step(steps.send_receipt)(exchange_id)
+
         @task(task_id="match_entitlements")
         def match_entitlements(exchange_id: int) -> dict[str, int]:
             return run_step(steps.match_entitlements)(exchange_id)
@@ -190,11 +209,12 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
         exchange_id = fetch_request(arrival.output)
         built = build_result(exchange_id)
         retention = record_retention(exchange_id)
+        validated = decrypt_and_validate(exchange_id)
         chain(
             gate,
             arrival,
             exchange_id,
-            decrypt_and_validate(exchange_id),
+            validated,
             match_entitlements(exchange_id),
             built,
             protocol_gate_before_delivery(exchange_id),
@@ -203,6 +223,8 @@ def build_method1_dag(entry: dict[str, Any]) -> DAG:
         )
         # The staged lists it reads are deleted by record_retention, so that waits for it.
         chain(built, record_data_subjects(), retention)
+        # The municipality's acknowledgement, beside the matching: it never holds up the result.
+        chain(validated, send_receipt(exchange_id))
     return dag
 
 

@@ -68,7 +68,7 @@ def _letters(args: argparse.Namespace) -> int:
         if protocol.kind != "method2":
             raise InputError(f"exchange {args.campaign} is not a Method 2 campaign")
     staging = Staging(protocol.id, exchange.id)
-    names = sorted(p.name[: -len(".fernet")] for p in staging.folder.glob("letters-*.pdf.fernet"))
+    names = sorted(n[: -len(".fernet")] for n in staging.names() if n.startswith("letters-") and n.endswith(".pdf.fernet"))
     if not names:
         raise InputError(f"campaign {args.campaign} has no letters (none rendered yet, or deleted by retention)")
     args.out.mkdir(mode=0o700, parents=True, exist_ok=True)

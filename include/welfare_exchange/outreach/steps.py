@@ -501,10 +501,7 @@ def _deliver_report_revision(exchange_id: int, revision: int, counts: dict[str, 
         offer_title=offer["title"], counts=counts, revision=revision,
     )
     name = report_lib.report_name(protocol.nis_code, protocol.id, exchange_id, revision)
-    Staging(protocol.id, exchange.id).folder.mkdir(parents=True, exist_ok=True)
-    from welfare_exchange.staging import atomic_write
-
-    atomic_write(Staging(protocol.id, exchange.id).path(name), data)  # counts only: no personal data
+    Staging(protocol.id, exchange.id).write_file(name, data)  # counts only: no personal data
     channel = channel_for(protocol)
     sent = channel.send_file(
         protocol, key=key, kind="report_delivered", exchange_id=exchange_id, name=name, payload=data,
@@ -537,12 +534,12 @@ def _schedule_staging_deletion(session, exchange, protocol) -> dt.date:
     """The campaign's staging folder (family list, letter PDFs, report) goes ``result_retention_days``
     after the campaign. Scheduled as soon as the family list is written, so a campaign that stops
     halfway leaves no list without a deadline; an upsert, so asking again changes nothing."""
-    deadline = exchange.exchange_date + dt.timedelta(days=protocol.result_retention_days)
+    deadline, rule = ledger.result_deadline(protocol, exchange.exchange_date, after="the campaign",
+                                            what="campaign staging (family list, letter PDFs, report)")
+    staging = Staging(protocol.id, exchange.id)
     ledger.schedule_deletion(
-        session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
-        location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline,
-        rule=f"campaign staging (family list, letter PDFs, report): {protocol.result_retention_days} days after "
-        f"the campaign (protocol {protocol.id})",
+        session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where=staging.where,
+        location=staging.location(), deadline=deadline, rule=rule,
     )
     return deadline
 

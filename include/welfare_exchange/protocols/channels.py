@@ -10,16 +10,29 @@ from __future__ import annotations
 #: The channels the project ships.
 CHANNELS = ("sftp", "smime")
 
+#: Built-in channels whose protocols must register the municipality's sender address and
+#: certificate (the channel ties requests to both); a registered channel says so itself.
+_SENDER_IDENTITY = {"smime"}
+
 _added: set[str] = set()
+_added_sender_identity: set[str] = set()
 
 
-def allow(name: str) -> None:
+def allow(name: str, *, sender_identity: bool = False) -> None:
     """Accept ``name`` as a protocol's channel (called by the channel registry)."""
     _added.add(name)
+    if sender_identity:
+        _added_sender_identity.add(name)
 
 
 def forget(name: str) -> None:
     _added.discard(name)
+    _added_sender_identity.discard(name)
+
+
+def needs_sender_identity(name: str) -> bool:
+    """Whether a protocol on channel ``name`` must register a sender address and certificate."""
+    return name in _SENDER_IDENTITY or name in _added_sender_identity
 
 
 def names() -> tuple[str, ...]:

@@ -8,6 +8,7 @@ import pathlib
 
 from welfare_exchange import audit
 from welfare_exchange.protocols.channels import names as channel_names
+from welfare_exchange.protocols.channels import needs_sender_identity
 from welfare_exchange.cliutil import iso_date
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
@@ -161,7 +162,7 @@ def _offer(path: pathlib.Path | None) -> dict | None:
 def _create(args: argparse.Namespace) -> int:
     offer = _offer(args.offer_file)
     certificates = [_certificate_pem(path) for path in args.sender_certificate]
-    if args.channel == "smime" and (not args.sender_address or not certificates):
+    if needs_sender_identity(args.channel) and (not args.sender_address or not certificates):
         raise InputError(
             "an e-mail (smime) protocol needs the municipality's sender address (--sender-address) and the "
             "certificate its DPO exchanged with the agency's (--sender-certificate FILE): requests are tied to "

@@ -27,9 +27,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from welfare_exchange import ledger
+from welfare_exchange.channels import registry as channels
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
-from welfare_exchange.errors import ProtocolError
 from welfare_exchange.channels.common import key_password as _key_password
 from welfare_exchange.runinfo import RunInfo
 from welfare_exchange.intake import IntakeLimits
@@ -53,53 +53,33 @@ def _hook(protocol: Protocol):
 
 def send_once(
     protocol: Protocol, data: bytes, name: str, *, key: str, kind: str, exchange_id: int | None, subject: str,
-    run: RunInfo, on_done: Callable[[Session], Any] | None = None,
+    run: RunInfo, on_done: Callable[[Session], Any] | None = None, sensitive: bool = True,
 ) -> dict[str, Any]:
     """Deliver ``data`` as ``name`` on the protocol's channel, once per ``key``.
 
-    The ledger records the intent before and the delivery after. ``on_done(session)`` runs in
-    the transaction that completes it — and again, harmlessly, on every later call (it must be
-    idempotent), so a crash between the delivery and the bookkeeping heals on the retry.
+    The channel (:meth:`welfare_exchange.channels.base.Channel.send_file`) records the intent
+    before and the delivery after. ``on_done(session)`` then runs — on every call, so it must be
+    idempotent: a crash between the delivery and the bookkeeping heals on the retry.
     """
-    if protocol.channel == "smime":
-        from welfare_exchange.channels import smime as mail_channel
-
-        sent = mail_channel.send_once(
-            protocol, key=key, kind=kind, exchange_id=exchange_id, subject=subject, payload=data, filename=name,
-            message_key=key, today=run.exchange_date, run=run,
-        )
-        if on_done is not None:
-            with session_scope() as session:
-                on_done(session)
-        return {"name": name, "already_delivered": bool(sent.get("already_sent"))}
-    if protocol.channel != "sftp":
-        raise ProtocolError(f"protocol {protocol.id}: no referral delivery over channel {protocol.channel!r}")
-    with session_scope() as session:
-        effect = ledger.find_side_effect(session, key)
-        done = effect is not None and effect.state == "done"
-        if done:
-            if on_done is not None:
-                on_done(session)
-        else:
-            ledger.begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=posixpath.join(OUTBOX, name))
-    if done:
-        log.info("%s was already delivered; nothing sent again", kind)
-        return {"name": name, "sha256": effect.sha256, "already_delivered": True}
-    # Idempotent on the server too: the same bytes already there are not uploaded again.
-    digest, size = sftp.upload_bytes(_hook(protocol), data, OUTBOX, name)
-    with session_scope() as session:
-        ledger.complete_side_effect(session, key, sha256=digest, detail={"bytes": size})
-        if on_done is not None:
+    sent = channels.channel_for(protocol).send_file(
+        protocol, key=key, kind=kind, exchange_id=exchange_id, name=name, payload=data, subject=subject,
+        content_type="application/octet-stream", actor=run.actor, attempt=f"{run.run_id}:{run.try_number}",
+        today=run.exchange_date, sensitive=sensitive, reference=key,
+    )
+    if on_done is not None:
+        with session_scope() as session:
             on_done(session)
-    return {"name": name, "sha256": digest, "already_delivered": False}
+    if sent.already_sent:
+        log.info("%s was already delivered; nothing sent again", kind)
+    return {"name": name, "sha256": sent.sha256, "already_delivered": sent.already_sent, "location": sent.location}
 
 
 def remote_copy(protocol: Protocol, name: str) -> tuple[str, str] | None:
     """``(where, location)`` of a file sent to the Sociaal Huis, for its deletion deadline;
     ``None`` when the channel keeps no copy the agency can delete (e-mail)."""
-    if protocol.channel == "sftp":
-        return "sftp", f"{protocol.channel_connection}:{posixpath.join(OUTBOX, name)}"
-    return None
+    channel = channels.channel_for(protocol)
+    location = channel.sent_location(protocol, name)
+    return None if location is None else (channel.places[0], location)
 
 
 # ----------------------------------------------------------------------------- feedback in
@@ -125,6 +105,13 @@ def take_feedback(protocol: Protocol, handle: str, *, key: str) -> tuple[bytes, 
         target = (effect.detail or {}).get("remote") if effect is not None and effect.state == "done" else None
     if target is None:
         name = sftp.find_by_handle(hook, INBOX, handle)
+        if name is None and effect is not None:  # moved by an earlier try that stopped before recording it
+            moved = sftp.find_by_handle(hook, RECEIVED, handle)
+            if moved is not None:
+                target = posixpath.join(RECEIVED, moved)
+                with session_scope() as session:
+                    ledger.complete_side_effect(session, key, detail={"remote": target})
+    if target is None:
         if name is None:
             raise sftp.RemoteFileMissing(
                 f"the feedback file the sensor found is no longer in {INBOX}/ on connection {protocol.channel_connection!r}: "

@@ -120,10 +120,10 @@ def open_exchange(session: Session, protocol: Protocol, key: str, name: str, on:
 def schedule_retention(session: Session, protocol: Protocol, exchange: Exchange) -> dt.date:
     """Record when the exchange's staged file must be gone (the protocol's result retention after
     its date); the retention run deletes it and certifies the deletion. Returns the deadline."""
-    deadline = exchange.exchange_date + dt.timedelta(days=protocol.result_retention_days)
+    deadline, rule = ledger.result_deadline(protocol, exchange.exchange_date, what="referral file", after="it was built")
+    staging = Staging(protocol.id, exchange.id)
     ledger.schedule_deletion(
-        session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where="local",
-        location=str(Staging(protocol.id, exchange.id).folder), deadline=deadline,
-        rule=f"referral file: {protocol.result_retention_days} days after it was built (protocol {protocol.id})",
+        session, protocol_id=protocol.id, exchange_id=exchange.id, kind="staging", where=staging.where,
+        location=staging.location(), deadline=deadline, rule=rule,
     )
     return deadline

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from welfare_exchange import audit, ledger
+from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.runinfo import RunInfo
@@ -178,6 +179,7 @@ def receive_feedback(protocol_id: int, handle: str, run: RunInfo) -> dict[str, A
         delivery.send_once(
             protocol, report, name, key=f"referral-feedback:{result.exchange_id}:report", kind="report_delivered",
             exchange_id=result.exchange_id, subject=f"Terugkoppeling geweigerd - protocol {protocol.id}", run=run,
+            sensitive=False,
         )
         copy = delivery.remote_copy(protocol, name)
         if copy is not None:
@@ -186,13 +188,12 @@ def receive_feedback(protocol_id: int, handle: str, run: RunInfo) -> dict[str, A
                     session, protocol_id=protocol.id, exchange_id=result.exchange_id, kind="report", where=copy[0],
                     location=copy[1], deadline=deadline, rule=rule, sha256=hashlib.sha256(report).hexdigest(), size=len(report),
                 )
-    if protocol.channel == "sftp":
-        with session_scope() as session:
-            ledger.schedule_deletion(
-                session, protocol_id=protocol.id, exchange_id=result.exchange_id,
-                kind="quarantine" if result.refused is not None else "request_file", where="sftp",
-                location=delivery.location(protocol, remote), deadline=deadline, rule=rule, sha256=digest, size=size,
-            )
+    with session_scope() as session:  # feedback is taken from the SFTP inbox only (delivery.waiting_feedback)
+        channel_for(protocol).schedule_copy(
+            session, protocol, exchange_id=result.exchange_id,
+            kind="quarantine" if result.refused is not None else "request_file",
+            location=delivery.location(protocol, remote), deadline=deadline, rule=rule, sha256=digest, size=size,
+        )
     state = "duplicate" if result.duplicate_of is not None else "refused" if result.refused is not None else "recorded"
     out = {"exchange_id": result.exchange_id, "state": state, **{k: int(v) for k, v in result.counts.items()}}
     if result.refused is not None:

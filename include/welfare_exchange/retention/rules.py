@@ -137,9 +137,9 @@ def end_protocols(session: Session, as_of: dt.date, *, actor: audit.Actor, repor
         rule = RULE_PROTOCOL_END.format(status=protocol.status)
         moved = 0
         for exchange_id in session.scalars(sa.select(Exchange.id).where(Exchange.protocol_id == protocol.id)):
-            folder = Staging(protocol.id, exchange_id).folder
-            if folder.exists():
-                moved += _ensure_item(session, protocol.id, exchange_id, "staging", "local", str(folder), as_of, rule)
+            staging = Staging(protocol.id, exchange_id)
+            if staging.exists():
+                moved += _ensure_item(session, protocol.id, exchange_id, "staging", staging.where, staging.location(), as_of, rule)
         items = session.scalars(
             sa.select(RetentionItem).where(
                 RetentionItem.protocol_id == protocol.id, RetentionItem.deleted_at.is_(None), RetentionItem.deadline > as_of
@@ -203,9 +203,10 @@ def request_after_match(session: Session, exchange: Exchange, protocol: Protocol
         if item.deadline > exchange.exchange_date:
             item.deadline, item.rule = exchange.exchange_date, rule
             changed += 1
-    staged = Staging(protocol.id, exchange.id).request_path()
-    if staged.exists():
-        changed += _ensure_item(session, protocol.id, exchange.id, "request_file", "local", str(staged),
+    staging = Staging(protocol.id, exchange.id)
+    staged = staging.request_name()
+    if staged is not None:
+        changed += _ensure_item(session, protocol.id, exchange.id, "request_file", staging.where, staging.location(staged),
                                 exchange.exchange_date, rule, exchange.request_sha256)
     session.flush()
     return changed

@@ -2,7 +2,9 @@
 
 For every :class:`~welfare_exchange.db.models.RetentionItem` due on the run's date it deletes the
 thing — a file on the municipality's SFTP account (``received/``, ``quarantine/``, ``outbox/``),
-a request message in the agency's IMAP mailbox (S/MIME channel), a local staging folder or file, or a ledger payload in the project database — and records a
+a request message in the agency's IMAP mailbox (S/MIME channel), a local staging folder or file, an
+exchange's staged files in the project database (staging back end ``postgres``), or a ledger payload in
+the project database — and records a
 **deletion certificate** in the audit trail: what was verified to be the recorded copy, which
 SHA-256, when (the record's timestamp and the run's date), under which rule.
 
@@ -54,7 +56,7 @@ from welfare_exchange.errors import WelfareExchangeError
 from welfare_exchange.channels import registry as channels
 from welfare_exchange.retention import rules
 from welfare_exchange.settings import get_settings
-from welfare_exchange.staging import unseal
+from welfare_exchange.staging import DATABASE, delete_from_database, unseal
 from welfare_exchange.transport.mail import MailTransportError
 
 log = logging.getLogger(__name__)
@@ -206,6 +208,11 @@ def _delete_local(item: RetentionItem, before_delete: Callable[[str], None]) -> 
     before_delete(verified)
     path.unlink()
     return verified
+
+
+def _delete_staged_blobs(item: RetentionItem, before_delete: Callable[[str], None]) -> str | None:
+    """Delete an exchange's staged files (or one) kept in the project database, once identified."""
+    return delete_from_database(item.location, item.sha256, before_delete)
 
 
 #: A fetch used to stream the request into ``staging/protocol-<id>/incoming/`` before moving it
@@ -392,7 +399,7 @@ def delete_due(
     with session_scope() as session:
         items = [(i.id, i.where, i.location) for i in due_items(session, as_of, exchange_id=exchange_id, kinds=kinds)]
     # A staged file before the staging folder that holds it: each is identified and certified on its own.
-    items.sort(key=lambda entry: -len(pathlib.Path(entry[2]).parts) if entry[1] == "local" else 0)
+    items.sort(key=lambda entry: -len(pathlib.Path(entry[2]).parts) if entry[1] in ("local", DATABASE) else 0)
     # A channel's copies, per store (an SFTP account, a mailbox): a store that cannot be reached
     # stops its own items only.
     by_store: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -407,6 +414,8 @@ def delete_due(
         try:
             if where == "local":
                 _delete_one(item_id, _delete_local, as_of, actor, report)
+            elif where == DATABASE:
+                _delete_one(item_id, _delete_staged_blobs, as_of, actor, report)
             elif where == "db":
                 item, earlier = _begin(item_id)
                 if item is None:
@@ -455,7 +464,7 @@ def delete_due(
 
 
 def _places() -> list[str]:
-    return [place for name in channels.names() for place in channels.channel_for(name).places] + ["local", "db"]
+    return [place for name in channels.names() for place in channels.channel_for(name).places] + ["local", DATABASE, "db"]
 
 
 def _error_text(err: BaseException) -> str:

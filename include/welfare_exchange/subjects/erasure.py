@@ -36,7 +36,7 @@ from welfare_exchange.db.models import AuditRecord, AuditSubject, Exchange, Prot
 from welfare_exchange.exchange import matching
 from welfare_exchange.retention.runner import audit_cutoff
 from welfare_exchange.settings import get_settings
-from welfare_exchange.staging import Staging
+from welfare_exchange.staging import RESULT_FILE, Staging
 
 ENTITLEMENT_RECTIFICATION = (
     "The entitlement store is a copy of the Groeipakket's own files (the authentic source kept by the "
@@ -92,22 +92,22 @@ def _exchanges_with(session: Session, numbers: list[str]) -> list[tuple[Exchange
 
 def _rewrite_staging(exchange: Exchange, protocol: Protocol, people: set[str], entry: ExchangeErasure) -> None:
     staging = Staging(protocol.id, exchange.id)
-    if staging.path("valid.fernet").exists():
+    if staging.has("valid"):
         numbers = staging.read_encrypted("valid").decode("ascii").split()
         kept = [n for n in numbers if n not in people]
         if len(kept) != len(numbers):
             staging.write_encrypted("valid", "\n".join(kept).encode("ascii"))
             entry.request_rows_removed = len(numbers) - len(kept)
-    if staging.path("matched.fernet").exists():
+    if staging.has("matched"):
         rows = matching.deserialise(staging.read_encrypted("matched"))
         kept_rows = [r for r in rows if r.child_insz not in people and r.beneficiary_insz not in people]
         if len(kept_rows) != len(rows):
             staging.write_encrypted("matched", matching.serialise(kept_rows))
             entry.matched_rows_removed = len(rows) - len(kept_rows)
-    if entry.matched_rows_removed and staging.path("result.xlsx").exists():
+    if entry.matched_rows_removed and staging.has(RESULT_FILE):
         # The built result still has the person's rows: withdraw it; build_result rebuilds it
         # from the rewritten rows (its reuse check needs the file and the ledger hash).
-        staging.path("result.xlsx").unlink()
+        staging.remove(RESULT_FILE)
         entry.result_withdrawn = True
 
 

@@ -40,6 +40,7 @@ TASK_LABELS = {
     "wait_for_request": "waiting for the request",
     "fetch_request": "taking the request into staging",
     "decrypt_and_validate": "decrypting and validating the request",
+    "send_receipt": "acknowledging the request to the municipality",
     "match_entitlements": "matching against the entitlement store",
     "build_result": "building and encrypting the result",
     "protocol_gate_before_delivery": "checking the protocol gate before delivery",
