@@ -246,3 +246,76 @@ def test_migration_0007_gives_existing_exchanges_their_progress_and_round_trips(
     dispose_engines()
     with session_scope() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Exchange)) == len(rows)
+
+
+# --------------------------------------------------------------------------- ledger.side_effect
+
+
+def _state(key):
+    with session_scope() as session:
+        effect = ledger.find_side_effect(session, key)
+        return None if effect is None else (effect.state, effect.sha256, effect.detail)
+
+
+def test_side_effect_commits_the_intent_before_the_act_and_an_interrupted_try_finds_its_note(project_db):
+    with pytest.raises(RuntimeError), ledger.side_effect("t:1", kind="delivered") as effect:
+        assert effect.pending and not effect.interrupted
+        assert _state("t:1") == ("pending", None, None)  # committed before the act
+        with session_scope() as session:
+            ledger.find_side_effect(session, "t:1").detail = {"sha256": "noted"}
+        raise RuntimeError("crash between act and record")
+    with ledger.side_effect("t:1", kind="delivered") as effect:
+        assert effect.pending and effect.interrupted and effect.detail == {"sha256": "noted"}
+        effect.complete(sha256="a" * 64, detail={"bytes": 3})
+    with ledger.side_effect("t:1", kind="delivered") as effect:
+        assert effect.was_done and not effect.pending and (effect.sha256, effect.detail) == ("a" * 64, {"bytes": 3})
+    assert _state("t:1") == ("done", "a" * 64, {"bytes": 3})
+
+
+def test_forget_on_error_forgets_only_an_act_that_did_not_reach_its_record(project_db):
+    with pytest.raises(ConnectionError), ledger.side_effect("t:2", kind="report", forget_on_error=True):
+        raise ConnectionError("the server refused the message")
+    assert _state("t:2") is None  # the retry sends
+    with pytest.raises(ZeroDivisionError), ledger.side_effect("t:2", kind="report", forget_on_error=True) as effect:
+        with session_scope() as session:
+            effect.complete(sha256="b" * 64, session=session)
+            raise ZeroDivisionError  # the record failed after the act: the intent stays
+    assert _state("t:2") == ("pending", None, None)
+
+
+def test_same_transaction_records_intent_and_outcome_together_or_nothing(project_db):
+    with pytest.raises(RuntimeError), ledger.side_effect("t:3", kind="letters", same_transaction=True) as effect:
+        assert effect.pending and _state("t:3") is None
+        raise RuntimeError
+    assert _state("t:3") is None
+    with ledger.side_effect("t:3", kind="letters", target="b1.pdf", same_transaction=True) as effect:
+        assert _state("t:3") is None
+        effect.complete(sha256="c" * 64, detail={"letters": 2})
+    assert _state("t:3") == ("done", "c" * 64, {"letters": 2})
+
+
+def test_keep_pending_leaves_the_intent_and_a_body_without_complete_is_completed_empty(project_db):
+    with ledger.side_effect("t:4", kind="alert") as effect:
+        effect.keep_pending()
+    assert _state("t:4") == ("pending", None, None)
+    with ledger.side_effect("t:4", kind="alert"):
+        pass
+    assert _state("t:4") == ("done", None, None)
+
+
+def test_tolerant_acts_without_the_ledger_and_strict_refuses(project_db, monkeypatch):
+    monkeypatch.setenv("WELFARE_EXCHANGE_DB_URL", "postgresql+psycopg2://postgres@127.0.0.1:1/none?connect_timeout=2")
+    dispose_engines()
+    try:
+        acted = []
+        with ledger.side_effect("t:5", kind="alert", tolerant=True) as effect:
+            assert effect.pending and not effect.recorded
+            acted.append(1)
+            effect.complete(detail={"webhook": "sent"})
+        assert acted == [1]
+        with pytest.raises(Exception), ledger.side_effect("t:5", kind="alert"):
+            acted.append(2)
+        assert acted == [1]
+    finally:
+        monkeypatch.undo()
+        dispose_engines()
