@@ -313,7 +313,7 @@ def test_tolerant_acts_without_the_ledger_and_strict_refuses(project_db, monkeyp
             acted.append(1)
             effect.complete(detail={"webhook": "sent"})
         assert acted == [1]
-        with pytest.raises(Exception), ledger.side_effect("t:5", kind="alert"):
+        with pytest.raises(sa.exc.OperationalError), ledger.side_effect("t:5", kind="alert"):
             acted.append(2)
         assert acted == [1]
     finally:
