@@ -6,7 +6,10 @@ export AIRFLOW_HOME="${AIRFLOW_HOME:-$WELFARE_EXCHANGE_HOME/airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="$here/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$here/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
-export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
+# Task slots: 4 per core unless set (welfare_exchange.exchange.scheduling.derived_parallelism).
+_cores="$(nproc 2>/dev/null || echo 1)"
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-$(( _cores * 4 > 4 ? _cores * 4 : 4 ))}"
+unset _cores
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-True}"
 export AIRFLOW__API__HOST=127.0.0.1
 export AIRFLOW__API__PORT="${AIRFLOW__API__PORT:-8080}"

@@ -5,4 +5,10 @@
 # snapshot — are private to the service user: set a strict umask, then run the command.
 set -euo pipefail
 umask "${UMASK:-0077}"
+# Task slots (scheduler) and worker processes (Celery worker) from this host's cores when not set:
+# 4 per core, at least 4 (welfare_exchange.exchange.scheduling.derived_parallelism).
+_slots=$(( $(nproc) * 4 > 4 ? $(nproc) * 4 : 4 ))
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-$_slots}"
+export AIRFLOW__CELERY__WORKER_CONCURRENCY="${AIRFLOW__CELERY__WORKER_CONCURRENCY:-$_slots}"
+unset _slots
 exec "$@"

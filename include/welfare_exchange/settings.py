@@ -51,6 +51,7 @@ DEFAULTS: dict[str, str | None] = {
     # the Airflow API (Exchanges view, ``exchange retry``)
     "WELFARE_EXCHANGE_AIRFLOW_API_URL": None,
     "WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID": "airflow_api",
+    "WELFARE_EXCHANGE_TASK_WEIGHT_RULE": "upstream",
     # timing of the exchange DAGs
     "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "60",
     "WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS": str(7 * 24 * 3600),
@@ -166,6 +167,17 @@ def _percent(name: str) -> float:
     return number
 
 
+#: Airflow's task weight rules (``airflow.task.priority_strategy``); ``downstream`` is Airflow's default.
+TASK_WEIGHT_RULES = ("upstream", "downstream", "absolute")
+
+
+def _choice(name: str, choices: tuple[str, ...]) -> str:
+    value = (_raw(name) or "").strip().lower()
+    if value not in choices:
+        raise ValueError(f"setting {name} must be one of {', '.join(choices)}, got {os.environ.get(name)!r}")
+    return value
+
+
 def intake_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ``WELFARE_EXCHANGE_INTAKE_*`` variables that are set, by lower-case field name
     (``environ``: another mapping than the process environment, for tests)."""
@@ -234,6 +246,9 @@ class Settings:
     :param airflow_api_conn_id: the Airflow connection (type ``http``: host = the API's URL,
         login and password of an operator) ``welfare-exchange exchange retry`` logs in with
         (``WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID``, default ``airflow_api``).
+    :param task_weight_rule: Airflow weight rule of every task (``WELFARE_EXCHANGE_TASK_WEIGHT_RULE``,
+        default ``upstream``: a started exchange finishes before the next one takes the slots;
+        ``downstream`` is Airflow's own default). See :mod:`welfare_exchange.exchange.scheduling`.
     """
 
     home: Path
@@ -257,6 +272,7 @@ class Settings:
     arrival_window_seconds: int
     airflow_api_url: str | None
     airflow_api_conn_id: str
+    task_weight_rule: str
 
 
 def get_settings() -> Settings:
@@ -284,6 +300,7 @@ def get_settings() -> Settings:
         arrival_window_seconds=_int("WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS"),
         airflow_api_url=(_raw("WELFARE_EXCHANGE_AIRFLOW_API_URL") or "").rstrip("/") or None,
         airflow_api_conn_id=_raw("WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID") or "",
+        task_weight_rule=_choice("WELFARE_EXCHANGE_TASK_WEIGHT_RULE", TASK_WEIGHT_RULES),
     )
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import httpx
 
+from welfare_exchange.exchange.scheduling import derived_parallelism
 from welfare_exchange.settings import get_settings
 
 HOST = "127.0.0.1"
@@ -153,10 +154,11 @@ class AirflowServer:
                 "AIRFLOW_HOME": str(self.home),
                 # The venv's bin first: Airflow starts helpers by name.
                 "PATH": os.pathsep.join([str(Path(_airflow_bin()).parent), env.get("PATH", "")]),
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                # The LocalExecutor, its task processes started with the project's modules imported.
+                "AIRFLOW__CORE__EXECUTOR": "welfare_exchange.orchestration.executor.PreloadingLocalExecutor",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                # LocalExecutor starts `parallelism` worker processes: keep it small on 2 cores.
-                "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM") or "4",
+                # LocalExecutor starts `parallelism` worker processes: derived from the cores.
+                "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM") or str(derived_parallelism()),
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
                 # New or changed DAG files are seen within seconds, not minutes.
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",

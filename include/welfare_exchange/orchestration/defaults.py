@@ -12,6 +12,7 @@ from typing import Any
 
 from welfare_exchange import alerts, audit
 from welfare_exchange.db import session_scope
+from welfare_exchange.exchange import scheduling
 from welfare_exchange.orchestration import hooks  # noqa: F401  (DAG files import this: the tasks read connections through the hooks)
 from welfare_exchange.settings import get_timing
 
@@ -128,4 +129,5 @@ def default_args() -> dict[str, Any]:
         "on_success_callback": on_task_success,
         "on_retry_callback": on_task_retry,
         "on_failure_callback": on_task_failure,
+        **scheduling.task_defaults(),
     }
