@@ -177,7 +177,8 @@ class Effect:
 
     ``pending``: act now (nothing recorded it done). ``was_done``: an earlier call did it; its
     ``sha256``/``detail``/``target`` are the recorded ones. ``interrupted``: an earlier try
-    recorded the intent and stopped before recording the outcome (check the far side).
+    recorded the intent and stopped before recording the outcome (check the far side; ``detail``
+    then holds what that try noted).
     """
 
     key: str
@@ -231,7 +232,9 @@ def side_effect(
             effect = Effect(key, pending=False, was_done=True, sha256=found.sha256, detail=found.detail,
                             target=found.target, done_at=found.done_at)
         else:
-            effect = Effect(key, pending=True, interrupted=found is not None, target=found.target if found else target)
+            # A pending intent keeps what the earlier try noted (a digest to find the far side by).
+            effect = Effect(key, pending=True, interrupted=found is not None, target=found.target if found else target,
+                            detail=dict(found.detail) if found is not None and found.detail else None)
             begin_side_effect(session, key, kind=kind, exchange_id=exchange_id, target=target)
     try:
         yield effect

@@ -24,7 +24,7 @@ from tests.exchange.conftest import LOGICAL_DATE, _signed_protocol
 from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange, StagedBlob
-from welfare_exchange.exchange.dag_factory import method1_dags
+from welfare_exchange.orchestration.dag_factory import method1_dags
 from welfare_exchange.protocols import registry
 from welfare_exchange.retention import runner
 from welfare_exchange.settings import REPO_ROOT

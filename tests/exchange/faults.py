@@ -13,7 +13,7 @@ from tests.exchange.builders import encrypted_request
 from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange, SideEffect
-from welfare_exchange.exchange.dag_factory import method1_dag_id
+from welfare_exchange.orchestration.dag_factory import method1_dag_id
 from welfare_exchange.protocols import registry
 from welfare_exchange.settings import REPO_ROOT
 

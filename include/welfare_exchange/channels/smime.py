@@ -485,7 +485,8 @@ def _finish_fetch(protocol_id: int, exchange_id: int, item: dict[str, Any], run:
     with ledger.side_effect(key, kind="received", exchange_id=exchange_id) as effect:
         if effect.pending:
             # Moved already by a try that crashed before recording it: found in Processed by its digest.
-            moved = {**item, **_located(_move(item, mailbox=INBOX, to=PROCESSED))}
+            noted = {**item, **(effect.detail or {})}  # the digest the fetch noted before the move
+            moved = {**noted, **_located(_move(noted, mailbox=INBOX, to=PROCESSED))}
             with session_scope() as session:
                 exchange, _ = load_exchange(session, exchange_id)
             effect.complete(sha256=exchange.request_sha256, detail=moved)
