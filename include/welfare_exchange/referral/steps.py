@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from welfare_exchange import audit, ledger
+from welfare_exchange import alerts, audit, ledger
 from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
@@ -275,5 +275,13 @@ def check_feedback_deadline(protocol_id: int, run: RunInfo) -> dict[str, Any]:
         log.error(
             "DEADLINE MISSED: %d referral(s) of protocol %s have no feedback after %d days; "
             "see `welfare-exchange referral awaiting --protocol %s`", len(waiting), protocol_id, term, protocol_id,
+        )
+        # The operator's alert (webhook / e-mail), once per run: counts and ids only.
+        alerts.send_failure_alert(
+            dag_id=run.dag_id or "referral", run_id=run.run_id or run.exchange_date.isoformat(),
+            task_id=run.task_id or "check_feedback_deadline", protocol_id=protocol_id, cause="referral_feedback_overdue",
+            reason=f"{len(waiting)} referral(s) have no feedback from the Sociaal Huis after {term} days "
+            f"(the oldest {max(w.days for w in waiting)} days)",
+            runbook="docs/referral.md § 'A referral awaits feedback'",
         )
     return {"overdue": len(waiting), "term_days": term}
