@@ -38,8 +38,6 @@ DIRECT_EFFECTS = {
     ("include/welfare_exchange/channels/smime.py", "fetch_request"),
     ("include/welfare_exchange/outreach/resolution.py", "confirm"),
     ("include/welfare_exchange/outreach/resolution.py", "resend"),
-    ("include/welfare_exchange/referral/delivery.py", "take_feedback"),
-    ("include/welfare_exchange/referral/delivery.py", "quarantine_feedback"),
 }
 PRIMITIVES = {"begin_side_effect", "complete_side_effect"}
 

@@ -272,9 +272,6 @@ def side_effect(
       noted, in the transaction that opens the exchange (being reworked on another branch).
     * ``outreach/resolution.py`` ``confirm``/``resend``: operator decisions under a row lock in the
       caller's transaction; ``confirm`` records ``done`` with no act of ours.
-    * ``referral/delivery.py`` ``take_feedback``/``quarantine_feedback``: the file is found by
-      name in ``received/`` after a crash and the outcome written in the lookup's transaction
-      (being reworked on another branch; left as it is).
     """
     from welfare_exchange.db import session_scope
 

@@ -22,6 +22,7 @@ from welfare_exchange.settings import REPO_ROOT
 TASKS = (
     "protocol_gate", "wait_for_request", "fetch_request", "decrypt_and_validate", "match_entitlements",
     "build_result", "protocol_gate_before_delivery", "deliver_result", "record_data_subjects", "record_retention",
+    "send_receipt",
 )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from email.message import EmailMessage
 import hashlib
 import pathlib
 from collections.abc import Callable
@@ -53,6 +54,8 @@ class ChannelWorld:
     send_request: Callable[[bytes, int], None]
     received: Callable[[], list[tuple[str, bytes]]]
     stored_path: Callable[[str], object]
+    #: ``send_named(data, name)``: the municipality sends a file under its own name (not a request).
+    send_named: Callable[[bytes, str], None] | None = None
     runs: list[str] = field(default_factory=list)
 
     def run(self, n: int, task: str = "fetch_request") -> RunInfo:
@@ -75,7 +78,7 @@ def _sftp_world(request, monkeypatch) -> ChannelWorld:
         "sftp", registry.channel_for("sftp"), protocol_id, password, world, mail_logical_date().date(),
         send_request=lambda data, n: m.upload_request(data, f"aanvraag-{n}.xlsx"),
         received=lambda: sorted(m.read_outbox().items()),
-        stored_path=stored,
+        stored_path=stored, send_named=lambda data, name: m.upload_request(data, name),
     )
 
 
@@ -96,6 +99,16 @@ def _smime_world(request, monkeypatch, tmp_path) -> ChannelWorld:
         body = openssl("smime", "-encrypt", "-aes256", "-binary", "-in", str(source), str(pki.agency.certificate_path))
         head = f"From: {GENT_ADDRESS}\r\nTo: {AGENCY_ADDRESS}\r\nSubject: Aanvraag\r\nMessage-ID: <req-{n}@gent.test>\r\n"
         servers.inject("agency", head.encode() + body)
+
+    def send_named(data: bytes, name: str) -> None:
+        """A mail program's message: the file as a named attachment, S/MIME-encrypted with OpenSSL."""
+        inner = EmailMessage()
+        inner.set_content("Zie bijlage.\n")
+        inner.add_attachment(data, maintype="application", subtype="octet-stream", filename=name)
+        source = tmp_path / f"mime-{name}.eml"
+        source.write_bytes(inner.as_bytes(policy=email.policy.SMTP))
+        body = openssl("smime", "-encrypt", "-aes256", "-binary", "-in", str(source), str(pki.agency.certificate_path))
+        servers.inject("agency", f"From: {GENT_ADDRESS}\r\nTo: {AGENCY_ADDRESS}\r\nSubject: Bestand\r\n".encode() + body)
 
     def received() -> list[tuple[str, bytes]]:
         out = []
@@ -136,7 +149,7 @@ def _smime_world(request, monkeypatch, tmp_path) -> ChannelWorld:
 
     return ChannelWorld(
         "smime", registry.channel_for("smime"), protocol_id, password, world, mail_logical_date().date(),
-        send_request=send, received=received, stored_path=_Mailbox,
+        send_request=send, received=received, stored_path=_Mailbox, send_named=send_named,
     )
 
 
@@ -160,6 +173,7 @@ def _folder_world(request, monkeypatch) -> ChannelWorld:
         "folder", channel, protocol_id, password, world, mail_logical_date().date(),
         send_request=send, received=received,
         stored_path=lambda location: channel.root / conn / location.partition(":")[2],
+        send_named=lambda data, name: (channel.folder(conn, "inbox") / name).write_bytes(data),
     )
 
 

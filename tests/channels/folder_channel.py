@@ -20,7 +20,7 @@ import pathlib
 from typing import Any
 
 from welfare_exchange import audit, ledger
-from welfare_exchange.channels.base import Channel, Deleter, Sent
+from welfare_exchange.channels.base import Channel, Deleter, Inbound, Sent
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange
 from welfare_exchange.channels.common import (
@@ -78,6 +78,35 @@ class FolderChannel(Channel):
             return None
         first = min(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
         return {"name_sha256": _handle(first.name), "size": first.stat().st_size}
+
+    # ------------------------------------------------------------------ other files in
+
+    def _inbound(self, connection: str, relative: str) -> Inbound:
+        data = (self.root / connection / relative).read_bytes()
+        return Inbound(data=data, ref=relative, location=f"{connection}:{relative}", sha256=_sha256(data), size=len(data))
+
+    def find_inbound(self, protocol, patterns, *, settle_seconds=2.0):
+        import fnmatch
+
+        files = [p for p in self.folder(protocol.channel_connection, INBOX).iterdir()
+                 if p.is_file() and any(fnmatch.fnmatchcase(p.name.lower(), x.lower()) for x in patterns)]
+        return _handle(min(files, key=lambda p: (p.stat().st_mtime_ns, p.name)).name) if files else None
+
+    def take_inbound(self, protocol, handle, patterns, *, key, run):
+        connection = protocol.channel_connection
+        with ledger.side_effect(key, kind="inbound_received", exchange_id=None) as effect:
+            if effect.pending:
+                [name] = [p.name for p in (*self.folder(connection, INBOX).iterdir(), *self.folder(connection, RECEIVED).iterdir())
+                          if _handle(p.name) == handle]
+                effect.complete(detail={"remote": self._move(connection, f"{INBOX}/{name}", RECEIVED)})
+        return self._inbound(connection, effect.detail["remote"])
+
+    def quarantine_inbound(self, protocol, inbound, *, key):
+        connection = protocol.channel_connection
+        with ledger.side_effect(key, kind="inbound_quarantined", exchange_id=None) as effect:
+            if effect.pending:
+                effect.complete(detail={"remote": self._move(connection, inbound.ref, QUARANTINE)})
+        return self._inbound(connection, effect.detail["remote"])
 
     # ------------------------------------------------------------------ Method 1
 

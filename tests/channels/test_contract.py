@@ -147,3 +147,28 @@ def test_retention_deletes_the_stored_copy_only_when_it_is_the_recorded_one(chan
     assert not stored.exists()
     with session_scope() as session:
         assert session.get(RetentionItem, item_id).deletion_outcome == "deleted"
+
+
+def test_an_inbound_file_is_found_by_pattern_taken_once_and_set_aside_once(channel_world):
+    """The other files a municipality sends (a Sociaal Huis's referral feedback): found by name
+    pattern without naming it, taken once per key (a second take returns the same copy), set
+    aside once; every kept copy is the one its SHA-256 says."""
+    w = channel_world
+    patterns = ("terugkoppeling*.xlsx",)
+    with session_scope() as session:
+        protocol = get(session, w.protocol_id)
+    assert w.channel.find_inbound(protocol, patterns, settle_seconds=0.2) is None
+    data = w.request()
+    w.send_named(data, "terugkoppeling_1.xlsx")
+    handle = w.channel.find_inbound(protocol, patterns, settle_seconds=0.2)
+    assert handle is not None and "terugkoppeling" not in repr(handle)
+    run = w.run(1, "receive_feedback")
+    taken = w.channel.take_inbound(protocol, handle, patterns, key="contract:inbound:1", run=run)
+    assert taken.data == data
+    assert sha256(w.stored_path(taken.location).read_bytes()) == taken.sha256
+    assert w.channel.find_inbound(protocol, patterns, settle_seconds=0.2) is None, "taken out of the arrivals"
+    again = w.channel.take_inbound(protocol, handle, patterns, key="contract:inbound:1", run=run)
+    assert (again.data, again.location, again.sha256) == (data, taken.location, taken.sha256)
+    aside = w.channel.quarantine_inbound(protocol, taken, key="contract:inbound:1:aside")
+    assert aside.location != taken.location and sha256(w.stored_path(aside.location).read_bytes()) == aside.sha256
+    assert w.channel.quarantine_inbound(protocol, taken, key="contract:inbound:1:aside").location == aside.location

@@ -16,6 +16,7 @@ import logging
 import pytest
 import sqlalchemy as sa
 
+from tests.alerts.conftest import webhook  # noqa: F401 (fixture)
 from tests.dagutil import task_states
 from tests.referral.conftest import LIST_RUN, TODAY, elsewhere_nis, import_families, xcom_text
 from tests.referral.builders import NAME, family, feedback_file, read_workbook
@@ -134,7 +135,8 @@ def test_feedback_in_evaluation_out_and_unknown_ids_refused_by_line(agreement, c
     assert NAME not in xcom and unknown not in xcom and not any(f.child in xcom for f in families)
 
 
-def test_withdrawal_after_delivery_sends_one_notice_and_overdue_feedback_is_flagged(agreement, caplog, monkeypatch):
+def test_withdrawal_after_delivery_sends_one_notice_and_overdue_feedback_is_flagged(agreement, caplog, monkeypatch,
+                                                                                      webhook):  # noqa: F811
     nis = agreement.municipality.nis
     families = [family(nis=nis, given=TODAY - dt.timedelta(days=10)) for _ in range(3)]
     import_families(families)
@@ -160,6 +162,9 @@ def test_withdrawal_after_delivery_sends_one_notice_and_overdue_feedback_is_flag
         [fact] = session.scalars(sa.select(AuditRecord).where(AuditRecord.action == "referral.feedback_overdue")).all()
         assert fact.counts["referrals"] == 2
     assert "DEADLINE MISSED" in caplog.text
+    [alert] = webhook.received  # the operator is alerted once, with counts and the runbook, nothing personal
+    assert alert["cause"] == "referral_feedback_overdue" and "2 referral(s)" in alert["reason"]
+    assert "A referral awaits feedback" in alert["runbook"] and NAME not in json.dumps(alert)
 
 
 def test_a_feedback_file_moved_by_a_try_that_died_before_recording_it_is_taken_from_received(agreement):

@@ -42,6 +42,25 @@ class Sent:
     detail: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Inbound:
+    """A file the municipality sent that is not a Method 1 request (a referral feedback file),
+    taken by :meth:`Channel.take_inbound`.
+
+    ``data``: the file itself (over e-mail: the attachment, S/MIME-decrypted and its signature
+    checked; still the file password's encryption). ``ref``: where the channel keeps its copy now,
+    in the channel's own terms (an SFTP path, a mailbox folder and digest), handed back to
+    :meth:`Channel.quarantine_inbound`. ``location``, ``sha256``, ``size``: the kept copy, for its
+    deletion deadline (:meth:`Channel.schedule_copy`).
+    """
+
+    data: bytes
+    ref: str
+    location: str
+    sha256: str
+    size: int
+
+
 class Channel(abc.ABC):
     """One way files travel between the agency and a municipality.
 
@@ -89,6 +108,23 @@ class Channel(abc.ABC):
             "connections": f"Channel connection: `{entry.get('channel_connection')}` · key connection: "
             f"`{entry.get('key_connection')}` (its password is the file password).",
         }
+
+    # ------------------------------------------------------------------ other files in (referral feedback)
+
+    @abc.abstractmethod
+    def find_inbound(self, protocol, patterns: tuple[str, ...], *, settle_seconds: float = 2.0) -> Any | None:
+        """One look for a complete file of this protocol whose name matches ``patterns`` (case-insensitive
+        globs); its handle (JSON, no name, no personal data), or ``None``. Plain: a sensor calls it."""
+
+    @abc.abstractmethod
+    def take_inbound(self, protocol, handle: Any, patterns: tuple[str, ...], *, key: str, run: Any) -> Inbound:
+        """Take the file ``handle`` names out of the arrivals (once per ledger ``key``: a second call finds it
+        where the first put it) and return it. A file the channel itself refuses (over e-mail: sender,
+        certificate, signature, cipher) is set aside and reported like a refused request, and raises."""
+
+    @abc.abstractmethod
+    def quarantine_inbound(self, protocol, inbound: Inbound, *, key: str) -> Inbound:
+        """Set a taken file the caller refused aside (once per ``key``); where its copy is now."""
 
     # ------------------------------------------------------------------ Method 1
 

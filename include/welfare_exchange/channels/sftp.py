@@ -10,13 +10,14 @@ file when the file moves.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import posixpath
 from collections.abc import Callable
 from typing import Any
 
 from welfare_exchange import audit, ledger, untrusted
-from welfare_exchange.channels.base import Channel, Deleter, Sent
+from welfare_exchange.channels.base import Channel, Deleter, Inbound, Sent
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.channels.common import (
@@ -361,6 +362,66 @@ def split_location(location: str) -> tuple[str, str]:
     return conn_id, path
 
 
+# ----------------------------------------------------------------------------- other files in
+
+
+def find_inbound(protocol: Protocol, patterns: tuple[str, ...], *, settle_seconds: float = 2.0) -> str | None:
+    """The handle of the oldest complete file in ``inbox/`` matching ``patterns`` (never its name), or ``None``."""
+    ready = sftp.list_ready_requests(_hook(protocol), INBOX, patterns, settle_seconds)
+    return sftp.name_handle(ready[0].name) if ready else None
+
+
+def _inbound(protocol: Protocol, remote: str, data: bytes) -> Inbound:
+    return Inbound(data=data, ref=remote, location=f"{protocol.channel_connection}:{remote}",
+                   sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+
+def take_inbound(protocol: Protocol, handle: str, *, key: str) -> Inbound:
+    """Move the file from ``inbox/`` to ``received/`` (once per ``key``) and read it (into memory only;
+    its name is the municipality's and is never recorded)."""
+    hook = _hook(protocol)
+    with session_scope() as session:
+        effect = ledger.find_side_effect(session, key)
+        target = (effect.detail or {}).get("remote") if effect is not None and effect.state == "done" else None
+    if target is None:
+        name = sftp.find_by_handle(hook, INBOX, handle)
+        if name is None and effect is not None:  # moved by an earlier try that stopped before recording it
+            moved = sftp.find_by_handle(hook, RECEIVED, handle)
+            if moved is not None:
+                target = posixpath.join(RECEIVED, moved)
+                with session_scope() as session:
+                    ledger.complete_side_effect(session, key, detail={"remote": target})
+    if target is None:
+        if name is None:
+            raise sftp.RemoteFileMissing(
+                f"the file the sensor found is no longer in {INBOX}/ on connection {protocol.channel_connection!r}: "
+                "clear the waiting task to take the next one"
+            )
+        with session_scope() as session:
+            ledger.begin_side_effect(session, key, kind="referral_feedback_received", exchange_id=None)
+        target = sftp.move(hook, posixpath.join(INBOX, name), RECEIVED)
+        with session_scope() as session:
+            ledger.complete_side_effect(session, key, detail={"remote": target})
+    data, _, _ = sftp.fetch_bytes(hook, target, max_bytes=IntakeLimits.from_env().max_file_bytes)
+    return _inbound(protocol, target, data)
+
+
+def quarantine_inbound(protocol: Protocol, inbound: Inbound, *, key: str) -> Inbound:
+    """Move a refused file from ``received/`` to ``quarantine/`` (once per ``key``)."""
+    with session_scope() as session:
+        effect = ledger.find_side_effect(session, key)
+        if effect is not None and effect.state == "done":
+            return _inbound(protocol, effect.detail["remote"], inbound.data)
+        ledger.begin_side_effect(session, key, kind="referral_feedback_quarantined", exchange_id=None)
+    try:
+        target = sftp.move(_hook(protocol), inbound.ref, QUARANTINE)
+    except sftp.RemoteFileMissing:  # moved by an earlier try that stopped before recording it
+        target = posixpath.join(QUARANTINE, posixpath.basename(inbound.ref))
+    with session_scope() as session:
+        ledger.complete_side_effect(session, key, detail={"remote": target})
+    return _inbound(protocol, target, inbound.data)
+
+
 class SftpChannel(Channel):
     """The municipality's chrooted SFTP folders."""
 
@@ -387,6 +448,16 @@ class SftpChannel(Channel):
 
     def fetch_request(self, protocol_id, item, run):
         return fetch_request(protocol_id, item, run)
+
+    def find_inbound(self, protocol, patterns, *, settle_seconds=2.0):
+        return find_inbound(protocol, patterns, settle_seconds=settle_seconds)
+
+    def take_inbound(self, protocol, handle, patterns, *, key, run):
+        del patterns, run  # the sensor matched the name already
+        return take_inbound(protocol, handle, key=key)
+
+    def quarantine_inbound(self, protocol, inbound, *, key):
+        return quarantine_inbound(protocol, inbound, key=key)
 
     def quarantine(self, exchange_id, err, run):
         return quarantine(exchange_id, err, run)

@@ -34,6 +34,7 @@ the intent before and the send after, keyed on the exchange.
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import hashlib
 import logging
 from types import SimpleNamespace
@@ -43,7 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from welfare_exchange import audit, failures, ledger, xlsx
-from welfare_exchange.channels.base import Channel, Sent
+from welfare_exchange.channels.base import Channel, Inbound, Sent
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
 from welfare_exchange.errors import InputError, ProtocolError
@@ -233,7 +234,9 @@ def first_waiting(protocol_sender: str, conn_id: str | None = None) -> dict[str,
     return _item(listed[0]) if listed else None
 
 
-def fetch_message(item: dict[str, Any], *, conn_id: str | None = None, max_bytes: int | None = None) -> mail.RawMessage | None:
+def fetch_message(
+    item: dict[str, Any], *, conn_id: str | None = None, max_bytes: int | None = None, mailbox: str = INBOX,
+) -> mail.RawMessage | None:
     """Download the one message ``item`` names, by its INBOX UID while UIDVALIDITY holds.
 
     Read-only (``EXAMINE``, ``BODY.PEEK``). ``None`` when it is no longer in the INBOX (or the
@@ -244,7 +247,7 @@ def fetch_message(item: dict[str, Any], *, conn_id: str | None = None, max_bytes
     # transport.mail lists and moves; fetching one known message is this channel's need, so
     # it is built here from the same (tested) IMAP helpers.
     with mail._imap_client(conn_id or imap_conn_id(), None) as client:
-        uidvalidity = mail._select(client, INBOX, readonly=True)
+        uidvalidity = mail._select(client, mailbox, readonly=True)
         if uidvalidity != item.get("uidvalidity"):
             return None
         found = mail._check(client.uid("SEARCH", None, "UID", str(item["uid"])), "search the mailbox")
@@ -384,27 +387,12 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
         reject(protocol_id, raw, err, run)
         raise ExchangeRefused(_refusal_text(protocol, err.code, str(err)))
 
-    agency_certificate, agency_key, _, _ = agency_identity()
-    warn_expiring(protocol, run, agency_certificate)
-    limit = max_message_bytes()
-    message = fetch_message(item, max_bytes=limit)
+    message, opened = _take_message(protocol, item, run, expected_sender=expected_sender, certificates=certificates)
     if message is None:
         raise InputError(
             f"protocol {protocol_id}: the message the sensor found is no longer in the agency's INBOX "
             "(moved by a person or another run): clear wait_for_request to look for the next one"
         )
-    try:
-        if message.too_large:
-            raise mail.oversized_error(message, limit)
-        opened = smime.decrypt(
-            message.data, agency_certificate, agency_key, expected_senders=expected_sender,
-            sender_certificates=certificates, require_signature=protocol.require_signature,
-            max_bytes=limit, today=run.exchange_date,
-        )
-    except smime.SmimeError as err:
-        reject(protocol_id, message, err, run)
-        raise ExchangeRefused(_refusal_text(protocol, err.code, str(err))) from None
-
     attachment = opened.attachment
     digest, size = hashlib.sha256(attachment).hexdigest(), len(attachment)
     message_sha = hashlib.sha256(message.data).hexdigest()
@@ -442,6 +430,45 @@ def fetch_request(protocol_id: int, item: dict[str, Any], run: RunInfo) -> int |
         log.info("duplicate request: same attachment as exchange %s; message moved to %s, not processed again", duplicate_of, PROCESSED)
         return None
     return _finish_fetch(protocol_id, exchange.id, _item(message), run)
+
+
+def _open(protocol: Protocol, message: mail.RawMessage, run: RunInfo, *, expected_sender: str, certificates, limit: int):
+    """S/MIME-open a downloaded message: decrypted with the agency's key, From = the registered
+    sender, signed by a pinned certificate (required when the protocol says so), allowed cipher, size."""
+    agency_certificate, agency_key, _, _ = agency_identity()
+    if message.too_large:
+        raise mail.oversized_error(message, limit)
+    return smime.decrypt(
+        message.data, agency_certificate, agency_key, expected_senders=expected_sender,
+        sender_certificates=certificates, require_signature=protocol.require_signature,
+        max_bytes=limit, today=run.exchange_date,
+    )
+
+
+def _take_message(
+    protocol: Protocol, item: dict[str, Any], run: RunInfo, *, expected_sender: str, certificates,
+    accept: Callable[[Any], None] | None = None,
+):
+    """Download the INBOX message ``item`` names and open it; ``(None, None)`` when it is no longer there.
+
+    A message the checks refuse — S/MIME's, or ``accept(opened)`` raising :class:`SmimeError` — is
+    moved to ``Rejected``, audited and answered (:func:`reject`), and :class:`ExchangeRefused` says why.
+    Method 1 requests and every other file a municipality mails (referral feedback) come through here.
+    """
+    agency_certificate, _, _, _ = agency_identity()
+    warn_expiring(protocol, run, agency_certificate)
+    limit = max_message_bytes()
+    message = fetch_message(item, max_bytes=limit)
+    if message is None:
+        return None, None
+    try:
+        opened = _open(protocol, message, run, expected_sender=expected_sender, certificates=certificates, limit=limit)
+        if accept is not None:
+            accept(opened)
+    except smime.SmimeError as err:
+        reject(protocol.id, message, err, run)
+        raise ExchangeRefused(_refusal_text(protocol, err.code, str(err))) from None
+    return message, opened
 
 
 def _finish_fetch(protocol_id: int, exchange_id: int, item: dict[str, Any], run: RunInfo) -> int:
@@ -807,6 +834,96 @@ def _delete_kept(item, before_delete: Callable[[str], None]) -> str | None:
                           uid=item.uid, before_delete=before_delete)
 
 
+# ----------------------------------------------------------------------------- other files in
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name.lower(), p.lower()) for p in patterns)
+
+
+def _inbound(data: bytes, located: dict[str, Any]) -> Inbound:
+    return Inbound(data=data, ref=f"{located['mailbox']}:{located['sha256']}",
+                   location=_message_location(located["mailbox"], located["sha256"]),
+                   sha256=located["sha256"], size=int(located.get("size") or 0))
+
+
+def find_inbound(protocol: Protocol, patterns: tuple[str, ...], *, settle_seconds: float = 2.0) -> dict[str, Any] | None:
+    """The oldest message from the protocol's registered sender in the INBOX (headers only), or ``None``.
+
+    Its attachment's name is inside the encryption: :func:`take_inbound` checks it against ``patterns``.
+    """
+    del patterns, settle_seconds  # a message arrives whole
+    return first_waiting(sender_address(protocol), imap_conn_id())
+
+
+def take_inbound(protocol: Protocol, item: dict[str, Any], patterns: tuple[str, ...], *, key: str, run: RunInfo) -> Inbound:
+    """Take the message ``item`` names exactly as a Method 1 request by mail: S/MIME-decrypted with the
+    agency's key, sender and signature checked against the protocol's pinned certificates, one
+    attachment — whose name must match ``patterns`` — then moved from ``INBOX`` to ``Processed``,
+    once per ``key``. A refused message goes to ``Rejected`` with a report (:func:`reject`) and
+    :class:`ExchangeRefused` is raised. A retry (or a re-run) reads the message again from where
+    the ledger says it lies.
+    """
+    expected_sender, certificates = sender_address(protocol), pinned_certificates(protocol)
+    with session_scope() as session:
+        effect = ledger.find_side_effect(session, key)
+        state, detail = (effect.state, dict(effect.detail or {})) if effect is not None else (None, {})
+    if state != "done":
+
+        def accept(opened) -> None:
+            name = opened.attachments[0][0] if len(opened.attachments) == 1 else None
+            if not name or not _matches(name, patterns):
+                raise smime.SmimeError(
+                    "the attachment is not named like a feedback file (" + ", ".join(patterns) + ")", code="not_feedback",
+                )
+
+        message, opened = _take_message(protocol, item, run, expected_sender=expected_sender, certificates=certificates,
+                                        accept=accept)
+        if message is None and not detail.get("sha256"):
+            raise InputError(
+                f"protocol {protocol.id}: the message the sensor found is no longer in the agency's INBOX "
+                "(moved by a person or another run): clear the waiting task to look for the next one"
+            )
+        if message is not None:
+            detail = {**_item(message), "sha256": hashlib.sha256(message.data).hexdigest()}
+            with session_scope() as session:
+                ledger.begin_side_effect(session, key, kind="referral_feedback_received", exchange_id=None)
+                ledger.find_side_effect(session, key).detail = detail
+        # Moved already by a try that crashed before recording it: found in Processed by its digest.
+        located = _located(_move(detail, mailbox=INBOX, to=PROCESSED))
+        with session_scope() as session:
+            ledger.complete_side_effect(session, key, sha256=located["sha256"], detail=located)
+        if message is not None:
+            return _inbound(opened.attachment, located)
+        detail = located
+    return _inbound(_read_kept(protocol, detail, run), detail)
+
+
+def _read_kept(protocol: Protocol, located: dict[str, Any], run: RunInfo) -> bytes:
+    """The attachment of a message already taken, read again from its folder (found by its digest)."""
+    limit = max_message_bytes()
+    with mail._imap_client(imap_conn_id(), None) as client:
+        found = mail.find_message(client, located["mailbox"], sha256=located["sha256"], size=located.get("size"),
+                                  uidvalidity=located.get("uidvalidity"), uid=located.get("uid"))
+    if found is None:
+        raise mail.MessageMissing(f"the message taken earlier is no longer in {located['mailbox']} of the agency's mailbox")
+    message = fetch_message({"uid": found.uid, "uidvalidity": found.uidvalidity}, max_bytes=limit, mailbox=found.mailbox)
+    if message is None:
+        raise mail.MessageMissing(f"the message taken earlier is no longer in {located['mailbox']} of the agency's mailbox")
+    opened = _open(protocol, message, run, expected_sender=sender_address(protocol),
+                   certificates=pinned_certificates(protocol), limit=limit)
+    return opened.attachment
+
+
+def quarantine_inbound(protocol: Protocol, inbound: Inbound, *, key: str) -> Inbound:
+    """Move a taken message the caller refused from ``Processed`` to ``Rejected`` (once per ``key``)."""
+    mailbox, _, digest = inbound.ref.partition(":")
+    with ledger.side_effect(key, kind="referral_feedback_quarantined", exchange_id=None, target=REJECTED) as effect:
+        if effect.pending:
+            effect.complete(sha256=digest, detail=_located(_move({"sha256": digest, "size": inbound.size}, mailbox=mailbox, to=REJECTED)))
+    return _inbound(inbound.data, effect.detail)
+
+
 class SmimeChannel(Channel):
     """The agency's mailbox (IMAP) for requests, SMTP for what leaves, S/MIME both ways."""
 
@@ -837,6 +954,15 @@ class SmimeChannel(Channel):
 
     def fetch_request(self, protocol_id, item, run):
         return fetch_request(protocol_id, item, run)
+
+    def find_inbound(self, protocol, patterns, *, settle_seconds=2.0):
+        return find_inbound(protocol, patterns, settle_seconds=settle_seconds)
+
+    def take_inbound(self, protocol, handle, patterns, *, key, run):
+        return take_inbound(protocol, handle, patterns, key=key, run=run)
+
+    def quarantine_inbound(self, protocol, inbound, *, key):
+        return quarantine_inbound(protocol, inbound, key=key)
 
     def quarantine(self, exchange_id, err, run):
         return quarantine(exchange_id, err, run)

@@ -62,8 +62,8 @@ FEEDBACK_DOC = """\
 | step | task | what it guarantees |
 |---|---|---|
 | 1 | `protocol_gate` | the agreement is signed and valid |
-| 2 | `wait_for_feedback` | a complete file named `terugkoppeling*.xlsx` (or `feedback*.xlsx`, `.xls`) in `inbox/`; none within the window: the run ends skipped |
-| 3 | `receive_feedback` | moved to `received/` first (never taken twice), decrypted in memory, validated (columns, known referral ids, outcomes, dates — refused by line number, never a value) and recorded; the same file again is a duplicate; a refused file goes to `quarantine/` with a report in `outbox/` |
+| 2 | `wait_for_feedback` | over `{channel}`: SFTP — a complete file named `terugkoppeling*.xlsx` (or `feedback*.xlsx`, `.xls`) in `inbox/`; e-mail — a message from the agreement's registered sender; none within the window: the run ends skipped |
+| 3 | `receive_feedback` | taken off the channel first (SFTP `inbox/` → `received/`; e-mail: S/MIME-decrypted, sender, pinned certificate and signature checked like a Method 1 request, one attachment named like a feedback file, `INBOX` → `Processed`; a refused message → `Rejected` with a report) — never taken twice; decrypted in memory, validated (columns, known referral ids, outcomes, dates — refused by line number, never a value) and recorded; the same file again is a duplicate; a refused file goes to `quarantine/` / `Rejected` with a report on the same channel |
 | 4 | `report_evaluation` | the evaluation report (counts per outcome and per criterion, under 10 suppressed) in the agency's own outbox and the Exchanges view |
 | 5 | `check_feedback_deadline` | referrals without feedback after the term are flagged (audit `referral.feedback_overdue`, error in the log) |
 """
@@ -140,7 +140,11 @@ def build_referral_dag(entry: dict[str, Any]) -> DAG:
 
 
 class FeedbackArrivalSensor(BaseSensorOperator):
-    """Wait for a complete feedback file in the Sociaal Huis's ``inbox/``; push its handle, never its name.
+    """Wait for a complete feedback file on the agreement's channel; push its handle, never its name.
+
+    Each look is the channel's (:meth:`welfare_exchange.channels.base.Channel.find_inbound`): a
+    settled file matching the feedback names in SFTP ``inbox/``, or a message from the agreement's
+    registered sender in the agency's mailbox (headers only).
 
     Reschedule mode (no worker slot between looks). Idempotent: when this run already took a
     file (the task was cleared afterwards), it is done at once and the next step finds that file.
@@ -167,12 +171,12 @@ class FeedbackArrivalSensor(BaseSensorOperator):
         if taken:
             return PokeReturnValue(is_done=True, xcom_value="taken")
         handle = delivery.waiting_feedback(protocol, settle_seconds=self.settle_seconds)
-        self.log.info("feedback file in inbox/: %s", "yes" if handle else "none yet")
+        self.log.info("feedback waiting on channel %s: %s", protocol.channel, "yes" if handle else "none yet")
         return PokeReturnValue(is_done=handle is not None, xcom_value=handle)
 
 
 def build_feedback_dag(entry: dict[str, Any]) -> DAG:
-    """The feedback DAG of one agreement (SFTP channel)."""
+    """The feedback DAG of one agreement (any channel: it asks the agreement's channel)."""
     protocol_id = int(entry["id"])
     poke = get_timing().poke_interval
     with DAG(
@@ -198,7 +202,7 @@ def build_feedback_dag(entry: dict[str, Any]) -> DAG:
         )
 
         @task(task_id="receive_feedback")
-        def receive_feedback(handle: str) -> dict[str, Any]:
+        def receive_feedback(handle: Any) -> dict[str, Any]:
             return run_step(steps.receive_feedback)(protocol_id, handle)
 
         @task(task_id="report_evaluation")
@@ -225,7 +229,7 @@ def referral_dags(path: os.PathLike | str | None = None) -> dict[str, DAG]:
         if is_wanted(referral_dag_id(entry)):
             dag = build_referral_dag(entry)
             dags[dag.dag_id] = dag
-        if entry["channel"] == "sftp" and is_wanted(feedback_dag_id(entry)):
+        if is_wanted(feedback_dag_id(entry)):
             dag = build_feedback_dag(entry)
             dags[dag.dag_id] = dag
     return dags

@@ -7,38 +7,37 @@ another channel implementation touches this file only. What it offers:
 * :func:`send_once` — deliver bytes under a ledger key, exactly once whatever re-runs, and run
   the caller's bookkeeping in the transaction that completes it (or, after a crash between the
   two, on the retry);
-* :func:`waiting_feedback`, :func:`take_feedback`, :func:`quarantine_feedback` — the Sociaal
-  Huis's ``inbox/``: a complete feedback file is moved to ``received/`` *before* it is read
-  (so it is never taken twice), a refused one on to ``quarantine/``;
+* :func:`waiting_feedback`, :func:`take`, :func:`quarantine_feedback` — feedback in, through
+  the channel (:meth:`~welfare_exchange.channels.base.Channel.find_inbound` and ``take_inbound``):
+  a complete feedback file is moved out of the arrivals (SFTP ``inbox/`` → ``received/``, the
+  agency's ``INBOX`` → ``Processed``) *before* it is read, so it is never taken twice; a refused
+  one goes on to ``quarantine/`` / ``Rejected``;
 * :func:`remote_copy` — where a sent file lies on the channel, for its deletion deadline.
 
-The folders are the Method 1 ones (``inbox/``, ``received/``, ``quarantine/``, ``outbox/``).
-Feedback over S/MIME e-mail is not wired yet: a ``smime`` agreement sends its lists and
-notices by e-mail, and its feedback is recorded with ``welfare-exchange referral`` by hand.
+The folders are the Method 1 ones. Over S/MIME e-mail, feedback is a message from the
+agreement's registered sender, opened and checked exactly like a Method 1 request by mail.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-import posixpath
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from welfare_exchange import ledger
 from welfare_exchange.channels import registry as channels
+from welfare_exchange.channels.base import Inbound
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Protocol
 from welfare_exchange.channels.common import key_password as _key_password
 from welfare_exchange.runinfo import RunInfo
-from welfare_exchange.intake import IntakeLimits
-from welfare_exchange.transport import sftp
 
 log = logging.getLogger(__name__)
 
-INBOX, OUTBOX, RECEIVED, QUARANTINE = "inbox", "outbox", "received", "quarantine"
-#: Feedback file names the agency takes from ``inbox/`` (case-insensitive); anything else stays there.
+#: Feedback file names the agency takes (case-insensitive): from SFTP ``inbox/`` (anything else stays
+#: there), or as the one attachment of an e-mail (anything else is refused).
 FEEDBACK_PATTERNS = ("terugkoppeling*.xlsx", "terugkoppeling*.xls", "feedback*.xlsx", "feedback*.xls")
 
 
@@ -46,9 +45,6 @@ def key_password(protocol: Protocol) -> str:
     """The file password the two DPOs agreed (the protocol's key connection)."""
     return _key_password(protocol)
 
-
-def _hook(protocol: Protocol):
-    return sftp.sftp_hook(protocol.channel_connection)
 
 
 def send_once(
@@ -85,63 +81,24 @@ def remote_copy(protocol: Protocol, name: str) -> tuple[str, str] | None:
 # ----------------------------------------------------------------------------- feedback in
 
 
-def waiting_feedback(protocol: Protocol, *, settle_seconds: float = 2.0) -> str | None:
-    """The handle of the oldest complete feedback file in ``inbox/`` (never its name), or ``None``."""
-    if protocol.channel != "sftp":
-        return None
-    ready = sftp.list_ready_requests(_hook(protocol), INBOX, FEEDBACK_PATTERNS, settle_seconds)
-    return sftp.name_handle(ready[0].name) if ready else None
+def waiting_feedback(protocol: Protocol, *, settle_seconds: float = 2.0) -> Any | None:
+    """The handle of the oldest complete feedback file on the agreement's channel (never its name), or ``None``."""
+    return channels.channel_for(protocol).find_inbound(protocol, FEEDBACK_PATTERNS, settle_seconds=settle_seconds)
 
 
-def take_feedback(protocol: Protocol, handle: str, *, key: str) -> tuple[bytes, str]:
-    """Move the feedback file from ``inbox/`` to ``received/`` (once per ``key``) and read it.
-
-    Returns ``(bytes, remote path)``. The file is read into memory only; its name is the Sociaal
-    Huis's and is never recorded.
-    """
-    hook = _hook(protocol)
-    with session_scope() as session:
-        effect = ledger.find_side_effect(session, key)
-        target = (effect.detail or {}).get("remote") if effect is not None and effect.state == "done" else None
-    if target is None:
-        name = sftp.find_by_handle(hook, INBOX, handle)
-        if name is None and effect is not None:  # moved by an earlier try that stopped before recording it
-            moved = sftp.find_by_handle(hook, RECEIVED, handle)
-            if moved is not None:
-                target = posixpath.join(RECEIVED, moved)
-                with session_scope() as session:
-                    ledger.complete_side_effect(session, key, detail={"remote": target})
-    if target is None:
-        if name is None:
-            raise sftp.RemoteFileMissing(
-                f"the feedback file the sensor found is no longer in {INBOX}/ on connection {protocol.channel_connection!r}: "
-                "clear wait_for_feedback to take the next one"
-            )
-        with session_scope() as session:
-            ledger.begin_side_effect(session, key, kind="referral_feedback_received", exchange_id=None)
-        target = sftp.move(hook, posixpath.join(INBOX, name), RECEIVED)
-        with session_scope() as session:
-            ledger.complete_side_effect(session, key, detail={"remote": target})
-    data, _, _ = sftp.fetch_bytes(hook, target, max_bytes=IntakeLimits.from_env().max_file_bytes)
-    return data, target
+def take(protocol: Protocol, handle: Any, *, key: str, run: RunInfo | None = None) -> Inbound:
+    """Take the feedback file ``handle`` names off the channel (once per ``key``) and return it
+    (:meth:`welfare_exchange.channels.base.Channel.take_inbound`)."""
+    run = run or RunInfo(exchange_date=dt.date.today())
+    return channels.channel_for(protocol).take_inbound(protocol, handle, FEEDBACK_PATTERNS, key=key, run=run)
 
 
-def quarantine_feedback(protocol: Protocol, source: str, *, key: str) -> str:
-    """Move a refused feedback file from ``received/`` to ``quarantine/`` (once per ``key``)."""
-    with session_scope() as session:
-        effect = ledger.find_side_effect(session, key)
-        if effect is not None and effect.state == "done":
-            return effect.detail["remote"]
-        ledger.begin_side_effect(session, key, kind="referral_feedback_quarantined", exchange_id=None)
-    try:
-        target = sftp.move(_hook(protocol), source, QUARANTINE)
-    except sftp.RemoteFileMissing:  # moved by an earlier try that stopped before recording it
-        target = posixpath.join(QUARANTINE, posixpath.basename(source))
-    with session_scope() as session:
-        ledger.complete_side_effect(session, key, detail={"remote": target})
-    return target
+def take_feedback(protocol: Protocol, handle: Any, *, key: str) -> tuple[bytes, str]:
+    """:func:`take`, as ``(bytes, where the channel keeps it)`` (e.g. the path in ``received/``)."""
+    taken = take(protocol, handle, key=key)
+    return taken.data, taken.ref
 
 
-def location(protocol: Protocol, remote: str) -> str:
-    """The deletion location of a remote path on the protocol's SFTP connection."""
-    return f"{protocol.channel_connection}:{remote}"
+def quarantine_feedback(protocol: Protocol, taken: Inbound, *, key: str) -> Inbound:
+    """Set a refused feedback file aside on the channel (``quarantine/``, ``Rejected``), once per ``key``."""
+    return channels.channel_for(protocol).quarantine_inbound(protocol, taken, key=key)

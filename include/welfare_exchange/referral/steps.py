@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from welfare_exchange import audit, ledger
+from welfare_exchange import alerts, audit, ledger
 from welfare_exchange.channels.registry import channel_for
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import Exchange, Protocol
@@ -153,27 +153,27 @@ def _take_key(protocol_id: int, run: RunInfo) -> str:
     return f"referral-feedback-take:{protocol_id}:{run.dag_id}:{run.run_id}"
 
 
-def receive_feedback(protocol_id: int, handle: str, run: RunInfo) -> dict[str, Any]:
-    """Take the feedback file from ``inbox/`` into ``received/``, decrypt, validate and record it.
+def receive_feedback(protocol_id: int, handle: Any, run: RunInfo) -> dict[str, Any]:
+    """Take the feedback file off the agreement's channel, decrypt, validate and record it.
 
-    A refused file goes on to ``quarantine/`` and the Sociaal Huis gets the refusal report (line
-    numbers and codes, never a value) in ``outbox/``. The same bytes received before are a
-    duplicate: audited, recorded nothing. Returns the exchange id and counts.
+    The channel takes it once (SFTP: ``inbox/`` → ``received/``; e-mail: S/MIME-opened and checked
+    like a Method 1 request, ``INBOX`` → ``Processed``). A refused file goes on to
+    ``quarantine/`` / ``Rejected`` and the Sociaal Huis gets the refusal report (line numbers and
+    codes, never a value) on the same channel. The same bytes received before are a duplicate:
+    audited, recorded nothing. Returns the exchange id and counts.
     """
     with session_scope() as session:
         protocol = get(session, protocol_id)
         require_gate(protocol, run.exchange_date)
     password = delivery.key_password(protocol)
-    data, remote = delivery.take_feedback(protocol, handle, key=_take_key(protocol_id, run))
+    taken = delivery.take(protocol, handle, key=_take_key(protocol_id, run), run=run)
     with session_scope() as session:
         protocol = get(session, protocol_id)
-        result = feedback.receive_feedback(session, protocol, data, password=password, on=run.exchange_date, actor=run.actor)
+        result = feedback.receive_feedback(session, protocol, taken.data, password=password, on=run.exchange_date, actor=run.actor)
         exchange = ledger.get_exchange(session, result.exchange_id)
         deadline, rule = ledger.request_deadline(protocol, run.exchange_date, what="feedback file")
-    digest, size = hashlib.sha256(data).hexdigest(), len(data)
-    del data
     if result.refused is not None:
-        remote = delivery.quarantine_feedback(protocol, remote, key=f"referral-feedback:{result.exchange_id}:quarantined")
+        taken = delivery.quarantine_feedback(protocol, taken, key=f"referral-feedback:{result.exchange_id}:quarantined")
         report = feedback.refusal_report(protocol, exchange, result.refused)
         name = f"terugkoppeling_geweigerd_{protocol.nis_code}_exchange-{result.exchange_id}.txt"
         delivery.send_once(
@@ -188,12 +188,13 @@ def receive_feedback(protocol_id: int, handle: str, run: RunInfo) -> dict[str, A
                     session, protocol_id=protocol.id, exchange_id=result.exchange_id, kind="report", where=copy[0],
                     location=copy[1], deadline=deadline, rule=rule, sha256=hashlib.sha256(report).hexdigest(), size=len(report),
                 )
-    with session_scope() as session:  # feedback is taken from the SFTP inbox only (delivery.waiting_feedback)
+    with session_scope() as session:  # the copy the channel keeps (a file, a message), verified by its digest when deleted
         channel_for(protocol).schedule_copy(
             session, protocol, exchange_id=result.exchange_id,
             kind="quarantine" if result.refused is not None else "request_file",
-            location=delivery.location(protocol, remote), deadline=deadline, rule=rule, sha256=digest, size=size,
+            location=taken.location, deadline=deadline, rule=rule, sha256=taken.sha256, size=taken.size,
         )
+    del taken
     state = "duplicate" if result.duplicate_of is not None else "refused" if result.refused is not None else "recorded"
     out = {"exchange_id": result.exchange_id, "state": state, **{k: int(v) for k, v in result.counts.items()}}
     if result.refused is not None:
@@ -275,5 +276,13 @@ def check_feedback_deadline(protocol_id: int, run: RunInfo) -> dict[str, Any]:
         log.error(
             "DEADLINE MISSED: %d referral(s) of protocol %s have no feedback after %d days; "
             "see `welfare-exchange referral awaiting --protocol %s`", len(waiting), protocol_id, term, protocol_id,
+        )
+        # The operator's alert (webhook / e-mail), once per run: counts and ids only.
+        alerts.send_failure_alert(
+            dag_id=run.dag_id or "referral", run_id=run.run_id or run.exchange_date.isoformat(),
+            task_id=run.task_id or "check_feedback_deadline", protocol_id=protocol_id, cause="referral_feedback_overdue",
+            reason=f"{len(waiting)} referral(s) have no feedback from the Sociaal Huis after {term} days "
+            f"(the oldest {max(w.days for w in waiting)} days)",
+            runbook="docs/referral.md § 'A referral awaits feedback'",
         )
     return {"overdue": len(waiting), "term_days": term}
