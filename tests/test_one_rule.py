@@ -36,6 +36,9 @@ DIRECT_EFFECTS = {
     ("include/welfare_exchange/outreach/outbox.py", "settle"),
     ("include/welfare_exchange/channels/sftp.py", "_record_delivery"),
     ("include/welfare_exchange/channels/smime.py", "fetch_request"),
+    ("include/welfare_exchange/channels/smime.py", "take_inbound"),
+    ("include/welfare_exchange/channels/sftp.py", "take_inbound"),
+    ("include/welfare_exchange/channels/sftp.py", "quarantine_inbound"),
     ("include/welfare_exchange/outreach/resolution.py", "confirm"),
     ("include/welfare_exchange/outreach/resolution.py", "resend"),
 }

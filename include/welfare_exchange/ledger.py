@@ -270,6 +270,9 @@ def side_effect(
       delivery an earlier try left pending and must not begin one.
     * ``channels/smime.py`` ``fetch_request``: the intent is begun, with the message's identity
       noted, in the transaction that opens the exchange (being reworked on another branch).
+    * ``channels/sftp.py`` ``take_inbound``/``quarantine_inbound`` and ``channels/smime.py``
+      ``take_inbound``: the referral feedback's inbound path, just merged from another branch and
+      not yet converted (a file found by name after a crash, recorded in the lookup's transaction).
     * ``outreach/resolution.py`` ``confirm``/``resend``: operator decisions under a row lock in the
       caller's transaction; ``confirm`` records ``done`` with no act of ours.
     """
