@@ -72,7 +72,10 @@ def test_ten_exchanges_on_two_workers_without_a_shared_folder(postgres_db, sftp_
         facts = list(session.scalars(sa.select(AuditRecord)))
         assert audit.verify(session).ok
     assert sorted(e.protocol_id for e in exchanges) == sorted(requested) and {e.state for e in exchanges} == {"delivered"}
-    assert all(len(m.read_outbox()) == 1 for m in municipalities)  # one result per outbox
+    # One result and one receipt per outbox.
+    outboxes = [sorted(m.read_outbox()) for m in municipalities]
+    assert all(len([n for n in names if n.endswith(".xlsx")]) == 1 for names in outboxes), outboxes
+    assert all(len([n for n in names if "ontvangstbevestiging" in n]) == 1 for names in outboxes), outboxes
     delivered = [f for f in facts if f.action == "result.delivered"]
     assert sorted(f.exchange_id for f in delivered) == sorted(e.id for e in exchanges)
 
