@@ -178,7 +178,8 @@ class Cluster:
         env = {**env, "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
                "WELFARE_EXCHANGE_TASK_WEIGHT_RULE": "downstream" if policy == "today" else "upstream",
                # Today: Airflow's own LocalExecutor, nothing preloaded (the Celery run sets its own).
-               **({"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"} if policy == "today" else {})}
+               "AIRFLOW__CORE__EXECUTOR": "LocalExecutor" if policy == "today"
+               else "welfare_exchange.orchestration.executor.PreloadingLocalExecutor"}
         if backend in ("postgres", "celery"):
             self.metadata_db = f"wx_bench_af_{uuid.uuid4().hex[:10]}"
             _pg(f'CREATE DATABASE "{self.metadata_db}"')

@@ -119,7 +119,10 @@ def test_the_dev_airflow_derives_parallelism(monkeypatch, tmp_path):
     assert env["AIRFLOW__CORE__PARALLELISM"] == str(scheduling.derived_parallelism())
     from welfare_exchange.orchestration import executor
 
-    assert env["AIRFLOW__CORE__EXECUTOR"] == executor.EXECUTOR
+    monkeypatch.delenv("AIRFLOW__CORE__EXECUTOR", raising=False)
+    assert AirflowServer(home=tmp_path / "airflow").environment()["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", executor.EXECUTOR)
+    assert AirflowServer(home=tmp_path / "airflow").environment()["AIRFLOW__CORE__EXECUTOR"] == executor.EXECUTOR
     assert issubclass(executor.PreloadingLocalExecutor, __import__("airflow.executors.local_executor",
                                                                    fromlist=["LocalExecutor"]).LocalExecutor)
 

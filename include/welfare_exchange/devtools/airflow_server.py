@@ -154,8 +154,9 @@ class AirflowServer:
                 "AIRFLOW_HOME": str(self.home),
                 # The venv's bin first: Airflow starts helpers by name.
                 "PATH": os.pathsep.join([str(Path(_airflow_bin()).parent), env.get("PATH", "")]),
-                # The LocalExecutor, its task processes started with the project's modules imported.
-                "AIRFLOW__CORE__EXECUTOR": "welfare_exchange.orchestration.executor.PreloadingLocalExecutor",
+                # Airflow's LocalExecutor unless the caller chooses (the bench's "new" policy takes the
+                # PreloadingLocalExecutor; its late executor events race a 2 s reschedule poke).
+                "AIRFLOW__CORE__EXECUTOR": env.get("AIRFLOW__CORE__EXECUTOR") or "LocalExecutor",
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 # LocalExecutor starts `parallelism` worker processes: derived from the cores.
                 "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM") or str(derived_parallelism()),
