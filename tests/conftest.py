@@ -19,6 +19,9 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(_ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(_ROOT / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__PARALLELISM", "4")
+# dag.test() has no executor, so no stale-event race: no floor between rescheduled pokes there
+# (a real scheduler started by the tests keeps the deployment's floor, see AirflowServer).
+os.environ.setdefault("WELFARE_EXCHANGE_RESCHEDULE_FLOOR_SECONDS", "0")
 os.environ.setdefault("WELFARE_EXCHANGE_AUDIT_HMAC_KEY", secrets.token_hex(32))
 os.environ.setdefault("WELFARE_EXCHANGE_AUDIT_SIGNING_KEY", secrets.token_hex(32))  # any 32 bytes: an Ed25519 key
 

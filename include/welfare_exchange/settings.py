@@ -54,6 +54,7 @@ DEFAULTS: dict[str, str | None] = {
     "WELFARE_EXCHANGE_TASK_WEIGHT_RULE": "upstream",
     # timing of the exchange DAGs
     "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "60",
+    "WELFARE_EXCHANGE_RESCHEDULE_FLOOR_SECONDS": "15",
     "WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS": str(7 * 24 * 3600),
     "WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS": str(24 * 3600),
     "WELFARE_EXCHANGE_SETTLE_SECONDS": "10",
@@ -324,6 +325,10 @@ class Timing:
         (``…_INBOX_STALE_UPLOAD_SECONDS``, 24 h).
     :param mail_deferrable: the mailbox sensor defers to the triggerer (``…_MAIL_DEFERRABLE``, false).
     :param mail_triage_schedule: schedule of the mailbox triage DAG (``…_MAIL_TRIAGE_SCHEDULE``, hourly).
+    :param reschedule_floor: shortest pause between two rescheduled pokes under a scheduler
+        (``…_RESCHEDULE_FLOOR_SECONDS``, 15; see
+        :mod:`welfare_exchange.orchestration.sensors.reschedule`). ``dag.test()`` has no executor
+        and no such race: the test session sets 0.
     """
 
     poke_interval: float
@@ -335,6 +340,7 @@ class Timing:
     stale_upload: float
     mail_deferrable: bool
     mail_triage_schedule: str
+    reschedule_floor: float = 15.0
 
 
 def get_timing() -> Timing:
@@ -348,6 +354,7 @@ def get_timing() -> Timing:
         stale_upload=_number("WELFARE_EXCHANGE_INBOX_STALE_UPLOAD_SECONDS"),
         mail_deferrable=_bool("WELFARE_EXCHANGE_MAIL_DEFERRABLE"),
         mail_triage_schedule=_raw("WELFARE_EXCHANGE_MAIL_TRIAGE_SCHEDULE") or "",
+        reschedule_floor=_number("WELFARE_EXCHANGE_RESCHEDULE_FLOOR_SECONDS"),
     )
 
 

@@ -69,7 +69,8 @@ def test_clearing_every_task_after_success_delivers_once(method1, airflow_server
 def test_an_empty_inbox_ends_skipped_run_after_run_under_the_scheduler(method1, airflow_server_factory, monkeypatch,
                                                                        deferrable):
     """Three runs in a row, a 20 s window and 2 s looks: each ends with wait_for_request and
-    everything after it skipped, the audit says "no request arrived", no try fails."""
+    everything after it skipped, the audit says "no request arrived", no try fails. Rescheduled
+    looks keep the deployment's floor (15 s), which keeps them clear of apache/airflow#71172."""
     import os
 
     for name, value in {"WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS": "20", "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "2",
@@ -87,7 +88,7 @@ def test_an_empty_inbox_ends_skipped_run_after_run_under_the_scheduler(method1, 
 
     for day in (2, 3, 4):
         run_id = airflow.trigger(dag_id, logical_date=dt.datetime(2026, 11, day, 9, tzinfo=dt.timezone.utc))
-        assert airflow.wait_for_run(dag_id, run_id, timeout=180) == "success"
+        assert airflow.wait_for_run(dag_id, run_id, timeout=180) == "success", airflow.why(dag_id, run_id)
         states = airflow.task_states(dag_id, run_id)
         assert states.pop("protocol_gate") == "success", states
         assert set(states.values()) == {"skipped"}, states

@@ -46,7 +46,7 @@ from typing import Any
 import httpx
 
 from welfare_exchange.exchange.scheduling import derived_parallelism
-from welfare_exchange.settings import get_settings
+from welfare_exchange.settings import DEFAULTS, get_settings
 
 HOST = "127.0.0.1"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -107,10 +107,15 @@ class AirflowServer:
     :param auth_manager: ``"simple"`` (SimpleAuthManager, user ``admin``) or ``"fab"`` (the FAB
         auth manager of the deployment; the REST helpers log in as an ``admin`` user with the
         Admin role, created on first use).
+    :param reschedule_floor: the shortest pause between rescheduled pokes
+        (``WELFARE_EXCHANGE_RESCHEDULE_FLOOR_SECONDS``); the deployment's default unless given.
+        Never taken from the caller's environment: under a real scheduler the race it prevents
+        is real (:mod:`welfare_exchange.orchestration.sensors.reschedule`), whereas the test
+        session turns it off for ``dag.test()``.
     """
 
     def __init__(self, home: Path | None = None, port: int | None = None, env: dict | None = None,
-                 auth_manager: str = "simple") -> None:
+                 auth_manager: str = "simple", reschedule_floor: float | None = None) -> None:
         if auth_manager not in AUTH_MANAGERS:
             raise ValueError(f"auth_manager must be one of {sorted(AUTH_MANAGERS)}, not {auth_manager!r}")
         self.auth_manager = auth_manager
@@ -118,6 +123,7 @@ class AirflowServer:
         self._own_home = home is not None and self.home != default_home()
         self.port = port or free_port()
         self.extra_env = dict(env or {})
+        self.reschedule_floor = reschedule_floor
         self._procs: dict[str, subprocess.Popen] = {}
         self._log_handles: list[Any] = []
         self._client: httpx.Client | None = None
@@ -181,6 +187,9 @@ class AirflowServer:
         env.update({k: str(v) for k, v in self.extra_env.items()})
         env.update(
             {
+                "WELFARE_EXCHANGE_RESCHEDULE_FLOOR_SECONDS": str(
+                    self.reschedule_floor if self.reschedule_floor is not None
+                    else DEFAULTS["WELFARE_EXCHANGE_RESCHEDULE_FLOOR_SECONDS"]),
                 "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGERS[self.auth_manager],
                 # Loopback only, this server's port, and the task runners talk to *this* API.
                 "AIRFLOW__API__HOST": HOST,
@@ -513,6 +522,13 @@ class AirflowServer:
                     f"run {run_id} of {dag_id} still {state} after {timeout:.0f} s; tasks: {self.task_states(dag_id, run_id)}"
                 )
             time.sleep(poll)
+
+    def why(self, dag_id: str, run_id: str, lines: int = 12) -> str:
+        """Why a run ended as it did, for a test's assertion message: the task states and the
+        scheduler's last error lines (state mismatches, killed tries), never a task's data."""
+        errors = [line[:300] for line in _tail(self.process_log_dir / "scheduler.log", 2000).splitlines()
+                  if "[error" in line or "UP_FOR_RETRY" in line or "Marking task as FAILED" in line]
+        return f"tasks: {self.task_states(dag_id, run_id)}; scheduler: " + "\n".join(errors[-lines:])
 
     def clear_task(self, dag_id: str, run_id: str, task_id: str, downstream: bool = False) -> list[str]:
         """Clear one task instance of a run (whatever its state), as an operator does in the UI;

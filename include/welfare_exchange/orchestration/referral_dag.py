@@ -31,6 +31,7 @@ from welfare_exchange.orchestration.defaults import default_args
 from welfare_exchange.protocols import get
 from welfare_exchange.referral import delivery, steps
 from welfare_exchange.orchestration.sensors.protocol_gate import ProtocolGateSensor
+from welfare_exchange.orchestration.sensors.reschedule import RescheduleFloor
 from welfare_exchange.settings import get_settings, get_timing, text
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -139,7 +140,7 @@ def build_referral_dag(entry: dict[str, Any]) -> DAG:
     return dag
 
 
-class FeedbackArrivalSensor(BaseSensorOperator):
+class FeedbackArrivalSensor(RescheduleFloor, BaseSensorOperator):
     """Wait for a complete feedback file on the agreement's channel; push its handle, never its name.
 
     Each look is the channel's (:meth:`welfare_exchange.channels.base.Channel.find_inbound`): a

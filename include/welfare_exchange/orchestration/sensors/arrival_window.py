@@ -6,10 +6,11 @@ import datetime as dt
 from typing import Any, NoReturn
 
 from airflow.sdk.bases.operator import TriggerFailureReason
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from welfare_exchange import audit
 from welfare_exchange.orchestration.hooks.project_db import ProjectDbHook
+from welfare_exchange.orchestration.sensors.reschedule import RescheduleFloor
 
 Window = tuple[dt.datetime, dt.datetime]
 
@@ -18,7 +19,7 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class ArrivalWindow:
+class ArrivalWindow(RescheduleFloor):
     """Mixin for a request sensor (a ``BaseSensorOperator``): ``timeout`` is the arrival window.
 
     When the window closes with no request, :meth:`none_arrived` records
@@ -26,14 +27,27 @@ class ArrivalWindow:
     do") and raises ``AirflowSkipException``: the task and the rest of the run end skipped,
     never failed. The deferred method's own outcome is never turned into a skip behind its
     back (``BaseSensorOperator`` does that with ``soft_fail``): "could not look" fails and retries.
+    ``BaseSensorOperator``'s own timeout, which measures the same window from the same start, is
+    the window closing too: should it fire first (between a look and its own check), the run
+    still ends skipped and audited, never failed. Rescheduled pokes keep the
+    :class:`~welfare_exchange.orchestration.sensors.reschedule.RescheduleFloor`.
 
     :attr awaited_in: where the request is awaited, in words, for the audit message.
     """
 
     awaited_in = "the channel"
 
+    def execute(self, context):
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout:
+            end = now()
+            window = self.reschedule_window(context) if self.reschedule else (end - dt.timedelta(seconds=self.timeout), end)
+            self.none_arrived(context, *window)
+
     def reschedule_window(self, context) -> Window:
-        """The window of a poking sensor: from the first reschedule of this try (as ``BaseSensorOperator`` counts)."""
+        """The window of a poking sensor: from its first reschedule (as ``BaseSensorOperator`` counts:
+        a retried try keeps the window its first try opened)."""
         first = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
         start = first or now()
         return start, start + dt.timedelta(seconds=self.timeout)

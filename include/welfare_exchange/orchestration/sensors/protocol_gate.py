@@ -10,10 +10,11 @@ from airflow.sdk import BaseSensorOperator
 from welfare_exchange.runinfo import exchange_date
 from welfare_exchange.orchestration.hooks.project_db import ProjectDbHook
 from welfare_exchange.orchestration.tasks import fail
+from welfare_exchange.orchestration.sensors.reschedule import RescheduleFloor
 from welfare_exchange.orchestration.triggers.protocol_gate import ProtocolGateTrigger
 
 
-class ProtocolGateSensor(BaseSensorOperator):
+class ProtocolGateSensor(RescheduleFloor, BaseSensorOperator):
     """Wait until the protocol is signed and valid on the exchange date.
 
     Deferrable by default (the wait costs no worker slot); with ``deferrable=False`` it pokes in
