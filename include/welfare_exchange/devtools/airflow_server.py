@@ -523,6 +523,21 @@ class AirflowServer:
                 )
             time.sleep(poll)
 
+    def wait_for_all_runs(self, dag_id: str, timeout: float = 300, at_least: int = 0) -> dict[str, str]:
+        """Wait until a DAG has ``at_least`` runs and every one of them has ended (the ones the
+        scheduler started on its own included, e.g. a scheduled DAG's latest interval right after
+        unpausing); ``{run_id: state}``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            runs = self.request("GET", f"/api/v2/dags/{self._q(dag_id)}/dagRuns", params={"limit": 100}).json()
+            states = {run["dag_run_id"]: run["state"] for run in runs["dag_runs"]}
+            if len(states) >= at_least and all(state in FINAL_RUN_STATES for state in states.values()):
+                return states
+            if time.monotonic() > deadline:
+                raise AirflowServerError(f"runs of {dag_id} still going after {timeout:.0f} s: {states}")
+            time.sleep(1.0)
+
     def why(self, dag_id: str, run_id: str, lines: int = 12) -> str:
         """Why a run ended as it did, for a test's assertion message: the task states and the
         scheduler's last error lines (state mismatches, killed tries), never a task's data."""

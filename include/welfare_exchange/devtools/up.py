@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     demo.quiet_libraries()
     signal.signal(signal.SIGTERM, demo._sigterm_as_interrupt)
+    # Ctrl-C stops everything, also when started from a script's background job (a shell
+    # without job control starts those with SIGINT ignored, and Python keeps it ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     say = demo.Progress()
     prepared = None

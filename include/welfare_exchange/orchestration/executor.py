@@ -7,7 +7,11 @@ process starts with Airflow's DAG bag, the DAG factory, the channels and the SFT
 measured under a batch on 2 cores, the DAG file's import and parse took 2.5 s (median) of every
 try, more than the step itself. Selected with
 ``AIRFLOW__CORE__EXECUTOR=welfare_exchange.orchestration.executor.PreloadingLocalExecutor``
-(the dev servers' default); restart the scheduler after upgrading the code.
+(the benchmark's "new" policy; the dev servers keep Airflow's LocalExecutor); restart the
+scheduler after upgrading the code. Its workers report a try's end a little later than the
+stock executor's; the sensors' reschedule floor
+(:mod:`welfare_exchange.orchestration.sensors.reschedule`) keeps that clear of Airflow's
+stale-event race.
 """
 
 from __future__ import annotations
