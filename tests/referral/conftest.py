@@ -112,6 +112,21 @@ def xcom_text(*dag_ids: str) -> str:
     return json.dumps(values, default=str)
 
 
+def agreement_env(monkeypatch, tmp_path) -> str:
+    """What a referral agreement's DAGs need in a test: a fresh key-connection password (returned),
+    an agency outbox under ``tmp_path`` and fast sensor and retry timings."""
+    password = secrets.token_urlsafe(12)
+    monkeypatch.setenv("AIRFLOW_CONN_KEY_REFERRAL", json.dumps({"conn_type": "generic", "password": password}))
+    monkeypatch.setenv("WELFARE_EXCHANGE_AGENCY_OUTBOX", str(tmp_path / "agency-outbox"))
+    for name, value in {
+        "WELFARE_EXCHANGE_SETTLE_SECONDS": "0.3", "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "1",
+        "WELFARE_EXCHANGE_RETRY_DELAY_SECONDS": "1", "WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS": "3",
+        "WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS": "20", "WELFARE_EXCHANGE_TASK_RETRIES": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return password
+
+
 def _free_flemish_nis(sftp_server) -> str:
     for code in sorted((m.nis_code for m in MUNICIPALITIES), reverse=True):
         if code not in sftp_server.accounts:
@@ -123,15 +138,7 @@ def _free_flemish_nis(sftp_server) -> str:
 def agreement(sqlite_db, sftp_server, sftp_municipality_factory, monkeypatch, tmp_path) -> Agreement:
     """A signed referral agreement (parent name and criteria only) over a real SFTP account."""
     municipality = sftp_municipality_factory(_free_flemish_nis(sftp_server))
-    password = secrets.token_urlsafe(12)
-    monkeypatch.setenv("AIRFLOW_CONN_KEY_REFERRAL", json.dumps({"conn_type": "generic", "password": password}))
-    monkeypatch.setenv("WELFARE_EXCHANGE_AGENCY_OUTBOX", str(tmp_path / "agency-outbox"))
-    for name, value in {
-        "WELFARE_EXCHANGE_SETTLE_SECONDS": "0.3", "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "1",
-        "WELFARE_EXCHANGE_RETRY_DELAY_SECONDS": "1", "WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS": "3",
-        "WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS": "20", "WELFARE_EXCHANGE_TASK_RETRIES": "0",
-    }.items():
-        monkeypatch.setenv(name, value)
+    password = agreement_env(monkeypatch, tmp_path)
     with session_scope() as session:
         protocol = referral_protocol(
             session, nis_code=municipality.nis, municipality=f"Testgemeente {municipality.nis}",

@@ -15,8 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
-import json
-import secrets
 from email.message import EmailMessage
 
 import pytest
@@ -25,7 +23,7 @@ import sqlalchemy as sa
 from tests.dagutil import task_states
 from tests.fixtures.mail import AGENCY_ADDRESS, GENT_ADDRESS
 from tests.referral.builders import NAME, family, feedback_file, read_workbook, referral_protocol
-from tests.referral.conftest import import_families, xcom_text
+from tests.referral.conftest import agreement_env, import_families, xcom_text
 from welfare_exchange import audit
 from welfare_exchange.db import session_scope
 from welfare_exchange.db.models import AuditRecord, Exchange, Referral, ReferralFeedback, RetentionItem, SideEffect
@@ -41,15 +39,7 @@ LIST_RUN = dt.datetime(TODAY.year, TODAY.month, TODAY.day, 6, 0, tzinfo=dt.timez
 @pytest.fixture
 def mail_agreement(sqlite_db, mail_env, smime_pki, monkeypatch, tmp_path):
     """A signed referral agreement with the Sociaal Huis of Gent over e-mail (sender and certificate pinned)."""
-    password = secrets.token_urlsafe(12)
-    monkeypatch.setenv("AIRFLOW_CONN_KEY_REFERRAL", json.dumps({"conn_type": "generic", "password": password}))
-    monkeypatch.setenv("WELFARE_EXCHANGE_AGENCY_OUTBOX", str(tmp_path / "agency-outbox"))
-    for name, value in {
-        "WELFARE_EXCHANGE_SETTLE_SECONDS": "0.3", "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "1",
-        "WELFARE_EXCHANGE_RETRY_DELAY_SECONDS": "1", "WELFARE_EXCHANGE_ARRIVAL_TIMEOUT_SECONDS": "3",
-        "WELFARE_EXCHANGE_GATE_TIMEOUT_SECONDS": "20", "WELFARE_EXCHANGE_TASK_RETRIES": "0",
-    }.items():
-        monkeypatch.setenv(name, value)
+    password = agreement_env(monkeypatch, tmp_path)
     with session_scope() as session:
         protocol = referral_protocol(
             session, channel="smime", channel_connection="smtp_agency", fields=["parent_name", "criteria"],
