@@ -10,7 +10,9 @@ Measured, in the same run, for
 * **today**: parallelism 4 (2 Celery processes per worker), Airflow's default weight rule
   (``downstream``: breadth-first), and
 * **new**: parallelism derived from the cores (:func:`~welfare_exchange.exchange.scheduling.derived_parallelism`;
-  per Celery worker half of it, both workers sharing this host) and the depth-first weight rule,
+  per Celery worker half of it, both workers sharing this host), the depth-first weight rule, the
+  preloading executor (or Celery worker) and a worker freed within a second of a try's end
+  (:data:`~welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS`; Airflow's 5 s today),
 
 the figures: delivered, exactly once (one delivery side effect per exchange, one new result per
 outbox), wall time (first trigger → last delivery), p50/p95 of upload → delivery (all, and the
@@ -167,7 +169,7 @@ class Cluster:
 
     def __init__(self, backend: str, policy: str, run_dir: pathlib.Path, project_url: str, env: dict) -> None:
         from welfare_exchange.devtools.airflow_server import AirflowServer
-        from welfare_exchange.exchange.scheduling import derived_parallelism
+        from welfare_exchange.exchange.scheduling import WORKER_WAKEUP_SECONDS, derived_parallelism
 
         self.backend, self.policy, self.run_dir = backend, policy, run_dir
         self.parallelism = 4 if policy == "today" else derived_parallelism()
@@ -180,6 +182,8 @@ class Cluster:
                # Today: Airflow's own LocalExecutor, nothing preloaded (the Celery run sets its own).
                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor" if policy == "today"
                else "welfare_exchange.orchestration.executor.PreloadingLocalExecutor"}
+        # Today: Airflow's 5 s supervisor wake-up; new: the project's (scheduling.WORKER_WAKEUP_SECONDS).
+        env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = "5" if policy == "today" else str(WORKER_WAKEUP_SECONDS)
         if backend in ("postgres", "celery"):
             self.metadata_db = f"wx_bench_af_{uuid.uuid4().hex[:10]}"
             _pg(f'CREATE DATABASE "{self.metadata_db}"')
@@ -275,10 +279,12 @@ def _run_batch(cluster: Cluster, server, project_url: str, entries: list[dict], 
         sum(cpu_after) - sum(cpu_before))
 
     delivered_at, tries, slot_seconds = {}, 0, []
+    phases: dict[str, list[float]] = {name: [] for name in PHASES}
     for e in entries:
         dag_id, run_id = method1_dag_id(e), runs[e["nis_code"]]
         tis = af.request("GET", f"/api/v2/dags/{af._q(dag_id)}/dagRuns/{af._q(run_id)}/taskInstances",
                          params={"limit": 100}).json()["task_instances"]
+        _step_phases(tis, phases)
         for ti in tis:
             tries += ti.get("try_number") or 0
             if ti["task_id"] not in ("protocol_gate", "wait_for_request") and ti.get("duration"):
@@ -309,7 +315,35 @@ def _run_batch(cluster: Cluster, server, project_url: str, entries: list[dict], 
         "small_p95_seconds": round(_percentile(small, 0.95), 1),
         "task_tries": tries, "mean_try_seconds": round(statistics.mean(slot_seconds), 2) if slot_seconds else None,
         "cpu_busy_percent": round(100 * busy), "peak_memory_mb": sampler.report(),
+        "step_phase_p50_seconds": {name: round(statistics.median(v), 2) if v else None for name, v in phases.items()},
     }
+
+
+#: The main line of a Method 1 run, each step after the one before it.
+MAIN_LINE = ("wait_for_request", "fetch_request", "decrypt_and_validate", "match_entitlements", "build_result",
+             "protocol_gate_before_delivery", "deliver_result", "record_retention")
+
+#: Where a step's time goes, from the moment the step before it ended: the scheduler noticing and
+#: scheduling it, waiting for a slot (queued), the executor starting the try, the try itself.
+PHASES = ("to_scheduled", "to_queued", "to_started", "try")
+
+
+def _step_phases(tis: list[dict], phases: dict[str, list[float]]) -> None:
+    """Add one run's step phases (seconds) to ``phases``."""
+    def ts(value):
+        return dt.datetime.fromisoformat(value).timestamp() if value else None
+
+    by_id = {ti["task_id"]: ti for ti in tis}
+    for before, step in zip(MAIN_LINE, MAIN_LINE[1:]):
+        a, b = by_id.get(before), by_id.get(step)
+        if not a or not b or (b.get("try_number") or 0) != 1:  # retried steps say nothing about the path
+            continue
+        marks = [ts(a.get("end_date")), ts(b.get("scheduled_when")), ts(b.get("queued_when")),
+                 ts(b.get("start_date")), ts(b.get("end_date"))]
+        if None in marks:
+            continue
+        for name, start, end in zip(PHASES, marks, marks[1:]):
+            phases[name].append(end - start)
 
 
 def _trigger(af, dag_id: str, logical_date: dt.datetime) -> str:
@@ -392,7 +426,7 @@ def run_configuration(backend: str, policy: str, sizes: list[int], scale: float,
                   f"wall {figures['wall_seconds']} s, p50 {figures['p50_seconds']} s, p95 {figures['p95_seconds']} s, "
                   f"small p50 {figures['small_p50_seconds']} s, try {figures['mean_try_seconds']} s, "
                   f"CPU busy {figures['cpu_busy_percent']} %, peak {figures['peak_memory_mb']['all_processes_own']} MB "
-                  "(all processes' own)", flush=True)
+                  f"(all processes' own); a step's p50 phases (s) {figures['step_phase_p50_seconds']}", flush=True)
         if solo:  # after the batches: a warm scheduler, as the batch's exchanges had
             solo_figures = _run_batch(cluster, server, project_url, entries[:1], [small], "solo", password)
             result["solo"] = solo_figures

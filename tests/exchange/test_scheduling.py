@@ -103,6 +103,33 @@ def test_env_sh_and_the_image_apply_the_same_rule(tmp_path):
     assert done.stdout.strip() == "3"
 
 
+def test_a_worker_is_freed_within_a_second_everywhere_the_project_starts_airflow(monkeypatch, tmp_path):
+    """The supervisor's wake-up (``[workers] min_heartbeat_interval``) is the project's in the dev
+    shell, the image and the dev Airflow, below Airflow's 5 s; an operator's value wins."""
+    import os
+    import subprocess
+
+    from welfare_exchange.devtools.airflow_server import AirflowServer
+    from welfare_exchange.settings import REPO_ROOT
+
+    assert 1 <= scheduling.WORKER_WAKEUP_SECONDS < 5
+    name = "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"
+    env = {k: v for k, v in os.environ.items() if k != name}
+    env["WELFARE_EXCHANGE_HOME"] = str(tmp_path)
+    for chosen, expected in ((None, str(scheduling.WORKER_WAKEUP_SECONDS)), ("3", "3")):
+        if chosen:
+            env[name] = chosen
+        for command in (f'source "{REPO_ROOT / "scripts" / "env.sh"}" && echo "${name}"',
+                        f'"{REPO_ROOT / "docker" / "airflow" / "entrypoint.sh"}" bash -c \'echo "${name}"\''):
+            done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, check=True)
+            assert done.stdout.strip().splitlines()[-1] == expected, command
+        if chosen:
+            monkeypatch.setenv(name, chosen)
+        else:
+            monkeypatch.delenv(name, raising=False)
+        assert AirflowServer(home=tmp_path / "airflow").environment()[name] == expected
+
+
 def test_every_preloaded_module_exists():
     """A renamed module would stop the Celery workers at boot: caught here first."""
     import importlib

@@ -45,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from welfare_exchange.exchange.scheduling import derived_parallelism
+from welfare_exchange.exchange.scheduling import WORKER_WAKEUP_SECONDS, derived_parallelism
 from welfare_exchange.settings import DEFAULTS, get_settings
 
 HOST = "127.0.0.1"
@@ -166,6 +166,10 @@ class AirflowServer:
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 # LocalExecutor starts `parallelism` worker processes: derived from the cores.
                 "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM") or str(derived_parallelism()),
+                # A worker is free for the next try within a second of a try's end, not five
+                # (welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS).
+                "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": env.get("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL")
+                or str(WORKER_WAKEUP_SECONDS),
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
                 # New or changed DAG files are seen within seconds, not minutes.
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",

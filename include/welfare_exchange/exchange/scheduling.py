@@ -27,6 +27,17 @@ inherits them; the DAG file's own parse then builds only the task's DAG
 (``get_parsing_context()``). (Airflow 3.3's ``[scheduler] mp_start_method=forkserver`` with these
 modules preloaded was measured *slower*: 10–20 s between a try's start and its parse.)
 
+**A slot freed when the try ends.** A LocalExecutor worker process (or a Celery worker's
+process) runs one try at a time: it supervises the task process and is free again only when the
+supervisor's loop has seen the process exit. Airflow 3.3's supervisor waits in ``select()`` for
+up to ``[workers] min_heartbeat_interval`` (default 5 s) at a time, and when the task process
+closes its sockets before it has been reaped, the last wait runs the full interval: every try
+held its slot ~5 s after its step had ended. Measured by the batch benchmark (the ``to_started``
+phase: a queued step waiting for a free worker) at 5.1 s of every step under a 20-exchange batch;
+with :data:`WORKER_WAKEUP_SECONDS` 1.7 s, and the batch 65.5 → 53.2 s. The cost is a heartbeat per
+second from a try that runs longer than a second (a cheap UPDATE in the API server).
+``scripts/env.sh``, the image's entrypoint and the dev Airflow set it when the operator has not.
+
 Plain Python: no Airflow import, so the rules are testable on their own.
 """
 
@@ -38,6 +49,10 @@ from welfare_exchange.settings import get_settings
 
 #: Task slots per core when parallelism is derived from the machine.
 TASKS_PER_CORE = 4
+
+#: ``[workers] min_heartbeat_interval``: how long a task supervisor waits at most before it looks
+#: again whether its task process has ended (Airflow's default, 5, keeps a finished try's slot ~5 s).
+WORKER_WAKEUP_SECONDS = 1
 
 #: Never fewer slots than this (a one-core machine still runs sensors beside a step).
 MIN_PARALLELISM = 4
