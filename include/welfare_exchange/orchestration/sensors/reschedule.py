@@ -1,7 +1,9 @@
 """Reschedule-mode pokes of the project's sensors are never closer together than :data:`FLOOR_SECONDS`.
 
-Why: in Airflow 3.3 a task process's end can reach the scheduler up to about five seconds late
-(the task supervisor notices the exit on its next five-second wake-up). When a sensor in
+Why: in Airflow 3.3 a task process's end can reach the scheduler seconds late (the task
+supervisor notices the exit on its next wake-up, every ``[workers] min_heartbeat_interval``:
+Airflow's 5 s, the project's 1 s — see :data:`welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS`
+— and later under load). When a sensor in
 ``reschedule`` mode is queued for its next poke before that late "success" of the previous
 poke arrives, the scheduler takes the event for a task killed from outside, marks the try
 failed and kills the poke that is running (`apache/airflow#71172
