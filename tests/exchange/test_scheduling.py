@@ -84,33 +84,38 @@ def test_env_sh_and_the_image_apply_the_same_rule(tmp_path):
     """``scripts/env.sh`` (and the image's entrypoint) derive parallelism with the shell's
     ``nproc``: the same number as :func:`scheduling.derived_parallelism` on this machine."""
     import os
+
+    name = "AIRFLOW__CORE__PARALLELISM"
+    env = {k: v for k, v in os.environ.items() if k != name}
+    env["WELFARE_EXCHANGE_HOME"] = str(tmp_path)
+    assert _shell_values(name, env) == {"env.sh": str(scheduling.derived_parallelism()),
+                                        "entrypoint.sh": str(scheduling.derived_parallelism())}
+    # A value set by the operator wins.
+    env[name] = "3"
+    assert _shell_values(name, env) == {"env.sh": "3", "entrypoint.sh": "3"}
+
+
+def _shell_values(name: str, env: dict[str, str]) -> dict[str, str]:
+    """``$name`` as the dev shell (``scripts/env.sh``) and the image's entrypoint leave it, given ``env``."""
     import subprocess
 
     from welfare_exchange.settings import REPO_ROOT
 
-    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__CORE__PARALLELISM"}
-    env["WELFARE_EXCHANGE_HOME"] = str(tmp_path)
-    expected = str(scheduling.derived_parallelism())
+    values = {}
     for script in (REPO_ROOT / "scripts" / "env.sh", REPO_ROOT / "docker" / "airflow" / "entrypoint.sh"):
-        command = (f'source "{script}" && echo "$AIRFLOW__CORE__PARALLELISM"' if script.name == "env.sh"
-                   else f'"{script}" bash -c \'echo "$AIRFLOW__CORE__PARALLELISM"\'')
+        command = (f'source "{script}" && echo "${name}"' if script.name == "env.sh"
+                   else f'"{script}" bash -c \'echo "${name}"\'')
         done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, check=True)
-        assert done.stdout.strip().splitlines()[-1] == expected, script.name
-    # A value set by the operator wins.
-    env["AIRFLOW__CORE__PARALLELISM"] = "3"
-    done = subprocess.run(["bash", "-c", f'source "{REPO_ROOT / "scripts" / "env.sh"}" && echo "$AIRFLOW__CORE__PARALLELISM"'],
-                          env=env, capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "3"
+        values[script.name] = (done.stdout.strip().splitlines() or [""])[-1]
+    return values
 
 
 def test_a_worker_is_freed_within_a_second_everywhere_the_project_starts_airflow(monkeypatch, tmp_path):
     """The supervisor's wake-up (``[workers] min_heartbeat_interval``) is the project's in the dev
     shell, the image and the dev Airflow, below Airflow's 5 s; an operator's value wins."""
     import os
-    import subprocess
 
     from welfare_exchange.devtools.airflow_server import AirflowServer
-    from welfare_exchange.settings import REPO_ROOT
 
     assert 1 <= scheduling.WORKER_WAKEUP_SECONDS < 5
     name = "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"
@@ -119,10 +124,7 @@ def test_a_worker_is_freed_within_a_second_everywhere_the_project_starts_airflow
     for chosen, expected in ((None, str(scheduling.WORKER_WAKEUP_SECONDS)), ("3", "3")):
         if chosen:
             env[name] = chosen
-        for command in (f'source "{REPO_ROOT / "scripts" / "env.sh"}" && echo "${name}"',
-                        f'"{REPO_ROOT / "docker" / "airflow" / "entrypoint.sh"}" bash -c \'echo "${name}"\''):
-            done = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, check=True)
-            assert done.stdout.strip().splitlines()[-1] == expected, command
+        assert _shell_values(name, env) == {"env.sh": expected, "entrypoint.sh": expected}
         if chosen:
             monkeypatch.setenv(name, chosen)
         else:
