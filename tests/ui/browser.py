@@ -132,12 +132,26 @@ class Browser:
         return result["result"].get("value")
 
     def navigate(self, url: str, timeout: float = 30) -> int | None:
-        """Open ``url``, wait for the load event; returns the HTTP status of the document."""
+        """Open ``url``, wait until the *new* document has loaded; returns its HTTP status.
+
+        The page open before may still fire its own load event after this call starts (a page
+        whose text a test already waited for need not have finished loading): the old document
+        is marked, and only a loaded document without the mark counts.
+        """
+        self.evaluate("window.__wxPrevious = true")
         self.events.clear()
         frame = self.send("Page.navigate", url=url)
         if frame.get("errorText"):
             raise AssertionError(f"navigation to {url} failed: {frame['errorText']}")
         self.wait_event("Page.loadEventFired", timeout)
+
+        def loaded() -> bool:
+            try:
+                return bool(self.evaluate("!window.__wxPrevious && document.readyState === 'complete'"))
+            except AssertionError:  # the old document's context went away mid-question: ask again
+                return False
+
+        self.wait_for(loaded, timeout, f"{url} to load")
         status = None
         for event in self.events:
             if event.get("method") == "Network.responseReceived" and event["params"].get("type") == "Document":
