@@ -252,7 +252,7 @@ def _run_batch(cluster: Cluster, server, project_url: str, entries: list[dict], 
 
     from welfare_exchange.db import session_scope
     from welfare_exchange.db.models import Exchange, SideEffect
-    from welfare_exchange.orchestration.dag_factory import method1_dag_id
+    from welfare_exchange.orchestration.dag_factory import build_method1_dag, method1_dag_id
 
     af = cluster.airflow
     files = {e["nis_code"]: _request(project_url, e["nis_code"], r, tag, password) for e, r in zip(entries, rows)}
@@ -280,11 +280,12 @@ def _run_batch(cluster: Cluster, server, project_url: str, entries: list[dict], 
 
     delivered_at, tries, slot_seconds = {}, 0, []
     phases: dict[str, list[float]] = {name: [] for name in PHASES}
+    upstream = {t.task_id: t.upstream_task_ids for t in build_method1_dag(entries[0]).tasks}
     for e in entries:
         dag_id, run_id = method1_dag_id(e), runs[e["nis_code"]]
         tis = af.request("GET", f"/api/v2/dags/{af._q(dag_id)}/dagRuns/{af._q(run_id)}/taskInstances",
                          params={"limit": 100}).json()["task_instances"]
-        _step_phases(tis, phases)
+        _step_phases(tis, upstream, phases)
         for ti in tis:
             tries += ti.get("try_number") or 0
             if ti["task_id"] not in ("protocol_gate", "wait_for_request") and ti.get("duration"):
@@ -319,28 +320,25 @@ def _run_batch(cluster: Cluster, server, project_url: str, entries: list[dict], 
     }
 
 
-#: The main line of a Method 1 run, each step after the one before it.
-MAIN_LINE = ("wait_for_request", "fetch_request", "decrypt_and_validate", "match_entitlements", "build_result",
-             "protocol_gate_before_delivery", "deliver_result", "record_retention")
-
-#: Where a step's time goes, from the moment the step before it ended: the scheduler noticing and
-#: scheduling it, waiting for a slot (queued), the executor starting the try, the try itself.
+#: Where a step's time goes, from the moment the last step before it ended: the scheduler noticing
+#: and scheduling it, waiting for a slot (queued), the executor starting the try, the try itself.
 PHASES = ("to_scheduled", "to_queued", "to_started", "try")
 
 
-def _step_phases(tis: list[dict], phases: dict[str, list[float]]) -> None:
-    """Add one run's step phases (seconds) to ``phases``."""
+def _step_phases(tis: list[dict], upstream: dict[str, set[str]], phases: dict[str, list[float]]) -> None:
+    """Add one run's step phases (seconds) to ``phases``; ``upstream`` is the DAG's own
+    ``{task_id: upstream task ids}``, so the phases follow the DAG as it is."""
     def ts(value):
         return dt.datetime.fromisoformat(value).timestamp() if value else None
 
     by_id = {ti["task_id"]: ti for ti in tis}
-    for before, step in zip(MAIN_LINE, MAIN_LINE[1:]):
-        a, b = by_id.get(before), by_id.get(step)
-        if not a or not b or (b.get("try_number") or 0) != 1:  # retried steps say nothing about the path
+    for step in tis:
+        before = [by_id.get(task_id) for task_id in upstream.get(step["task_id"], ())]
+        if not before or None in before or (step.get("try_number") or 0) != 1:  # a retry says nothing about the path
             continue
-        marks = [ts(a.get("end_date")), ts(b.get("scheduled_when")), ts(b.get("queued_when")),
-                 ts(b.get("start_date")), ts(b.get("end_date"))]
-        if None in marks:
+        marks = [max((ts(b.get("end_date")) or float("inf")) for b in before), ts(step.get("scheduled_when")),
+                 ts(step.get("queued_when")), ts(step.get("start_date")), ts(step.get("end_date"))]
+        if None in marks or marks[0] == float("inf"):
             continue
         for name, start, end in zip(PHASES, marks, marks[1:]):
             phases[name].append(end - start)

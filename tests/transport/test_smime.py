@@ -6,13 +6,12 @@ neither the sender's mailbox name, nor the file name, nor content.
 
 from __future__ import annotations
 
-import re
-
 import base64
 import datetime as dt
 import email
 import email.policy
 import os
+import re
 from email.message import EmailMessage
 
 import hypothesis

@@ -110,20 +110,6 @@ class Browser:
                 return message.get("result", {})
             self.events.append(message)
 
-    def wait_event(self, method: str, timeout: float = 30) -> dict[str, Any]:
-        """The first event ``method`` received since the last :meth:`navigate` (waits for it)."""
-        assert self._ws is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            for event in self.events:
-                if event.get("method") == method:
-                    return event
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {method} event within {timeout} s")
-            with contextlib.suppress(TimeoutError):
-                self.events.append(json.loads(self._ws.recv(timeout=min(remaining, 1.0))))
-
     def evaluate(self, expression: str, timeout: float = 30) -> Any:
         """The value of a JavaScript expression in the page (promises awaited)."""
         result = self.send("Runtime.evaluate", timeout=timeout, expression=expression, returnByValue=True, awaitPromise=True)
@@ -143,7 +129,6 @@ class Browser:
         frame = self.send("Page.navigate", url=url)
         if frame.get("errorText"):
             raise AssertionError(f"navigation to {url} failed: {frame['errorText']}")
-        self.wait_event("Page.loadEventFired", timeout)
 
         def loaded() -> bool:
             try:
