@@ -12,11 +12,14 @@ Measured, in the same run, for
 * **new**: parallelism derived from the cores (:func:`~welfare_exchange.exchange.scheduling.derived_parallelism`;
   per Celery worker half of it, both workers sharing this host), the depth-first weight rule, the
   preloading executor (or Celery worker) and a worker freed within a second of a try's end
-  (:data:`~welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS`; Airflow's 5 s today),
+  (:data:`~welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS`; Airflow's 5 s today) and
+  the DAG processor launched with the project's modules preloaded
+  (:mod:`welfare_exchange.orchestration.dag_processor`; Airflow's own command today),
 
 the figures: delivered, exactly once (one delivery side effect per exchange, one new result per
 outbox), wall time (first trigger → last delivery), p50/p95 of upload → delivery (all, and the
-2,000-row ones), CPU busy (whole machine) and peak memory. A solo 2,000-row exchange is timed
+2,000-row ones), CPU busy (whole machine), CPU-seconds per exchange (all cores, everything that
+ran) and peak memory; every try's times go to ``timeline-<batch>.json`` in the run's folder. A solo 2,000-row exchange is timed
 after the batches in the new configuration (warm, as the batch's were). Checked as ratios: batch ≤ 0.5× today's; the small exchanges'
 p50 ≤ 2× the solo time.
 
@@ -28,7 +31,8 @@ failed and the others still run.
 
 Knobs (environment): ``WELFARE_EXCHANGE_BENCH_CONCURRENCY_SIZES`` (``20,50``),
 ``…_BACKENDS`` (``sqlite,postgres,celery``), ``…_SCALE`` (``1``: rows and store size multiplied
-by it, e.g. ``0.05`` for a quick run), ``…_POLICIES`` (``today,new``).
+by it, e.g. ``0.05`` for a quick run), ``…_POLICIES`` (``today,new``), ``…_PARALLELISM`` (the new
+policy's slots; derived from the cores when unset).
 """
 
 from __future__ import annotations
@@ -172,7 +176,7 @@ class Cluster:
         from welfare_exchange.exchange.scheduling import WORKER_WAKEUP_SECONDS, derived_parallelism
 
         self.backend, self.policy, self.run_dir = backend, policy, run_dir
-        self.parallelism = 4 if policy == "today" else derived_parallelism()
+        self.parallelism = 4 if policy == "today" else int(_knob("PARALLELISM", "0")) or derived_parallelism()
         self.worker_concurrency = max(2, self.parallelism // 2)
         self.metadata_db: str | None = None
         self.queue = f"wx_bench_{uuid.uuid4().hex[:8]}"
@@ -199,7 +203,8 @@ class Cluster:
             })
             if policy != "today":
                 env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] = "welfare_exchange.orchestration.celery_config.CELERY_CONFIG"
-        self.airflow = AirflowServer(home=run_dir / "airflow", env=env)
+        # Today: Airflow's own DAG processor command (every parse imports the project again).
+        self.airflow = AirflowServer(home=run_dir / "airflow", env=env, preload_dag_processor=policy != "today")
 
     def start(self) -> Cluster:
         self.airflow.start(timeout=300)
@@ -275,16 +280,21 @@ def _run_batch(cluster: Cluster, server, project_url: str, entries: list[dict], 
               for e in entries for nis in [e["nis_code"]]}
     cpu_after = psutil.cpu_times()
     sampler.stop()
-    busy = 1 - (cpu_after.idle + cpu_after.iowait - cpu_before.idle - cpu_before.iowait) / (
-        sum(cpu_after) - sum(cpu_before))
+    idle = cpu_after.idle + cpu_after.iowait - cpu_before.idle - cpu_before.iowait
+    busy = 1 - idle / (sum(cpu_after) - sum(cpu_before))
+    busy_cpu_seconds = sum(cpu_after) - sum(cpu_before) - idle  # all cores: what the batch cost the machine
 
     delivered_at, tries, slot_seconds = {}, 0, []
     phases: dict[str, list[float]] = {name: [] for name in PHASES}
     upstream = {t.task_id: t.upstream_task_ids for t in build_method1_dag(entries[0]).tasks}
-    for e in entries:
+    timeline = []
+    for e, size in zip(entries, rows):
         dag_id, run_id = method1_dag_id(e), runs[e["nis_code"]]
         tis = af.request("GET", f"/api/v2/dags/{af._q(dag_id)}/dagRuns/{af._q(run_id)}/taskInstances",
                          params={"limit": 100}).json()["task_instances"]
+        timeline.append({"rows": size, "uploaded": uploaded[e["nis_code"]], "tasks": [
+            {k: ti.get(k) for k in ("task_id", "try_number", "state", "scheduled_when", "queued_when", "start_date",
+                                    "end_date", "priority_weight")} for ti in tis]})
         _step_phases(tis, upstream, phases)
         for ti in tis:
             tries += ti.get("try_number") or 0
@@ -303,6 +313,9 @@ def _run_batch(cluster: Cluster, server, project_url: str, entries: list[dict], 
                                                                      SideEffect.exchange_id.in_(ids))
             .group_by(SideEffect.exchange_id)).all()
     new_results = {e["nis_code"]: len(_outbox(server, e["nis_code"])) - outbox_before[e["nis_code"]] for e in entries}
+    # Every try's times, to see where an exchange's time went (no personal data: task ids and times).
+    (cluster.run_dir / f"timeline-{tag}.json").write_text(json.dumps(
+        {"first_trigger": first_trigger, "runs": timeline}, indent=1))
     return {
         "exchanges": len(entries), "rows": sorted(set(rows)), "runs_succeeded": sum(s == "success" for s in states.values()),
         "delivered": sum(x.state == "delivered" for x in exchanges),
@@ -315,7 +328,7 @@ def _run_batch(cluster: Cluster, server, project_url: str, entries: list[dict], 
         "small_p50_seconds": round(statistics.median(small), 1) if small else None,
         "small_p95_seconds": round(_percentile(small, 0.95), 1),
         "task_tries": tries, "mean_try_seconds": round(statistics.mean(slot_seconds), 2) if slot_seconds else None,
-        "cpu_busy_percent": round(100 * busy), "peak_memory_mb": sampler.report(),
+        "cpu_busy_percent": round(100 * busy), "cpu_seconds_per_exchange": round(busy_cpu_seconds / len(entries), 2), "peak_memory_mb": sampler.report(),
         "step_phase_p50_seconds": {name: round(statistics.median(v), 2) if v else None for name, v in phases.items()},
     }
 
@@ -423,7 +436,7 @@ def run_configuration(backend: str, policy: str, sizes: list[int], scale: float,
                   f"{figures['delivered']}/{size} delivered, exactly once {figures['exactly_once']}, "
                   f"wall {figures['wall_seconds']} s, p50 {figures['p50_seconds']} s, p95 {figures['p95_seconds']} s, "
                   f"small p50 {figures['small_p50_seconds']} s, try {figures['mean_try_seconds']} s, "
-                  f"CPU busy {figures['cpu_busy_percent']} %, peak {figures['peak_memory_mb']['all_processes_own']} MB "
+                  f"CPU busy {figures['cpu_busy_percent']} % ({figures['cpu_seconds_per_exchange']} CPU-s an exchange), peak {figures['peak_memory_mb']['all_processes_own']} MB "
                   f"(all processes' own); a step's p50 phases (s) {figures['step_phase_p50_seconds']}", flush=True)
         if solo:  # after the batches: a warm scheduler, as the batch's exchanges had
             solo_figures = _run_batch(cluster, server, project_url, entries[:1], [small], "solo", password)

@@ -50,6 +50,8 @@ from welfare_exchange.settings import DEFAULTS, get_settings
 
 HOST = "127.0.0.1"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+#: The DAG processor's launcher (the project modules preloaded before Airflow's command runs).
+DAG_PROCESSOR_MODULE = "welfare_exchange.orchestration.dag_processor"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 AUTH_MANAGERS = {"simple": SIMPLE_AUTH_MANAGER, "fab": FAB_AUTH_MANAGER}
@@ -112,10 +114,15 @@ class AirflowServer:
         Never taken from the caller's environment: under a real scheduler the race it prevents
         is real (:mod:`welfare_exchange.orchestration.sensors.reschedule`), whereas the test
         session turns it off for ``dag.test()``.
+    :param preload_dag_processor: start the DAG processor through
+        :mod:`welfare_exchange.orchestration.dag_processor` (the project modules the DAG files
+        import, imported once instead of in every parse), as the deployment does; ``False`` runs
+        Airflow's own command (the benchmark's "today").
     """
 
     def __init__(self, home: Path | None = None, port: int | None = None, env: dict | None = None,
-                 auth_manager: str = "simple", reschedule_floor: float | None = None) -> None:
+                 auth_manager: str = "simple", reschedule_floor: float | None = None,
+                 preload_dag_processor: bool = True) -> None:
         if auth_manager not in AUTH_MANAGERS:
             raise ValueError(f"auth_manager must be one of {sorted(AUTH_MANAGERS)}, not {auth_manager!r}")
         self.auth_manager = auth_manager
@@ -124,6 +131,7 @@ class AirflowServer:
         self.port = port or free_port()
         self.extra_env = dict(env or {})
         self.reschedule_floor = reschedule_floor
+        self.preload_dag_processor = preload_dag_processor
         self._procs: dict[str, subprocess.Popen] = {}
         self._log_handles: list[Any] = []
         self._client: httpx.Client | None = None
@@ -256,13 +264,16 @@ class AirflowServer:
             "dag-processor": ["dag-processor"],
             "triggerer": ["triggerer", "--skip-serve-logs"],
         }
+        command = [_airflow_bin(), *commands[name]]
+        if name == "dag-processor" and self.preload_dag_processor:
+            command = [str(Path(_airflow_bin()).with_name("python")), "-m", DAG_PROCESSOR_MODULE, *commands[name][1:]]
         fh = open(self.process_log_dir / f"{name}.log", "ab")
         self._log_handles.append(fh)
         # Own session per component: stop() signals the whole group (task runners, uvicorn and
         # parsing children included) and Ctrl-C in the terminal reaches only the caller, which
         # then stops us in order.
         self._procs[name] = subprocess.Popen(
-            [_airflow_bin(), *commands[name]], env=self.environment(), cwd=self.home, stdin=subprocess.DEVNULL,
+            command, env=self.environment(), cwd=self.home, stdin=subprocess.DEVNULL,
             stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
