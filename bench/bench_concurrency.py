@@ -32,7 +32,8 @@ failed and the others still run.
 Knobs (environment): ``WELFARE_EXCHANGE_BENCH_CONCURRENCY_SIZES`` (``20,50``),
 ``…_BACKENDS`` (``sqlite,postgres,celery``), ``…_SCALE`` (``1``: rows and store size multiplied
 by it, e.g. ``0.05`` for a quick run), ``…_POLICIES`` (``today,new``), ``…_PARALLELISM`` (the new
-policy's slots; derived from the cores when unset).
+policy's slots; derived from the cores when unset), ``…_WAKEUP`` (the new policy's supervisor
+wake-up, seconds; :data:`~welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS` when unset).
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ class Cluster:
                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor" if policy == "today"
                else "welfare_exchange.orchestration.executor.PreloadingLocalExecutor"}
         # Today: Airflow's 5 s supervisor wake-up; new: the project's (scheduling.WORKER_WAKEUP_SECONDS).
-        env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = "5" if policy == "today" else str(WORKER_WAKEUP_SECONDS)
+        env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = "5" if policy == "today" else _knob("WAKEUP", str(WORKER_WAKEUP_SECONDS))
         if backend in ("postgres", "celery"):
             self.metadata_db = f"wx_bench_af_{uuid.uuid4().hex[:10]}"
             _pg(f'CREATE DATABASE "{self.metadata_db}"')
