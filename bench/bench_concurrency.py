@@ -55,7 +55,7 @@ import uuid
 import sqlalchemy as sa
 import xlsxwriter
 
-from bench.common import MemorySampler, bench_home, cached_store
+from bench.common import MemorySampler, bench_home, cached_store, process_tree
 from welfare_exchange.settings import REPO_ROOT
 
 SEED = 3
@@ -227,26 +227,26 @@ class Cluster:
                     time.sleep(0.5)
         return self
 
+    def components(self) -> dict[str, int]:
+        """``{component: pid}``: Airflow's processes and the Celery workers."""
+        return {**{name: p.pid for name, p in self.airflow._procs.items()},
+                **{f"celery-worker-{i}": w.pid for i, w in enumerate(self.workers, 1)}}
+
     def pids(self) -> list[int]:
-        return [p.pid for p in self.airflow._procs.values()] + [w.pid for w in self.workers]
+        return list(self.components().values())
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU-seconds used so far by each component with everything under it: its live
         processes, and the task processes they have already reaped (children's times)."""
         import psutil
 
-        components = {**{name: p.pid for name, p in self.airflow._procs.items()},
-                      **{f"celery-worker-{i}": w.pid for i, w in enumerate(self.workers, 1)}}
         used = {}
-        for name, pid in components.items():
-            total = 0.0
-            with contextlib.suppress(psutil.Error):
-                root = psutil.Process(pid)
-                for proc in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        t = proc.cpu_times()
-                        total += t.user + t.system + t.children_user + t.children_system
-            used[name] = total
+        for name, pid in self.components().items():
+            used[name] = 0.0
+            for proc in process_tree(pid):
+                with contextlib.suppress(psutil.Error):
+                    t = proc.cpu_times()
+                    used[name] += t.user + t.system + t.children_user + t.children_system
         return used
 
     def stop(self) -> None:

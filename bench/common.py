@@ -75,6 +75,17 @@ def cached_store(children: int, seed: int) -> pathlib.Path:
     return path
 
 
+def process_tree(pid: int) -> list:
+    """``pid``'s process and all its descendants (``psutil.Process``), or none when it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 class MemorySampler(threading.Thread):
     """Samples the memory of every process under some root pids until :meth:`stop`.
 
@@ -96,12 +107,7 @@ class MemorySampler(threading.Thread):
         while not self._halt.is_set():
             total = 0
             for pid in self.pids():
-                try:
-                    root = psutil.Process(pid)
-                    procs = [root, *root.children(recursive=True)]
-                except psutil.Error:
-                    continue
-                for proc in procs:
+                for proc in process_tree(pid):
                     try:
                         info = proc.memory_info()
                     except psutil.Error:
