@@ -8,7 +8,8 @@ measured under a batch on 2 cores, the DAG file's import and parse took 2.5 s (m
 try, more than the step itself. Selected with
 ``AIRFLOW__CORE__EXECUTOR=welfare_exchange.orchestration.executor.PreloadingLocalExecutor``
 (the benchmark's "new" policy; the dev servers keep Airflow's LocalExecutor); restart the
-scheduler after upgrading the code. Its workers report a try's end a little later than the
+scheduler after upgrading the code. Its workers also wake the moment a try's process exits
+(:mod:`welfare_exchange.orchestration.task_exit`), so a slot is free again at once. Its workers report a try's end a little later than the
 stock executor's; the sensors' reschedule floor
 (:mod:`welfare_exchange.orchestration.sensors.reschedule`) keeps that clear of Airflow's
 stale-event race.
@@ -21,6 +22,7 @@ import importlib
 from airflow.executors.local_executor import LocalExecutor
 
 from welfare_exchange.exchange.scheduling import PRELOAD_MODULES
+from welfare_exchange.orchestration import task_exit
 
 #: The value of ``[core] executor`` that selects it.
 EXECUTOR = f"{__name__}.PreloadingLocalExecutor"
@@ -32,4 +34,5 @@ class PreloadingLocalExecutor(LocalExecutor):
     def start(self) -> None:
         for name in PRELOAD_MODULES:
             importlib.import_module(name)
+        task_exit.install()  # a worker is free when its try's process exits (task_exit)
         super().start()
