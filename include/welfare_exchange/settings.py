@@ -52,6 +52,7 @@ DEFAULTS: dict[str, str | None] = {
     "WELFARE_EXCHANGE_AIRFLOW_API_URL": None,
     "WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID": "airflow_api",
     "WELFARE_EXCHANGE_TASK_WEIGHT_RULE": "upstream",
+    "WELFARE_EXCHANGE_TASK_EXIT_WATCH": "true",          # orchestration/task_exit.py
     # timing of the exchange DAGs
     "WELFARE_EXCHANGE_POKE_INTERVAL_SECONDS": "60",
     "WELFARE_EXCHANGE_RESCHEDULE_FLOOR_SECONDS": "15",
@@ -134,13 +135,6 @@ def _bool(name: str) -> bool:
 
 #: Where staged files can live (:mod:`welfare_exchange.staging`).
 STAGING_BACKENDS = ("local", "postgres")
-
-
-def _choice(name: str, choices: tuple[str, ...]) -> str:
-    value = (_raw(name) or "").strip().lower()
-    if value not in choices:
-        raise ValueError(f"setting {name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
 
 
 #: The ways an audit anchor can be authenticated outside the project database.
@@ -303,6 +297,12 @@ def get_settings() -> Settings:
         airflow_api_conn_id=_raw("WELFARE_EXCHANGE_AIRFLOW_API_CONN_ID") or "",
         task_weight_rule=_choice("WELFARE_EXCHANGE_TASK_WEIGHT_RULE", TASK_WEIGHT_RULES),
     )
+
+
+def task_exit_watch() -> bool:
+    """Whether task supervisors wake at their task's exit (``WELFARE_EXCHANGE_TASK_EXIT_WATCH``;
+    :mod:`welfare_exchange.orchestration.task_exit`)."""
+    return _bool("WELFARE_EXCHANGE_TASK_EXIT_WATCH")
 
 
 def entitlement_import_file() -> Path:

@@ -59,6 +59,12 @@ def test_the_supervisor_wakes_at_the_task_exit(restorable, watched):
         assert took >= WAKE_UP - 1, f"without the watch the supervisor woke after {took:.1f} s: is it still needed?"
 
 
+def test_the_operator_can_turn_it_off(restorable, monkeypatch):
+    monkeypatch.setenv("WELFARE_EXCHANGE_TASK_EXIT_WATCH", "false")
+    assert task_exit.install() is False
+    assert getattr(sv.ActivitySubprocess, task_exit.MARK) is False
+
+
 def test_the_watch_is_closed_and_leaves_no_descriptor(restorable):
     task_exit.install()
     before = len(os.listdir("/proc/self/fd"))

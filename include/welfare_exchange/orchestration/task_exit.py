@@ -30,6 +30,8 @@ import functools
 import os
 import selectors
 
+from welfare_exchange.settings import task_exit_watch
+
 #: Set on the supervisor class once installed (installing twice changes nothing).
 MARK = "_welfare_exchange_exit_watch"
 
@@ -77,11 +79,13 @@ def watch(supervisor) -> ExitWatch | None:
 def install() -> bool:
     """Make every task supervisor of this process (and of processes forked from it) wake at its task's exit.
 
-    Returns whether the supervisor is watched (``False`` where ``os.pidfd_open`` is missing).
+    Returns whether the supervisor is watched: ``False`` where ``os.pidfd_open`` is missing, or
+    when the operator turned it off (``WELFARE_EXCHANGE_TASK_EXIT_WATCH=false``, e.g. to rule it
+    out after an Airflow upgrade).
     """
     from airflow.sdk.execution_time.supervisor import ActivitySubprocess
 
-    if not hasattr(os, "pidfd_open"):
+    if not hasattr(os, "pidfd_open") or not task_exit_watch():
         return False
     if getattr(ActivitySubprocess, MARK, False):
         return True
