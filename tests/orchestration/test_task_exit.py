@@ -65,12 +65,22 @@ def test_the_operator_can_turn_it_off(restorable, monkeypatch):
     assert getattr(sv.ActivitySubprocess, task_exit.MARK) is False
 
 
+def _pidfds() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:[pidfd]"
+        except OSError:
+            pass
+    return count
+
+
 def test_the_watch_is_closed_and_leaves_no_descriptor(restorable):
     task_exit.install()
-    before = len(os.listdir("/proc/self/fd"))
+    before = _pidfds()
     for _ in range(3):
         _supervise_one()
-    assert len(os.listdir("/proc/self/fd")) <= before
+    assert _pidfds() == before
 
 
 def test_an_in_process_supervisor_is_not_watched():
