@@ -11,8 +11,9 @@ Measured, in the same run, for
   (``downstream``: breadth-first), and
 * **new**: parallelism derived from the cores (:func:`~welfare_exchange.exchange.scheduling.derived_parallelism`;
   per Celery worker half of it, both workers sharing this host), the depth-first weight rule, the
-  preloading executor (or Celery worker) and a worker freed within a second of a try's end
-  (:data:`~welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS`; Airflow's 5 s today) and
+  preloading executor (or Celery worker), whose workers are free the moment a try's process
+  exits (:mod:`welfare_exchange.orchestration.task_exit`; the supervisor wakes every 5 s, as
+  Airflow's does, and today a finished try holds its worker until then), and
   the DAG processor launched with the project's modules preloaded
   (:mod:`welfare_exchange.orchestration.dag_processor`; Airflow's own command today),
 
@@ -33,7 +34,8 @@ Knobs (environment): ``WELFARE_EXCHANGE_BENCH_CONCURRENCY_SIZES`` (``20,50``),
 ``…_BACKENDS`` (``sqlite,postgres,celery``), ``…_SCALE`` (``1``: rows and store size multiplied
 by it, e.g. ``0.05`` for a quick run), ``…_POLICIES`` (``today,new``), ``…_PARALLELISM`` (the new
 policy's slots; derived from the cores when unset), ``…_WAKEUP`` (the new policy's supervisor
-wake-up, seconds; :data:`~welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS` when unset).
+wake-up, seconds; Airflow's 5 when unset, as in the image). ``WELFARE_EXCHANGE_TASK_EXIT_WATCH=false``
+measures the new policy without the exit watch.
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ class Cluster:
 
     def __init__(self, backend: str, policy: str, run_dir: pathlib.Path, project_url: str, env: dict) -> None:
         from welfare_exchange.devtools.airflow_server import AirflowServer
-        from welfare_exchange.exchange.scheduling import WORKER_WAKEUP_SECONDS, derived_parallelism
+        from welfare_exchange.exchange.scheduling import derived_parallelism
 
         self.backend, self.policy, self.run_dir = backend, policy, run_dir
         self.parallelism = 4 if policy == "today" else int(_knob("PARALLELISM", "0")) or derived_parallelism()
@@ -187,8 +189,9 @@ class Cluster:
                # Today: Airflow's own LocalExecutor, nothing preloaded (the Celery run sets its own).
                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor" if policy == "today"
                else "welfare_exchange.orchestration.executor.PreloadingLocalExecutor"}
-        # Today: Airflow's 5 s supervisor wake-up; new: the project's (scheduling.WORKER_WAKEUP_SECONDS).
-        env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = "5" if policy == "today" else _knob("WAKEUP", str(WORKER_WAKEUP_SECONDS))
+        # Airflow's 5 s supervisor wake-up in both, as in the image: the new policy's workers watch
+        # the task's exit instead (orchestration.task_exit; the knob weighs a shorter wake-up).
+        env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] = "5" if policy == "today" else _knob("WAKEUP", "5")
         if backend in ("postgres", "celery"):
             self.metadata_db = f"wx_bench_af_{uuid.uuid4().hex[:10]}"
             _pg(f'CREATE DATABASE "{self.metadata_db}"')

@@ -11,8 +11,7 @@ _slots=$(( $(nproc) * 4 > 4 ? $(nproc) * 4 : 4 ))
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-$_slots}"
 export AIRFLOW__CELERY__WORKER_CONCURRENCY="${AIRFLOW__CELERY__WORKER_CONCURRENCY:-$_slots}"
 unset _slots
-# A task supervisor looks whether its task process ended at least every second (Airflow: 5 s), so a
-# worker process is free for the next try right after a try ends
-# (welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS).
-export AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="${AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL:-1}"
+# [workers] min_heartbeat_interval stays Airflow's 5 s unless the operator sets it: the image's
+# Celery workers (celery_config) and the preloading LocalExecutor wake at a task process's exit
+# (welfare_exchange.orchestration.task_exit), so a worker is free at once without a heartbeat a second.
 exec "$@"

@@ -6,6 +6,7 @@ file exactly as ``docker-compose up`` would. Missing docker-compose is a failure
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import urllib.parse
@@ -123,6 +124,28 @@ def test_worker_celery_app_of_the_healthcheck_is_importable(compose_config):
         [str(ROOT / ".venv" / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, f"{module} does not import with constraints.txt:\n{result.stderr[-1500:]}"
+
+
+def test_worker_supervisors_watch_the_task_exit(compose_config):
+    """The worker's Celery app, loaded with the compose file's settings as ``celery worker`` loads
+    it, installs the exit watch before the pool forks (``orchestration.task_exit``); so the image
+    keeps Airflow's 5 s supervisor wake-up. Without the compose setting (the control) it does not."""
+    worker_env = compose_config["services"]["airflow-worker"]["environment"]
+    assert "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL" not in worker_env
+    code = ("import airflow.providers.celery.executors.celery_executor_utils\n"
+            "from airflow.sdk.execution_time.supervisor import ActivitySubprocess\n"
+            "from welfare_exchange.orchestration.task_exit import MARK\n"
+            "print('watched' if getattr(ActivitySubprocess, MARK, False) else 'not watched')")
+    seen = {}
+    for label, option in (("compose", worker_env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"]), ("airflow", None)):
+        env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"}
+        if option:
+            env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] = option
+        result = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-1500:]
+        seen[label] = result.stdout.strip().splitlines()[-1]
+    assert seen == {"compose": "watched", "airflow": "not watched"}
 
 
 # ---------------------------------------------------------------- scaling and exposure

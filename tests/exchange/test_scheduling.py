@@ -111,8 +111,10 @@ def _shell_values(name: str, env: dict[str, str]) -> dict[str, str]:
 
 
 def test_a_worker_is_freed_within_a_second_everywhere_the_project_starts_airflow(monkeypatch, tmp_path):
-    """The supervisor's wake-up (``[workers] min_heartbeat_interval``) is the project's in the dev
-    shell, the image and the dev Airflow, below Airflow's 5 s; an operator's value wins."""
+    """Where Airflow's own LocalExecutor runs (the dev shell, the dev Airflow), the supervisor's
+    wake-up (``[workers] min_heartbeat_interval``) is the project's, below Airflow's 5 s. The image
+    keeps Airflow's 5 s: its workers watch the task's exit (``orchestration.task_exit``, tested in
+    ``tests/orchestration/test_task_exit.py``). An operator's value wins everywhere."""
     import os
 
     from welfare_exchange.devtools.airflow_server import AirflowServer
@@ -121,10 +123,10 @@ def test_a_worker_is_freed_within_a_second_everywhere_the_project_starts_airflow
     name = "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"
     env = {k: v for k, v in os.environ.items() if k != name}
     env["WELFARE_EXCHANGE_HOME"] = str(tmp_path)
-    for chosen, expected in ((None, str(scheduling.WORKER_WAKEUP_SECONDS)), ("3", "3")):
+    for chosen, expected, image in ((None, str(scheduling.WORKER_WAKEUP_SECONDS), ""), ("3", "3", "3")):
         if chosen:
             env[name] = chosen
-        assert _shell_values(name, env) == {"env.sh": expected, "entrypoint.sh": expected}
+        assert _shell_values(name, env) == {"env.sh": expected, "entrypoint.sh": image}
         if chosen:
             monkeypatch.setenv(name, chosen)
         else:

@@ -30,8 +30,10 @@ def _finish_like_a_task():
 
 @pytest.fixture
 def restorable(monkeypatch):
-    """Whatever :func:`task_exit.install` changes on the supervisor class is undone after the test."""
-    monkeypatch.setattr(sv.ActivitySubprocess, "_register_pipe_readers", sv.ActivitySubprocess._register_pipe_readers)
+    """Airflow's own supervisor class for the test (this process may have installed the watch
+    already: importing the Celery config does); whatever the test installs is undone after it."""
+    register = sv.ActivitySubprocess._register_pipe_readers
+    monkeypatch.setattr(sv.ActivitySubprocess, "_register_pipe_readers", getattr(register, "__wrapped__", register))
     monkeypatch.setattr(sv.ActivitySubprocess, task_exit.MARK, False, raising=False)
     monkeypatch.setattr(sv, "MIN_HEARTBEAT_INTERVAL", WAKE_UP)
 

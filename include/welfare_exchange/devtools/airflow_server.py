@@ -175,7 +175,8 @@ class AirflowServer:
                 # LocalExecutor starts `parallelism` worker processes: derived from the cores.
                 "AIRFLOW__CORE__PARALLELISM": env.get("AIRFLOW__CORE__PARALLELISM") or str(derived_parallelism()),
                 # A worker is free for the next try within a second of a try's end, not five
-                # (welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS).
+                # (welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS): Airflow's own
+                # LocalExecutor does not watch a task's exit (orchestration.task_exit).
                 "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": env.get("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL")
                 or str(WORKER_WAKEUP_SECONDS),
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),

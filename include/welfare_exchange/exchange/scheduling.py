@@ -32,11 +32,18 @@ process) runs one try at a time: it supervises the task process and is free agai
 supervisor's loop has seen the process exit. Airflow 3.3's supervisor waits in ``select()`` for
 up to ``[workers] min_heartbeat_interval`` (default 5 s) at a time, and when the task process
 closes its sockets before it has been reaped, the last wait runs the full interval: every try
-held its slot ~5 s after its step had ended. Measured by the batch benchmark (the ``to_started``
-phase: a queued step waiting for a free worker) at 5.1 s of every step under a 20-exchange batch;
-with :data:`WORKER_WAKEUP_SECONDS` 1.7 s, and the batch 65.5 → 53.2 s. The cost is a heartbeat per
-second from a try that runs longer than a second (a cheap UPDATE in the API server).
-``scripts/env.sh``, the image's entrypoint and the dev Airflow set it when the operator has not.
+held its slot ~5 s after its step had ended (measured by the batch benchmark's ``to_started``
+phase, a queued step waiting for a free worker: 5.1 s of every step under a 20-exchange batch).
+Two ways out, each where it applies:
+
+- where the project starts the workers — the preloading LocalExecutor and the Celery workers
+  (:mod:`welfare_exchange.orchestration.task_exit`) — the supervisor also waits on the task
+  process's exit itself, so the slot is free at once and the heartbeat keeps Airflow's 5 s;
+- where Airflow's own LocalExecutor runs (the dev servers, ``scripts/env.sh``), nothing watches
+  the exit, and the project shortens the wake-up to :data:`WORKER_WAKEUP_SECONDS`. That costs a
+  heartbeat a second per running try: on a CPU-bound 2-core host a 20-exchange batch took
+  122.5 s with it against 103.6 s with 5 s, so the image (whose Celery workers are watched)
+  keeps Airflow's 5 s.
 
 Plain Python: no Airflow import, so the rules are testable on their own.
 """
@@ -50,8 +57,11 @@ from welfare_exchange.settings import get_settings
 #: Task slots per core when parallelism is derived from the machine.
 TASKS_PER_CORE = 4
 
-#: ``[workers] min_heartbeat_interval``: how long a task supervisor waits at most before it looks
-#: again whether its task process has ended (Airflow's default, 5, keeps a finished try's slot ~5 s).
+#: ``[workers] min_heartbeat_interval`` where nothing watches a task process's exit (Airflow's own
+#: LocalExecutor: the dev servers, ``scripts/env.sh``): how long a task supervisor waits at most
+#: before it looks again whether its task process has ended (Airflow's default, 5, keeps a
+#: finished try's slot ~5 s). Where the exit is watched (:mod:`welfare_exchange.orchestration.task_exit`),
+#: Airflow's 5 s stays: the slot is free at once and the heartbeat costs a fifth.
 WORKER_WAKEUP_SECONDS = 1
 
 #: Never fewer slots than this (a one-core machine still runs sensors beside a step).

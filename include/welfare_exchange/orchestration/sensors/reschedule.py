@@ -2,8 +2,9 @@
 
 Why: in Airflow 3.3 a task process's end can reach the scheduler seconds late (the task
 supervisor notices the exit on its next wake-up, every ``[workers] min_heartbeat_interval``:
-Airflow's 5 s, the project's 1 s — see :data:`welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS`
-— and later under load). When a sensor in
+Airflow's 5 s, the dev servers' 1 s — see :data:`welfare_exchange.exchange.scheduling.WORKER_WAKEUP_SECONDS`
+— and later under load; a supervisor that watches the exit, :mod:`welfare_exchange.orchestration.task_exit`,
+reports it at once, but the scheduler may still read it late). When a sensor in
 ``reschedule`` mode is queued for its next poke before that late "success" of the previous
 poke arrives, the scheduler takes the event for a task killed from outside, marks the try
 failed and kills the poke that is running (`apache/airflow#71172
