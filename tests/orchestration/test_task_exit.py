@@ -28,20 +28,27 @@ def _finish_like_a_task():
     os._exit(0)
 
 
+def _finish_at_once():
+    # Sockets closed and the process gone in the same instant: often reaped before the watch is read.
+    os.closerange(0, 1024)
+    os._exit(0)
+
+
 @pytest.fixture
 def restorable(monkeypatch):
     """Airflow's own supervisor class for the test (this process may have installed the watch
     already: importing the Celery config does); whatever the test installs is undone after it."""
-    register = sv.ActivitySubprocess._register_pipe_readers
-    monkeypatch.setattr(sv.ActivitySubprocess, "_register_pipe_readers", getattr(register, "__wrapped__", register))
+    for name in ("_register_pipe_readers", "_monitor_subprocess"):
+        method = getattr(sv.ActivitySubprocess, name)
+        monkeypatch.setattr(sv.ActivitySubprocess, name, getattr(method, "__wrapped__", method))
     monkeypatch.setattr(sv.ActivitySubprocess, task_exit.MARK, False, raising=False)
     monkeypatch.setattr(sv, "MIN_HEARTBEAT_INTERVAL", WAKE_UP)
 
 
-def _supervise_one():
+def _supervise_one(target=_finish_like_a_task):
     """Fork a child under an ActivitySubprocess and supervise it to the end; seconds it took."""
     started = time.monotonic()
-    proc = sv.WatchedSubprocess.start.__func__(sv.ActivitySubprocess, target=_finish_like_a_task, id=uuid.uuid4(), client=None)
+    proc = sv.WatchedSubprocess.start.__func__(sv.ActivitySubprocess, target=target, id=uuid.uuid4(), client=None)
     # No heartbeat is due in this short test (there is no API server behind client=None).
     proc._last_heartbeat_attempt = proc._last_successful_heartbeat = time.monotonic()
     proc._monitor_subprocess()
@@ -80,9 +87,37 @@ def _pidfds() -> int:
 def test_the_watch_is_closed_and_leaves_no_descriptor(restorable):
     task_exit.install()
     before = _pidfds()
-    for _ in range(3):
-        _supervise_one()
+    for target in [_finish_like_a_task] * 2 + [_finish_at_once] * 20:
+        _supervise_one(target)
     assert _pidfds() == before
+
+
+def test_a_watch_left_unread_is_closed_when_the_supervisor_ends(restorable, monkeypatch):
+    """A process reaped in the same wake-up that read its sockets' end leaves the watch unread:
+    the supervisor's loop closes it when it ends (the worker supervises try after try)."""
+    import selectors
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        class Supervisor:
+            pid = child.pid
+            selector = selectors.DefaultSelector()
+
+        before = _pidfds()
+        assert task_exit.watch(Supervisor) is not None
+        assert _pidfds() == before + 1
+        task_exit.unwatch(Supervisor)
+        assert _pidfds() == before and not Supervisor.selector.get_map()
+    finally:
+        child.kill()
+        child.wait()
+    # And the installed loop calls it every time, however the loop ended.
+    calls = []
+    monkeypatch.setattr(task_exit, "unwatch", calls.append)
+    task_exit.install()
+    _supervise_one(_finish_at_once)
+    assert len(calls) == 1
 
 
 def test_an_in_process_supervisor_is_not_watched():

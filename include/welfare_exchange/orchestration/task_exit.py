@@ -76,6 +76,21 @@ def watch(supervisor) -> ExitWatch | None:
     return exit_watch
 
 
+def unwatch(supervisor) -> None:
+    """Close the watch if the supervisor ended without reading it.
+
+    That happens when the process was reaped in the same wake-up that read its sockets' end: the
+    supervisor stops looking, and the pidfd would stay open in a worker that supervises try
+    after try. Called when the supervisor's loop ends, before it closes its selector.
+    """
+    mapping = supervisor.selector.get_map()
+    for key in list(mapping.values()) if mapping is not None else ():
+        if isinstance(key.fileobj, ExitWatch):
+            with contextlib.suppress(KeyError, ValueError):
+                supervisor.selector.unregister(key.fileobj)
+            key.fileobj.close()
+
+
 def install() -> bool:
     """Make every task supervisor of this process (and of processes forked from it) wake at its task's exit.
 
@@ -89,13 +104,21 @@ def install() -> bool:
         return False
     if getattr(ActivitySubprocess, MARK, False):
         return True
-    register = ActivitySubprocess._register_pipe_readers
+    register, monitor = ActivitySubprocess._register_pipe_readers, ActivitySubprocess._monitor_subprocess
 
     @functools.wraps(register)
     def register_and_watch(self, *args, **kwargs):
         register(self, *args, **kwargs)
         watch(self)
 
+    @functools.wraps(monitor)
+    def monitor_then_unwatch(self):
+        try:
+            return monitor(self)
+        finally:
+            unwatch(self)
+
     ActivitySubprocess._register_pipe_readers = register_and_watch
+    ActivitySubprocess._monitor_subprocess = monitor_then_unwatch
     setattr(ActivitySubprocess, MARK, True)
     return True
