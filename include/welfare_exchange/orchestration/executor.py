@@ -8,11 +8,12 @@ measured under a batch on 2 cores, the DAG file's import and parse took 2.5 s (m
 try, more than the step itself. Selected with
 ``AIRFLOW__CORE__EXECUTOR=welfare_exchange.orchestration.executor.PreloadingLocalExecutor``
 (the benchmark's "new" policy; the dev servers keep Airflow's LocalExecutor); restart the
-scheduler after upgrading the code. Its workers also wake the moment a try's process exits
-(:mod:`welfare_exchange.orchestration.task_exit`), so a slot is free again at once. Its workers report a try's end a little later than the
-stock executor's; the sensors' reschedule floor
-(:mod:`welfare_exchange.orchestration.sensors.reschedule`) keeps that clear of Airflow's
-stale-event race.
+scheduler after upgrading the code. Its workers wake the moment a try's process exits
+(:mod:`welfare_exchange.orchestration.task_exit`), so a slot is free again at once. Before that
+watch, its workers were seen reporting a try's end a little later than the stock executor's
+(not measured again since); the sensors' reschedule floor
+(:mod:`welfare_exchange.orchestration.sensors.reschedule`) keeps such a late end clear of
+Airflow's stale-event race.
 """
 
 from __future__ import annotations

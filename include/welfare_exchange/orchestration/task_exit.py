@@ -65,14 +65,11 @@ def watch(supervisor) -> ExitWatch | None:
     def readable(_fileobj) -> bool:
         return False  # the process has exited: nothing more to read, stop watching
 
-    def closed(fileobj) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            supervisor.selector.unregister(fileobj)
-
     # The selector's data is (handler, on_close), as for the supervisor's own sockets; the
     # supervisor closes the watch after on_close. It is not one of its "open sockets", so it
     # never holds the supervisor back.
-    supervisor.selector.register(exit_watch, selectors.EVENT_READ, (readable, closed))
+    supervisor.selector.register(
+        exit_watch, selectors.EVENT_READ, (readable, functools.partial(_unregister, supervisor.selector)))
     return exit_watch
 
 
@@ -86,9 +83,13 @@ def unwatch(supervisor) -> None:
     mapping = supervisor.selector.get_map()
     for key in list(mapping.values()) if mapping is not None else ():
         if isinstance(key.fileobj, ExitWatch):
-            with contextlib.suppress(KeyError, ValueError):
-                supervisor.selector.unregister(key.fileobj)
+            _unregister(supervisor.selector, key.fileobj)
             key.fileobj.close()
+
+
+def _unregister(selector, exit_watch: ExitWatch) -> None:
+    with contextlib.suppress(KeyError, ValueError):
+        selector.unregister(exit_watch)
 
 
 def install() -> bool:
